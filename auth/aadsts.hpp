@@ -1,0 +1,22 @@
+#pragma once
+// Microsoft identity platform error codes (AADSTS...) mapped to what an operator should do.
+// Pure: no I/O.
+
+#include <optional>
+#include <string_view>
+
+namespace iop::auth {
+
+struct AadstsInfo {
+  int code = 0;
+  bool permanent = false;        // true: the refresh token will never work again: re-authorize
+  std::string_view explanation;  // operator-facing, one sentence, no secrets
+};
+
+// The entry for `code`, or nullopt for codes we do not know.
+std::optional<AadstsInfo> lookup_aadsts(int code);
+
+// The first "AADSTS<digits>" in an error_description, or 0.
+int extract_aadsts(std::string_view description);
+
+}  // namespace iop::auth

@@ -1,0 +1,106 @@
+#pragma once
+// The credentials database (SQLite): the source of truth for refresh tokens.
+//
+// Thread-safe (one internal mutex; one SQLite connection). Calls block on disk I/O: callers on an
+// I/O thread must hop to a worker first. Several processes may open the same file (WAL mode, busy
+// timeout). Token writes run with synchronous=FULL, so a committed update survives a crash.
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/result.hpp"
+#include "common/secret.hpp"
+#include "storage/sealed.hpp"
+
+namespace iop::storage {
+
+enum class AccountStatus { active, needs_reauth };
+std::string_view to_string(AccountStatus status);
+
+// One row of mail_credentials, secrets decrypted.
+struct Credentials {
+  std::string email;  // lower-case
+  bool use_oauth = true;
+  Secret access_token;
+  Secret refresh_token;
+  std::int64_t token_expiry = 0;     // unix seconds; 0 when there is no access token
+  std::int64_t refreshed_at_ms = 0;  // when the stored tokens were obtained (unix ms); 0 = never
+  Secret password;                   // upstream password for use_oauth = false accounts
+  std::string local_password_hash;   // empty: no local password set
+  std::string upstream_host;         // empty: the configured default upstream
+  int upstream_port = 0;             // 0: the configured default
+  AccountStatus status = AccountStatus::active;
+  std::string status_reason;  // why the account needs re-authorization (no secrets)
+  std::int64_t created_at = 0;
+  std::int64_t updated_at = 0;
+};
+
+// What `account list` shows: nothing secret, nothing decrypted.
+struct AccountSummary {
+  std::string email;
+  bool use_oauth = true;
+  AccountStatus status = AccountStatus::active;
+  std::string status_reason;
+  std::int64_t token_expiry = 0;
+  std::int64_t refreshed_at_ms = 0;
+  bool has_local_password = false;
+  std::string upstream_host;
+  int upstream_port = 0;
+};
+
+// The result of a refresh, to be committed.
+struct TokenUpdate {
+  Secret access_token;
+  std::int64_t token_expiry = 0;
+  std::optional<Secret> refresh_token;  // set when the endpoint rotated it
+  std::int64_t refreshed_at_ms = 0;     // when the grant was obtained
+};
+
+class CredentialsStore {
+ public:
+  // Opens (creating when missing) the database at `path`, applies pending migrations, and checks
+  // that `key` is the key this database was written with (Errc::key_error otherwise).
+  static Result<std::unique_ptr<CredentialsStore>> open(const std::filesystem::path& path,
+                                                        MasterKey key);
+  ~CredentialsStore();
+  CredentialsStore(const CredentialsStore&) = delete;
+  CredentialsStore& operator=(const CredentialsStore&) = delete;
+
+  // The account's row with secrets decrypted. Errc::not_found, Errc::credentials_corrupt (a
+  // secret that does not decrypt: only this account is affected), Errc::storage_unavailable.
+  Result<Credentials> get(std::string_view email);
+
+  Result<std::vector<AccountSummary>> list();
+
+  // Adds the account, or when it exists, replaces its upstream credentials (OAuth tokens or
+  // password, use_oauth, upstream) and sets it active again, keeping its local password hash
+  // and created_at. `row.email` must be normalized already.
+  Result<void> upsert_account(const Credentials& row);
+
+  // Commits a refresh in one transaction with synchronous=FULL. Applied only when the stored
+  // tokens are older (refreshed_at_ms < update.refreshed_at_ms), so a late retry never
+  // overwrites a newer refresh token; returns false when skipped for that reason. The refresh
+  // token column changes only when update.refresh_token is set. Also sets status active.
+  Result<bool> update_tokens(std::string_view email, const TokenUpdate& update);
+
+  // Marks the account needs_reauth with a reason; keeps every stored secret.
+  Result<void> mark_needs_reauth(std::string_view email, std::string_view reason);
+
+  Result<void> set_local_password_hash(std::string_view email, std::string_view hash);
+
+  // Deletes the account; returns false when there was none.
+  Result<bool> remove(std::string_view email);
+
+  struct Impl;
+
+ private:
+  explicit CredentialsStore(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace iop::storage

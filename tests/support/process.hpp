@@ -1,0 +1,67 @@
+#pragma once
+// Child processes for tests: real peers (redis-server, the test token endpoint) and the
+// project's own binary.
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace iop::test {
+
+class Process {
+ public:
+  // Starts `argv` (argv[0] looked up in PATH). stdout/stderr go to `log_file` when given,
+  // else are inherited. `stdin_data`, when given, is written to the child's stdin, then closed.
+  static Process start(const std::vector<std::string>& argv,
+                       const std::optional<std::filesystem::path>& log_file = std::nullopt,
+                       const std::optional<std::string>& stdin_data = std::nullopt);
+  Process() = default;
+  Process(Process&& other) noexcept;
+  Process& operator=(Process&& other) noexcept;
+  Process(const Process&) = delete;
+  Process& operator=(const Process&) = delete;
+  ~Process();  // SIGKILL + reap when still running
+
+  [[nodiscard]] pid_t pid() const { return pid_; }
+  [[nodiscard]] bool running();
+  void signal(int sig);
+  // Waits for exit; returns the exit status (128 + signal for a signal), or nullopt on timeout.
+  std::optional<int> wait(std::chrono::milliseconds timeout = std::chrono::seconds(30));
+  void kill_and_wait();
+
+ private:
+  pid_t pid_ = -1;
+  std::optional<int> status_;
+};
+
+struct CommandResult {
+  int exit_code = -1;
+  std::string out;
+  std::string err;
+};
+
+// Runs `argv` to completion, feeding `stdin_data`, capturing stdout and stderr.
+CommandResult run_command(const std::vector<std::string>& argv, const std::string& stdin_data = {},
+                          std::chrono::milliseconds timeout = std::chrono::seconds(60));
+
+// A TCP port on 127.0.0.1 that was free a moment ago.
+int free_port();
+
+// A fresh folder under the system temp dir, removed at destruction.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  [[nodiscard]] const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+}  // namespace iop::test
