@@ -7,9 +7,12 @@
 
 namespace iop::auth {
 
+// What a known code means. `permanent` and `config` are never both true; an entry with neither
+// is a temporary condition at Microsoft's side: retry later.
 struct AadstsInfo {
   int code = 0;
   bool permanent = false;        // true: the refresh token will never work again: re-authorize
+  bool config = false;           // true: our client settings are wrong: the operator must fix them
   std::string_view explanation;  // operator-facing, one sentence, no secrets
 };
 

@@ -22,8 +22,6 @@ inline std::int64_t to_unix_millis(SystemTime t) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
 }
 
-inline SystemTime from_unix_seconds(std::int64_t s) {
-  return SystemTime(std::chrono::seconds(s));
-}
+inline SystemTime from_unix_seconds(std::int64_t s) { return SystemTime(std::chrono::seconds(s)); }
 
 }  // namespace iop

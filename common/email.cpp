@@ -50,8 +50,8 @@ Result<std::string> normalize_email(std::string_view text) {
   if (!std::all_of(domain.begin(), domain.end(), allowed_domain_char)) {
     return bad("the domain holds a character that is not allowed");
   }
-  if (domain.front() == '.' || domain.back() == '.' || domain.find("..") != std::string_view::npos ||
-      domain.front() == '-') {
+  if (domain.front() == '.' || domain.back() == '.' ||
+      domain.find("..") != std::string_view::npos || domain.front() == '-') {
     return bad("misplaced '.' or '-' in the domain");
   }
   std::string out(text);

@@ -57,9 +57,10 @@ std::string json_escape(std::string_view text) {
 Result<void> setup_logging(std::string_view level, LogFormat format) {
   const auto lvl = spdlog::level::from_str(std::string(level));
   if (lvl == spdlog::level::off && level != "off") {
-    return fail(Errc::config_error,
-                fmt::format("[log] level: expected trace, debug, info, warn, error or off, got \"{}\"",
-                            level));
+    return fail(
+        Errc::config_error,
+        fmt::format("[log] level: expected trace, debug, info, warn, error or off, got \"{}\"",
+                    level));
   }
   auto sink = std::make_shared<spdlog::sinks::stderr_sink_mt>();
   auto logger = std::make_shared<spdlog::logger>("iop", std::move(sink));

@@ -1,0 +1,390 @@
+#include "app/config.hpp"
+
+#include <toml++/toml.h>
+
+#include <charconv>
+#include <cstdlib>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <sstream>
+
+#include "auth/http_client.hpp"
+#include "common/duration.hpp"
+
+namespace iop::app {
+namespace fs = std::filesystem;
+
+namespace {
+
+using Setter = std::function<Result<void>(const toml::node&)>;
+
+std::string describe(const toml::node& node) {
+  if (auto s = node.as_string()) {
+    return fmt::format("\"{}\"", s->get());
+  }
+  return node.visit([](const auto& value) -> std::string {
+    std::ostringstream out;
+    out << value;
+    return out.str();
+  });
+}
+
+struct Section {
+  std::string_view name;
+  std::map<std::string, Setter, std::less<>> keys;
+};
+
+std::unexpected<Error> bad(std::string_view section, std::string_view key, std::string_view why) {
+  return fail(Errc::config_error, fmt::format("[{}] {}: {}", section, key, why));
+}
+
+Setter string_into(std::string_view section, std::string_view key, std::string& out) {
+  return [section, key, &out](const toml::node& node) -> Result<void> {
+    const auto* s = node.as_string();
+    if (s == nullptr) {
+      return bad(section, key, fmt::format("expected a string, got {}", describe(node)));
+    }
+    out = s->get();
+    return {};
+  };
+}
+
+Setter path_into(std::string_view section, std::string_view key, fs::path& out,
+                 const fs::path& base) {
+  return [section, key, &out, base](const toml::node& node) -> Result<void> {
+    const auto* s = node.as_string();
+    if (s == nullptr) {
+      return bad(section, key, fmt::format("expected a path string, got {}", describe(node)));
+    }
+    out = s->get().empty() ? fs::path{} : (base / s->get()).lexically_normal();
+    return {};
+  };
+}
+
+Setter duration_into(std::string_view section, std::string_view key,
+                     std::chrono::milliseconds& out) {
+  return [section, key, &out](const toml::node& node) -> Result<void> {
+    const auto* s = node.as_string();
+    const auto parsed = s != nullptr ? parse_duration(s->get()) : std::nullopt;
+    if (!parsed) {
+      return bad(section, key,
+                 fmt::format("expected a duration like \"250ms\", got {}", describe(node)));
+    }
+    out = *parsed;
+    return {};
+  };
+}
+
+Setter int_into(std::string_view section, std::string_view key, int& out, int min, int max) {
+  return [section, key, &out, min, max](const toml::node& node) -> Result<void> {
+    const auto* i = node.as_integer();
+    if (i == nullptr || i->get() < min || i->get() > max) {
+      return bad(
+          section, key,
+          fmt::format("expected an integer from {} to {}, got {}", min, max, describe(node)));
+    }
+    out = static_cast<int>(i->get());
+    return {};
+  };
+}
+
+Result<std::optional<HostPort>> parse_host_port(std::string_view text) {
+  if (text.empty()) {
+    return std::optional<HostPort>{};
+  }
+  std::string_view host;
+  std::string_view port;
+  if (text.front() == '[') {  // [::1]:1993
+    const auto close = text.find(']');
+    if (close == std::string_view::npos || close + 1 >= text.size() || text[close + 1] != ':') {
+      return fail(Errc::config_error, "expected \"[ipv6]:port\"");
+    }
+    host = text.substr(1, close - 1);
+    port = text.substr(close + 2);
+  } else {
+    const auto colon = text.rfind(':');
+    if (colon == std::string_view::npos) {
+      return fail(Errc::config_error, "expected \"host:port\"");
+    }
+    host = text.substr(0, colon);
+    port = text.substr(colon + 1);
+  }
+  int value = 0;
+  auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), value);
+  if (host.empty() || ec != std::errc{} || end != port.data() + port.size() || value < 1 ||
+      value > 65535) {
+    return fail(Errc::config_error, "expected \"host:port\" with a port from 1 to 65535");
+  }
+  return std::optional<HostPort>(HostPort{std::string(host), value});
+}
+
+Setter listen_into(std::string_view section, std::string_view key, std::optional<HostPort>& out) {
+  return [section, key, &out](const toml::node& node) -> Result<void> {
+    const auto* s = node.as_string();
+    if (s == nullptr) {
+      return bad(section, key, fmt::format("expected \"host:port\", got {}", describe(node)));
+    }
+    auto parsed = parse_host_port(s->get());
+    if (!parsed) {
+      return bad(section, key, fmt::format("{}, got {}", parsed.error().message, describe(node)));
+    }
+    out = *parsed;
+    return {};
+  };
+}
+
+Setter endpoint_into(std::string_view section, std::string_view key, std::string& out) {
+  return [section, key, &out](const toml::node& node) -> Result<void> {
+    const auto* s = node.as_string();
+    if (s == nullptr || !auth::acceptable_endpoint_url(s->get())) {
+      return bad(section, key,
+                 fmt::format("expected an https:// URL (http:// only for loopback hosts), got {}",
+                             describe(node)));
+    }
+    out = s->get();
+    return {};
+  };
+}
+
+}  // namespace
+
+Config default_config(const fs::path& base_dir) {
+  Config c;
+  c.base_dir = base_dir;
+  c.server.certificate = base_dir / "certs/server.crt";
+  c.server.private_key = base_dir / "certs/server.key";
+  c.storage.database = base_dir / "data/credentials.db";
+  c.storage.key_file = base_dir / "data/master.key";
+  return c;
+}
+
+Result<Config> parse_config(std::string_view toml_text, const fs::path& base_dir,
+                            std::string_view source_name) {
+  toml::table root;
+  try {
+    root = toml::parse(toml_text, source_name);
+  } catch (const toml::parse_error& e) {
+    const auto& where = e.source().begin;
+    return fail(Errc::config_error, fmt::format("{}:{}:{}: {}", source_name, where.line,
+                                                where.column, e.description()));
+  }
+
+  Config c = default_config(base_dir);
+  std::string log_format = "text";
+  std::string client_secret;
+  const std::string_view s = "server", u = "upstream", o = "oauth", st = "storage", r = "redis",
+                         l = "log";
+  std::vector<Section> sections;
+  sections.push_back(
+      {s,
+       {{"listen_tls", listen_into(s, "listen_tls", c.server.listen_tls)},
+        {"listen_starttls", listen_into(s, "listen_starttls", c.server.listen_starttls)},
+        {"certificate", path_into(s, "certificate", c.server.certificate, base_dir)},
+        {"private_key", path_into(s, "private_key", c.server.private_key, base_dir)},
+        {"max_connections", int_into(s, "max_connections", c.server.max_connections, 1, 1'000'000)},
+        {"preauth_timeout", duration_into(s, "preauth_timeout", c.server.preauth_timeout)}}});
+  sections.push_back({u,
+                      {{"host", string_into(u, "host", c.upstream.host)},
+                       {"port", int_into(u, "port", c.upstream.port, 1, 65535)},
+                       {"ca_file", path_into(u, "ca_file", c.upstream.ca_file, base_dir)}}});
+  sections.push_back(
+      {o,
+       {{"token_endpoint", endpoint_into(o, "token_endpoint", c.oauth.token_endpoint)},
+        {"device_endpoint", endpoint_into(o, "device_endpoint", c.oauth.device_endpoint)},
+        {"authorize_endpoint", endpoint_into(o, "authorize_endpoint", c.oauth.authorize_endpoint)},
+        {"client_id", string_into(o, "client_id", c.oauth.client_id)},
+        {"client_secret", string_into(o, "client_secret", client_secret)},
+        {"scope", string_into(o, "scope", c.oauth.scope)},
+        {"refresh_margin", duration_into(o, "refresh_margin", c.oauth.refresh_margin)},
+        {"session_min_lifetime",
+         duration_into(o, "session_min_lifetime", c.oauth.session_min_lifetime)},
+        {"keepalive", duration_into(o, "keepalive", c.oauth.keepalive)},
+        {"background_refresh", duration_into(o, "background_refresh", c.oauth.background_refresh)},
+        {"http_timeout", duration_into(o, "http_timeout", c.oauth.http_timeout)},
+        {"ca_file", path_into(o, "ca_file", c.oauth.ca_file, base_dir)}}});
+  sections.push_back({st,
+                      {{"database", path_into(st, "database", c.storage.database, base_dir)},
+                       {"key_file", path_into(st, "key_file", c.storage.key_file, base_dir)}}});
+  sections.push_back({r,
+                      {{"url", string_into(r, "url", c.redis.url)},
+                       {"key_prefix", string_into(r, "key_prefix", c.redis.key_prefix)},
+                       {"timeout", duration_into(r, "timeout", c.redis.timeout)},
+                       {"lock_timeout", duration_into(r, "lock_timeout", c.redis.lock_timeout)}}});
+  sections.push_back({l,
+                      {{"level", string_into(l, "level", c.log.level)},
+                       {"format", string_into(l, "format", log_format)}}});
+
+  for (const auto& [name, node] : root) {
+    auto section = std::find_if(sections.begin(), sections.end(),
+                                [&](const Section& sec) { return sec.name == name.str(); });
+    if (section == sections.end()) {
+      return fail(Errc::config_error, fmt::format("[{}]: unknown section", name.str()));
+    }
+    const auto* table = node.as_table();
+    if (table == nullptr) {
+      return fail(Errc::config_error,
+                  fmt::format("{}: expected a [{}] table", name.str(), name.str()));
+    }
+    for (const auto& [key, value] : *table) {
+      auto setter = section->keys.find(key.str());
+      if (setter == section->keys.end()) {
+        return bad(section->name, key.str(), "unknown key");
+      }
+      if (auto ok = setter->second(value); !ok) {
+        return std::unexpected(ok.error());
+      }
+    }
+  }
+
+  c.oauth.client_secret = Secret(std::move(client_secret));
+  if (log_format == "text") {
+    c.log.format = LogFormat::text;
+  } else if (log_format == "json") {
+    c.log.format = LogFormat::json;
+  } else {
+    return bad(l, "format", fmt::format("expected \"text\" or \"json\", got \"{}\"", log_format));
+  }
+  constexpr std::array<std::string_view, 6> levels{"trace", "debug", "info",
+                                                   "warn",  "error", "off"};
+  if (std::find(levels.begin(), levels.end(), c.log.level) == levels.end()) {
+    return bad(
+        l, "level",
+        fmt::format("expected trace, debug, info, warn, error or off, got \"{}\"", c.log.level));
+  }
+  if (c.redis.timeout.count() <= 0) {
+    return bad(r, "timeout", "must be more than 0ms");
+  }
+  if (c.redis.lock_timeout.count() <= 0) {
+    return bad(r, "lock_timeout", "must be more than 0ms");
+  }
+  if (c.oauth.http_timeout.count() <= 0) {
+    return bad(o, "http_timeout", "must be more than 0ms");
+  }
+  if (c.oauth.background_refresh < std::chrono::seconds(1)) {
+    return bad(o, "background_refresh", "must be at least 1s");
+  }
+  if (c.oauth.keepalive > std::chrono::hours(24 * 80)) {
+    return bad(o, "keepalive",
+               "must be under 80d: Microsoft revokes refresh tokens unused for 90 days");
+  }
+  if (c.storage.database.empty() || c.storage.key_file.empty()) {
+    return bad(st, c.storage.database.empty() ? "database" : "key_file", "must not be empty");
+  }
+  if (c.oauth.scope.find("offline_access") == std::string::npos) {
+    return bad(o, "scope", "must include offline_access, or no refresh token is issued");
+  }
+  return c;
+}
+
+Result<Config> load_config(const fs::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  if (!in) {
+    return fail(Errc::config_error, fmt::format("cannot read config file {}", file.string()));
+  }
+  std::ostringstream text;
+  text << in.rdbuf();
+  const auto absolute = fs::absolute(file);
+  auto config = parse_config(text.str(), absolute.parent_path(), file.string());
+  if (config) {
+    config->file = absolute;
+  }
+  return config;
+}
+
+Result<std::optional<fs::path>> locate_config(const std::optional<fs::path>& flag) {
+  if (flag) {
+    if (!fs::exists(*flag)) {
+      return fail(Errc::config_error, fmt::format("config file {} does not exist", flag->string()));
+    }
+    return std::optional<fs::path>(*flag);
+  }
+  if (const char* env = std::getenv("IMAP_OAUTH2_PROXY_CONFIG"); env != nullptr && *env != '\0') {
+    if (!fs::exists(env)) {
+      return fail(Errc::config_error,
+                  fmt::format("IMAP_OAUTH2_PROXY_CONFIG names {}, which does not exist", env));
+    }
+    return std::optional<fs::path>(env);
+  }
+  if (fs::exists("imap-oauth2-proxy.toml")) {
+    return std::optional<fs::path>("imap-oauth2-proxy.toml");
+  }
+  fs::path xdg;
+  if (const char* x = std::getenv("XDG_CONFIG_HOME"); x != nullptr && *x != '\0') {
+    xdg = x;
+  } else if (const char* home = std::getenv("HOME"); home != nullptr && *home != '\0') {
+    xdg = fs::path(home) / ".config";
+  }
+  if (!xdg.empty()) {
+    auto candidate = xdg / "imap-oauth2-proxy" / "imap-oauth2-proxy.toml";
+    if (fs::exists(candidate)) {
+      return std::optional<fs::path>(candidate);
+    }
+  }
+  return std::optional<fs::path>{};
+}
+
+Result<Config> load_effective_config(const std::optional<fs::path>& flag) {
+  auto located = locate_config(flag);
+  if (!located) {
+    return std::unexpected(located.error());
+  }
+  if (*located) {
+    return load_config(**located);
+  }
+  fs::path data;
+  if (const char* x = std::getenv("XDG_DATA_HOME"); x != nullptr && *x != '\0') {
+    data = x;
+  } else if (const char* home = std::getenv("HOME"); home != nullptr && *home != '\0') {
+    data = fs::path(home) / ".local/share";
+  } else {
+    data = fs::current_path();
+  }
+  return default_config(data / "imap-oauth2-proxy");
+}
+
+std::string default_config_text() {
+  return R"(# imap-oauth2-proxy configuration. Relative paths resolve against this file's folder.
+
+[server]
+listen_tls      = "127.0.0.1:1993"   # implicit TLS
+listen_starttls = ""                 # e.g. "127.0.0.1:1143": plain + STARTTLS
+certificate     = "certs/server.crt"
+private_key     = "certs/server.key"
+max_connections = 10000
+preauth_timeout = "60s"
+
+[upstream]
+host    = "outlook.office365.com"
+port    = 993
+ca_file = ""                         # empty: the system trust store
+
+[oauth]
+token_endpoint       = "https://login.microsoftonline.com/common/oauth2/v2.0/token"
+device_endpoint      = "https://login.microsoftonline.com/common/oauth2/v2.0/devicecode"
+authorize_endpoint   = "https://login.microsoftonline.com/common/oauth2/v2.0/authorize"
+client_id            = ""            # your app registration's Application (client) ID
+client_secret        = ""            # empty for public clients
+scope                = "https://outlook.office.com/IMAP.AccessAsUser.All offline_access"
+refresh_margin       = "5m"          # refresh when less than this remains
+session_min_lifetime = "45m"         # a token for a new IMAP session must live this long
+keepalive            = "7d"          # refresh every account at least this often
+background_refresh   = "60s"         # how often the background refresher looks
+
+[storage]
+database = "data/credentials.db"
+key_file = "data/master.key"
+
+[redis]
+url        = ""                      # e.g. "redis://127.0.0.1:6379/0"; empty: no cache
+key_prefix = "imap-oauth2-proxy:"
+timeout    = "250ms"
+lock_timeout = "30s"                 # how long one instance's refresh holds others off
+
+[log]
+level  = "info"
+format = "text"                      # or "json"
+)";
+}
+
+}  // namespace iop::app

@@ -1,0 +1,107 @@
+#pragma once
+// Configuration: the TOML file of ARCHITECTURE.md loaded into validated plain structs. Durations
+// are std::chrono, relative paths are resolved against the config file's folder, secrets are
+// Secret. Every error names the key and says why: `[redis] timeout: expected a duration like
+// "250ms", got "fast"`.
+
+#include <chrono>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "common/log.hpp"
+#include "common/result.hpp"
+#include "common/secret.hpp"
+
+namespace iop::app {
+
+struct HostPort {
+  std::string host;
+  int port = 0;
+};
+
+struct ServerConfig {
+  std::optional<HostPort> listen_tls = HostPort{"127.0.0.1", 1993};
+  std::optional<HostPort> listen_starttls;
+  std::filesystem::path certificate;
+  std::filesystem::path private_key;
+  int max_connections = 10000;
+  std::chrono::milliseconds preauth_timeout{std::chrono::seconds(60)};
+};
+
+struct UpstreamConfig {
+  std::string host = "outlook.office365.com";
+  int port = 993;
+  std::filesystem::path ca_file;  // empty: the system trust store
+};
+
+struct OAuthConfig {
+  std::string token_endpoint = "https://login.microsoftonline.com/common/oauth2/v2.0/token";
+  std::string device_endpoint = "https://login.microsoftonline.com/common/oauth2/v2.0/devicecode";
+  std::string authorize_endpoint = "https://login.microsoftonline.com/common/oauth2/v2.0/authorize";
+  std::string client_id;
+  Secret client_secret;
+  std::string scope = "https://outlook.office.com/IMAP.AccessAsUser.All offline_access";
+  std::chrono::milliseconds refresh_margin{std::chrono::minutes(5)};
+  std::chrono::milliseconds session_min_lifetime{std::chrono::minutes(45)};
+  std::chrono::milliseconds keepalive{std::chrono::hours(24 * 7)};
+  std::chrono::milliseconds background_refresh{std::chrono::minutes(1)};
+  std::chrono::milliseconds http_timeout{std::chrono::seconds(10)};
+  std::filesystem::path ca_file;  // for the token endpoint; empty: the system trust store
+};
+
+struct StorageConfig {
+  std::filesystem::path database;
+  std::filesystem::path key_file;
+};
+
+struct RedisConfig {
+  std::string url;  // empty: no cache
+  std::string key_prefix = "imap-oauth2-proxy:";
+  std::chrono::milliseconds timeout{250};
+  // How long one instance's refresh lock holds the others off; a crashed holder delays other
+  // instances' refreshes at most this long.
+  std::chrono::milliseconds lock_timeout{std::chrono::seconds(30)};
+};
+
+struct LogConfig {
+  std::string level = "info";
+  LogFormat format = LogFormat::text;
+};
+
+struct Config {
+  std::filesystem::path file;      // empty for the embedded default
+  std::filesystem::path base_dir;  // relative paths resolve against this
+  ServerConfig server;
+  UpstreamConfig upstream;
+  OAuthConfig oauth;
+  StorageConfig storage;
+  RedisConfig redis;
+  LogConfig log;
+};
+
+// The defaults, with paths resolved against `base_dir`.
+Config default_config(const std::filesystem::path& base_dir);
+
+// Parses and validates TOML text. `base_dir` resolves relative paths. Errc::config_error.
+Result<Config> parse_config(std::string_view toml_text, const std::filesystem::path& base_dir,
+                            std::string_view source_name = "config");
+
+// Reads and parses `file`.
+Result<Config> load_config(const std::filesystem::path& file);
+
+// Which file to use: `flag` when given (must exist), else $IMAP_OAUTH2_PROXY_CONFIG, else
+// ./imap-oauth2-proxy.toml, else $XDG_CONFIG_HOME (or ~/.config)/imap-oauth2-proxy/
+// imap-oauth2-proxy.toml. nullopt when none exists and no flag was given.
+Result<std::optional<std::filesystem::path>> locate_config(
+    const std::optional<std::filesystem::path>& flag);
+
+// Loads the located config, or the embedded default (data under $XDG_DATA_HOME, or
+// ~/.local/share, /imap-oauth2-proxy) when there is none.
+Result<Config> load_effective_config(const std::optional<std::filesystem::path>& flag);
+
+// The commented file `init` writes.
+std::string default_config_text();
+
+}  // namespace iop::app

@@ -1,0 +1,76 @@
+#include "app/services.hpp"
+
+#include <unistd.h>
+
+#include <filesystem>
+
+namespace iop::app {
+
+Services::Services(Config c) : config(std::move(c)) {}
+
+Services::~Services() {
+  // Finish blocking work before the objects it uses go away.
+  blocking.join();
+}
+
+auth::OAuthClientSettings oauth_client_settings(const Config& config) {
+  auth::OAuthClientSettings s;
+  s.token_endpoint = config.oauth.token_endpoint;
+  s.client_id = config.oauth.client_id;
+  s.client_secret = config.oauth.client_secret;
+  s.scope = config.oauth.scope;
+  s.http.timeout = config.oauth.http_timeout;
+  s.http.ca_file = config.oauth.ca_file.string();
+  return s;
+}
+
+Result<std::unique_ptr<Services>> make_services(Config config, KeyPolicy key_policy) {
+  namespace fs = std::filesystem;
+  const auto key_path = config.storage.key_file;
+  const auto db_path = config.storage.database;
+  Result<storage::MasterKey> key = fail(Errc::key_error, "no key");
+  if (key_policy == KeyPolicy::create_if_new && !fs::exists(key_path) && !fs::exists(db_path)) {
+    key = storage::MasterKey::create(key_path);
+  } else {
+    key = storage::MasterKey::load(key_path);
+  }
+  if (!key) {
+    return std::unexpected(key.error());
+  }
+  std::error_code ec;
+  fs::create_directories(db_path.parent_path(), ec);
+
+  auto services = std::make_unique<Services>(std::move(config));
+  const auto& cfg = services->config;
+  auto store = storage::CredentialsStore::open(db_path, *key);
+  if (!store) {
+    return std::unexpected(store.error());
+  }
+  services->store = std::move(*store);
+  if (!cfg.redis.url.empty()) {
+    auto cache = storage::TokenCache::create(
+        storage::RedisSettings{cfg.redis.url, cfg.redis.key_prefix, cfg.redis.timeout}, *key);
+    if (!cache) {
+      return std::unexpected(cache.error());
+    }
+    services->cache = std::move(*cache);
+  }
+  services->endpoint = std::make_unique<auth::TokenEndpoint>(oauth_client_settings(cfg),
+                                                             services->blocking.get_executor());
+  auth::TokenServiceSettings ts;
+  ts.freshness.refresh_margin =
+      std::chrono::duration_cast<std::chrono::seconds>(cfg.oauth.refresh_margin);
+  ts.freshness.session_min_lifetime =
+      std::chrono::duration_cast<std::chrono::seconds>(cfg.oauth.session_min_lifetime);
+  ts.lock_ttl = cfg.redis.lock_timeout;
+  ts.lock_wait = cfg.redis.lock_timeout;
+  char host[256] = {};
+  ::gethostname(host, sizeof host - 1);
+  ts.instance_id = fmt::format("{}:{}", host, ::getpid());
+  services->tokens = std::make_unique<auth::TokenService>(*services->store, services->cache.get(),
+                                                          *services->endpoint,
+                                                          services->blocking.get_executor(), ts);
+  return services;
+}
+
+}  // namespace iop::app

@@ -1,0 +1,43 @@
+#pragma once
+// Wiring: the long-lived services a command needs, built from the configuration.
+
+#include <memory>
+
+#include "app/config.hpp"
+#include "auth/token_endpoint.hpp"
+#include "auth/token_service.hpp"
+#include "common/asio.hpp"
+#include "storage/credentials_store.hpp"
+#include "storage/token_cache.hpp"
+
+namespace iop::app {
+
+struct Services {
+  explicit Services(Config c);
+  ~Services();
+  Services(const Services&) = delete;
+  Services& operator=(const Services&) = delete;
+
+  Config config;
+  // Database, Redis and HTTP calls run here, never on an I/O thread.
+  net::thread_pool blocking{4};
+  std::unique_ptr<storage::CredentialsStore> store;
+  std::unique_ptr<storage::TokenCache> cache;  // null without [redis] url
+  std::unique_ptr<auth::TokenEndpoint> endpoint;
+  std::unique_ptr<auth::TokenService> tokens;
+};
+
+enum class KeyPolicy {
+  create_if_new,  // create the master key when neither it nor the database exists yet
+  must_exist,
+};
+
+// Opens the master key, the database and Redis (when configured) and builds the token service.
+// A missing key for an existing database is an error, never a new key.
+Result<std::unique_ptr<Services>> make_services(Config config,
+                                                KeyPolicy key_policy = KeyPolicy::create_if_new);
+
+// The OAuth client settings of `config` (shared by the token service and the CLI).
+auth::OAuthClientSettings oauth_client_settings(const Config& config);
+
+}  // namespace iop::app

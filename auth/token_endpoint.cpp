@@ -1,0 +1,136 @@
+#include "auth/token_endpoint.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <random>
+#include <utility>
+#include <vector>
+
+namespace iop::auth {
+
+namespace {
+
+using GrantResult = std::expected<TokenGrant, TokenError>;
+
+// Uniform in [0, 1). One generator per thread: no locking, and coroutines resumed on another
+// thread simply use that thread's generator.
+double jitter() {
+  thread_local std::mt19937 rng{std::random_device{}()};
+  return std::uniform_real_distribution<double>(0.0, 1.0)(rng);
+}
+
+TokenError implausible_refresh_token() {
+  TokenError e;
+  e.kind = GrantFailure::bad_response;
+  e.explanation = "the stored refresh token contains characters a token cannot have";
+  return e;
+}
+
+// A post_form failure as a TokenError: network trouble is worth retrying; an oversized answer
+// is a bad response; a refused URL is our configuration.
+TokenError transport_error(const Error& error) {
+  TokenError e;
+  switch (error.code) {
+    case Errc::endpoint_bad_response:
+      e.kind = GrantFailure::bad_response;
+      break;
+    case Errc::invalid_argument:
+      e.kind = GrantFailure::config;
+      break;
+    default:
+      e.kind = GrantFailure::transient;
+      break;
+  }
+  e.explanation = error.message;
+  return e;
+}
+
+// One line per failed attempt. Only classified fields go in: never a token or a body.
+void log_failure(const std::string& email, int attempt, int max_attempts, const TokenError& e,
+                 std::optional<std::chrono::milliseconds> retry_in) {
+  const auto level = e.kind == GrantFailure::transient ? spdlog::level::warn : spdlog::level::err;
+  const std::string aadsts = e.aadsts != 0 ? fmt::format(" AADSTS{}", e.aadsts) : "";
+  const std::string correlation =
+      e.correlation_id.empty() ? "" : fmt::format(" correlation_id={}", e.correlation_id);
+  const std::string next = retry_in ? fmt::format("; retrying in {} ms", retry_in->count())
+                           : e.kind == GrantFailure::transient ? "; giving up for now"
+                                                               : "";
+  spdlog::log(level,
+              "account={} token refresh attempt {}/{} failed: {} error={}{}{} http_status={}: "
+              "{}{}",
+              email, attempt, max_attempts, to_string(e.kind), e.error.empty() ? "-" : e.error,
+              aadsts, correlation, e.http_status, e.explanation, next);
+}
+
+}  // namespace
+
+TokenEndpoint::TokenEndpoint(OAuthClientSettings settings, net::any_io_executor blocking)
+    : settings_(std::move(settings)), blocking_(std::move(blocking)) {}
+
+std::expected<TokenGrant, TokenError> TokenEndpoint::refresh_once(
+    const Secret& refresh_token) const {
+  // A control character would end up URL-encoded in the body, harmless to HTTP, but such a
+  // value was never issued by an endpoint: sending it only burns a request and muddles the log.
+  if (!plausible_token(refresh_token.reveal())) {
+    return std::unexpected(implausible_refresh_token());
+  }
+  // RFC 6749 §6 plus Microsoft's v2.0 requirement of client_id and scope on refresh.
+  std::vector<std::pair<std::string, Secret>> fields;
+  fields.reserve(5);
+  fields.emplace_back("grant_type", Secret(std::string_view("refresh_token")));
+  fields.emplace_back("client_id", Secret(settings_.client_id));
+  fields.emplace_back("refresh_token", refresh_token);
+  fields.emplace_back("scope", Secret(settings_.scope));
+  if (!settings_.client_secret.empty()) {
+    fields.emplace_back("client_secret", settings_.client_secret);
+  }
+  auto response = post_form(settings_.token_endpoint, fields, settings_.http);
+  if (!response) {
+    return std::unexpected(transport_error(response.error()));
+  }
+  // The body carries the new tokens: keep it in a Secret so it is wiped after parsing.
+  const Secret body(std::move(response->body));
+  std::optional<std::string_view> retry_after;
+  if (response->retry_after) {
+    retry_after = *response->retry_after;
+  }
+  return parse_token_response(response->status, body.reveal(), retry_after);
+}
+
+awaitable<std::expected<TokenGrant, TokenError>> TokenEndpoint::refresh(Secret refresh_token,
+                                                                        std::string email) {
+  const int max_attempts = std::max(settings_.backoff.max_attempts, 1);
+  if (!plausible_token(refresh_token.reveal())) {
+    // Not retried and not sent: no attempt can make this token acceptable.
+    const auto e = implausible_refresh_token();
+    log_failure(email, 1, max_attempts, e, std::nullopt);
+    co_return std::unexpected(e);
+  }
+  for (int attempt = 1;; ++attempt) {
+    // curl blocks, so the call runs on `blocking_`; co_spawn keeps the lambda alive in its own
+    // frame and hands the value (or exception) back here. The references stay valid because
+    // this frame waits for the result.
+    GrantResult result = co_await net::co_spawn(
+        blocking_,
+        [this, &refresh_token]() -> awaitable<GrantResult> {
+          co_return refresh_once(refresh_token);
+        },
+        net::use_awaitable);
+    if (result) {
+      co_return result;
+    }
+    const TokenError& e = result.error();
+    if (e.kind != GrantFailure::transient || attempt >= max_attempts) {
+      log_failure(email, attempt, max_attempts, e, std::nullopt);
+      co_return result;
+    }
+    const auto delay = backoff_delay(settings_.backoff, attempt, jitter(), e.retry_after);
+    log_failure(email, attempt, max_attempts, e, delay);
+    net::steady_timer timer(co_await net::this_coro::executor);
+    timer.expires_after(delay);
+    co_await timer.async_wait(net::use_awaitable);
+  }
+}
+
+}  // namespace iop::auth

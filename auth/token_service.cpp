@@ -1,0 +1,506 @@
+#include "auth/token_service.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <exception>
+#include <utility>
+
+#include "common/email.hpp"
+
+namespace iop::auth {
+
+using storage::CachedToken;
+using storage::Credentials;
+using storage::TokenCache;
+
+std::string_view to_string(TokenSource source) {
+  switch (source) {
+    case TokenSource::memory:
+      return "memory";
+    case TokenSource::redis:
+      return "redis";
+    case TokenSource::database:
+      return "database";
+    case TokenSource::refresh:
+      return "refresh";
+    case TokenSource::password:
+      return "password";
+  }
+  return "unknown";
+}
+
+// One refresh (or database load) in progress for one account, shared by every concurrent caller.
+struct TokenService::Flight {
+  bool done = false;
+  Result<FreshToken> result;
+  std::vector<std::move_only_function<void(Result<FreshToken>)>> waiters;
+};
+
+// The newest tokens known for an account, wherever they were found.
+struct TokenService::Candidate {
+  Secret access_token;
+  std::int64_t expiry = 0;
+  Secret refresh_token;
+  std::int64_t refreshed_at_ms = 0;
+};
+
+namespace {
+
+std::string reauth_message(std::string_view email, std::string_view reason) {
+  return fmt::format(
+      "account {} needs re-authorization{}{}: run 'imap-oauth2-proxy account add {}'", email,
+      reason.empty() ? "" : " (", reason.empty() ? std::string{} : std::string(reason) + ")",
+      email);
+}
+
+// Waits between polls for another instance's refresh: short at first, then capped.
+std::chrono::milliseconds poll_delay(int attempt) {
+  return std::chrono::milliseconds(std::min(20 << std::min(attempt, 4), 250));
+}
+
+}  // namespace
+
+TokenService::TokenService(storage::CredentialsStore& store, storage::TokenCache* cache,
+                           TokenEndpoint& endpoint, net::any_io_executor blocking,
+                           TokenServiceSettings settings, WallClock clock)
+    : store_(store),
+      cache_(cache),
+      endpoint_(endpoint),
+      blocking_(std::move(blocking)),
+      settings_(std::move(settings)),
+      clock_(std::move(clock)) {}
+
+template <class F>
+auto TokenService::on_blocking(F f) -> awaitable<decltype(f())> {
+  using R = decltype(f());
+  // Asio keeps the callable alive in the spawned frame; the caller awaits, so references it
+  // captured stay valid.
+  co_return co_await net::co_spawn(
+      blocking_, [f = std::move(f)]() mutable -> awaitable<R> { co_return f(); },
+      net::use_awaitable);
+}
+
+awaitable<Result<FreshToken>> TokenService::ensure_fresh_token(std::string email, TokenUse use) {
+  auto normalized = normalize_email(email);
+  if (!normalized) {
+    co_return std::unexpected(normalized.error());
+  }
+  co_return co_await obtain(std::move(*normalized), need_for(settings_.freshness, use));
+}
+
+awaitable<Result<FreshToken>> TokenService::refresh_now(std::string email) {
+  auto normalized = normalize_email(email);
+  if (!normalized) {
+    co_return std::unexpected(normalized.error());
+  }
+  const TokenNeed need{std::chrono::seconds(0), to_unix_millis(clock_())};
+  co_return co_await obtain(std::move(*normalized), need);
+}
+
+void TokenService::forget(const std::string& email) {
+  std::lock_guard lock(mutex_);
+  memory_.erase(email);
+}
+
+std::vector<std::string> TokenService::accounts_used_within(
+    std::chrono::steady_clock::duration window) {
+  const auto since = std::chrono::steady_clock::now() - window;
+  std::vector<std::pair<std::chrono::steady_clock::time_point, std::string>> used;
+  {
+    std::lock_guard lock(mutex_);
+    for (const auto& [email, at] : last_used_) {
+      if (at >= since) {
+        used.emplace_back(at, email);
+      }
+    }
+  }
+  std::sort(used.begin(), used.end(),
+            [](const auto& a, const auto& b) { return a.first > b.first; });
+  std::vector<std::string> out;
+  out.reserve(used.size());
+  for (auto& entry : used) {
+    out.push_back(std::move(entry.second));
+  }
+  return out;
+}
+
+awaitable<Result<FreshToken>> TokenService::obtain(std::string email, TokenNeed need) {
+  {
+    std::lock_guard lock(mutex_);
+    last_used_[email] = std::chrono::steady_clock::now();
+  }
+  if (auto hit = memory_lookup(email, need)) {
+    co_return std::move(*hit);
+  }
+  std::optional<CachedToken> cached;
+  if (cache_ != nullptr) {
+    cached = co_await on_blocking([this, &email] { return cache_->get(email); });
+    if (cached && satisfies(need, cached->expiry, cached->refreshed_at_ms, clock_())) {
+      FreshToken token{cached->access_token, false, cached->expiry, cached->refreshed_at_ms,
+                       TokenSource::redis};
+      memory_store(email, token);
+      co_return token;
+    }
+  }
+
+  // A flight may have been started for a weaker need than ours (a token for immediate use while
+  // we need one for a session); then we look again, at most a few times.
+  Result<FreshToken> result = fail(Errc::internal, "no token obtained");
+  for (int round = 0; round < 3; ++round) {
+    std::shared_ptr<Flight> flight;
+    bool leader = false;
+    {
+      std::lock_guard lock(mutex_);
+      auto& slot = flights_[email];
+      if (!slot) {
+        slot = std::make_shared<Flight>();
+        leader = true;
+      }
+      flight = slot;
+    }
+    if (leader) {
+      try {
+        result = co_await load_or_refresh(email, need, std::move(cached));
+      } catch (const std::exception& e) {
+        spdlog::error("token service: unexpected failure for {}: {}", email, e.what());
+        result =
+            fail(Errc::internal, fmt::format("internal error while getting a token for {}", email));
+      }
+      complete(email, flight, result);
+      co_return result;
+    }
+    result = co_await join(flight);
+    if (!result || result->is_password ||
+        satisfies(need, result->expiry, result->refreshed_at_ms, clock_())) {
+      co_return result;
+    }
+    cached.reset();
+  }
+  co_return result;
+}
+
+void TokenService::complete(const std::string& email, const std::shared_ptr<Flight>& flight,
+                            const Result<FreshToken>& result) {
+  std::vector<std::move_only_function<void(Result<FreshToken>)>> waiters;
+  {
+    std::lock_guard lock(mutex_);
+    flight->done = true;
+    flight->result = result;
+    waiters.swap(flight->waiters);
+    auto it = flights_.find(email);
+    if (it != flights_.end() && it->second == flight) {
+      flights_.erase(it);
+    }
+  }
+  for (auto& waiter : waiters) {
+    waiter(result);
+  }
+}
+
+awaitable<Result<FreshToken>> TokenService::join(std::shared_ptr<Flight> flight) {
+  auto initiate = [this, flight](auto handler) {
+    // Keep the waiter's executor busy while it waits, and resume it there.
+    auto ex = net::prefer(net::get_associated_executor(handler),
+                          net::execution::outstanding_work.tracked);
+    auto deliver = [ex, h = std::move(handler)](Result<FreshToken> r) mutable {
+      net::post(ex, [h = std::move(h), r = std::move(r)]() mutable { std::move(h)(std::move(r)); });
+    };
+    std::unique_lock lock(mutex_);
+    if (flight->done) {
+      auto r = flight->result;
+      lock.unlock();
+      deliver(std::move(r));
+      return;
+    }
+    flight->waiters.emplace_back(std::move(deliver));
+  };
+  co_return co_await net::async_initiate<const net::use_awaitable_t<>&, void(Result<FreshToken>)>(
+      std::move(initiate), net::use_awaitable);
+}
+
+std::optional<FreshToken> TokenService::memory_lookup(const std::string& email,
+                                                      const TokenNeed& need) {
+  std::lock_guard lock(mutex_);
+  auto it = memory_.find(email);
+  if (it == memory_.end()) {
+    return std::nullopt;
+  }
+  if (std::chrono::steady_clock::now() - it->second.stored_at > settings_.memory_ttl) {
+    memory_.erase(it);
+    return std::nullopt;
+  }
+  const auto& entry = it->second;
+  if (!satisfies(need, entry.expiry, entry.refreshed_at_ms, clock_())) {
+    return std::nullopt;
+  }
+  return FreshToken{entry.token, false, entry.expiry, entry.refreshed_at_ms, TokenSource::memory};
+}
+
+void TokenService::memory_store(const std::string& email, const FreshToken& token) {
+  if (token.is_password || settings_.memory_ttl.count() <= 0) {
+    return;
+  }
+  std::lock_guard lock(mutex_);
+  auto& entry = memory_[email];
+  // Never replace a newer token with an older one.
+  if (entry.refreshed_at_ms > token.refreshed_at_ms) {
+    return;
+  }
+  entry = MemoryEntry{token.secret, token.expiry, token.refreshed_at_ms,
+                      std::chrono::steady_clock::now()};
+}
+
+awaitable<Result<FreshToken>> TokenService::load_or_refresh(const std::string& email,
+                                                            TokenNeed need,
+                                                            std::optional<CachedToken> cached) {
+  auto row = co_await on_blocking([this, &email] { return store_.get(email); });
+  if (!row) {
+    if (row.error().code == Errc::credentials_corrupt) {
+      spdlog::error("credentials of {} cannot be read: {}", email, row.error());
+    }
+    co_return std::unexpected(row.error());
+  }
+  if (!row->use_oauth) {
+    if (row->password.empty()) {
+      co_return fail(Errc::credentials_corrupt,
+                     fmt::format("account {} uses a password upstream but none is stored", email));
+    }
+    co_return FreshToken{row->password, true, 0, 0, TokenSource::password};
+  }
+  if (row->status == storage::AccountStatus::needs_reauth) {
+    co_return fail(Errc::needs_reauth, reauth_message(email, row->status_reason));
+  }
+  co_return co_await refresh_locked(email, need, std::move(*row), std::move(cached));
+}
+
+awaitable<Result<FreshToken>> TokenService::refresh_locked(const std::string& email, TokenNeed need,
+                                                           Credentials row,
+                                                           std::optional<CachedToken> cached) {
+  // The newest tokens we know: the database row, a refresh whose database write failed, or a
+  // Redis entry written by a refresh whose database write failed elsewhere.
+  auto newest = [this, &email](const Credentials& r, const std::optional<CachedToken>& c) {
+    Candidate best{r.access_token, r.token_expiry, r.refresh_token, r.refreshed_at_ms};
+    {
+      std::lock_guard lock(mutex_);
+      auto it = pending_writes_.find(email);
+      if (it != pending_writes_.end() && it->second.refreshed_at_ms > best.refreshed_at_ms) {
+        const auto& p = it->second;
+        best =
+            Candidate{p.access_token, p.token_expiry,
+                      p.refresh_token ? *p.refresh_token : best.refresh_token, p.refreshed_at_ms};
+      }
+    }
+    if (c && c->refreshed_at_ms > best.refreshed_at_ms && !c->refresh_token.empty()) {
+      best = Candidate{c->access_token, c->expiry, c->refresh_token, c->refreshed_at_ms};
+    }
+    return best;
+  };
+  auto serve_stored = [&](const Candidate& best) -> awaitable<FreshToken> {
+    FreshToken token{best.access_token, false, best.expiry, best.refreshed_at_ms,
+                     TokenSource::database};
+    if (cache_ != nullptr) {
+      CachedToken entry{best.access_token, best.expiry, best.refresh_token, best.refreshed_at_ms};
+      const bool stored = co_await on_blocking(
+          [this, &email, &entry] { return cache_->put(email, entry, clock_()); });
+      if (stored) {
+        spdlog::info("Recovered credentials from database and cached in Redis (account {})", email);
+      }
+    }
+    memory_store(email, token);
+    co_return token;
+  };
+
+  Candidate best = newest(row, cached);
+  if (satisfies(need, best.expiry, best.refreshed_at_ms, clock_())) {
+    co_return co_await serve_stored(best);
+  }
+
+  // Refresh needed. With Redis, take the cross-process lock so one instance refreshes.
+  auto lock = TokenCache::Lock::unavailable;
+  std::string owner;
+  if (cache_ != nullptr) {
+    owner = fmt::format("{}:{}", settings_.instance_id, ++lock_counter_);
+    lock = co_await on_blocking(
+        [this, &email, &owner] { return cache_->try_lock(email, owner, settings_.lock_ttl); });
+    if (lock == TokenCache::Lock::held_elsewhere) {
+      auto [token, now_lock] = co_await wait_for_other_instance(email, need, owner);
+      if (token) {
+        memory_store(email, *token);
+        co_return std::move(*token);
+      }
+      lock = now_lock;  // acquired, or refresh without it (Redis gone, or the holder is stuck)
+    }
+    // Another instance may have refreshed between our read and the lock: the database decides.
+    auto again = co_await on_blocking([this, &email] { return store_.get(email); });
+    if (!again) {
+      if (lock == TokenCache::Lock::acquired) {
+        co_await on_blocking([this, &email, &owner] { cache_->unlock(email, owner); });
+      }
+      co_return std::unexpected(again.error());
+    }
+    row = std::move(*again);
+    // Redis holds a newer refresh token than the database only when a database write failed
+    // after a refresh (here or in another instance): that one is the token to use.
+    cached = co_await on_blocking([this, &email] { return cache_->get(email); });
+    best = newest(row, cached);
+  }
+
+  std::exception_ptr failure;
+  Result<FreshToken> result = fail(Errc::internal, "no token obtained");
+  try {
+    if (row.status == storage::AccountStatus::needs_reauth) {
+      result = fail(Errc::needs_reauth, reauth_message(email, row.status_reason));
+    } else if (satisfies(need, best.expiry, best.refreshed_at_ms, clock_())) {
+      result = co_await serve_stored(best);
+    } else {
+      result = co_await refresh_with(email, std::move(best));
+    }
+  } catch (...) {
+    failure = std::current_exception();
+  }
+  if (lock == TokenCache::Lock::acquired) {
+    co_await on_blocking([this, &email, &owner] { cache_->unlock(email, owner); });
+  }
+  if (failure) {
+    std::rethrow_exception(failure);
+  }
+  co_return result;
+}
+
+awaitable<std::pair<std::optional<FreshToken>, TokenCache::Lock>>
+TokenService::wait_for_other_instance(const std::string& email, const TokenNeed& need,
+                                      const std::string& owner) {
+  const auto deadline = std::chrono::steady_clock::now() + settings_.lock_wait;
+  net::steady_timer timer(co_await net::this_coro::executor);
+  auto lock = TokenCache::Lock::held_elsewhere;
+  for (int attempt = 0; std::chrono::steady_clock::now() < deadline; ++attempt) {
+    timer.expires_after(poll_delay(attempt));
+    co_await timer.async_wait(net::use_awaitable);
+    auto cached = co_await on_blocking([this, &email] { return cache_->get(email); });
+    if (cached && satisfies(need, cached->expiry, cached->refreshed_at_ms, clock_())) {
+      co_return std::pair{
+          std::optional<FreshToken>(FreshToken{cached->access_token, false, cached->expiry,
+                                               cached->refreshed_at_ms, TokenSource::redis}),
+          lock};
+    }
+    // No usable token yet: is the other instance still at it? When its lock is gone (done
+    // without a usable token, failed, or died), take over.
+    lock = co_await on_blocking(
+        [this, &email, &owner] { return cache_->try_lock(email, owner, settings_.lock_ttl); });
+    if (lock != TokenCache::Lock::held_elsewhere) {
+      break;
+    }
+  }
+  co_return std::pair{std::optional<FreshToken>{}, lock};
+}
+
+awaitable<Result<FreshToken>> TokenService::refresh_with(const std::string& email, Candidate best) {
+  if (best.refresh_token.empty()) {
+    co_return fail(Errc::needs_reauth, reauth_message(email, "no refresh token is stored"));
+  }
+  auto grant = co_await endpoint_.refresh(best.refresh_token, email);
+  const auto now = clock_();
+  if (!grant) {
+    const auto& e = grant.error();
+    if (e.kind == GrantFailure::permanent) {
+      const auto error = to_error(e);
+      // Keep the refresh token for inspection; only the status changes.
+      auto marked = co_await on_blocking(
+          [this, &email, &error] { return store_.mark_needs_reauth(email, error.message); });
+      if (!marked) {
+        spdlog::error("could not mark {} as needing re-authorization: {}", email, marked.error());
+      }
+      if (cache_ != nullptr) {
+        co_await on_blocking([this, &email] { return cache_->erase(email); });
+      }
+      forget(email);
+      spdlog::error("account {} needs re-authorization: {}", email, error.message);
+      co_return fail(Errc::needs_reauth, reauth_message(email, error.message), error.aadsts);
+    }
+    // Transient, bad answer or our configuration: nothing stored changes. A token that is still
+    // valid for a while is better than no token.
+    if (best.expiry - to_unix_seconds(now) > 60) {
+      spdlog::warn("refresh for {} failed ({}); serving the current token until it is due", email,
+                   to_error(e));
+      co_return FreshToken{best.access_token, false, best.expiry, best.refreshed_at_ms,
+                           TokenSource::database};
+    }
+    co_return std::unexpected(to_error(e));
+  }
+
+  storage::TokenUpdate update{
+      grant->access_token, to_unix_seconds(now) + grant->expires_in.count(), grant->refresh_token,
+      // Strictly newer than what it replaces, even if the clock stepped back.
+      std::max(to_unix_millis(now), best.refreshed_at_ms + 1)};
+  // The database first: a crash after this line loses nothing.
+  auto written =
+      co_await on_blocking([this, &email, &update] { return store_.update_tokens(email, update); });
+  if (!written) {
+    spdlog::error(
+        "Error persisting tokens to database for {}: {}; serving the new token, keeping it in "
+        "memory and Redis, and retrying the write",
+        email, written.error());
+    std::lock_guard lock(mutex_);
+    auto& pending = pending_writes_[email];
+    if (pending.refreshed_at_ms < update.refreshed_at_ms) {
+      if (!update.refresh_token && pending.refresh_token) {
+        // Keep a rotated refresh token an earlier failed write still holds.
+        update.refresh_token = pending.refresh_token;
+      }
+      pending = update;
+    }
+  } else {
+    if (*written) {
+      spdlog::info("Token for {} persisted to database", email);
+    } else {
+      spdlog::warn("Token for {} not persisted: the database already holds newer tokens", email);
+    }
+    std::lock_guard lock(mutex_);
+    auto it = pending_writes_.find(email);
+    if (it != pending_writes_.end() && it->second.refreshed_at_ms <= update.refreshed_at_ms) {
+      pending_writes_.erase(it);
+    }
+  }
+
+  Secret refresh_token = update.refresh_token ? *update.refresh_token : best.refresh_token;
+  FreshToken token{update.access_token, false, update.token_expiry, update.refreshed_at_ms,
+                   TokenSource::refresh};
+  if (cache_ != nullptr) {
+    CachedToken entry{update.access_token, update.token_expiry, std::move(refresh_token),
+                      update.refreshed_at_ms};
+    co_await on_blocking([this, &email, &entry] { return cache_->put(email, entry, clock_()); });
+  }
+  memory_store(email, token);
+  co_return token;
+}
+
+awaitable<std::size_t> TokenService::retry_pending_writes() {
+  std::map<std::string, storage::TokenUpdate> pending;
+  {
+    std::lock_guard lock(mutex_);
+    pending = pending_writes_;
+  }
+  for (auto& [email, update] : pending) {
+    auto written = co_await on_blocking(
+        [this, &email = email, &update = update] { return store_.update_tokens(email, update); });
+    if (!written) {
+      spdlog::warn("Error persisting tokens to database for {} (retry): {}", email,
+                   written.error());
+      continue;
+    }
+    spdlog::info("Token for {} persisted to database (after an earlier failure)", email);
+    std::lock_guard lock(mutex_);
+    auto it = pending_writes_.find(email);
+    if (it != pending_writes_.end() && it->second.refreshed_at_ms <= update.refreshed_at_ms) {
+      pending_writes_.erase(it);
+    }
+  }
+  std::size_t left = 0;
+  {
+    std::lock_guard lock(mutex_);
+    left = pending_writes_.size();
+  }
+  co_return left;
+}
+
+}  // namespace iop::auth

@@ -1,0 +1,537 @@
+#include "storage/credentials_store.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <array>
+#include <chrono>
+#include <mutex>
+
+#include "storage/sqlite.hpp"
+
+namespace iop::storage {
+
+namespace {
+
+using sqlite::Database;
+using sqlite::Statement;
+using sqlite::Transaction;
+
+// Schema history: step i (0-based) brings the database from user_version i to i + 1. Append
+// new steps; never edit a released one, since databases in the field already ran it.
+constexpr std::array<std::string_view, 1> migrations = {
+    R"sql(
+CREATE TABLE mail_credentials (
+  email TEXT PRIMARY KEY,
+  use_oauth INTEGER NOT NULL,
+  access_token BLOB,
+  refresh_token BLOB,
+  token_expiry INTEGER NOT NULL DEFAULT 0,
+  refreshed_at_ms INTEGER NOT NULL DEFAULT 0,
+  password BLOB,
+  local_password_hash TEXT,
+  upstream_host TEXT,
+  upstream_port INTEGER NOT NULL DEFAULT 0,
+  status TEXT NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'needs_reauth')),
+  status_reason TEXT,
+  created_at INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL
+);
+CREATE TABLE meta (
+  key TEXT PRIMARY KEY,
+  value BLOB
+);
+)sql",
+};
+
+// Sealed into meta on first open; decrypting it on later opens proves the key is the one the
+// secrets were written with, before any account read fails confusingly.
+constexpr std::string_view key_check_name = "key_check";
+constexpr std::string_view key_check_aad = "meta:key_check";
+constexpr std::string_view key_check_plaintext = "imap-oauth2-proxy master key check v1";
+
+constexpr std::string_view column_access_token = "access_token";
+constexpr std::string_view column_refresh_token = "refresh_token";
+constexpr std::string_view column_password = "password";
+
+// Binds a sealed value to its row and column: a ciphertext copied into another account or
+// another column then fails authentication. Emails cannot contain NUL, so the split is unique.
+std::string secret_aad(std::string_view email, std::string_view column) {
+  std::string aad;
+  aad.reserve(email.size() + 1 + column.size());
+  aad.append(email);
+  aad.push_back('\0');
+  aad.append(column);
+  return aad;
+}
+
+std::int64_t now_seconds() {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::optional<AccountStatus> parse_status(std::string_view text) {
+  if (text == "active") {
+    return AccountStatus::active;
+  }
+  if (text == "needs_reauth") {
+    return AccountStatus::needs_reauth;
+  }
+  return std::nullopt;
+}
+
+// Propagates the error of a Result<void>-returning expression.
+#define IOP_TRY(expr)                             \
+  do {                                            \
+    if (auto iop_try_rc = (expr); !iop_try_rc) {  \
+      return std::unexpected(iop_try_rc.error()); \
+    }                                             \
+  } while (false)
+
+Result<std::int64_t> query_int(Database& db, std::string_view sql) {
+  auto stmt = db.prepare(sql);
+  if (!stmt) {
+    return std::unexpected(stmt.error());
+  }
+  auto step = stmt->step();
+  if (!step) {
+    return std::unexpected(step.error());
+  }
+  if (*step != Statement::Step::row) {
+    return fail(Errc::storage_unavailable, "database " + db.path() + ": no result for a query");
+  }
+  return stmt->column_int64(0);
+}
+
+// Creates the file with mode 0600 before SQLite does (it would use 0644 minus the umask):
+// the file holds only ciphertexts, but also emails, hashes and account state. SQLite gives
+// the -wal and -shm files the same mode as the database.
+void create_private_file(const std::filesystem::path& path) {
+  int fd = ::open(path.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
+  if (fd >= 0) {
+    ::close(fd);
+  }
+  // Any error (already exists, no folder) is left for sqlite3_open_v2 to report.
+}
+
+// Per-connection settings. These are not stored in the file (except journal_mode), so they
+// are set on every open.
+Result<void> configure(Database& db) {
+  // WAL lets readers (CLI commands, other proxies) run while the proxy writes.
+  auto mode = db.prepare("PRAGMA journal_mode=WAL");
+  if (!mode) {
+    return std::unexpected(mode.error());
+  }
+  auto step = mode->step();
+  if (!step) {
+    return std::unexpected(step.error());
+  }
+  std::string got = *step == Statement::Step::row ? mode->column_text(0) : std::string();
+  if (got != "wal") {
+    return fail(Errc::storage_unavailable, "database " + db.path() +
+                                               ": cannot use WAL journal mode (got '" + got +
+                                               "'); put the database on a local file system");
+  }
+  // synchronous=FULL in WAL mode fsyncs the WAL on every commit: a refresh token the endpoint
+  // just rotated (and so invalidated the old one) must not be lost by a power failure.
+  IOP_TRY(db.exec("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;"));
+  return {};
+}
+
+Result<void> migrate(Database& db) {
+  constexpr auto known = static_cast<std::int64_t>(migrations.size());
+  for (;;) {
+    // BEGIN IMMEDIATE takes the write lock before we read the version, so two processes
+    // opening a new database at once cannot both run the same step.
+    auto tx = Transaction::begin(db);
+    if (!tx) {
+      return std::unexpected(tx.error());
+    }
+    auto version = query_int(db, "PRAGMA user_version");
+    if (!version) {
+      return std::unexpected(version.error());
+    }
+    if (*version > known) {
+      return fail(Errc::storage_unavailable,
+                  "database " + db.path() + " has schema version " + std::to_string(*version) +
+                      ", newer than this program knows (" + std::to_string(known) +
+                      "): it was written by a newer imap-oauth2-proxy; upgrade this one");
+    }
+    if (*version < 0) {
+      return fail(
+          Errc::storage_unavailable,
+          "database " + db.path() + " has an invalid schema version " + std::to_string(*version));
+    }
+    if (*version == known) {
+      return tx->commit();
+    }
+    IOP_TRY(db.exec(std::string(migrations[static_cast<std::size_t>(*version)])));
+    // PRAGMA cannot take bound parameters; the value is our own integer.
+    IOP_TRY(db.exec("PRAGMA user_version=" + std::to_string(*version + 1)));
+    IOP_TRY(tx->commit());
+  }
+}
+
+Result<void> check_key(Database& db, const MasterKey& key) {
+  auto tx = Transaction::begin(db);
+  if (!tx) {
+    return std::unexpected(tx.error());
+  }
+  auto select = db.prepare("SELECT value FROM meta WHERE key = ?1");
+  if (!select) {
+    return std::unexpected(select.error());
+  }
+  IOP_TRY(select->bind_text(1, key_check_name));
+  auto step = select->step();
+  if (!step) {
+    return std::unexpected(step.error());
+  }
+  if (*step == Statement::Step::row) {
+    auto plain = open_sealed(key, select->column_blob(0), key_check_aad);
+    if (!plain || plain->reveal() != key_check_plaintext) {
+      select->reset();
+      return fail(Errc::key_error, "the master key does not match the database " + db.path() +
+                                       ": use the key file this database was created with");
+    }
+    select->reset();
+    return tx->commit();
+  }
+  // First open: remember which key this database belongs to.
+  auto insert = db.prepare("INSERT INTO meta (key, value) VALUES (?1, ?2)");
+  if (!insert) {
+    return std::unexpected(insert.error());
+  }
+  IOP_TRY(insert->bind_text(1, key_check_name));
+  IOP_TRY(insert->bind_blob(2, seal(key, Secret(key_check_plaintext), key_check_aad)));
+  auto done = insert->step();
+  if (!done) {
+    return std::unexpected(done.error());
+  }
+  return tx->commit();
+}
+
+}  // namespace
+
+std::string_view to_string(AccountStatus status) {
+  switch (status) {
+    case AccountStatus::active:
+      return "active";
+    case AccountStatus::needs_reauth:
+      return "needs_reauth";
+  }
+  return "active";
+}
+
+struct CredentialsStore::Impl {
+  Impl(Database database, MasterKey master_key)
+      : db(std::move(database)), key(std::move(master_key)) {}
+
+  // Seals `value` for (email, column), or binds NULL when it is empty.
+  Result<void> bind_secret(Statement& stmt, int index, std::string_view email,
+                           std::string_view column, const Secret& value) const {
+    if (value.empty()) {
+      return stmt.bind_null(index);
+    }
+    return stmt.bind_blob(index, seal(key, value, secret_aad(email, column)));
+  }
+
+  // Opens column `col` of the current row; NULL is an empty secret.
+  Result<Secret> read_secret(const Statement& stmt, int col, std::string_view email,
+                             std::string_view column) const {
+    if (stmt.column_is_null(col)) {
+      return Secret();
+    }
+    auto plain = open_sealed(key, stmt.column_blob(col), secret_aad(email, column));
+    if (!plain) {
+      // Name the account and column so an operator knows what to re-add; never the bytes.
+      return fail(Errc::credentials_corrupt,
+                  "stored " + std::string(column) + " of account " + std::string(email) +
+                      " does not decrypt (altered, or copied from another row): add the "
+                      "account again");
+    }
+    return plain;
+  }
+
+  std::mutex mu;  // one connection, used by one thread at a time
+  Database db;
+  MasterKey key;
+};
+
+CredentialsStore::CredentialsStore(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+CredentialsStore::~CredentialsStore() = default;
+
+Result<std::unique_ptr<CredentialsStore>> CredentialsStore::open(const std::filesystem::path& path,
+                                                                 MasterKey key) {
+  create_private_file(path);
+  auto db = Database::open(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
+  if (!db) {
+    return std::unexpected(db.error());
+  }
+  IOP_TRY(configure(*db));
+  IOP_TRY(migrate(*db));
+  IOP_TRY(check_key(*db, key));
+  return std::unique_ptr<CredentialsStore>(
+      new CredentialsStore(std::make_unique<Impl>(std::move(*db), std::move(key))));
+}
+
+Result<Credentials> CredentialsStore::get(std::string_view email) {
+  std::lock_guard lock(impl_->mu);
+  auto stmt = impl_->db.prepare(
+      "SELECT email, use_oauth, access_token, refresh_token, token_expiry, refreshed_at_ms, "
+      "password, local_password_hash, upstream_host, upstream_port, status, status_reason, "
+      "created_at, updated_at FROM mail_credentials WHERE email = ?1");
+  if (!stmt) {
+    return std::unexpected(stmt.error());
+  }
+  IOP_TRY(stmt->bind_text(1, email));
+  auto step = stmt->step();
+  if (!step) {
+    return std::unexpected(step.error());
+  }
+  if (*step != Statement::Step::row) {
+    return fail(Errc::not_found, "no account " + std::string(email));
+  }
+
+  Credentials row;
+  row.email = stmt->column_text(0);
+  row.use_oauth = stmt->column_int64(1) != 0;
+  auto access = impl_->read_secret(*stmt, 2, row.email, column_access_token);
+  if (!access) {
+    return std::unexpected(access.error());
+  }
+  row.access_token = std::move(*access);
+  auto refresh = impl_->read_secret(*stmt, 3, row.email, column_refresh_token);
+  if (!refresh) {
+    return std::unexpected(refresh.error());
+  }
+  row.refresh_token = std::move(*refresh);
+  row.token_expiry = stmt->column_int64(4);
+  row.refreshed_at_ms = stmt->column_int64(5);
+  auto password = impl_->read_secret(*stmt, 6, row.email, column_password);
+  if (!password) {
+    return std::unexpected(password.error());
+  }
+  row.password = std::move(*password);
+  row.local_password_hash = stmt->column_text(7);
+  row.upstream_host = stmt->column_text(8);
+  auto port = stmt->column_int64(9);
+  if (port < 0 || port > 65535) {
+    return fail(Errc::credentials_corrupt,
+                "account " + row.email + " has an invalid upstream_port " + std::to_string(port));
+  }
+  row.upstream_port = static_cast<int>(port);
+  auto status = parse_status(stmt->column_text(10));
+  if (!status) {
+    return fail(Errc::credentials_corrupt, "account " + row.email + " has an invalid status");
+  }
+  row.status = *status;
+  row.status_reason = stmt->column_text(11);
+  row.created_at = stmt->column_int64(12);
+  row.updated_at = stmt->column_int64(13);
+  return row;
+}
+
+Result<std::vector<AccountSummary>> CredentialsStore::list() {
+  std::lock_guard lock(impl_->mu);
+  // Selects no secret column: listing works even for rows whose secrets are corrupt.
+  auto stmt = impl_->db.prepare(
+      "SELECT email, use_oauth, status, status_reason, token_expiry, refreshed_at_ms, "
+      "local_password_hash IS NOT NULL AND local_password_hash <> '', upstream_host, "
+      "upstream_port FROM mail_credentials ORDER BY email");
+  if (!stmt) {
+    return std::unexpected(stmt.error());
+  }
+  std::vector<AccountSummary> out;
+  for (;;) {
+    auto step = stmt->step();
+    if (!step) {
+      return std::unexpected(step.error());
+    }
+    if (*step == Statement::Step::done) {
+      break;
+    }
+    AccountSummary s;
+    s.email = stmt->column_text(0);
+    s.use_oauth = stmt->column_int64(1) != 0;
+    // The CHECK constraint keeps status valid; show an unknown one as needing attention.
+    s.status = parse_status(stmt->column_text(2)).value_or(AccountStatus::needs_reauth);
+    s.status_reason = stmt->column_text(3);
+    s.token_expiry = stmt->column_int64(4);
+    s.refreshed_at_ms = stmt->column_int64(5);
+    s.has_local_password = stmt->column_int64(6) != 0;
+    s.upstream_host = stmt->column_text(7);
+    s.upstream_port = static_cast<int>(stmt->column_int64(8));
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+Result<void> CredentialsStore::upsert_account(const Credentials& row) {
+  if (row.email.empty()) {
+    return fail(Errc::invalid_argument, "account email is empty");
+  }
+  if (row.upstream_port < 0 || row.upstream_port > 65535) {
+    return fail(Errc::invalid_argument,
+                "upstream port " + std::to_string(row.upstream_port) + " is out of range");
+  }
+  std::lock_guard lock(impl_->mu);
+  // On conflict, local_password_hash and created_at are deliberately not in the SET list:
+  // re-adding an account (new consent, new password) must not lock its users out locally.
+  auto stmt = impl_->db.prepare(
+      "INSERT INTO mail_credentials (email, use_oauth, access_token, refresh_token, "
+      "token_expiry, refreshed_at_ms, password, local_password_hash, upstream_host, "
+      "upstream_port, status, status_reason, created_at, updated_at) "
+      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'active', NULL, ?11, ?11) "
+      "ON CONFLICT (email) DO UPDATE SET use_oauth = excluded.use_oauth, "
+      "access_token = excluded.access_token, refresh_token = excluded.refresh_token, "
+      "token_expiry = excluded.token_expiry, refreshed_at_ms = excluded.refreshed_at_ms, "
+      "password = excluded.password, upstream_host = excluded.upstream_host, "
+      "upstream_port = excluded.upstream_port, status = 'active', status_reason = NULL, "
+      "updated_at = excluded.updated_at");
+  if (!stmt) {
+    return std::unexpected(stmt.error());
+  }
+  const std::string& email = row.email;
+  IOP_TRY(stmt->bind_text(1, email));
+  IOP_TRY(stmt->bind_int64(2, row.use_oauth ? 1 : 0));
+  IOP_TRY(impl_->bind_secret(*stmt, 3, email, column_access_token, row.access_token));
+  IOP_TRY(impl_->bind_secret(*stmt, 4, email, column_refresh_token, row.refresh_token));
+  IOP_TRY(stmt->bind_int64(5, row.token_expiry));
+  IOP_TRY(stmt->bind_int64(6, row.refreshed_at_ms));
+  IOP_TRY(impl_->bind_secret(*stmt, 7, email, column_password, row.password));
+  IOP_TRY(row.local_password_hash.empty() ? stmt->bind_null(8)
+                                          : stmt->bind_text(8, row.local_password_hash));
+  IOP_TRY(row.upstream_host.empty() ? stmt->bind_null(9) : stmt->bind_text(9, row.upstream_host));
+  IOP_TRY(stmt->bind_int64(10, row.upstream_port));
+  IOP_TRY(stmt->bind_int64(11, now_seconds()));
+  auto step = stmt->step();
+  if (!step) {
+    return std::unexpected(step.error());
+  }
+  return {};
+}
+
+Result<bool> CredentialsStore::update_tokens(std::string_view email, const TokenUpdate& update) {
+  std::lock_guard lock(impl_->mu);
+  Database& db = impl_->db;
+  // IMMEDIATE: the write lock is held from the read of refreshed_at_ms to the write, so another
+  // process cannot commit a newer refresh in between.
+  auto tx = Transaction::begin(db);
+  if (!tx) {
+    return std::unexpected(tx.error());
+  }
+  auto select = db.prepare("SELECT refreshed_at_ms FROM mail_credentials WHERE email = ?1");
+  if (!select) {
+    return std::unexpected(select.error());
+  }
+  IOP_TRY(select->bind_text(1, email));
+  auto found = select->step();
+  if (!found) {
+    return std::unexpected(found.error());
+  }
+  if (*found != Statement::Step::row) {
+    return fail(Errc::not_found, "no account " + std::string(email));
+  }
+  const std::int64_t stored_at_ms = select->column_int64(0);
+  select->reset();
+  if (stored_at_ms >= update.refreshed_at_ms) {
+    // A late or retried refresh: the stored tokens are as new or newer. Overwriting would
+    // resurrect a refresh token the endpoint may already have rotated away.
+    return false;  // the Transaction rolls back; nothing was written
+  }
+
+  const bool rotate = update.refresh_token.has_value();
+  auto stmt = db.prepare(
+      rotate ? "UPDATE mail_credentials SET access_token = ?2, token_expiry = ?3, "
+               "refreshed_at_ms = ?4, updated_at = ?5, status = 'active', status_reason = NULL, "
+               "refresh_token = ?6 WHERE email = ?1 AND refreshed_at_ms < ?4"
+             : "UPDATE mail_credentials SET access_token = ?2, token_expiry = ?3, "
+               "refreshed_at_ms = ?4, updated_at = ?5, status = 'active', status_reason = NULL "
+               "WHERE email = ?1 AND refreshed_at_ms < ?4");
+  if (!stmt) {
+    return std::unexpected(stmt.error());
+  }
+  IOP_TRY(stmt->bind_text(1, email));
+  IOP_TRY(impl_->bind_secret(*stmt, 2, email, column_access_token, update.access_token));
+  IOP_TRY(stmt->bind_int64(3, update.token_expiry));
+  IOP_TRY(stmt->bind_int64(4, update.refreshed_at_ms));
+  IOP_TRY(stmt->bind_int64(5, now_seconds()));
+  if (rotate) {
+    IOP_TRY(impl_->bind_secret(*stmt, 6, email, column_refresh_token, *update.refresh_token));
+  }
+  auto step = stmt->step();
+  if (!step) {
+    return std::unexpected(step.error());
+  }
+  if (db.changes() != 1) {
+    return fail(Errc::internal, "token update for " + std::string(email) + " changed " +
+                                    std::to_string(db.changes()) + " rows");
+  }
+  IOP_TRY(tx->commit());
+  return true;
+}
+
+Result<void> CredentialsStore::mark_needs_reauth(std::string_view email, std::string_view reason) {
+  std::lock_guard lock(impl_->mu);
+  // Secrets stay: an operator may fix the cause (consent, conditional access) and the stored
+  // refresh token can then work again without a new authorization.
+  auto stmt = impl_->db.prepare(
+      "UPDATE mail_credentials SET status = 'needs_reauth', status_reason = ?2, updated_at = ?3 "
+      "WHERE email = ?1");
+  if (!stmt) {
+    return std::unexpected(stmt.error());
+  }
+  IOP_TRY(stmt->bind_text(1, email));
+  IOP_TRY(stmt->bind_text(2, reason));
+  IOP_TRY(stmt->bind_int64(3, now_seconds()));
+  auto step = stmt->step();
+  if (!step) {
+    return std::unexpected(step.error());
+  }
+  if (impl_->db.changes() == 0) {
+    return fail(Errc::not_found, "no account " + std::string(email));
+  }
+  return {};
+}
+
+Result<void> CredentialsStore::set_local_password_hash(std::string_view email,
+                                                       std::string_view hash) {
+  std::lock_guard lock(impl_->mu);
+  auto stmt = impl_->db.prepare(
+      "UPDATE mail_credentials SET local_password_hash = ?2, updated_at = ?3 WHERE email = ?1");
+  if (!stmt) {
+    return std::unexpected(stmt.error());
+  }
+  IOP_TRY(stmt->bind_text(1, email));
+  // Empty clears the local password (stored as NULL, like the other absent values).
+  IOP_TRY(hash.empty() ? stmt->bind_null(2) : stmt->bind_text(2, hash));
+  IOP_TRY(stmt->bind_int64(3, now_seconds()));
+  auto step = stmt->step();
+  if (!step) {
+    return std::unexpected(step.error());
+  }
+  if (impl_->db.changes() == 0) {
+    return fail(Errc::not_found, "no account " + std::string(email));
+  }
+  return {};
+}
+
+Result<bool> CredentialsStore::remove(std::string_view email) {
+  std::lock_guard lock(impl_->mu);
+  auto stmt = impl_->db.prepare("DELETE FROM mail_credentials WHERE email = ?1");
+  if (!stmt) {
+    return std::unexpected(stmt.error());
+  }
+  IOP_TRY(stmt->bind_text(1, email));
+  auto step = stmt->step();
+  if (!step) {
+    return std::unexpected(step.error());
+  }
+  return impl_->db.changes() > 0;
+}
+
+}  // namespace iop::storage
+
+#undef IOP_TRY

@@ -1,0 +1,184 @@
+// The command line, as the built binary, against the test token endpoint and redis-server.
+
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "storage/credentials_store.hpp"
+#include "tests/support/cli_env.hpp"
+#include "tests/support/redis_server.hpp"
+#include "tests/support/token_endpoint_peer.hpp"
+
+namespace iop::test {
+namespace {
+
+class CliTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    config_ = write_cli_config(dir_.path(), {peer_.token_url(), redis_.url(), ""});
+  }
+
+  CommandResult cli(std::vector<std::string> args, const std::string& in = {}) {
+    return run_cli(config_, std::move(args), in);
+  }
+
+  // Adds an OAuth account by importing a refresh token the endpoint issued.
+  std::string add_oauth(const std::string& email) {
+    const auto refresh = peer_.add_account(email);
+    const auto r = cli({"account", "add", email, "--refresh-token-stdin"}, refresh + "\n");
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return refresh;
+  }
+
+  storage::Credentials row(const std::string& email) {
+    auto key = storage::MasterKey::load(dir_.path() / "data/master.key").value();
+    auto store = storage::CredentialsStore::open(dir_.path() / "data/credentials.db", key).value();
+    return store->get(email).value();
+  }
+
+  TempDir dir_;
+  RedisServer redis_;
+  TokenEndpointPeer peer_;
+  std::filesystem::path config_;
+};
+
+TEST_F(CliTest, InitCreatesConfigKeyAndDatabase) {
+  TempDir fresh;
+  const auto r = run_command({binary_path(), "init", "--dir", fresh.path().string()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(std::filesystem::exists(fresh.path() / "imap-oauth2-proxy.toml"));
+  EXPECT_TRUE(std::filesystem::exists(fresh.path() / "data/credentials.db"));
+  struct stat st {};
+  ASSERT_EQ(::stat((fresh.path() / "data/master.key").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  EXPECT_EQ(st.st_size, 32);
+  const auto again = run_command({binary_path(), "init", "--dir", fresh.path().string()});
+  ASSERT_EQ(again.exit_code, 0) << again.err;
+  EXPECT_NE(again.out.find("kept existing master key"), std::string::npos);
+}
+
+TEST_F(CliTest, ImportedRefreshTokenIsProvenRotatedAndListedWithoutSecrets) {
+  const auto imported = add_oauth("Alice@Example.com");
+  const auto stored = row("alice@example.com");
+  EXPECT_NE(stored.refresh_token.reveal(), imported) << "the rotated token is stored";
+  EXPECT_TRUE(peer_.check(stored.refresh_token.reveal())["valid"].get<bool>());
+  EXPECT_EQ(peer_.stats()["per_account"]["Alice@Example.com"].get<int>(), 1);
+
+  const auto list = cli({"account", "list"});
+  ASSERT_EQ(list.exit_code, 0) << list.err;
+  EXPECT_NE(list.out.find("alice@example.com"), std::string::npos);
+  EXPECT_NE(list.out.find("active"), std::string::npos);
+  EXPECT_EQ(list.out.find(stored.refresh_token.reveal()), std::string::npos);
+  EXPECT_EQ(list.out.find(stored.access_token.reveal()), std::string::npos);
+  const auto json = nlohmann::json::parse(cli({"account", "list", "--format", "json"}).out);
+  ASSERT_EQ(json.size(), 1u);
+  EXPECT_EQ(json[0]["type"], "oauth");
+}
+
+TEST_F(CliTest, TokenPrintsAFreshAccessToken) {
+  add_oauth("bob@example.com");
+  const auto r = cli({"token", "bob@example.com"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, row("bob@example.com").access_token.reveal() + "\n");
+  EXPECT_TRUE(peer_.introspect(r.out.substr(0, r.out.size() - 1))["active"].get<bool>());
+  EXPECT_EQ(r.err.find(row("bob@example.com").access_token.reveal()), std::string::npos);
+}
+
+TEST_F(CliTest, ABadRefreshTokenStoresNothing) {
+  const auto r =
+      cli({"account", "add", "carol@example.com", "--refresh-token-stdin"}, "rt.never-issued\n");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("nothing was stored"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("rt.never-issued"), std::string::npos);
+  EXPECT_EQ(cli({"account", "list", "--format", "json"}).out, "[]\n");
+  const auto ctl = cli({"account", "add", "carol@example.com", "--refresh-token-stdin"},
+                       std::string("rt.a\x01z\n"));
+  EXPECT_EQ(ctl.exit_code, 1);
+  EXPECT_EQ(peer_.stats()["total"].get<int>(), 1) << "a control character is refused locally";
+}
+
+TEST_F(CliTest, PasswordAccountsLocalPasswordsAndRemoval) {
+  auto r =
+      cli({"account", "add", "legacy@example.com", "--password-stdin", "--local-password-stdin"},
+          "upstream-secret\nlocal-secret\n");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto stored = row("legacy@example.com");
+  EXPECT_FALSE(stored.use_oauth);
+  EXPECT_EQ(stored.password.reveal(), "upstream-secret");
+  EXPECT_TRUE(stored.local_password_hash.starts_with("$scrypt$"));
+  EXPECT_EQ(stored.local_password_hash.find("local-secret"), std::string::npos);
+
+  r = cli({"account", "passwd", "legacy@example.com"}, "another\n");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(row("legacy@example.com").local_password_hash, stored.local_password_hash);
+
+  r = cli({"token", "legacy@example.com"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("uses a password upstream"), std::string::npos);
+  EXPECT_EQ(r.out.find("upstream-secret"), std::string::npos);
+
+  EXPECT_EQ(cli({"account", "remove", "legacy@example.com"}).exit_code, 0);
+  r = cli({"account", "remove", "legacy@example.com"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("no account legacy@example.com"), std::string::npos);
+}
+
+TEST_F(CliTest, ClearErrors) {
+  auto r = cli({"token", "not-an-email"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("not an email address"), std::string::npos);
+
+  add_oauth("dave@example.com");
+  // A different master key: refused, never garbage tokens.
+  std::filesystem::rename(dir_.path() / "data/master.key", dir_.path() / "data/master.key.real");
+  r = cli({"token", "dave@example.com"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("master.key"), std::string::npos) << r.err;
+  {
+    std::ofstream k(dir_.path() / "data/master.key", std::ios::binary);
+    k << std::string(32, 'k');
+  }
+  std::filesystem::permissions(
+      dir_.path() / "data/master.key",
+      std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+  r = cli({"token", "dave@example.com"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("does not match"), std::string::npos) << r.err;
+  EXPECT_TRUE(r.out.empty());
+
+  std::ofstream(config_, std::ios::app) << "[log]\nformat = \"xml\"\n";
+  r = cli({"account", "list"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("[log] format"), std::string::npos) << r.err;
+}
+
+TEST_F(CliTest, ConcurrentProcessesRefreshOnceThroughTheRedisLock) {
+  add_oauth("erin@example.com");
+  // Expire the stored token and forget the cached one, so every process wants a refresh.
+  {
+    auto key = storage::MasterKey::load(dir_.path() / "data/master.key").value();
+    auto store = storage::CredentialsStore::open(dir_.path() / "data/credentials.db", key).value();
+    auto r = store->get("erin@example.com").value();
+    r.token_expiry = 1;
+    ASSERT_TRUE(store->upsert_account(r).has_value());
+  }
+  redis_.flushall();
+  peer_.reset_stats();
+  peer_.configure({{"delay_ms", 600}});
+  std::vector<std::thread> threads;
+  std::vector<CommandResult> results(4);
+  for (std::size_t i = 0; i < results.size(); ++i) {
+    threads.emplace_back([this, &results, i] { results[i] = cli({"token", "erin@example.com"}); });
+  }
+  for (auto& t : threads) t.join();
+  for (const auto& r : results) {
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(r.out, results.front().out);
+  }
+  EXPECT_EQ(peer_.stats()["per_account"]["erin@example.com"].get<int>(), 1);
+}
+
+}  // namespace
+}  // namespace iop::test

@@ -1,0 +1,416 @@
+// The token service against real peers: redis-server and the test token endpoint on loopback,
+// and a real SQLite database.
+
+#include "auth/token_service.hpp"
+
+#include <gtest/gtest.h>
+#include <sqlite3.h>
+
+#include <nlohmann/json.hpp>
+
+#include "auth/refresher.hpp"
+#include "tests/support/log_capture.hpp"
+#include "tests/support/process.hpp"
+#include "tests/support/redis_server.hpp"
+#include "tests/support/run_coro.hpp"
+#include "tests/support/token_endpoint_peer.hpp"
+
+namespace iop::auth {
+namespace {
+
+using namespace std::chrono_literals;
+using storage::AccountStatus;
+using storage::Credentials;
+using test::run_coro;
+
+std::int64_t now_s() { return to_unix_seconds(std::chrono::system_clock::now()); }
+std::int64_t now_ms() { return to_unix_millis(std::chrono::system_clock::now()); }
+
+void exec_sql(const std::filesystem::path& db, const std::string& sql) {
+  sqlite3* handle = nullptr;
+  ASSERT_EQ(sqlite3_open(db.c_str(), &handle), SQLITE_OK);
+  sqlite3_busy_timeout(handle, 5000);
+  char* err = nullptr;
+  const int rc = sqlite3_exec(handle, sql.c_str(), nullptr, nullptr, &err);
+  const std::string message = err != nullptr ? err : "";
+  sqlite3_free(err);
+  sqlite3_close(handle);
+  ASSERT_EQ(rc, SQLITE_OK) << message;
+}
+
+class TokenServiceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    key_ = storage::MasterKey::create(dir_.path() / "master.key").value();
+    store_ = storage::CredentialsStore::open(db_path(), *key_).value();
+    cache_ = storage::TokenCache::create({redis_.url(), "test:", 250ms}, *key_).value();
+    OAuthClientSettings oauth;
+    oauth.token_endpoint = peer_.token_url();
+    oauth.client_id = "test-client";
+    oauth.http.timeout = 5s;
+    oauth.backoff = BackoffPolicy{3, 10ms, 50ms};
+    endpoint_ = std::make_unique<TokenEndpoint>(oauth, pool_.get_executor());
+    make_service(true);
+  }
+
+  void TearDown() override { pool_.join(); }
+
+  std::filesystem::path db_path() const { return dir_.path() / "credentials.db"; }
+
+  void make_service(bool with_redis, std::chrono::milliseconds memory_ttl = 0ms) {
+    TokenServiceSettings s;
+    s.memory_ttl = memory_ttl;
+    s.instance_id = "test";
+    s.lock_wait = 5s;
+    service_ = std::make_unique<TokenService>(*store_, with_redis ? cache_.get() : nullptr,
+                                              *endpoint_, pool_.get_executor(), s);
+  }
+
+  // An OAuth account known to the endpoint, with an access token expiring at `expiry`.
+  std::string seed(const std::string& email, std::int64_t expiry) {
+    const auto refresh_token = peer_.add_account(email);
+    Credentials row;
+    row.email = email;
+    row.use_oauth = true;
+    row.access_token = Secret("at.seeded." + email);
+    row.refresh_token = Secret(refresh_token);
+    row.token_expiry = expiry;
+    row.refreshed_at_ms = now_ms() - 1000;
+    EXPECT_TRUE(store_->upsert_account(row).has_value());
+    return refresh_token;
+  }
+
+  Result<FreshToken> get(const std::string& email, TokenUse use = TokenUse::session) {
+    return run_coro<Result<FreshToken>>(
+        [this, email, use] { return service_->ensure_fresh_token(email, use); });
+  }
+
+  int requests_for(const std::string& email) {
+    const auto stats = peer_.stats();
+    return stats["per_account"].contains(email) ? stats["per_account"][email].get<int>() : 0;
+  }
+
+  test::TempDir dir_;
+  test::RedisServer redis_;
+  test::TokenEndpointPeer peer_;
+  std::optional<storage::MasterKey> key_;
+  std::unique_ptr<storage::CredentialsStore> store_;
+  std::unique_ptr<storage::TokenCache> cache_;
+  net::thread_pool pool_{4};
+  std::unique_ptr<TokenEndpoint> endpoint_;
+  std::unique_ptr<TokenService> service_;
+};
+
+TEST_F(TokenServiceTest, RedisHitIsServedWithoutReadingTheDatabase) {
+  seed("alice@example.com", now_s() + 7200);
+  ASSERT_TRUE(cache_->put("alice@example.com",
+                          {Secret("at.from-redis"), now_s() + 7200, Secret("rt.x"), now_ms()},
+                          std::chrono::system_clock::now()));
+  // Without a database row, only Redis can answer.
+  ASSERT_TRUE(store_->remove("alice@example.com").value());
+  const auto token = get("alice@example.com");
+  ASSERT_TRUE(token.has_value()) << token.error().message;
+  EXPECT_EQ(token->secret.reveal(), "at.from-redis");
+  EXPECT_EQ(token->source, TokenSource::redis);
+  EXPECT_EQ(requests_for("alice@example.com"), 0);
+}
+
+TEST_F(TokenServiceTest, MemoryLevelAnswersRepeatedCalls) {
+  make_service(true, 30s);
+  seed("alice@example.com", now_s() + 7200);
+  EXPECT_EQ(get("alice@example.com")->source, TokenSource::database);
+  redis_.stop();  // the first level does not need Redis or the database
+  ASSERT_TRUE(store_->remove("alice@example.com").value());
+  const auto token = get("alice@example.com");
+  ASSERT_TRUE(token.has_value());
+  EXPECT_EQ(token->source, TokenSource::memory);
+  EXPECT_EQ(token->secret.reveal(), "at.seeded.alice@example.com");
+}
+
+TEST_F(TokenServiceTest, RedisMissFallsBackToTheDatabaseAndRefillsRedis) {
+  test::LogCapture log;
+  seed("bob@example.com", now_s() + 7200);
+  redis_.flushall();
+  const auto first = get("bob@example.com");
+  ASSERT_TRUE(first.has_value()) << first.error().message;
+  EXPECT_EQ(first->source, TokenSource::database);
+  EXPECT_EQ(first->secret.reveal(), "at.seeded.bob@example.com");
+  EXPECT_TRUE(log.contains("Recovered credentials from database and cached in Redis"));
+  EXPECT_FALSE(redis_.raw_get("test:token:bob@example.com").empty());
+  const auto second = get("bob@example.com");
+  EXPECT_EQ(second->source, TokenSource::redis);
+  EXPECT_EQ(requests_for("bob@example.com"), 0);
+  EXPECT_FALSE(log.contains("at.seeded")) << "a token reached the log";
+}
+
+TEST_F(TokenServiceTest, NearExpiryRefreshesAndCommitsToTheDatabaseFirst) {
+  test::LogCapture log;
+  const auto old_refresh = seed("carol@example.com", now_s() + 60);
+  const auto token = get("carol@example.com");
+  ASSERT_TRUE(token.has_value()) << token.error().message;
+  EXPECT_EQ(token->source, TokenSource::refresh);
+  EXPECT_GE(token->expiry, now_s() + 3000);
+  EXPECT_EQ(requests_for("carol@example.com"), 1);
+
+  const auto row = store_->get("carol@example.com").value();
+  EXPECT_EQ(row.access_token.reveal(), token->secret.reveal());
+  EXPECT_EQ(row.token_expiry, token->expiry);
+  EXPECT_NE(row.refresh_token.reveal(), old_refresh) << "the rotated refresh token is stored";
+  EXPECT_TRUE(peer_.check(row.refresh_token.reveal())["valid"].get<bool>());
+  EXPECT_TRUE(log.contains("Token for carol@example.com persisted to database"));
+
+  const auto cached = cache_->get("carol@example.com");
+  ASSERT_TRUE(cached.has_value());
+  EXPECT_EQ(cached->access_token.reveal(), token->secret.reveal());
+  EXPECT_EQ(cached->refresh_token.reveal(), row.refresh_token.reveal());
+  const auto text = log.text();
+  EXPECT_EQ(text.find(token->secret.reveal()), std::string::npos);
+  EXPECT_EQ(text.find(row.refresh_token.reveal()), std::string::npos);
+  EXPECT_EQ(text.find(old_refresh), std::string::npos);
+}
+
+TEST_F(TokenServiceTest, SessionsGetTokensWithAtLeastTheMinimumLifetime) {
+  seed("dave@example.com", now_s() + 30 * 60);  // 30 min left: enough now, not for a session
+  const auto immediate = get("dave@example.com", TokenUse::immediate);
+  ASSERT_TRUE(immediate.has_value());
+  EXPECT_EQ(immediate->source, TokenSource::database);
+  EXPECT_EQ(requests_for("dave@example.com"), 0);
+  const auto session = get("dave@example.com", TokenUse::session);
+  ASSERT_TRUE(session.has_value());
+  EXPECT_EQ(session->source, TokenSource::refresh);
+  EXPECT_GE(session->expiry - now_s(), 45 * 60);
+}
+
+TEST_F(TokenServiceTest, FailedDatabaseWriteStillServesAndRetriesTheWrite) {
+  test::LogCapture log;
+  peer_.configure({{"rotation", "revoke_immediately"}});
+  const auto old_refresh = seed("erin@example.com", now_s() - 10);
+  exec_sql(db_path(),
+           "CREATE TRIGGER fail_updates BEFORE UPDATE ON mail_credentials BEGIN "
+           "SELECT RAISE(ABORT, 'simulated disk failure'); END;");
+  const auto token = get("erin@example.com");
+  ASSERT_TRUE(token.has_value()) << token.error().message;
+  EXPECT_EQ(token->source, TokenSource::refresh);
+  EXPECT_TRUE(log.contains("Error persisting tokens to database"));
+  EXPECT_EQ(store_->get("erin@example.com")->refresh_token.reveal(), old_refresh);
+  // The new refresh token lives in Redis meanwhile.
+  const auto cached = cache_->get("erin@example.com");
+  ASSERT_TRUE(cached.has_value());
+  EXPECT_TRUE(peer_.check(cached->refresh_token.reveal())["valid"].get<bool>());
+  EXPECT_FALSE(peer_.check(old_refresh)["valid"].get<bool>());
+
+  // With the database still failing and Redis gone, a forced refresh must use the newest refresh
+  // token, kept in memory: the stored one was revoked when it was rotated.
+  redis_.flushall();
+  const auto again =
+      run_coro<Result<FreshToken>>([this] { return service_->refresh_now("erin@example.com"); });
+  ASSERT_TRUE(again.has_value()) << again.error().message;
+  EXPECT_EQ(run_coro<std::size_t>([this] { return service_->retry_pending_writes(); }), 1u);
+
+  exec_sql(db_path(), "DROP TRIGGER fail_updates;");
+  EXPECT_EQ(run_coro<std::size_t>([this] { return service_->retry_pending_writes(); }), 0u);
+  const auto row = store_->get("erin@example.com").value();
+  EXPECT_EQ(row.access_token.reveal(), again->secret.reveal());
+  EXPECT_TRUE(peer_.check(row.refresh_token.reveal())["valid"].get<bool>());
+  EXPECT_EQ(row.status, AccountStatus::active);
+}
+
+TEST_F(TokenServiceTest, ConcurrentCallsShareOneRefresh) {
+  seed("frank@example.com", now_s() - 10);
+  peer_.configure({{"delay_ms", 300}});
+  const auto results = test::run_concurrently<Result<FreshToken>>(
+      200, 2, [this](int) { return service_->ensure_fresh_token("frank@example.com"); });
+  ASSERT_EQ(results.size(), 200u);
+  for (const auto& r : results) {
+    ASSERT_TRUE(r.has_value()) << r.error().message;
+    EXPECT_EQ(r->secret.reveal(), results.front()->secret.reveal());
+  }
+  EXPECT_EQ(requests_for("frank@example.com"), 1);
+  EXPECT_EQ(peer_.stats()["max_in_flight"].get<int>(), 1);
+}
+
+TEST_F(TokenServiceTest, TwoServicesSharingRedisRefreshOnce) {
+  // A second instance: its own database connection, Redis connection and workers.
+  auto store2 = storage::CredentialsStore::open(db_path(), *key_).value();
+  auto cache2 = storage::TokenCache::create({redis_.url(), "test:", 250ms}, *key_).value();
+  net::thread_pool pool2{2};
+  TokenServiceSettings s;
+  s.memory_ttl = 0ms;
+  s.instance_id = "second";
+  TokenService service2(*store2, cache2.get(), *endpoint_, pool2.get_executor(), s);
+
+  seed("grace@example.com", now_s() - 10);
+  peer_.configure({{"delay_ms", 300}});
+  const auto results = test::run_concurrently<Result<FreshToken>>(40, 2, [&](int i) {
+    return (i % 2 == 0 ? *service_ : service2).ensure_fresh_token("grace@example.com");
+  });
+  for (const auto& r : results) {
+    ASSERT_TRUE(r.has_value()) << r.error().message;
+    EXPECT_EQ(r->secret.reveal(), results.front()->secret.reveal());
+  }
+  EXPECT_EQ(requests_for("grace@example.com"), 1);
+  pool2.join();
+}
+
+TEST_F(TokenServiceTest, InvalidGrantMarksOnlyThatAccountAndKeepsItsRefreshToken) {
+  const auto revoked = seed("heidi@example.com", now_s() - 10);
+  seed("ivan@example.com", now_s() - 10);
+  peer_.revoke("heidi@example.com");
+  ASSERT_TRUE(cache_->put("heidi@example.com",
+                          {Secret("at.stale"), now_s() + 20, Secret(revoked), now_ms() - 5000},
+                          std::chrono::system_clock::now()));
+  const auto token = get("heidi@example.com");
+  ASSERT_FALSE(token.has_value());
+  EXPECT_EQ(token.error().code, Errc::needs_reauth);
+  EXPECT_NE(token.error().message.find("imap-oauth2-proxy account add heidi@example.com"),
+            std::string::npos);
+  EXPECT_NE(token.error().message.find("AADSTS50173"), std::string::npos);
+  const auto row = store_->get("heidi@example.com").value();
+  EXPECT_EQ(row.status, AccountStatus::needs_reauth);
+  EXPECT_EQ(row.refresh_token.reveal(), revoked);
+  EXPECT_FALSE(cache_->get("heidi@example.com").has_value());
+  // No retry storm: the next call answers from the database status.
+  EXPECT_EQ(get("heidi@example.com").error().code, Errc::needs_reauth);
+  EXPECT_EQ(requests_for("heidi@example.com"), 1);
+  EXPECT_TRUE(get("ivan@example.com").has_value());
+}
+
+TEST_F(TokenServiceTest, TransientFailuresChangeNothingStored) {
+  const auto refresh = seed("judy@example.com", now_s() - 10);
+  peer_.add_faults(
+      nlohmann::json::array({{{"status", 503}}, {{"status", 503}}, {{"status", 503}}}));
+  const auto token = get("judy@example.com");
+  ASSERT_FALSE(token.has_value());
+  EXPECT_EQ(token.error().code, Errc::endpoint_unavailable);
+  const auto row = store_->get("judy@example.com").value();
+  EXPECT_EQ(row.refresh_token.reveal(), refresh);
+  EXPECT_EQ(row.status, AccountStatus::active);
+  EXPECT_TRUE(get("judy@example.com").has_value()) << "works once the endpoint recovers";
+}
+
+TEST_F(TokenServiceTest, BadEndpointAnswersAreTypedErrorsAndChangeNothing) {
+  const auto refresh = seed("ken@example.com", now_s() - 10);
+  const nlohmann::json faults[] = {
+      {{"kind", "malformed"}},
+      {{"kind", "no_access_token"}},
+      {{"kind", "bad_expires_in"}, {"expires_in", -5}},
+      {{"kind", "bad_expires_in"}, {"expires_in", 1e12}},
+      {{"kind", "bad_expires_in"}, {"expires_in", "soon"}},
+      {{"kind", "error_200"}},
+  };
+  for (const auto& fault : faults) {
+    peer_.add_faults(nlohmann::json::array({fault}));
+    const auto token = get("ken@example.com");
+    ASSERT_FALSE(token.has_value()) << fault.dump();
+    EXPECT_NE(token.error().code, Errc::internal) << fault.dump();
+    const auto row = store_->get("ken@example.com").value();
+    EXPECT_EQ(row.refresh_token.reveal(), refresh) << fault.dump();
+    EXPECT_EQ(row.status, AccountStatus::active) << fault.dump();
+  }
+}
+
+TEST_F(TokenServiceTest, PasswordAccountsGetTheirStoredPassword) {
+  Credentials row;
+  row.email = "legacy@example.com";
+  row.use_oauth = false;
+  row.password = Secret("upstream-pass");
+  ASSERT_TRUE(store_->upsert_account(row).has_value());
+  const auto token = get("Legacy@Example.com");
+  ASSERT_TRUE(token.has_value());
+  EXPECT_TRUE(token->is_password);
+  EXPECT_EQ(token->secret.reveal(), "upstream-pass");
+  EXPECT_EQ(token->source, TokenSource::password);
+  EXPECT_EQ(peer_.stats()["total"].get<int>(), 0);
+}
+
+TEST_F(TokenServiceTest, RejectsWhatIsNotAnEmailAndUnknownAccounts) {
+  EXPECT_EQ(get("not an email").error().code, Errc::invalid_argument);
+  EXPECT_EQ(get("nobody@example.com").error().code, Errc::not_found);
+}
+
+TEST_F(TokenServiceTest, StoredRefreshTokenWithControlCharactersIsNeverSent) {
+  Credentials row;
+  row.email = "odd@example.com";
+  row.refresh_token = Secret(std::string("rt.abc\r\nX-Injected: 1"));
+  row.token_expiry = now_s() - 10;
+  ASSERT_TRUE(store_->upsert_account(row).has_value());
+  const auto token = get("odd@example.com");
+  ASSERT_FALSE(token.has_value());
+  EXPECT_EQ(token.error().code, Errc::endpoint_bad_response);
+  EXPECT_EQ(peer_.stats()["total"].get<int>(), 0);
+  EXPECT_EQ(store_->get("odd@example.com")->status, AccountStatus::active);
+}
+
+TEST_F(TokenServiceTest, CorruptedRowBreaksOnlyThatAccount) {
+  seed("good@example.com", now_s() + 7200);
+  seed("bad@example.com", now_s() + 7200);
+  redis_.flushall();
+  // Another row's ciphertext copied in: authentic bytes, wrong place.
+  exec_sql(db_path(),
+           "UPDATE mail_credentials SET refresh_token = (SELECT refresh_token FROM "
+           "mail_credentials WHERE email = 'good@example.com') WHERE email = 'bad@example.com';");
+  const auto bad = get("bad@example.com");
+  ASSERT_FALSE(bad.has_value());
+  EXPECT_EQ(bad.error().code, Errc::credentials_corrupt);
+  EXPECT_TRUE(get("good@example.com").has_value());
+}
+
+TEST_F(TokenServiceTest, RedisFlushedOrKilledMidRunLosesNothing) {
+  seed("lena@example.com", now_s() + 7200);
+  int failures = 0;
+  for (int i = 0; i < 60; ++i) {
+    if (i == 20) redis_.flushall();
+    if (i == 30) redis_.stop();
+    if (i == 45) redis_.start();
+    if (!get("lena@example.com").has_value()) ++failures;
+  }
+  EXPECT_EQ(failures, 0);
+  // Back: Redis is re-filled by the next calls once the cache's backoff has passed.
+  bool refilled = false;
+  for (int i = 0; i < 200 && !refilled; ++i) {
+    ASSERT_TRUE(get("lena@example.com").has_value());
+    refilled = !redis_.raw_get("test:token:lena@example.com").empty();
+    if (!refilled) std::this_thread::sleep_for(25ms);
+  }
+  EXPECT_TRUE(refilled);
+  EXPECT_EQ(requests_for("lena@example.com"), 0);
+}
+
+TEST_F(TokenServiceTest, WorksWithoutRedisAtAll) {
+  make_service(false);
+  seed("mike@example.com", now_s() - 10);
+  const auto token = get("mike@example.com");
+  ASSERT_TRUE(token.has_value()) << token.error().message;
+  EXPECT_EQ(token->source, TokenSource::refresh);
+  EXPECT_EQ(get("mike@example.com")->source, TokenSource::database);
+}
+
+TEST_F(TokenServiceTest, BackgroundRefresherKeepsUsedAndIdleAccountsAlive) {
+  seed("used@example.com", now_s() + 40 * 60);  // in use, will not last a session
+  seed("idle@example.com", now_s() + 7200);     // not in use, refreshed recently
+  seed("old@example.com", now_s() + 7200);      // not in use, last refresh 8 days ago
+  const auto revoked = seed("gone@example.com", now_s() + 7200);  // idle for 8 days, revoked
+  exec_sql(db_path(), "UPDATE mail_credentials SET refreshed_at_ms = refreshed_at_ms - " +
+                          std::to_string(8LL * 24 * 3600 * 1000) +
+                          " WHERE email IN ('old@example.com', 'gone@example.com');");
+  peer_.revoke("gone@example.com");
+  ASSERT_TRUE(get("used@example.com", TokenUse::immediate).has_value());
+
+  Refresher refresher(*service_, RefresherSettings{60s, std::chrono::hours(24 * 7), 2h});
+  const auto pass = run_coro<RefreshPass>([&refresher] { return refresher.run_once(); });
+  EXPECT_EQ(pass.refreshed, 2);
+  EXPECT_EQ(pass.failed, 1);
+  EXPECT_EQ(requests_for("used@example.com"), 1);
+  EXPECT_EQ(requests_for("old@example.com"), 1);
+  EXPECT_EQ(requests_for("idle@example.com"), 0);
+  EXPECT_EQ(store_->get("gone@example.com")->status, AccountStatus::needs_reauth);
+  EXPECT_EQ(store_->get("gone@example.com")->refresh_token.reveal(), revoked);
+  EXPECT_GE(store_->get("used@example.com")->token_expiry, now_s() + 50 * 60);
+
+  const auto second = run_coro<RefreshPass>([&refresher] { return refresher.run_once(); });
+  EXPECT_EQ(second.refreshed, 0);
+  EXPECT_EQ(second.failed, 0) << "an account needing re-authorization is not retried";
+}
+
+}  // namespace
+}  // namespace iop::auth

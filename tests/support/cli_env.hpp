@@ -1,0 +1,52 @@
+#pragma once
+// Running the built imap-oauth2-proxy binary against a config in a temporary folder.
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "tests/support/process.hpp"
+
+namespace iop::test {
+
+inline std::string binary_path() { return std::string(IOP_BINARY_DIR) + "/app/imap-oauth2-proxy"; }
+
+struct CliConfig {
+  std::string token_url;
+  std::string redis_url;    // empty: no Redis
+  std::string extra_oauth;  // more lines for [oauth]
+  std::string extra_redis;  // more lines for [redis]
+};
+
+// Writes dir/imap-oauth2-proxy.toml and returns its path.
+inline std::filesystem::path write_cli_config(const std::filesystem::path& dir,
+                                              const CliConfig& c) {
+  const auto path = dir / "imap-oauth2-proxy.toml";
+  std::ofstream out(path);
+  out << "[oauth]\n"
+      << "token_endpoint = \"" << c.token_url << "\"\n"
+      << "client_id = \"test-client\"\n"
+      << "http_timeout = \"5s\"\n"
+      << c.extra_oauth << "\n"
+      << "[storage]\n"
+      << "database = \"data/credentials.db\"\n"
+      << "key_file = \"data/master.key\"\n"
+      << "[redis]\n"
+      << "url = \"" << c.redis_url << "\"\n"
+      << "key_prefix = \"cli:\"\n"
+      << c.extra_redis << "\n";
+  return path;
+}
+
+// Runs the binary with `args` followed by --config `config`.
+inline CommandResult run_cli(const std::filesystem::path& config, std::vector<std::string> args,
+                             const std::string& stdin_data = {}) {
+  std::vector<std::string> argv{binary_path()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  argv.push_back("--config");
+  argv.push_back(config.string());
+  return run_command(argv, stdin_data);
+}
+
+}  // namespace iop::test

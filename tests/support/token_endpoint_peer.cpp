@@ -1,0 +1,181 @@
+#include "tests/support/token_endpoint_peer.hpp"
+
+#include <curl/curl.h>
+
+#include <fstream>
+#include <iterator>
+#include <memory>
+#include <mutex>
+#include <stdexcept>
+#include <thread>
+
+namespace iop::test {
+
+namespace {
+
+using namespace std::chrono_literals;
+
+struct CurlDeleter {
+  void operator()(CURL* c) const { curl_easy_cleanup(c); }
+};
+struct SlistDeleter {
+  void operator()(curl_slist* l) const { curl_slist_free_all(l); }
+};
+
+std::size_t append_body(char* data, std::size_t size, std::size_t count, void* user) {
+  static_cast<std::string*>(user)->append(data, size * count);
+  return size * count;
+}
+
+// application/x-www-form-urlencoded value encoding (unreserved characters kept).
+std::string form_encode(const std::string& value) {
+  static constexpr char hex[] = "0123456789ABCDEF";
+  std::string out;
+  for (const char c : value) {
+    const auto u = static_cast<unsigned char>(c);
+    if ((u >= '0' && u <= '9') || (u >= 'a' && u <= 'z') || (u >= 'A' && u <= 'Z') || u == '-' ||
+        u == '.' || u == '_' || u == '~') {
+      out += c;
+    } else {
+      out += '%';
+      out += hex[u >> 4];
+      out += hex[u & 15];
+    }
+  }
+  return out;
+}
+
+std::string read_file(const std::filesystem::path& path) {
+  std::ifstream in(path);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+// One request to the peer: POST `body` with `content_type` when `post`, else GET. Returns the
+// status and the body.
+std::pair<long, std::string> request(const std::string& url, bool post, const std::string& body,
+                                     const char* content_type) {
+  static std::once_flag once;
+  std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
+  std::unique_ptr<CURL, CurlDeleter> curl(curl_easy_init());
+  if (!curl) {
+    throw std::runtime_error("curl_easy_init failed");
+  }
+  std::unique_ptr<curl_slist, SlistDeleter> headers(
+      curl_slist_append(nullptr, (std::string("Content-Type: ") + content_type).c_str()));
+  std::string out;
+  CURL* h = curl.get();
+  curl_easy_setopt(h, CURLOPT_URL, url.c_str());
+  curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, 10000L);
+  curl_easy_setopt(h, CURLOPT_NOPROXY, "*");
+  curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, &append_body);
+  curl_easy_setopt(h, CURLOPT_WRITEDATA, &out);
+  if (post) {
+    curl_easy_setopt(h, CURLOPT_POST, 1L);
+    curl_easy_setopt(h, CURLOPT_POSTFIELDS, body.c_str());
+    curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(body.size()));
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers.get());
+  }
+  const CURLcode rc = curl_easy_perform(h);
+  if (rc != CURLE_OK) {
+    throw std::runtime_error("test token endpoint: " + url + ": " + curl_easy_strerror(rc));
+  }
+  long status = 0;
+  curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+  return {status, out};
+}
+
+nlohmann::json expect_json(const std::string& what, const std::pair<long, std::string>& reply) {
+  if (reply.first != 200) {
+    throw std::runtime_error("test token endpoint: " + what + " answered HTTP " +
+                             std::to_string(reply.first) + ": " + reply.second);
+  }
+  return nlohmann::json::parse(reply.second);
+}
+
+}  // namespace
+
+TokenEndpointPeer::TokenEndpointPeer() {
+  const auto port_file = dir_.path() / "port";
+  const auto log = dir_.path() / "token_endpoint.log";
+  process_ =
+      Process::start({"python3", std::string(IOP_SOURCE_DIR) + "/tests/peers/token_endpoint.py",
+                      "--port-file", port_file.string()},
+                     log);
+  // Python's start-up takes a few hundred ms on a busy machine; the bound only stops a hang.
+  const auto deadline = std::chrono::steady_clock::now() + 20s;
+  while (port_ == 0) {
+    if (std::filesystem::exists(port_file)) {
+      port_ = std::stoi(read_file(port_file));
+      break;
+    }
+    if (!process_.running()) {
+      throw std::runtime_error("the test token endpoint exited at startup; its log:\n" +
+                               read_file(log));
+    }
+    if (std::chrono::steady_clock::now() >= deadline) {
+      throw std::runtime_error(
+          "the test token endpoint did not publish its port in time; its "
+          "log:\n" +
+          read_file(log));
+    }
+    std::this_thread::sleep_for(10ms);
+  }
+}
+
+TokenEndpointPeer::~TokenEndpointPeer() { process_.kill_and_wait(); }
+
+std::string TokenEndpointPeer::base_url() const {
+  return "http://127.0.0.1:" + std::to_string(port_);
+}
+
+std::string TokenEndpointPeer::token_url() const {
+  return base_url() + "/common/oauth2/v2.0/token";
+}
+
+std::string TokenEndpointPeer::introspect_url() const { return base_url() + "/introspect"; }
+
+nlohmann::json TokenEndpointPeer::admin_post(const std::string& call, const nlohmann::json& body) {
+  return expect_json(call,
+                     request(base_url() + "/admin/" + call, true, body.dump(), "application/json"));
+}
+
+std::string TokenEndpointPeer::add_account(const std::string& email) {
+  return admin_post("accounts", {{"email", email}})["refresh_token"].get<std::string>();
+}
+
+nlohmann::json TokenEndpointPeer::configure(const nlohmann::json& config) {
+  return admin_post("config", config);
+}
+
+void TokenEndpointPeer::add_faults(const nlohmann::json& faults, const std::string& email) {
+  nlohmann::json body{{"faults", faults}};
+  if (!email.empty()) {
+    body["email"] = email;
+  }
+  admin_post("faults", body);
+}
+
+void TokenEndpointPeer::clear_faults() { admin_post("clear_faults", nlohmann::json::object()); }
+
+void TokenEndpointPeer::revoke(const std::string& email) {
+  admin_post("revoke", {{"email", email}});
+}
+
+nlohmann::json TokenEndpointPeer::check(const std::string& refresh_token) {
+  return admin_post("check", {{"refresh_token", refresh_token}});
+}
+
+nlohmann::json TokenEndpointPeer::introspect(const std::string& access_token) {
+  return expect_json("introspect",
+                     request(introspect_url(), true, "token=" + form_encode(access_token),
+                             "application/x-www-form-urlencoded"));
+}
+
+nlohmann::json TokenEndpointPeer::stats() {
+  return expect_json("stats", request(base_url() + "/admin/stats", false, "", "text/plain"));
+}
+
+void TokenEndpointPeer::reset_stats() { admin_post("reset_stats", nlohmann::json::object()); }
+
+}  // namespace iop::test

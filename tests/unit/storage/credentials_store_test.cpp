@@ -1,0 +1,484 @@
+#include "storage/credentials_store.hpp"
+
+#include <gtest/gtest.h>
+#include <sqlite3.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "tests/support/process.hpp"
+
+namespace iop::storage {
+namespace {
+
+namespace fs = std::filesystem;
+
+// Secret has constructors from std::string and std::string_view, so a literal is ambiguous.
+Secret secret_of(std::string_view value) { return Secret(value); }
+
+MasterKey key_of(char fill) {
+  auto key = MasterKey::from_bytes(Secret(std::string(MasterKey::size, fill)));
+  EXPECT_TRUE(key.has_value());
+  return std::move(*key);
+}
+
+// Raw SQL on the database file, bypassing the store, as an attacker or a bug would.
+class RawDb {
+ public:
+  explicit RawDb(const fs::path& path) {
+    EXPECT_EQ(sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READWRITE, nullptr), SQLITE_OK);
+  }
+  ~RawDb() { sqlite3_close_v2(db_); }
+  RawDb(const RawDb&) = delete;
+  RawDb& operator=(const RawDb&) = delete;
+
+  void exec(const std::string& sql) {
+    char* err = nullptr;
+    int rc = sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &err);
+    EXPECT_EQ(rc, SQLITE_OK) << (err != nullptr ? err : "") << " in: " << sql;
+    sqlite3_free(err);
+  }
+
+  // The first column of the first row, as text.
+  std::string query(const std::string& sql) {
+    sqlite3_stmt* stmt = nullptr;
+    EXPECT_EQ(sqlite3_prepare_v2(db_, sql.c_str(), -1, &stmt, nullptr), SQLITE_OK) << sql;
+    std::string out;
+    if (sqlite3_step(stmt) == SQLITE_ROW) {
+      const unsigned char* text = sqlite3_column_text(stmt, 0);
+      out = text != nullptr ? reinterpret_cast<const char*>(text) : "";
+    }
+    sqlite3_finalize(stmt);
+    return out;
+  }
+
+ private:
+  sqlite3* db_ = nullptr;
+};
+
+Credentials oauth_row(const std::string& email, const std::string& refresh) {
+  Credentials row;
+  row.email = email;
+  row.use_oauth = true;
+  row.access_token = secret_of("access-" + email);
+  row.refresh_token = Secret(refresh);
+  row.token_expiry = 1'700'000'000;
+  row.refreshed_at_ms = 1'000;
+  return row;
+}
+
+class CredentialsStoreTest : public ::testing::Test {
+ protected:
+  std::unique_ptr<CredentialsStore> open_store(char key_fill = 'k') {
+    auto store = CredentialsStore::open(db_path(), key_of(key_fill));
+    EXPECT_TRUE(store.has_value()) << store.error().message;
+    return store ? std::move(*store) : nullptr;
+  }
+  [[nodiscard]] fs::path db_path() const { return dir_.path() / "credentials.db"; }
+
+  test::TempDir dir_;
+};
+
+TEST_F(CredentialsStoreTest, CreatesSchemaWithWalAndPrivateFile) {
+  auto store = open_store();
+  ASSERT_NE(store, nullptr);
+  RawDb raw(db_path());
+  EXPECT_EQ(raw.query("PRAGMA journal_mode"), "wal");
+  EXPECT_EQ(raw.query("PRAGMA user_version"), "1");
+  EXPECT_EQ(raw.query("SELECT count(*) FROM sqlite_master WHERE name = 'mail_credentials'"), "1");
+  EXPECT_EQ(raw.query("SELECT count(*) FROM meta WHERE key = 'key_check'"), "1");
+  EXPECT_EQ(fs::status(db_path()).permissions() & (fs::perms::group_all | fs::perms::others_all),
+            fs::perms::none);
+}
+
+TEST_F(CredentialsStoreTest, ReopenIsIdempotent) {
+  {
+    auto store = open_store();
+    ASSERT_NE(store, nullptr);
+    ASSERT_TRUE(store->upsert_account(oauth_row("a@x.com", "rt-a")).has_value());
+  }
+  for (int i = 0; i < 2; ++i) {
+    auto store = open_store();
+    ASSERT_NE(store, nullptr);
+    auto row = store->get("a@x.com");
+    ASSERT_TRUE(row.has_value()) << row.error().message;
+    EXPECT_EQ(row->refresh_token.reveal(), "rt-a");
+  }
+  RawDb raw(db_path());
+  EXPECT_EQ(raw.query("PRAGMA user_version"), "1");
+  EXPECT_EQ(raw.query("SELECT count(*) FROM meta"), "1");
+}
+
+TEST_F(CredentialsStoreTest, NewerSchemaVersionIsRefused) {
+  ASSERT_NE(open_store(), nullptr);
+  RawDb(db_path()).exec("PRAGMA user_version = 99");
+  auto store = CredentialsStore::open(db_path(), key_of('k'));
+  ASSERT_FALSE(store.has_value());
+  EXPECT_NE(store.error().message.find("99"), std::string::npos);
+  EXPECT_NE(store.error().message.find("newer"), std::string::npos);
+  EXPECT_NE(store.error().message.find(db_path().string()), std::string::npos);
+}
+
+TEST_F(CredentialsStoreTest, WrongMasterKeyIsRefused) {
+  {
+    auto store = open_store('k');
+    ASSERT_NE(store, nullptr);
+    ASSERT_TRUE(store->upsert_account(oauth_row("a@x.com", "rt-a")).has_value());
+  }
+  auto store = CredentialsStore::open(db_path(), key_of('j'));
+  ASSERT_FALSE(store.has_value());
+  EXPECT_EQ(store.error().code, Errc::key_error);
+  EXPECT_NE(store.error().message.find("does not match"), std::string::npos);
+  EXPECT_NE(store.error().message.find(db_path().string()), std::string::npos);
+  // The right key still works.
+  EXPECT_NE(open_store('k'), nullptr);
+}
+
+TEST_F(CredentialsStoreTest, UpsertGetList) {
+  auto store = open_store();
+  ASSERT_NE(store, nullptr);
+
+  Credentials a = oauth_row("a@x.com", "rt-a");
+  a.local_password_hash = "$argon2id$hash-a";
+  a.upstream_host = "imap.example.net";
+  a.upstream_port = 993;
+  ASSERT_TRUE(store->upsert_account(a).has_value());
+
+  Credentials b;
+  b.email = "b@x.com";
+  b.use_oauth = false;
+  b.password = secret_of("upstream-password");
+  ASSERT_TRUE(store->upsert_account(b).has_value());
+
+  auto got = store->get("a@x.com");
+  ASSERT_TRUE(got.has_value()) << got.error().message;
+  EXPECT_EQ(got->email, "a@x.com");
+  EXPECT_TRUE(got->use_oauth);
+  EXPECT_EQ(got->access_token.reveal(), "access-a@x.com");
+  EXPECT_EQ(got->refresh_token.reveal(), "rt-a");
+  EXPECT_TRUE(got->password.empty());
+  EXPECT_EQ(got->token_expiry, 1'700'000'000);
+  EXPECT_EQ(got->refreshed_at_ms, 1'000);
+  EXPECT_EQ(got->local_password_hash, "$argon2id$hash-a");
+  EXPECT_EQ(got->upstream_host, "imap.example.net");
+  EXPECT_EQ(got->upstream_port, 993);
+  EXPECT_EQ(got->status, AccountStatus::active);
+  EXPECT_GT(got->created_at, 0);
+  EXPECT_GE(got->updated_at, got->created_at);
+
+  auto got_b = store->get("b@x.com");
+  ASSERT_TRUE(got_b.has_value()) << got_b.error().message;
+  EXPECT_FALSE(got_b->use_oauth);
+  EXPECT_EQ(got_b->password.reveal(), "upstream-password");
+  EXPECT_TRUE(got_b->access_token.empty());
+  EXPECT_TRUE(got_b->refresh_token.empty());
+
+  auto missing = store->get("nobody@x.com");
+  ASSERT_FALSE(missing.has_value());
+  EXPECT_EQ(missing.error().code, Errc::not_found);
+
+  auto list = store->list();
+  ASSERT_TRUE(list.has_value()) << list.error().message;
+  ASSERT_EQ(list->size(), 2u);
+  EXPECT_EQ((*list)[0].email, "a@x.com");
+  EXPECT_TRUE((*list)[0].has_local_password);
+  EXPECT_EQ((*list)[0].upstream_host, "imap.example.net");
+  EXPECT_EQ((*list)[0].upstream_port, 993);
+  EXPECT_EQ((*list)[0].refreshed_at_ms, 1'000);
+  EXPECT_EQ((*list)[1].email, "b@x.com");
+  EXPECT_FALSE((*list)[1].use_oauth);
+  EXPECT_FALSE((*list)[1].has_local_password);
+}
+
+TEST_F(CredentialsStoreTest, SecretsAreNotStoredInClearAndEmptyIsNull) {
+  auto store = open_store();
+  ASSERT_NE(store, nullptr);
+  ASSERT_TRUE(store->upsert_account(oauth_row("a@x.com", "rt-plain-marker")).has_value());
+  RawDb raw(db_path());
+  EXPECT_EQ(raw.query("SELECT count(*) FROM mail_credentials WHERE instr(refresh_token, "
+                      "CAST('rt-plain-marker' AS BLOB)) > 0"),
+            "0");
+  EXPECT_EQ(raw.query("SELECT typeof(refresh_token) FROM mail_credentials"), "blob");
+  EXPECT_EQ(raw.query("SELECT password IS NULL FROM mail_credentials"), "1");
+  EXPECT_EQ(raw.query("SELECT local_password_hash IS NULL FROM mail_credentials"), "1");
+}
+
+TEST_F(CredentialsStoreTest, UpsertKeepsLocalHashAndCreatedAtAndReactivates) {
+  auto store = open_store();
+  ASSERT_NE(store, nullptr);
+  ASSERT_TRUE(store->upsert_account(oauth_row("a@x.com", "rt-old")).has_value());
+  ASSERT_TRUE(store->set_local_password_hash("a@x.com", "$argon2id$local").has_value());
+  ASSERT_TRUE(store->mark_needs_reauth("a@x.com", "invalid_grant").has_value());
+  RawDb(db_path()).exec("UPDATE mail_credentials SET created_at = 12345");
+
+  Credentials again = oauth_row("a@x.com", "rt-new");
+  again.local_password_hash = "$argon2id$ignored";
+  again.refreshed_at_ms = 5'000;
+  ASSERT_TRUE(store->upsert_account(again).has_value());
+
+  auto got = store->get("a@x.com");
+  ASSERT_TRUE(got.has_value()) << got.error().message;
+  EXPECT_EQ(got->refresh_token.reveal(), "rt-new");
+  EXPECT_EQ(got->refreshed_at_ms, 5'000);
+  EXPECT_EQ(got->local_password_hash, "$argon2id$local");
+  EXPECT_EQ(got->created_at, 12345);
+  EXPECT_EQ(got->status, AccountStatus::active);
+  EXPECT_TRUE(got->status_reason.empty());
+}
+
+TEST_F(CredentialsStoreTest, UpsertRejectsEmptyEmail) {
+  auto store = open_store();
+  ASSERT_NE(store, nullptr);
+  auto rc = store->upsert_account(oauth_row("", "rt"));
+  ASSERT_FALSE(rc.has_value());
+  EXPECT_EQ(rc.error().code, Errc::invalid_argument);
+}
+
+TEST_F(CredentialsStoreTest, UpdateTokensWithoutRotationKeepsRefreshToken) {
+  auto store = open_store();
+  ASSERT_NE(store, nullptr);
+  ASSERT_TRUE(store->upsert_account(oauth_row("a@x.com", "rt-a")).has_value());
+  ASSERT_TRUE(store->mark_needs_reauth("a@x.com", "transient").has_value());
+
+  TokenUpdate update;
+  update.access_token = secret_of("access-2");
+  update.token_expiry = 1'700'003'600;
+  update.refreshed_at_ms = 2'000;
+  auto applied = store->update_tokens("a@x.com", update);
+  ASSERT_TRUE(applied.has_value()) << applied.error().message;
+  EXPECT_TRUE(*applied);
+
+  auto got = store->get("a@x.com");
+  ASSERT_TRUE(got.has_value()) << got.error().message;
+  EXPECT_EQ(got->access_token.reveal(), "access-2");
+  EXPECT_EQ(got->refresh_token.reveal(), "rt-a");
+  EXPECT_EQ(got->token_expiry, 1'700'003'600);
+  EXPECT_EQ(got->refreshed_at_ms, 2'000);
+  EXPECT_EQ(got->status, AccountStatus::active);
+  EXPECT_TRUE(got->status_reason.empty());
+}
+
+TEST_F(CredentialsStoreTest, UpdateTokensWithRotationAndStaleUpdateSkipped) {
+  auto store = open_store();
+  ASSERT_NE(store, nullptr);
+  ASSERT_TRUE(store->upsert_account(oauth_row("a@x.com", "rt-1")).has_value());
+
+  TokenUpdate newer;
+  newer.access_token = secret_of("access-3");
+  newer.token_expiry = 3;
+  newer.refresh_token = secret_of("rt-3");
+  newer.refreshed_at_ms = 3'000;
+  auto applied = store->update_tokens("a@x.com", newer);
+  ASSERT_TRUE(applied.has_value()) << applied.error().message;
+  EXPECT_TRUE(*applied);
+
+  // A refresh obtained earlier but committed later (a slow retry) must not win.
+  TokenUpdate stale;
+  stale.access_token = secret_of("access-2");
+  stale.token_expiry = 2;
+  stale.refresh_token = secret_of("rt-2");
+  stale.refreshed_at_ms = 2'000;
+  auto skipped = store->update_tokens("a@x.com", stale);
+  ASSERT_TRUE(skipped.has_value()) << skipped.error().message;
+  EXPECT_FALSE(*skipped);
+
+  // Same timestamp is not newer either.
+  stale.refreshed_at_ms = 3'000;
+  auto same = store->update_tokens("a@x.com", stale);
+  ASSERT_TRUE(same.has_value());
+  EXPECT_FALSE(*same);
+
+  auto got = store->get("a@x.com");
+  ASSERT_TRUE(got.has_value()) << got.error().message;
+  EXPECT_EQ(got->refresh_token.reveal(), "rt-3");
+  EXPECT_EQ(got->access_token.reveal(), "access-3");
+  EXPECT_EQ(got->token_expiry, 3);
+  EXPECT_EQ(got->refreshed_at_ms, 3'000);
+}
+
+TEST_F(CredentialsStoreTest, UpdateTokensUnknownAccount) {
+  auto store = open_store();
+  ASSERT_NE(store, nullptr);
+  TokenUpdate update;
+  update.access_token = secret_of("x");
+  update.refreshed_at_ms = 1;
+  auto rc = store->update_tokens("nobody@x.com", update);
+  ASSERT_FALSE(rc.has_value());
+  EXPECT_EQ(rc.error().code, Errc::not_found);
+}
+
+TEST_F(CredentialsStoreTest, SecondConnectionSeesUpdatesAndRespectsOrder) {
+  auto first = open_store();
+  auto second = open_store();
+  ASSERT_NE(first, nullptr);
+  ASSERT_NE(second, nullptr);
+  ASSERT_TRUE(first->upsert_account(oauth_row("a@x.com", "rt-1")).has_value());
+
+  TokenUpdate newer;
+  newer.access_token = secret_of("access-5");
+  newer.refresh_token = secret_of("rt-5");
+  newer.refreshed_at_ms = 5'000;
+  ASSERT_EQ(second->update_tokens("a@x.com", newer), true);
+
+  TokenUpdate stale = newer;
+  stale.refresh_token = secret_of("rt-4");
+  stale.refreshed_at_ms = 4'000;
+  ASSERT_EQ(first->update_tokens("a@x.com", stale), false);
+
+  auto got = first->get("a@x.com");
+  ASSERT_TRUE(got.has_value()) << got.error().message;
+  EXPECT_EQ(got->refresh_token.reveal(), "rt-5");
+}
+
+TEST_F(CredentialsStoreTest, ConcurrentUpdatesKeepTheNewest) {
+  auto store = open_store();
+  ASSERT_NE(store, nullptr);
+  ASSERT_TRUE(store->upsert_account(oauth_row("a@x.com", "rt-0")).has_value());
+
+  constexpr int threads = 4;
+  constexpr int per_thread = 25;
+  std::vector<std::thread> workers;
+  for (int t = 0; t < threads; ++t) {
+    workers.emplace_back([&store, t] {
+      for (int i = 0; i < per_thread; ++i) {
+        const int stamp = 2 + i * threads + t;  // unique across threads
+        TokenUpdate update;
+        update.access_token = secret_of("access-" + std::to_string(stamp));
+        update.refresh_token = secret_of("rt-" + std::to_string(stamp));
+        update.refreshed_at_ms = 1'000 + stamp;
+        auto rc = store->update_tokens("a@x.com", update);
+        EXPECT_TRUE(rc.has_value()) << rc.error().message;
+      }
+    });
+  }
+  for (auto& w : workers) {
+    w.join();
+  }
+  const int newest = 2 + (per_thread - 1) * threads + (threads - 1);
+  auto got = store->get("a@x.com");
+  ASSERT_TRUE(got.has_value()) << got.error().message;
+  EXPECT_EQ(got->refreshed_at_ms, 1'000 + newest);
+  EXPECT_EQ(got->refresh_token.reveal(), "rt-" + std::to_string(newest));
+  EXPECT_EQ(got->access_token.reveal(), "access-" + std::to_string(newest));
+}
+
+TEST_F(CredentialsStoreTest, MarkNeedsReauthKeepsSecrets) {
+  auto store = open_store();
+  ASSERT_NE(store, nullptr);
+  ASSERT_TRUE(store->upsert_account(oauth_row("a@x.com", "rt-a")).has_value());
+  ASSERT_TRUE(store->mark_needs_reauth("a@x.com", "AADSTS70008: expired").has_value());
+
+  auto got = store->get("a@x.com");
+  ASSERT_TRUE(got.has_value()) << got.error().message;
+  EXPECT_EQ(got->status, AccountStatus::needs_reauth);
+  EXPECT_EQ(got->status_reason, "AADSTS70008: expired");
+  EXPECT_EQ(got->refresh_token.reveal(), "rt-a");
+  EXPECT_EQ(got->access_token.reveal(), "access-a@x.com");
+
+  auto list = store->list();
+  ASSERT_TRUE(list.has_value());
+  ASSERT_EQ(list->size(), 1u);
+  EXPECT_EQ((*list)[0].status, AccountStatus::needs_reauth);
+  EXPECT_EQ((*list)[0].status_reason, "AADSTS70008: expired");
+
+  auto missing = store->mark_needs_reauth("nobody@x.com", "x");
+  ASSERT_FALSE(missing.has_value());
+  EXPECT_EQ(missing.error().code, Errc::not_found);
+}
+
+TEST_F(CredentialsStoreTest, SetLocalPasswordHash) {
+  auto store = open_store();
+  ASSERT_NE(store, nullptr);
+  ASSERT_TRUE(store->upsert_account(oauth_row("a@x.com", "rt-a")).has_value());
+  ASSERT_TRUE(store->set_local_password_hash("a@x.com", "$argon2id$h").has_value());
+  EXPECT_EQ(store->get("a@x.com")->local_password_hash, "$argon2id$h");
+  ASSERT_TRUE(store->set_local_password_hash("a@x.com", "").has_value());
+  EXPECT_EQ(store->get("a@x.com")->local_password_hash, "");
+  EXPECT_FALSE((*store->list())[0].has_local_password);
+  EXPECT_EQ(store->set_local_password_hash("nobody@x.com", "h").error().code, Errc::not_found);
+}
+
+TEST_F(CredentialsStoreTest, Remove) {
+  auto store = open_store();
+  ASSERT_NE(store, nullptr);
+  ASSERT_TRUE(store->upsert_account(oauth_row("a@x.com", "rt-a")).has_value());
+  ASSERT_TRUE(store->upsert_account(oauth_row("b@x.com", "rt-b")).has_value());
+  EXPECT_EQ(store->remove("a@x.com"), true);
+  EXPECT_EQ(store->remove("a@x.com"), false);
+  EXPECT_EQ(store->get("a@x.com").error().code, Errc::not_found);
+  EXPECT_TRUE(store->get("b@x.com").has_value());
+  EXPECT_EQ(store->list()->size(), 1u);
+}
+
+TEST_F(CredentialsStoreTest, CiphertextSwappedFromAnotherAccountIsCorrupt) {
+  auto store = open_store();
+  ASSERT_NE(store, nullptr);
+  ASSERT_TRUE(store->upsert_account(oauth_row("a@x.com", "rt-secret-a")).has_value());
+  ASSERT_TRUE(store->upsert_account(oauth_row("b@x.com", "rt-secret-b")).has_value());
+
+  RawDb(db_path()).exec(
+      "UPDATE mail_credentials SET refresh_token = (SELECT refresh_token FROM mail_credentials "
+      "WHERE email = 'b@x.com') WHERE email = 'a@x.com'");
+
+  auto a = store->get("a@x.com");
+  ASSERT_FALSE(a.has_value());
+  EXPECT_EQ(a.error().code, Errc::credentials_corrupt);
+  EXPECT_NE(a.error().message.find("a@x.com"), std::string::npos);
+  EXPECT_NE(a.error().message.find("refresh_token"), std::string::npos);
+  EXPECT_EQ(a.error().message.find("rt-secret"), std::string::npos);
+
+  auto b = store->get("b@x.com");
+  ASSERT_TRUE(b.has_value()) << b.error().message;
+  EXPECT_EQ(b->refresh_token.reveal(), "rt-secret-b");
+
+  // Listing reads no secrets, so it still shows both accounts.
+  auto list = store->list();
+  ASSERT_TRUE(list.has_value());
+  EXPECT_EQ(list->size(), 2u);
+
+  // Re-adding the account repairs it.
+  ASSERT_TRUE(store->upsert_account(oauth_row("a@x.com", "rt-secret-a2")).has_value());
+  auto repaired = store->get("a@x.com");
+  ASSERT_TRUE(repaired.has_value()) << repaired.error().message;
+  EXPECT_EQ(repaired->refresh_token.reveal(), "rt-secret-a2");
+}
+
+TEST_F(CredentialsStoreTest, CiphertextMovedToAnotherColumnIsCorrupt) {
+  auto store = open_store();
+  ASSERT_NE(store, nullptr);
+  ASSERT_TRUE(store->upsert_account(oauth_row("a@x.com", "rt-a")).has_value());
+  RawDb(db_path()).exec("UPDATE mail_credentials SET password = refresh_token");
+
+  auto a = store->get("a@x.com");
+  ASSERT_FALSE(a.has_value());
+  EXPECT_EQ(a.error().code, Errc::credentials_corrupt);
+  EXPECT_NE(a.error().message.find("password"), std::string::npos);
+}
+
+TEST_F(CredentialsStoreTest, StatusCheckConstraint) {
+  ASSERT_NE(open_store(), nullptr);
+  RawDb raw(db_path());
+  raw.exec(
+      "INSERT INTO mail_credentials (email, use_oauth, created_at, updated_at) "
+      "VALUES ('c@x.com', 1, 0, 0)");
+  EXPECT_EQ(raw.query("SELECT status FROM mail_credentials WHERE email = 'c@x.com'"), "active");
+  char* err = nullptr;
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open_v2(db_path().c_str(), &db, SQLITE_OPEN_READWRITE, nullptr), SQLITE_OK);
+  EXPECT_EQ(
+      sqlite3_exec(db, "UPDATE mail_credentials SET status = 'bogus'", nullptr, nullptr, &err),
+      SQLITE_CONSTRAINT);
+  sqlite3_free(err);
+  sqlite3_close_v2(db);
+}
+
+TEST(AccountStatusTest, ToString) {
+  EXPECT_EQ(to_string(AccountStatus::active), "active");
+  EXPECT_EQ(to_string(AccountStatus::needs_reauth), "needs_reauth");
+}
+
+}  // namespace
+}  // namespace iop::storage
