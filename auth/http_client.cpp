@@ -225,12 +225,13 @@ Result<HttpResponse> post_form(const std::string& url,
        {"Content-Type: application/x-www-form-urlencoded", "Accept: application/json",
         // No "Expect: 100-continue" round trip for a small body.
         "Expect:"}) {
-    curl_slist* next = curl_slist_append(headers.get(), header);
-    if (next == nullptr) {
+    // curl_slist_append returns the list's head, or null (leaving the list as it was).
+    curl_slist* head = curl_slist_append(headers.get(), header);
+    if (head == nullptr) {
       return fail(Errc::internal, "curl_slist_append failed");
     }
-    (void)headers.release();
-    headers.reset(next);
+    (void)headers.release();  // `head` owns the same nodes
+    headers.reset(head);
   }
 
   Transfer transfer;

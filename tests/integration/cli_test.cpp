@@ -17,7 +17,7 @@ namespace {
 class CliTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    config_ = write_cli_config(dir_.path(), {peer_.token_url(), redis_.url(), ""});
+    config_ = write_cli_config(dir_.path(), {peer_.token_url(), redis_.url(), "", ""});
   }
 
   CommandResult cli(std::vector<std::string> args, const std::string& in = {}) {

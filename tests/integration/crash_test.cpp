@@ -83,9 +83,9 @@ INSTANTIATE_TEST_SUITE_P(
     Rotations, CrashTest,
     ::testing::Values(CrashCase{"keep", false}, CrashCase{"revoke_on_use", false},
                       CrashCase{"revoke_on_use", true}),
-    [](const auto& info) {
-      return std::string(info.param.rotation == std::string("keep") ? "Microsoft" : "RevokeOnUse") +
-             (info.param.with_redis ? "WithRedis" : "DatabaseOnly");
+    [](const auto& test_info) {
+      return std::string(test_info.param.rotation == std::string("keep") ? "Microsoft" : "RevokeOnUse") +
+             (test_info.param.with_redis ? "WithRedis" : "DatabaseOnly");
     });
 
 }  // namespace

@@ -320,11 +320,5 @@ TEST_F(TokenEndpointTest, LogsCarryContextButNoTokens) {
   }
 }
 
-TEST(HttpClient, RefusesPlainHttpToOtherHosts) {
-  const auto r = post_form("http://example.com/token", {{"a", Secret(std::string_view("b"))}}, {});
-  ASSERT_FALSE(r.has_value());
-  EXPECT_EQ(r.error().code, Errc::invalid_argument);
-}
-
 }  // namespace
 }  // namespace iop::auth
