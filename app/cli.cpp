@@ -12,11 +12,13 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "app/audit_command.hpp"
 #include "app/config.hpp"
 #include "app/serve.hpp"
 #include "app/services.hpp"
 #include "auth/password_hash.hpp"
 #include "auth/token_response.hpp"
+#include "certs/local_cert.hpp"
 #include "common/clock.hpp"
 #include "common/email.hpp"
 #include "common/log.hpp"
@@ -135,9 +137,16 @@ int cmd_init(const std::optional<fs::path>& dir_flag, const Options& opts) {
                     config.storage.database.string(), config.storage.key_file.string()));
   }
   auto services = check(make_services(std::move(config), KeyPolicy::create_if_new));
+  const auto& cfg = services->config;
   std::cout << (had_key ? "kept existing master key " : "created master key ")
-            << services->config.storage.key_file.string() << " (mode 0600)\n"
-            << "database " << services->config.storage.database.string() << " ready\n";
+            << cfg.storage.key_file.string() << " (mode 0600)\n"
+            << "database " << cfg.storage.database.string() << " ready\n";
+  const bool created_cert =
+      check(certs::ensure_server_certificate(cfg.server.certificate, cfg.server.private_key));
+  std::cout << (created_cert ? "created" : "kept existing") << " TLS certificate "
+            << cfg.server.certificate.string() << " for localhost, 127.0.0.1 and ::1; clients "
+            << "that verify certificates should trust "
+            << certs::ca_certificate_path(cfg.server.certificate).string() << "\n";
   return 0;
 }
 
@@ -355,6 +364,9 @@ int run_cli(int argc, char** argv) {
   token->add_option("EMAIL", email)->required();
   add_common(token);
 
+  AuditOptions audit_opts;
+  auto* audit = add_audit_command(app, audit_opts);
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -372,6 +384,7 @@ int run_cli(int argc, char** argv) {
     if (remove->parsed()) return cmd_account_remove(email, opts);
     if (passwd->parsed()) return cmd_account_passwd(email, opts);
     if (token->parsed()) return cmd_token(email, opts);
+    if (audit->parsed()) return run_audit(audit_opts);
   } catch (const CommandError& e) {
     std::cerr << "imap-oauth2-proxy: " << e.message << "\n";
     return 1;

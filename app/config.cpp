@@ -2,6 +2,7 @@
 
 #include <toml++/toml.h>
 
+#include <algorithm>
 #include <charconv>
 #include <cstdlib>
 #include <fstream>
@@ -72,6 +73,17 @@ Setter duration_into(std::string_view section, std::string_view key,
                  fmt::format("expected a duration like \"250ms\", got {}", describe(node)));
     }
     out = *parsed;
+    return {};
+  };
+}
+
+Setter bool_into(std::string_view section, std::string_view key, bool& out) {
+  return [section, key, &out](const toml::node& node) -> Result<void> {
+    const auto* b = node.as_boolean();
+    if (b == nullptr) {
+      return bad(section, key, fmt::format("expected true or false, got {}", describe(node)));
+    }
+    out = b->get();
     return {};
   };
 }
@@ -183,11 +195,20 @@ Result<Config> parse_config(std::string_view toml_text, const fs::path& base_dir
         {"certificate", path_into(s, "certificate", c.server.certificate, base_dir)},
         {"private_key", path_into(s, "private_key", c.server.private_key, base_dir)},
         {"max_connections", int_into(s, "max_connections", c.server.max_connections, 1, 1'000'000)},
-        {"preauth_timeout", duration_into(s, "preauth_timeout", c.server.preauth_timeout)}}});
+        {"preauth_timeout", duration_into(s, "preauth_timeout", c.server.preauth_timeout)},
+        {"idle_timeout", duration_into(s, "idle_timeout", c.server.idle_timeout)},
+        {"shutdown_grace", duration_into(s, "shutdown_grace", c.server.shutdown_grace)},
+        {"allow_plaintext_loopback",
+         bool_into(s, "allow_plaintext_loopback", c.server.allow_plaintext_loopback)},
+        {"login_cache_ttl", duration_into(s, "login_cache_ttl", c.server.login_cache_ttl)},
+        {"auth_failure_delay",
+         duration_into(s, "auth_failure_delay", c.server.auth_failure_delay)}}});
   sections.push_back({u,
                       {{"host", string_into(u, "host", c.upstream.host)},
                        {"port", int_into(u, "port", c.upstream.port, 1, 65535)},
-                       {"ca_file", path_into(u, "ca_file", c.upstream.ca_file, base_dir)}}});
+                       {"ca_file", path_into(u, "ca_file", c.upstream.ca_file, base_dir)},
+                       {"timeout", duration_into(u, "timeout", c.upstream.timeout)},
+                       {"probe", bool_into(u, "probe", c.upstream.probe)}}});
   sections.push_back(
       {o,
        {{"token_endpoint", endpoint_into(o, "token_endpoint", c.oauth.token_endpoint)},
@@ -216,6 +237,35 @@ Result<Config> parse_config(std::string_view toml_text, const fs::path& base_dir
                        {"format", string_into(l, "format", log_format)}}});
 
   for (const auto& [name, node] : root) {
+    if (name.str() == "hide_capabilities") {
+      const auto* table = node.as_table();
+      if (table == nullptr) {
+        return fail(Errc::config_error, "hide_capabilities: expected a [hide_capabilities] table");
+      }
+      for (const auto& [account, value] : *table) {
+        const auto* list = value.as_array();
+        std::vector<std::string> caps;
+        if (list != nullptr) {
+          for (const auto& item : *list) {
+            if (const auto* cap = item.as_string()) {
+              caps.push_back(cap->get());
+            } else {
+              list = nullptr;
+              break;
+            }
+          }
+        }
+        if (list == nullptr) {
+          return bad("hide_capabilities", account.str(),
+                     fmt::format("expected a list of capability names, got {}", describe(value)));
+        }
+        std::string key(account.str());
+        std::transform(key.begin(), key.end(), key.begin(),
+                       [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
+        c.hide_capabilities[key] = std::move(caps);
+      }
+      continue;
+    }
     auto section = std::find_if(sections.begin(), sections.end(),
                                 [&](const Section& sec) { return sec.name == name.str(); });
     if (section == sections.end()) {
@@ -254,6 +304,18 @@ Result<Config> parse_config(std::string_view toml_text, const fs::path& base_dir
   }
   if (c.redis.timeout.count() <= 0) {
     return bad(r, "timeout", "must be more than 0ms");
+  }
+  if (c.server.idle_timeout < std::chrono::minutes(30)) {
+    return bad(s, "idle_timeout", "must be at least 30m (RFC 9051 §5.4)");
+  }
+  if (c.server.preauth_timeout.count() <= 0) {
+    return bad(s, "preauth_timeout", "must be more than 0ms");
+  }
+  if (c.upstream.timeout.count() <= 0) {
+    return bad(u, "timeout", "must be more than 0ms");
+  }
+  if (!c.server.listen_tls && !c.server.listen_starttls) {
+    return bad(s, "listen_tls", "set listen_tls or listen_starttls, or the proxy listens nowhere");
   }
   if (c.redis.lock_timeout.count() <= 0) {
     return bad(r, "lock_timeout", "must be more than 0ms");
@@ -353,11 +415,22 @@ certificate     = "certs/server.crt"
 private_key     = "certs/server.key"
 max_connections = 10000
 preauth_timeout = "60s"
+idle_timeout    = "30m"              # after login; RFC 9051 asks for at least 30 minutes
+shutdown_grace  = "10s"              # on SIGTERM, sessions get this long to finish
+allow_plaintext_loopback = false     # LOGIN on the plain port before STARTTLS, loopback only
+login_cache_ttl = "5m"               # a verified local password is remembered this long
+auth_failure_delay = "1s"
 
 [upstream]
 host    = "outlook.office365.com"
 port    = 993
 ca_file = ""                         # empty: the system trust store
+timeout = "30s"                      # connect, TLS and login
+probe   = true                       # LIST "" "" after login catches broken mailbox access
+
+[hide_capabilities]                  # post-login capabilities clients must not see
+# "*" = ["IMAP4rev2"]
+# "alice@contoso.com" = ["IMAP4rev2"]
 
 [oauth]
 token_endpoint       = "https://login.microsoftonline.com/common/oauth2/v2.0/token"

@@ -6,9 +6,11 @@
 
 #include <chrono>
 #include <filesystem>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "common/log.hpp"
 #include "common/result.hpp"
@@ -28,12 +30,19 @@ struct ServerConfig {
   std::filesystem::path private_key;
   int max_connections = 10000;
   std::chrono::milliseconds preauth_timeout{std::chrono::seconds(60)};
+  std::chrono::milliseconds idle_timeout{std::chrono::minutes(30)};  // RFC 9051: >= 30 min
+  std::chrono::milliseconds shutdown_grace{std::chrono::seconds(10)};
+  bool allow_plaintext_loopback = false;  // LOGIN before STARTTLS, for loopback clients only
+  std::chrono::milliseconds login_cache_ttl{std::chrono::minutes(5)};
+  std::chrono::milliseconds auth_failure_delay{std::chrono::seconds(1)};
 };
 
 struct UpstreamConfig {
   std::string host = "outlook.office365.com";
   int port = 993;
   std::filesystem::path ca_file;  // empty: the system trust store
+  std::chrono::milliseconds timeout{std::chrono::seconds(30)};
+  bool probe = true;  // LIST "" "" after login (Exchange's "authenticated but not connected")
 };
 
 struct OAuthConfig {
@@ -79,6 +88,8 @@ struct Config {
   StorageConfig storage;
   RedisConfig redis;
   LogConfig log;
+  // [hide_capabilities]: post-login capabilities clients must not see, by account ("*": all).
+  std::map<std::string, std::vector<std::string>> hide_capabilities;
 };
 
 // The defaults, with paths resolved against `base_dir`.

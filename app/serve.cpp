@@ -5,46 +5,171 @@
 #include <boost/asio/signal_set.hpp>
 #include <thread>
 
+#include "auth/local_auth.hpp"
 #include "auth/refresher.hpp"
+#include "certs/local_cert.hpp"
+#include "certs/tls_context.hpp"
+#include "proxy/listener.hpp"
+#include "proxy/session.hpp"
+#include "storage/audit_log.hpp"
 
 namespace iop::app {
 
+proxy::ProxySettings proxy_settings(const Config& cfg) {
+  proxy::ProxySettings s;
+  s.preauth_timeout = cfg.server.preauth_timeout;
+  s.idle_timeout = cfg.server.idle_timeout;
+  s.allow_plaintext_loopback = cfg.server.allow_plaintext_loopback;
+  s.max_connections = cfg.server.max_connections;
+  s.shutdown_grace = cfg.server.shutdown_grace;
+  s.default_upstream = {cfg.upstream.host, cfg.upstream.port};
+  s.upstream.timeout = cfg.upstream.timeout;
+  s.upstream.probe = cfg.upstream.probe;
+  s.hide_capabilities = cfg.hide_capabilities;
+  return s;
+}
+
+namespace {
+
+template <class T>
+T must(Result<T> r, std::string_view what) {
+  if (!r) {
+    throw std::runtime_error(fmt::format("{}: {}", what, r.error().message));
+  }
+  return std::move(*r);
+}
+
+}  // namespace
+
 int serve(Services& services) {
   const auto& cfg = services.config;
-  net::io_context ioc;
-  auth::RefresherSettings rs;
-  rs.tick = cfg.oauth.background_refresh;
-  rs.keepalive = std::chrono::duration_cast<std::chrono::seconds>(cfg.oauth.keepalive);
-  auth::Refresher refresher(*services.tokens, rs);
+  try {
+    const bool created =
+        must(certs::ensure_server_certificate(cfg.server.certificate, cfg.server.private_key),
+             "server certificate");
+    if (created) {
+      spdlog::info(
+          "generated a local TLS certificate for localhost, 127.0.0.1 and ::1: {} (key {}); "
+          "clients that verify certificates should trust {}",
+          cfg.server.certificate.string(), cfg.server.private_key.string(),
+          certs::ca_certificate_path(cfg.server.certificate).string());
+    }
+    auto server_tls =
+        must(certs::make_server_context(cfg.server.certificate, cfg.server.private_key),
+             "TLS server context");
+    auto upstream_tls = must(certs::make_client_context(cfg.upstream.ca_file), "upstream TLS");
+    auto audit = must(storage::AuditLog::open(cfg.storage.database), "connection log");
 
-  net::signal_set signals(ioc, SIGINT, SIGTERM);
-  signals.async_wait([&](const boost::system::error_code& ec, int sig) {
-    if (!ec) {
-      spdlog::info("signal {}: shutting down", sig);
+    auth::LocalAuthSettings las;
+    las.cache_ttl = cfg.server.login_cache_ttl;
+    las.failure_delay = cfg.server.auth_failure_delay;
+    auth::LocalAuthenticator local_auth(*services.store, services.blocking.get_executor(), las);
+    const auto settings = proxy_settings(cfg);
+    proxy::SessionRegistry registry;
+    proxy::SessionDeps deps{*services.tokens,
+                            local_auth,
+                            *server_tls,
+                            *upstream_tls,
+                            settings,
+                            audit.get(),
+                            services.blocking.get_executor(),
+                            registry};
+
+    net::io_context ioc;
+    std::vector<std::unique_ptr<proxy::Listener>> listeners;
+    if (cfg.server.listen_tls) {
+      listeners.push_back(must(proxy::Listener::bind(ioc, cfg.server.listen_tls->host,
+                                                     cfg.server.listen_tls->port, true, deps),
+                               "[server] listen_tls"));
+    }
+    if (cfg.server.listen_starttls) {
+      listeners.push_back(must(proxy::Listener::bind(ioc, cfg.server.listen_starttls->host,
+                                                     cfg.server.listen_starttls->port, false, deps),
+                               "[server] listen_starttls"));
+    }
+
+    auth::RefresherSettings rs;
+    rs.tick = cfg.oauth.background_refresh;
+    rs.keepalive = std::chrono::duration_cast<std::chrono::seconds>(cfg.oauth.keepalive);
+    auth::Refresher refresher(*services.tokens, rs);
+
+    auto log_done = [](std::string what) {
+      return [what](std::exception_ptr e) {
+        if (e) {
+          try {
+            std::rethrow_exception(e);
+          } catch (const std::exception& ex) {
+            spdlog::error("{} failed: {}", what, ex.what());
+          }
+        }
+      };
+    };
+    for (auto& l : listeners) {
+      net::co_spawn(ioc, l->run(), log_done("listener " + l->name()));
+    }
+    net::co_spawn(ioc, refresher.run(), log_done("background refresher"));
+
+    // SIGINT/SIGTERM: stop accepting, give sessions the grace period, then close them. A second
+    // signal closes them at once. The io_context runs out of work when everything has ended.
+    net::signal_set signals(ioc, SIGINT, SIGTERM);
+    signals.async_wait([&](const boost::system::error_code& ec, int sig) {
+      if (ec) {
+        return;
+      }
+      spdlog::info("signal {}: draining {} session(s) for up to {} ms", sig,
+                   proxy::Listener::active_sessions(), settings.shutdown_grace.count());
+      for (auto& l : listeners) {
+        l->stop();
+      }
       refresher.stop();
-    }
-  });
-  std::exception_ptr failure;
-  net::co_spawn(ioc, refresher.run(), [&](std::exception_ptr e) {
-    failure = e;
-    signals.cancel();
-  });
+      signals.async_wait([&](const boost::system::error_code& e2, int) {
+        if (!e2) {
+          registry.close_all();
+        }
+      });
+      net::co_spawn(
+          ioc,
+          [&]() -> awaitable<void> {
+            const auto deadline = std::chrono::steady_clock::now() + settings.shutdown_grace;
+            bool closed = false;
+            net::steady_timer tick(ioc);
+            while (proxy::Listener::active_sessions() > 0) {
+              if (!closed && std::chrono::steady_clock::now() >= deadline) {
+                spdlog::info("grace period over: closing {} session(s)",
+                             proxy::Listener::active_sessions());
+                registry.close_all();
+                closed = true;
+              }
+              tick.expires_after(std::chrono::milliseconds(50));
+              co_await tick.async_wait(net::use_awaitable);
+            }
+            signals.cancel();
+          },
+          log_done("drain"));
+    });
 
-  const auto accounts = services.store->list();
-  spdlog::info("serve: {} account(s) in {}, Redis {}, background refresh every {}s",
-               accounts ? accounts->size() : 0, cfg.storage.database.string(),
-               cfg.redis.url.empty() ? "off (database only)" : "on",
-               std::chrono::duration_cast<std::chrono::seconds>(rs.tick).count());
-  ioc.run();
-  if (failure) {
-    try {
-      std::rethrow_exception(failure);
-    } catch (const std::exception& e) {
-      spdlog::error("serve: {}", e.what());
-      return 1;
+    const auto accounts = services.store->list();
+    spdlog::info("serve: {} account(s), upstream {}:{}, Redis {}, background refresh every {}s",
+                 accounts ? accounts->size() : 0, cfg.upstream.host, cfg.upstream.port,
+                 cfg.redis.url.empty() ? "off (database only)" : "on",
+                 std::chrono::duration_cast<std::chrono::seconds>(rs.tick).count());
+
+    const unsigned threads = std::max(2u, std::min(4u, std::thread::hardware_concurrency()));
+    std::vector<std::thread> pool;
+    for (unsigned i = 1; i < threads; ++i) {
+      pool.emplace_back([&ioc] { ioc.run(); });
     }
+    ioc.run();
+    for (auto& t : pool) {
+      t.join();
+    }
+    spdlog::info("serve: stopped");
+    return 0;
+  } catch (const std::exception& e) {
+    spdlog::error("serve: {}", e.what());
+    std::fprintf(stderr, "imap-oauth2-proxy: %s\n", e.what());
+    return 1;
   }
-  return 0;
 }
 
 }  // namespace iop::app

@@ -168,14 +168,16 @@ int main(int argc, char** argv) {
   const auto miss = measure(
       n, [&](int) { require(call(*redis_only) == auth::TokenSource::database, "redis miss"); },
       [&] { cache->erase(email); });
-  const auto refresh = measure(refresh_n, [&](int iteration) {
-    const auto source = call(*redis_only, true);
-    if (source != auth::TokenSource::refresh) {
-      std::fprintf(stderr, "token_bench: refresh %d answered from %s\n", iteration,
-                   std::string(auth::to_string(source)).c_str());
-    }
-    require(source == auth::TokenSource::refresh, "refresh");
-  },
+  const auto refresh = measure(
+      refresh_n,
+      [&](int iteration) {
+        const auto source = call(*redis_only, true);
+        if (source != auth::TokenSource::refresh) {
+          std::fprintf(stderr, "token_bench: refresh %d answered from %s\n", iteration,
+                       std::string(auth::to_string(source)).c_str());
+        }
+        require(source == auth::TokenSource::refresh, "refresh");
+      },
       // A forced refresh may share a token obtained in the same millisecond it was asked for.
       [] { std::this_thread::sleep_for(2ms); });
 

@@ -4,7 +4,9 @@
 
 namespace iop {
 
-Secret::Secret(Secret&& other) noexcept : value_(other.value_) { other.wipe(); }
+// Moves leave `other` empty and owning no heap buffer: GCC 12 destroys some by-value coroutine
+// arguments twice (PR 100611), which is harmless only for an empty object.
+Secret::Secret(Secret&& other) noexcept : value_(std::move(other.value_)) { other.wipe(); }
 
 Secret& Secret::operator=(const Secret& other) {
   if (this != &other) {
@@ -17,7 +19,7 @@ Secret& Secret::operator=(const Secret& other) {
 Secret& Secret::operator=(Secret&& other) noexcept {
   if (this != &other) {
     wipe();
-    value_ = other.value_;
+    value_ = std::move(other.value_);
     other.wipe();
   }
   return *this;
@@ -26,10 +28,12 @@ Secret& Secret::operator=(Secret&& other) noexcept {
 Secret::~Secret() { wipe(); }
 
 void Secret::wipe() noexcept {
-  // Cleanse the whole buffer, including bytes past size() left by earlier, longer values.
+  // Cleanse the whole buffer, including bytes past size() left by earlier, longer values (and
+  // the small-string buffer a move leaves behind).
   value_.resize(value_.capacity());
   OPENSSL_cleanse(value_.data(), value_.size());
   value_.clear();
+  value_.shrink_to_fit();
 }
 
 bool operator==(const Secret& a, const Secret& b) {

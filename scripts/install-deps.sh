@@ -9,6 +9,7 @@ packages=(
   libspdlog-dev libfmt-dev googletest libgtest-dev libgmock-dev
   libcli11-dev libtomlplusplus-dev nlohmann-json3-dev
   redis-server sqlite3 python3 curl openssl
+  dovecot-core dovecot-imapd
 )
 
 missing=()

@@ -1,12 +1,9 @@
 #include "storage/credentials_store.hpp"
 
-#include <fcntl.h>
-#include <unistd.h>
-
-#include <array>
 #include <chrono>
 #include <mutex>
 
+#include "storage/database.hpp"
 #include "storage/sqlite.hpp"
 
 namespace iop::storage {
@@ -16,33 +13,6 @@ namespace {
 using sqlite::Database;
 using sqlite::Statement;
 using sqlite::Transaction;
-
-// Schema history: step i (0-based) brings the database from user_version i to i + 1. Append
-// new steps; never edit a released one, since databases in the field already ran it.
-constexpr std::array<std::string_view, 1> migrations = {
-    R"sql(
-CREATE TABLE mail_credentials (
-  email TEXT PRIMARY KEY,
-  use_oauth INTEGER NOT NULL,
-  access_token BLOB,
-  refresh_token BLOB,
-  token_expiry INTEGER NOT NULL DEFAULT 0,
-  refreshed_at_ms INTEGER NOT NULL DEFAULT 0,
-  password BLOB,
-  local_password_hash TEXT,
-  upstream_host TEXT,
-  upstream_port INTEGER NOT NULL DEFAULT 0,
-  status TEXT NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'needs_reauth')),
-  status_reason TEXT,
-  created_at INTEGER NOT NULL,
-  updated_at INTEGER NOT NULL
-);
-CREATE TABLE meta (
-  key TEXT PRIMARY KEY,
-  value BLOB
-);
-)sql",
-};
 
 // Sealed into meta on first open; decrypting it on later opens proves the key is the one the
 // secrets were written with, before any account read fails confusingly.
@@ -88,90 +58,6 @@ std::optional<AccountStatus> parse_status(std::string_view text) {
       return std::unexpected(iop_try_rc.error()); \
     }                                             \
   } while (false)
-
-Result<std::int64_t> query_int(Database& db, std::string_view sql) {
-  auto stmt = db.prepare(sql);
-  if (!stmt) {
-    return std::unexpected(stmt.error());
-  }
-  auto step = stmt->step();
-  if (!step) {
-    return std::unexpected(step.error());
-  }
-  if (*step != Statement::Step::row) {
-    return fail(Errc::storage_unavailable, "database " + db.path() + ": no result for a query");
-  }
-  return stmt->column_int64(0);
-}
-
-// Creates the file with mode 0600 before SQLite does (it would use 0644 minus the umask):
-// the file holds only ciphertexts, but also emails, hashes and account state. SQLite gives
-// the -wal and -shm files the same mode as the database.
-void create_private_file(const std::filesystem::path& path) {
-  int fd = ::open(path.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
-  if (fd >= 0) {
-    ::close(fd);
-  }
-  // Any error (already exists, no folder) is left for sqlite3_open_v2 to report.
-}
-
-// Per-connection settings. These are not stored in the file (except journal_mode), so they
-// are set on every open.
-Result<void> configure(Database& db) {
-  // WAL lets readers (CLI commands, other proxies) run while the proxy writes.
-  auto mode = db.prepare("PRAGMA journal_mode=WAL");
-  if (!mode) {
-    return std::unexpected(mode.error());
-  }
-  auto step = mode->step();
-  if (!step) {
-    return std::unexpected(step.error());
-  }
-  std::string got = *step == Statement::Step::row ? mode->column_text(0) : std::string();
-  if (got != "wal") {
-    return fail(Errc::storage_unavailable, "database " + db.path() +
-                                               ": cannot use WAL journal mode (got '" + got +
-                                               "'); put the database on a local file system");
-  }
-  // synchronous=FULL in WAL mode fsyncs the WAL on every commit: a refresh token the endpoint
-  // just rotated (and so invalidated the old one) must not be lost by a power failure.
-  IOP_TRY(db.exec("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;"));
-  return {};
-}
-
-Result<void> migrate(Database& db) {
-  constexpr auto known = static_cast<std::int64_t>(migrations.size());
-  for (;;) {
-    // BEGIN IMMEDIATE takes the write lock before we read the version, so two processes
-    // opening a new database at once cannot both run the same step.
-    auto tx = Transaction::begin(db);
-    if (!tx) {
-      return std::unexpected(tx.error());
-    }
-    auto version = query_int(db, "PRAGMA user_version");
-    if (!version) {
-      return std::unexpected(version.error());
-    }
-    if (*version > known) {
-      return fail(Errc::storage_unavailable,
-                  "database " + db.path() + " has schema version " + std::to_string(*version) +
-                      ", newer than this program knows (" + std::to_string(known) +
-                      "): it was written by a newer imap-oauth2-proxy; upgrade this one");
-    }
-    if (*version < 0) {
-      return fail(
-          Errc::storage_unavailable,
-          "database " + db.path() + " has an invalid schema version " + std::to_string(*version));
-    }
-    if (*version == known) {
-      return tx->commit();
-    }
-    IOP_TRY(db.exec(std::string(migrations[static_cast<std::size_t>(*version)])));
-    // PRAGMA cannot take bound parameters; the value is our own integer.
-    IOP_TRY(db.exec("PRAGMA user_version=" + std::to_string(*version + 1)));
-    IOP_TRY(tx->commit());
-  }
-}
 
 Result<void> check_key(Database& db, const MasterKey& key) {
   auto tx = Transaction::begin(db);
@@ -264,13 +150,11 @@ CredentialsStore::~CredentialsStore() = default;
 
 Result<std::unique_ptr<CredentialsStore>> CredentialsStore::open(const std::filesystem::path& path,
                                                                  MasterKey key) {
-  create_private_file(path);
-  auto db = Database::open(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
+  // Durability::full: a refresh token the endpoint just rotated must survive a power failure.
+  auto db = open_database(path, Durability::full);
   if (!db) {
     return std::unexpected(db.error());
   }
-  IOP_TRY(configure(*db));
-  IOP_TRY(migrate(*db));
   IOP_TRY(check_key(*db, key));
   return std::unique_ptr<CredentialsStore>(
       new CredentialsStore(std::make_unique<Impl>(std::move(*db), std::move(key))));

@@ -10,7 +10,10 @@
 
 namespace iop::test {
 
-inline std::string binary_path() { return std::string(IOP_BINARY_DIR) + "/app/imap-oauth2-proxy"; }
+inline std::string binary_path() {
+  if (const char* b = std::getenv("IOP_BINARY")) return b;
+  return std::string(IOP_BINARY_DIR) + "/app/imap-oauth2-proxy";
+}
 
 struct CliConfig {
   std::string token_url;

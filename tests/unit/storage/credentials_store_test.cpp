@@ -87,7 +87,7 @@ TEST_F(CredentialsStoreTest, CreatesSchemaWithWalAndPrivateFile) {
   ASSERT_NE(store, nullptr);
   RawDb raw(db_path());
   EXPECT_EQ(raw.query("PRAGMA journal_mode"), "wal");
-  EXPECT_EQ(raw.query("PRAGMA user_version"), "1");
+  EXPECT_EQ(raw.query("PRAGMA user_version"), "2");
   EXPECT_EQ(raw.query("SELECT count(*) FROM sqlite_master WHERE name = 'mail_credentials'"), "1");
   EXPECT_EQ(raw.query("SELECT count(*) FROM meta WHERE key = 'key_check'"), "1");
   EXPECT_EQ(fs::status(db_path()).permissions() & (fs::perms::group_all | fs::perms::others_all),
@@ -108,7 +108,7 @@ TEST_F(CredentialsStoreTest, ReopenIsIdempotent) {
     EXPECT_EQ(row->refresh_token.reveal(), "rt-a");
   }
   RawDb raw(db_path());
-  EXPECT_EQ(raw.query("PRAGMA user_version"), "1");
+  EXPECT_EQ(raw.query("PRAGMA user_version"), "2");
   EXPECT_EQ(raw.query("SELECT count(*) FROM meta"), "1");
 }
 

@@ -1,0 +1,382 @@
+#include "app/audit_command.hpp"
+
+#include <CLI/CLI.hpp>
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <ctime>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "app/config.hpp"
+#include "common/duration.hpp"
+#include "common/email.hpp"
+#include "storage/audit_log.hpp"
+
+namespace iop::app {
+namespace fs = std::filesystem;
+
+namespace {
+
+// A failed command: the one-line reason goes to stderr.
+struct AuditError {
+  std::string message;
+};
+
+[[noreturn]] void die(std::string message) { throw AuditError{std::move(message)}; }
+
+template <class T>
+T check(Result<T> r) {
+  if (!r) {
+    die(r.error().message);
+  }
+  if constexpr (!std::is_void_v<T>) {
+    return std::move(*r);
+  }
+}
+
+// Reads `count` decimal digits at `pos`; nullopt unless all are digits.
+std::optional<int> digits_at(std::string_view text, std::size_t pos, std::size_t count) {
+  if (pos + count > text.size()) {
+    return std::nullopt;
+  }
+  int value = 0;
+  for (std::size_t i = pos; i < pos + count; ++i) {
+    if (text[i] < '0' || text[i] > '9') {
+      return std::nullopt;
+    }
+    value = value * 10 + (text[i] - '0');
+  }
+  return value;
+}
+
+// "2026-11-27 10:00:00.123Z": milliseconds show because rows of one second often differ only
+// in them.
+std::string iso_time(std::int64_t unix_ms, bool with_t) {
+  const auto seconds = unix_ms >= 0 ? unix_ms / 1000 : (unix_ms - 999) / 1000;
+  const auto millis = unix_ms - seconds * 1000;
+  const auto t = static_cast<std::time_t>(seconds);
+  std::tm tm{};
+  ::gmtime_r(&t, &tm);
+  char buf[40];
+  std::strftime(buf, sizeof buf, with_t ? "%Y-%m-%dT%H:%M:%S" : "%Y-%m-%d %H:%M:%S", &tm);
+  return fmt::format("{}.{:03}Z", buf, millis);
+}
+
+std::string format_span(std::int64_t ms) {
+  if (ms < 0) {
+    return "-";
+  }
+  if (ms < 1000) {
+    return fmt::format("{}ms", ms);
+  }
+  if (ms < 60'000) {
+    return fmt::format("{}.{}s", ms / 1000, (ms % 1000) / 100);
+  }
+  const auto s = ms / 1000;
+  if (s < 3600) {
+    return fmt::format("{}m{:02}s", s / 60, s % 60);
+  }
+  return fmt::format("{}h{:02}m", s / 3600, (s % 3600) / 60);
+}
+
+std::string client_of(const storage::ConnectionRecord& r) {
+  if (r.client_address.empty()) {
+    return "-";
+  }
+  if (r.client_address.find(':') != std::string::npos) {
+    return fmt::format("[{}]:{}", r.client_address, r.client_port);
+  }
+  return fmt::format("{}:{}", r.client_address, r.client_port);
+}
+
+// For the terminal: a username is whatever a client sent, so control bytes (escape sequences)
+// are shown as \xNN rather than interpreted. Empty shows as "-".
+std::string printable(std::string_view text) {
+  if (text.empty()) {
+    return "-";
+  }
+  std::string out;
+  out.reserve(text.size());
+  for (char c : text) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u < 0x20 || u == 0x7f || c == '\\') {
+      out += fmt::format("\\x{:02x}", u);
+    } else {
+      out.push_back(c);
+    }
+  }
+  return out;
+}
+
+void print_table(const std::vector<storage::ConnectionRecord>& rows) {
+  constexpr std::size_t columns = 12;
+  const std::array<std::string, columns> header = {
+      "ID",      "STARTED (UTC)", "DURATION", "CLIENT", "LISTENER", "USERNAME",
+      "ACCOUNT", "OUTCOME",       "TOKEN",    "C->U",   "U->C",     "CLOSE REASON"};
+  std::vector<std::array<std::string, columns>> cells;
+  cells.reserve(rows.size());
+  for (const auto& r : rows) {
+    cells.push_back(
+        {std::to_string(r.id), iso_time(r.started_at_ms, false),
+         format_span(r.ended_at_ms - r.started_at_ms), client_of(r), printable(r.listener),
+         printable(r.username), printable(r.account), std::string(storage::to_string(r.outcome)),
+         printable(storage::to_string(r.token_source)), std::to_string(r.bytes_client_to_upstream),
+         std::to_string(r.bytes_upstream_to_client), printable(r.close_reason)});
+  }
+  std::array<std::size_t, columns> width{};
+  for (std::size_t c = 0; c < columns; ++c) {
+    width[c] = header[c].size();
+    for (const auto& row : cells) {
+      width[c] = std::max(width[c], row[c].size());
+    }
+  }
+  auto print_row = [&width](const std::array<std::string, columns>& row) {
+    std::string line;
+    for (std::size_t c = 0; c < columns; ++c) {
+      if (c + 1 == columns) {
+        line += row[c];  // the last column is not padded
+      } else {
+        line += fmt::format("{:<{}}  ", row[c], width[c]);
+      }
+    }
+    std::cout << line << "\n";
+  };
+  print_row(header);
+  for (const auto& row : cells) {
+    print_row(row);
+  }
+}
+
+// Keys in column order (ordered_json), as in the CSV header.
+nlohmann::ordered_json to_json(const storage::ConnectionRecord& r) {
+  return {{"id", r.id},
+          {"started_at", iso_time(r.started_at_ms, true)},
+          {"ended_at", iso_time(r.ended_at_ms, true)},
+          {"started_at_ms", r.started_at_ms},
+          {"ended_at_ms", r.ended_at_ms},
+          {"client_address", r.client_address},
+          {"client_port", r.client_port},
+          {"listener", r.listener},
+          {"username", r.username},
+          {"account", r.account},
+          {"outcome", storage::to_string(r.outcome)},
+          {"token_source", storage::to_string(r.token_source)},
+          {"bytes_client_to_upstream", r.bytes_client_to_upstream},
+          {"bytes_upstream_to_client", r.bytes_upstream_to_client},
+          {"close_reason", r.close_reason},
+          {"prev_hash", r.prev_hash},
+          {"hash", r.hash}};
+}
+
+void print_json(const std::vector<storage::ConnectionRecord>& rows) {
+  nlohmann::ordered_json out = nlohmann::ordered_json::array();
+  for (const auto& r : rows) {
+    out.push_back(to_json(r));
+  }
+  // A username is client input and may not be UTF-8: replace bad bytes instead of throwing.
+  std::cout << out.dump(2, ' ', false, nlohmann::ordered_json::error_handler_t::replace) << "\n";
+}
+
+// RFC 4180: a field with a comma, quote, CR or LF is quoted, quotes doubled. Values are written
+// exactly as stored (no spreadsheet-formula escaping, which would change them).
+std::string csv_field(std::string_view value) {
+  if (value.find_first_of(",\"\r\n") == std::string_view::npos) {
+    return std::string(value);
+  }
+  std::string out = "\"";
+  for (char c : value) {
+    if (c == '"') {
+      out += "\"\"";
+    } else {
+      out.push_back(c);
+    }
+  }
+  out += '"';
+  return out;
+}
+
+void print_csv(const std::vector<storage::ConnectionRecord>& rows) {
+  // The column names match the JSON keys. RFC 4180 lines end in CRLF.
+  std::cout << "id,started_at,ended_at,started_at_ms,ended_at_ms,client_address,client_port,"
+               "listener,username,account,outcome,token_source,bytes_client_to_upstream,"
+               "bytes_upstream_to_client,close_reason,prev_hash,hash\r\n";
+  for (const auto& r : rows) {
+    const std::array<std::string, 17> fields = {std::to_string(r.id),
+                                                iso_time(r.started_at_ms, true),
+                                                iso_time(r.ended_at_ms, true),
+                                                std::to_string(r.started_at_ms),
+                                                std::to_string(r.ended_at_ms),
+                                                r.client_address,
+                                                std::to_string(r.client_port),
+                                                r.listener,
+                                                r.username,
+                                                r.account,
+                                                std::string(storage::to_string(r.outcome)),
+                                                std::string(storage::to_string(r.token_source)),
+                                                std::to_string(r.bytes_client_to_upstream),
+                                                std::to_string(r.bytes_upstream_to_client),
+                                                r.close_reason,
+                                                r.prev_hash,
+                                                r.hash};
+    std::string line;
+    for (std::size_t i = 0; i < fields.size(); ++i) {
+      if (i > 0) {
+        line += ',';
+      }
+      line += csv_field(fields[i]);
+    }
+    std::cout << line << "\r\n";
+  }
+}
+
+std::int64_t time_flag(const std::string& flag, const std::string& value, std::int64_t now_ms) {
+  auto t = parse_audit_time(value, now_ms);
+  if (!t) {
+    die(fmt::format(
+        "{}: expected a UTC date (2026-11-27), a date-time (2026-11-27T10:00:00Z) or a duration "
+        "back from now (24h, 7d), got \"{}\"",
+        flag, value));
+  }
+  return *t;
+}
+
+int audit(const AuditOptions& options) {
+  const auto config = check(load_effective_config(options.config));
+  const auto& path = config.storage.database;
+  // A read command must not create an empty database in a wrong place (a mistyped --config).
+  if (!fs::exists(path)) {
+    die(
+        fmt::format("no database at {}: nothing was logged yet, or the configuration is not "
+                    "the one `serve` uses",
+                    path.string()));
+  }
+  auto log = check(storage::AuditLog::open(path));
+
+  if (options.verify) {
+    const auto report = check(log->verify());
+    if (!report.intact) {
+      std::cerr << fmt::format("audit log BROKEN at row {}: {}\n", report.broken_at, report.reason);
+      return 1;
+    }
+    std::cout << fmt::format("audit log intact: {} rows\n", report.rows);
+    return 0;
+  }
+
+  const auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          std::chrono::system_clock::now().time_since_epoch())
+                          .count();
+  storage::AuditQuery query;
+  if (options.since) {
+    query.since_ms = time_flag("--since", *options.since, now_ms);
+  }
+  if (options.until) {
+    query.until_ms = time_flag("--until", *options.until, now_ms);
+  }
+  if (query.since_ms && query.until_ms && *query.since_ms >= *query.until_ms) {
+    die("--since must be before --until");
+  }
+  if (options.account) {
+    query.account = check(normalize_email(*options.account));
+  }
+  query.limit = options.limit;
+  const auto rows = check(log->query(query));
+  if (options.format == "json") {
+    print_json(rows);
+  } else if (options.format == "csv") {
+    print_csv(rows);
+  } else {
+    print_table(rows);
+  }
+  return 0;
+}
+
+}  // namespace
+
+std::optional<std::int64_t> parse_audit_time(std::string_view text, std::int64_t now_ms) {
+  if (auto back = parse_duration(text)) {
+    return now_ms - back->count();
+  }
+  // YYYY-MM-DD
+  const auto year = digits_at(text, 0, 4);
+  const auto month = digits_at(text, 5, 2);
+  const auto day = digits_at(text, 8, 2);
+  if (text.size() < 10 || !year || !month || !day || text[4] != '-' || text[7] != '-') {
+    return std::nullopt;
+  }
+  const std::chrono::year_month_day date{std::chrono::year(*year),
+                                         std::chrono::month(static_cast<unsigned>(*month)),
+                                         std::chrono::day(static_cast<unsigned>(*day))};
+  if (!date.ok()) {
+    return std::nullopt;
+  }
+  std::int64_t ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                        std::chrono::sys_days(date).time_since_epoch())
+                        .count();
+  std::string_view rest = text.substr(10);
+  if (rest.empty()) {
+    return ms;
+  }
+  // [T ]HH:MM[:SS][Z]
+  if (rest[0] != 'T' && rest[0] != 't' && rest[0] != ' ') {
+    return std::nullopt;
+  }
+  rest.remove_prefix(1);
+  if (!rest.empty() && (rest.back() == 'Z' || rest.back() == 'z')) {
+    rest.remove_suffix(1);
+  }
+  const auto hour = digits_at(rest, 0, 2);
+  const auto minute = digits_at(rest, 3, 2);
+  if (!hour || !minute || rest[2] != ':' || *hour > 23 || *minute > 59) {
+    return std::nullopt;
+  }
+  int second = 0;
+  if (rest.size() == 8 && rest[5] == ':') {
+    const auto s = digits_at(rest, 6, 2);
+    if (!s || *s > 59) {
+      return std::nullopt;
+    }
+    second = *s;
+  } else if (rest.size() != 5) {
+    return std::nullopt;
+  }
+  ms += ((static_cast<std::int64_t>(*hour) * 60 + *minute) * 60 + second) * 1000;
+  return ms;
+}
+
+CLI::App* add_audit_command(CLI::App& app, AuditOptions& options) {
+  auto* cmd = app.add_subcommand("audit", "show or verify the connection log (no secrets)");
+  auto* since = cmd->add_option("--since", options.since,
+                                "connections open at or after T: 2026-11-27, "
+                                "2026-11-27T10:00:00Z (UTC) or a duration back (24h, 7d)");
+  auto* until =
+      cmd->add_option("--until", options.until, "connections that started before T (as --since)");
+  auto* account = cmd->add_option("--account", options.account, "only this account's rows");
+  auto* format = cmd->add_option("--format", options.format, "table (default), json or csv")
+                     ->check(CLI::IsMember({"table", "json", "csv"}));
+  auto* limit = cmd->add_option("--limit", options.limit, "only the newest N matching rows")
+                    ->check(CLI::NonNegativeNumber);
+  cmd->add_flag("--verify", options.verify,
+                "check the hash chain: exit 0 when intact, 1 naming the first broken row")
+      ->excludes(since)
+      ->excludes(until)
+      ->excludes(account)
+      ->excludes(format)
+      ->excludes(limit);
+  cmd->add_option("--config", options.config, "configuration file");
+  return cmd;
+}
+
+int run_audit(const AuditOptions& options) {
+  try {
+    return audit(options);
+  } catch (const AuditError& e) {
+    std::cerr << "imap-oauth2-proxy: " << e.message << "\n";
+    return 1;
+  }
+}
+
+}  // namespace iop::app

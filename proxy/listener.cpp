@@ -1,0 +1,89 @@
+#include "proxy/listener.hpp"
+
+#include <spdlog/spdlog.h>
+
+namespace iop::proxy {
+
+std::atomic<int> Listener::active_{0};
+std::atomic<std::uint64_t> Listener::next_id_{0};
+
+Result<std::unique_ptr<Listener>> Listener::bind(net::io_context& ioc, const std::string& host,
+                                                 int port, bool implicit_tls, SessionDeps deps) {
+  boost::system::error_code ec;
+  const auto address = net::ip::make_address(host, ec);
+  if (ec) {
+    return fail(Errc::config_error,
+                fmt::format("cannot listen on \"{}\": not an IP address", host));
+  }
+  const tcp::endpoint endpoint(address, static_cast<unsigned short>(port));
+  tcp::acceptor acceptor(ioc);
+  acceptor.open(endpoint.protocol(), ec);
+  if (!ec) {
+    acceptor.set_option(tcp::acceptor::reuse_address(true), ec);
+    acceptor.bind(endpoint, ec);
+  }
+  if (!ec) {
+    acceptor.listen(net::socket_base::max_listen_connections, ec);
+  }
+  if (ec) {
+    return fail(Errc::config_error,
+                fmt::format("cannot listen on {}:{}: {}", host, port, ec.message()));
+  }
+  const int bound = acceptor.local_endpoint().port();
+  ListenerInfo info{fmt::format("{}:{}:{}", implicit_tls ? "tls" : "starttls", host, bound),
+                    implicit_tls};
+  auto listener =
+      std::unique_ptr<Listener>(new Listener(ioc, std::move(acceptor), std::move(info), deps));
+  listener->port_ = bound;
+  return listener;
+}
+
+Listener::Listener(net::io_context& ioc, tcp::acceptor acceptor, ListenerInfo info,
+                   SessionDeps deps)
+    : ioc_(ioc), acceptor_(std::move(acceptor)), info_(std::move(info)), deps_(deps) {}
+
+awaitable<void> Listener::run() {
+  spdlog::info("listening on {}", info_.name);
+  for (;;) {
+    boost::system::error_code ec;
+    auto socket = co_await acceptor_.async_accept(net::make_strand(ioc_),
+                                                  net::redirect_error(net::use_awaitable, ec));
+    if (ec) {
+      if (!acceptor_.is_open() || ec == net::error::operation_aborted) {
+        break;
+      }
+      // EMFILE and friends: log, breathe, go on.
+      spdlog::warn("accept on {} failed: {}", info_.name, ec.message());
+      net::steady_timer pause(co_await net::this_coro::executor);
+      pause.expires_after(std::chrono::milliseconds(50));
+      co_await pause.async_wait(net::redirect_error(net::use_awaitable, ec));
+      continue;
+    }
+    socket.set_option(tcp::no_delay(true), ec);
+    const auto id = fmt::format("c{}", ++next_id_);
+    const bool reject = active_.fetch_add(1) >= deps_.settings.max_connections;
+    spdlog::debug("conn={} accepted on {}", id, info_.name);
+    auto executor = socket.get_executor();
+    net::co_spawn(executor, run_session(std::move(socket), deps_, info_, id, reject),
+                  [id](std::exception_ptr e) {
+                    --active_;
+                    if (e) {
+                      try {
+                        std::rethrow_exception(e);
+                      } catch (const std::exception& ex) {
+                        spdlog::error("conn={} ended with an internal error: {}", id, ex.what());
+                      }
+                    }
+                  });
+  }
+  spdlog::info("stopped listening on {}", info_.name);
+}
+
+void Listener::stop() {
+  net::post(acceptor_.get_executor(), [this] {
+    boost::system::error_code ignored;
+    acceptor_.close(ignored);
+  });
+}
+
+}  // namespace iop::proxy

@@ -1,0 +1,44 @@
+#pragma once
+// The accept loop of one listening address (implicit TLS or plain + STARTTLS): each connection
+// gets its own strand, a short id (c42) and a session coroutine. Over max_connections, the
+// session only says BYE.
+
+#include <atomic>
+#include <memory>
+#include <string>
+
+#include "common/asio.hpp"
+#include "common/result.hpp"
+#include "proxy/session.hpp"
+
+namespace iop::proxy {
+
+class Listener {
+ public:
+  // Binds `host`:`port` (port 0: any free port; see port()). Errc::config_error when it cannot.
+  static Result<std::unique_ptr<Listener>> bind(net::io_context& ioc, const std::string& host,
+                                                int port, bool implicit_tls, SessionDeps deps);
+
+  // Accepts until stop(). Run it with co_spawn on the io_context.
+  awaitable<void> run();
+  // Stops accepting (thread-safe); live sessions go on.
+  void stop();
+
+  [[nodiscard]] int port() const { return port_; }
+  [[nodiscard]] const std::string& name() const { return info_.name; }
+  // Sessions running across every listener of this process.
+  static int active_sessions() { return active_.load(); }
+
+ private:
+  Listener(net::io_context& ioc, tcp::acceptor acceptor, ListenerInfo info, SessionDeps deps);
+
+  net::io_context& ioc_;
+  tcp::acceptor acceptor_;
+  ListenerInfo info_;
+  SessionDeps deps_;
+  int port_ = 0;
+  static std::atomic<int> active_;
+  static std::atomic<std::uint64_t> next_id_;
+};
+
+}  // namespace iop::proxy

@@ -1,0 +1,57 @@
+#pragma once
+// The upstream connector: TLS to the real IMAP server (certificate and host name verified, SNI
+// set), then AUTHENTICATE XOAUTH2 with an access token (or LOGIN with a stored password), then
+// the post-login capabilities and a cheap probe. Used by the proxy and by get_imap_connection().
+
+#include <chrono>
+#include <expected>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/asio.hpp"
+#include "common/secret.hpp"
+#include "proxy/imap_stream.hpp"
+
+namespace iop::proxy {
+
+struct UpstreamEndpoint {
+  std::string host;
+  int port = 993;
+};
+
+struct UpstreamOptions {
+  // The whole exchange, from connect to the probe's answer.
+  std::chrono::milliseconds timeout{std::chrono::seconds(30)};
+  // After login, `LIST "" ""` catches Exchange Online's OK AUTHENTICATE followed by
+  // `BAD User is authenticated but not connected` (a token for the wrong mailbox).
+  bool probe = true;
+};
+
+enum class UpstreamFailure {
+  unavailable,    // DNS, connect, TLS, timeout, server BYE: NO [UNAVAILABLE] for the client
+  auth_rejected,  // the server refused the token or password
+  not_connected,  // authenticated but the probe failed ("not connected")
+  protocol,       // the server said something we cannot follow
+};
+std::string_view to_string(UpstreamFailure failure);
+
+struct UpstreamError {
+  UpstreamFailure kind = UpstreamFailure::unavailable;
+  std::string detail;  // for logs and the client's NO text; never holds a secret
+};
+
+struct UpstreamConnection {
+  std::unique_ptr<ImapStream> stream;     // authenticated
+  std::vector<std::string> capabilities;  // the server's post-login capabilities
+};
+
+// Connects and authenticates as `user` with `secret`: an access token (XOAUTH2, SASL-IR when the
+// server offers it, else a continuation; a failure challenge is answered with the empty line
+// the protocol requires) or, with `is_password`, a password (LOGIN). Runs on the calling
+// coroutine's executor.
+awaitable<std::expected<UpstreamConnection, UpstreamError>> connect_upstream(
+    net::ssl::context& tls, UpstreamEndpoint endpoint, std::string user, Secret secret,
+    bool is_password, UpstreamOptions options);
+
+}  // namespace iop::proxy

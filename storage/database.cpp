@@ -1,0 +1,192 @@
+#include "storage/database.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <array>
+#include <string>
+#include <string_view>
+
+namespace iop::storage {
+
+namespace {
+
+using sqlite::Database;
+using sqlite::Statement;
+using sqlite::Transaction;
+
+// Schema history: step i (0-based) brings the database from user_version i to i + 1. Append
+// new steps; never edit a released one, since databases in the field already ran it.
+constexpr std::array<std::string_view, 2> migrations = {
+    R"sql(
+CREATE TABLE mail_credentials (
+  email TEXT PRIMARY KEY,
+  use_oauth INTEGER NOT NULL,
+  access_token BLOB,
+  refresh_token BLOB,
+  token_expiry INTEGER NOT NULL DEFAULT 0,
+  refreshed_at_ms INTEGER NOT NULL DEFAULT 0,
+  password BLOB,
+  local_password_hash TEXT,
+  upstream_host TEXT,
+  upstream_port INTEGER NOT NULL DEFAULT 0,
+  status TEXT NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'needs_reauth')),
+  status_reason TEXT,
+  created_at INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL
+);
+CREATE TABLE meta (
+  key TEXT PRIMARY KEY,
+  value BLOB
+);
+)sql",
+    // v2: the connection log (storage/audit_log.hpp). Rows are hash-chained; ids are assigned by
+    // AuditLog as 1, 2, 3... with no gaps, and its head (row count and last hash) lives in meta.
+    // No CHECK on outcome or token_source: a later version may add values without rebuilding
+    // the table (SQLite cannot alter a CHECK); AuditLog writes only values it knows.
+    // The triggers stop casual edits (a stray UPDATE in the sqlite3 shell); they are no defence
+    // against someone who can drop them: the hash chain is what detects that.
+    R"sql(
+CREATE TABLE connection_log (
+  id INTEGER PRIMARY KEY,
+  started_at_ms INTEGER NOT NULL,
+  ended_at_ms INTEGER NOT NULL,
+  client_address TEXT NOT NULL,
+  client_port INTEGER NOT NULL,
+  listener TEXT NOT NULL,
+  username TEXT NOT NULL,
+  account TEXT NOT NULL,
+  outcome TEXT NOT NULL,
+  token_source TEXT NOT NULL,
+  bytes_client_to_upstream INTEGER NOT NULL,
+  bytes_upstream_to_client INTEGER NOT NULL,
+  close_reason TEXT NOT NULL,
+  prev_hash TEXT NOT NULL,
+  hash TEXT NOT NULL
+);
+CREATE INDEX connection_log_by_end ON connection_log (ended_at_ms);
+CREATE INDEX connection_log_by_account ON connection_log (account, ended_at_ms);
+CREATE TRIGGER connection_log_no_update BEFORE UPDATE ON connection_log
+BEGIN
+  SELECT RAISE(ABORT, 'connection_log is append-only');
+END;
+CREATE TRIGGER connection_log_no_delete BEFORE DELETE ON connection_log
+BEGIN
+  SELECT RAISE(ABORT, 'connection_log is append-only');
+END;
+)sql",
+};
+
+// Propagates the error of a Result<void>-returning expression.
+#define IOP_TRY(expr)                             \
+  do {                                            \
+    if (auto iop_try_rc = (expr); !iop_try_rc) {  \
+      return std::unexpected(iop_try_rc.error()); \
+    }                                             \
+  } while (false)
+
+Result<std::int64_t> query_int(Database& db, std::string_view sql) {
+  auto stmt = db.prepare(sql);
+  if (!stmt) {
+    return std::unexpected(stmt.error());
+  }
+  auto step = stmt->step();
+  if (!step) {
+    return std::unexpected(step.error());
+  }
+  if (*step != Statement::Step::row) {
+    return fail(Errc::storage_unavailable, "database " + db.path() + ": no result for a query");
+  }
+  return stmt->column_int64(0);
+}
+
+// Creates the file with mode 0600 before SQLite does (it would use 0644 minus the umask):
+// the file holds only ciphertexts, but also emails, hashes, account state and the connection
+// log. SQLite gives the -wal and -shm files the same mode as the database.
+void create_private_file(const std::filesystem::path& path) {
+  int fd = ::open(path.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
+  if (fd >= 0) {
+    ::close(fd);
+  }
+  // Any error (already exists, no folder) is left for sqlite3_open_v2 to report.
+}
+
+// Per-connection settings. These are not stored in the file (except journal_mode), so they
+// are set on every open.
+Result<void> configure(Database& db, Durability durability) {
+  // WAL lets readers (CLI commands, other proxies) run while the proxy writes.
+  auto mode = db.prepare("PRAGMA journal_mode=WAL");
+  if (!mode) {
+    return std::unexpected(mode.error());
+  }
+  auto step = mode->step();
+  if (!step) {
+    return std::unexpected(step.error());
+  }
+  std::string got = *step == Statement::Step::row ? mode->column_text(0) : std::string();
+  if (got != "wal") {
+    return fail(Errc::storage_unavailable, "database " + db.path() +
+                                               ": cannot use WAL journal mode (got '" + got +
+                                               "'); put the database on a local file system");
+  }
+  // synchronous=FULL in WAL mode fsyncs the WAL on every commit: a refresh token the endpoint
+  // just rotated (and so invalidated the old one) must not be lost by a power failure.
+  // NORMAL is for writers whose last commits may be lost to a power failure (the audit log).
+  IOP_TRY(db.exec(durability == Durability::full ? "PRAGMA synchronous=FULL;"
+                                                 : "PRAGMA synchronous=NORMAL;"));
+  IOP_TRY(db.exec("PRAGMA foreign_keys=ON;"));
+  return {};
+}
+
+Result<void> migrate(Database& db) {
+  constexpr auto known = static_cast<std::int64_t>(migrations.size());
+  for (;;) {
+    // BEGIN IMMEDIATE takes the write lock before we read the version, so two processes
+    // opening a new database at once cannot both run the same step.
+    auto tx = Transaction::begin(db);
+    if (!tx) {
+      return std::unexpected(tx.error());
+    }
+    auto version = query_int(db, "PRAGMA user_version");
+    if (!version) {
+      return std::unexpected(version.error());
+    }
+    if (*version > known) {
+      return fail(Errc::storage_unavailable,
+                  "database " + db.path() + " has schema version " + std::to_string(*version) +
+                      ", newer than this program knows (" + std::to_string(known) +
+                      "): it was written by a newer imap-oauth2-proxy; upgrade this one");
+    }
+    if (*version < 0) {
+      return fail(
+          Errc::storage_unavailable,
+          "database " + db.path() + " has an invalid schema version " + std::to_string(*version));
+    }
+    if (*version == known) {
+      return tx->commit();
+    }
+    IOP_TRY(db.exec(std::string(migrations[static_cast<std::size_t>(*version)])));
+    // PRAGMA cannot take bound parameters; the value is our own integer.
+    IOP_TRY(db.exec("PRAGMA user_version=" + std::to_string(*version + 1)));
+    IOP_TRY(tx->commit());
+  }
+}
+
+}  // namespace
+
+std::int64_t current_schema_version() { return static_cast<std::int64_t>(migrations.size()); }
+
+Result<sqlite::Database> open_database(const std::filesystem::path& path, Durability durability) {
+  create_private_file(path);
+  auto db = Database::open(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
+  if (!db) {
+    return std::unexpected(db.error());
+  }
+  IOP_TRY(configure(*db, durability));
+  IOP_TRY(migrate(*db));
+  return std::move(*db);
+}
+
+}  // namespace iop::storage
+
+#undef IOP_TRY

@@ -1,0 +1,468 @@
+// The TLS IMAP proxy end to end: the built binary (`serve`) between real clients (Python's
+// imaplib, curl, raw sockets) and a real Dovecot that validates bearer tokens through the test
+// token endpoint, with a real redis-server. Everything on loopback.
+
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "common/clock.hpp"
+#include "storage/audit_log.hpp"
+#include "storage/credentials_store.hpp"
+#include "tests/support/cli_env.hpp"
+#include "tests/support/dovecot_server.hpp"
+#include "tests/support/redis_server.hpp"
+#include "tests/support/token_endpoint_peer.hpp"
+
+namespace iop::test {
+namespace {
+
+using json = nlohmann::json;
+using namespace std::chrono_literals;
+
+const std::string alice = "alice@example.com";
+const std::string alice_local = "alice-local-pass";
+const std::string legacy = "legacy@example.com";
+const std::string legacy_upstream_pass = "legacy-upstream-pass";
+const std::string legacy_local = "legacy-local-pass";
+
+std::string script(const char* name) {
+  return std::string(IOP_SOURCE_DIR) + "/tests/peers/" + name;
+}
+
+// A raw TCP connection to the proxy's plain port, for what no real client would send.
+class RawConnection {
+ public:
+  explicit RawConnection(int port) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<std::uint16_t>(port));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+      throw std::runtime_error("connect failed");
+    }
+    timeval tv{10, 0};
+    ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  }
+  ~RawConnection() { ::close(fd_); }
+  // Sends `data`; false when the peer has closed.
+  bool send(const std::string& data) {
+    return ::send(fd_, data.data(), data.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(data.size());
+  }
+  // Everything until the peer closes (or 10 s pass).
+  std::string read_all() {
+    std::string out;
+    char buf[4096];
+    for (;;) {
+      const auto n = ::recv(fd_, buf, sizeof buf, 0);
+      if (n <= 0) break;
+      out.append(buf, static_cast<std::size_t>(n));
+    }
+    return out;
+  }
+  std::string read_some() {
+    char buf[4096];
+    const auto n = ::recv(fd_, buf, sizeof buf, 0);
+    return n > 0 ? std::string(buf, static_cast<std::size_t>(n)) : std::string();
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+// Shared by every test: starting Dovecot, Redis, the endpoint and the proxy once keeps the
+// suite fast. Tests that stop a peer start it again before they end.
+struct Env {
+  TempDir dir;
+  TokenEndpointPeer peer;
+  RedisServer redis;
+  std::unique_ptr<DovecotServer> dovecot;
+  std::filesystem::path config;
+  int tls_port = 0;
+  int starttls_port = 0;
+  Process proxy;
+
+  Env() {
+    dovecot = std::make_unique<DovecotServer>(peer.introspect_url(), legacy, legacy_upstream_pass);
+    tls_port = free_port();
+    starttls_port = free_port();
+    config = dir.path() / "imap-oauth2-proxy.toml";
+    std::ofstream(config) << "[server]\n"
+                          << "listen_tls = \"127.0.0.1:" << tls_port << "\"\n"
+                          << "listen_starttls = \"127.0.0.1:" << starttls_port << "\"\n"
+                          << "preauth_timeout = \"3s\"\n"
+                          << "auth_failure_delay = \"50ms\"\n"
+                          << "shutdown_grace = \"2s\"\n"
+                          << "[upstream]\n"
+                          << "host = \"localhost\"\n"
+                          << "port = " << dovecot->imaps_port() << "\n"
+                          << "ca_file = \"" << dovecot->ca_file().string() << "\"\n"
+                          << "timeout = \"10s\"\n"
+                          << "[oauth]\n"
+                          << "token_endpoint = \"" << peer.token_url() << "\"\n"
+                          << "client_id = \"test-client\"\n"
+                          << "http_timeout = \"5s\"\n"
+                          << "[redis]\n"
+                          << "url = \"" << redis.url() << "\"\n"
+                          << "[log]\nlevel = \"debug\"\n";
+    add_accounts();
+    start_proxy();
+  }
+
+  void add_accounts() {
+    const auto refresh = peer.add_account(alice);
+    auto r = run_cli(config,
+                     {"account", "add", alice, "--refresh-token-stdin", "--local-password-stdin"},
+                     refresh + "\n" + alice_local + "\n");
+    if (r.exit_code != 0) throw std::runtime_error("account add failed: " + r.err);
+    r = run_cli(config, {"account", "add", legacy, "--password-stdin", "--local-password-stdin"},
+                legacy_upstream_pass + "\n" + legacy_local + "\n");
+    if (r.exit_code != 0) throw std::runtime_error("account add failed: " + r.err);
+  }
+
+  void start_proxy() {
+    proxy = Process::start({binary_path(), "serve", "--config", config.string()},
+                           dir.path() / "proxy.log");
+    for (int i = 0; i < 500; ++i) {
+      try {
+        RawConnection c(starttls_port);
+        return;
+      } catch (const std::exception&) {
+        std::this_thread::sleep_for(20ms);
+      }
+    }
+    throw std::runtime_error("the proxy did not start: " + proxy_log());
+  }
+
+  std::string proxy_log() const {
+    std::ifstream in(dir.path() / "proxy.log");
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  }
+
+  std::filesystem::path proxy_ca() const { return dir.path() / "certs/ca.crt"; }
+
+  // Runs the Python client against the proxy (implicit TLS unless `starttls`).
+  json client(const std::string& user, const std::string& password,
+              std::vector<std::string> scenario, bool starttls = false) {
+    std::vector<std::string> argv{"python3",    script("imap_client.py"),
+                                  "--port",     std::to_string(starttls ? starttls_port : tls_port),
+                                  "--cafile",   proxy_ca_file().string(),
+                                  "--user",     user,
+                                  "--password", password};
+    if (starttls) argv.push_back("--starttls");
+    argv.insert(argv.end(), scenario.begin(), scenario.end());
+    return run_json(argv);
+  }
+
+  // The same, straight to Dovecot with XOAUTH2.
+  json direct(const std::string& user, const std::string& token,
+              std::vector<std::string> scenario) {
+    std::vector<std::string> argv{"python3",         script("imap_client.py"),
+                                  "--host",          "localhost",
+                                  "--port",          std::to_string(dovecot->imaps_port()),
+                                  "--cafile",        dovecot->ca_file().string(),
+                                  "--user",          user,
+                                  "--xoauth2-token", token};
+    argv.insert(argv.end(), scenario.begin(), scenario.end());
+    return run_json(argv);
+  }
+
+  static json run_json(const std::vector<std::string>& argv) {
+    const auto r = run_command(argv, "", 120s);
+    try {
+      return json::parse(r.out);
+    } catch (const std::exception&) {
+      return json{{"ok", false}, {"error", "client output: " + r.out + r.err}};
+    }
+  }
+
+  std::filesystem::path proxy_ca_file() const {
+    // The server certificate is signed by a local CA written next to it.
+    for (const auto* name : {"certs/ca.crt", "certs/server-ca.crt", "certs/ca.pem"}) {
+      if (std::filesystem::exists(dir.path() / name)) return dir.path() / name;
+    }
+    return dir.path() / "certs/server.crt";
+  }
+
+  std::unique_ptr<storage::CredentialsStore> store() {
+    auto key = storage::MasterKey::load(dir.path() / "data/master.key").value();
+    return storage::CredentialsStore::open(dir.path() / "data/credentials.db", key).value();
+  }
+
+  std::vector<storage::ConnectionRecord> audit_rows() {
+    auto log = storage::AuditLog::open(dir.path() / "data/credentials.db").value();
+    return log->query({}).value();
+  }
+};
+
+Env* env = nullptr;
+
+class ProxyTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() { env = new Env(); }
+  static void TearDownTestSuite() {
+    delete env;
+    env = nullptr;
+  }
+  void TearDown() override {
+    if (HasFailure()) {
+      std::cerr << "---- proxy log (tail) ----\n";
+      const auto log = env->proxy_log();
+      const std::size_t keep = std::getenv("IOP_FULL_LOG") ? log.size() : 6000;
+      std::cerr << log.substr(log.size() > keep ? log.size() - keep : 0) << "\n---- end ----\n";
+      const auto dovecot = env->dovecot->log();
+      std::cerr << "---- dovecot log (tail) ----\n"
+                << dovecot.substr(dovecot.size() > 4000 ? dovecot.size() - 4000 : 0)
+                << "\n---- end ----\n";
+    }
+  }
+};
+
+TEST_F(ProxyTest, LoginAdvertisesUpstreamCapabilitiesNotXoauth2) {
+  const auto r = env->client(alice, alice_local, {"login"});
+  ASSERT_TRUE(r["ok"].get<bool>()) << r.dump();
+  const auto caps = r["capabilities"].dump();
+  EXPECT_NE(caps.find("IDLE"), std::string::npos) << caps;
+  EXPECT_EQ(caps.find("XOAUTH2"), std::string::npos) << caps;
+}
+
+TEST_F(ProxyTest, FetchedBodiesAreIdenticalToADirectConnection) {
+  for (int i = 0; i < 3; ++i) {
+    env->dovecot->deliver(alice, "From: a@example.com\r\nSubject: m" + std::to_string(i) +
+                                     "\r\n\r\nbody " + std::string(1000 * (i + 1), 'x') + "\r\n");
+  }
+  const auto proxied = env->client(alice, alice_local, {"fetch"});
+  ASSERT_TRUE(proxied["ok"].get<bool>()) << proxied.dump();
+  const auto token = run_cli(env->config, {"token", alice}).out;
+  const auto direct = env->direct(alice, token.substr(0, token.size() - 1), {"fetch"});
+  ASSERT_TRUE(direct["ok"].get<bool>()) << direct.dump();
+  EXPECT_GE(proxied["messages"].size(), 3u);
+  EXPECT_EQ(proxied["messages"], direct["messages"]);
+}
+
+TEST_F(ProxyTest, AppendOfTenMegabytesArrivesIntact) {
+  const auto r = env->client(alice, alice_local, {"append", std::to_string(10 * 1024 * 1024)});
+  ASSERT_TRUE(r["ok"].get<bool>()) << r.dump();
+  EXPECT_EQ(r["sha256"], r["sent_sha256"]) << r.dump();
+  EXPECT_GE(r["size"].get<int>(), 10 * 1024 * 1024 - 200);
+  EXPECT_EQ(r["size"], r["sent_size"]);
+}
+
+TEST_F(ProxyTest, IdleSeesAMessageArriving) {
+  const auto r = env->client(alice, alice_local, {"idle"});
+  ASSERT_TRUE(r["ok"].get<bool>()) << r.dump();
+  EXPECT_TRUE(r["exists"].is_string()) << r.dump();
+  EXPECT_NE(r["done"].get<std::string>().find("OK"), std::string::npos) << r.dump();
+}
+
+TEST_F(ProxyTest, StartTlsWorksAndPlainLoginIsRefusedBeforeIt) {
+  const auto r = env->client(alice, alice_local, {"login"}, /*starttls=*/true);
+  ASSERT_TRUE(r["ok"].get<bool>()) << r.dump();
+
+  RawConnection raw(env->starttls_port);
+  const auto greeting = raw.read_some();
+  EXPECT_NE(greeting.find("STARTTLS"), std::string::npos) << greeting;
+  EXPECT_NE(greeting.find("LOGINDISABLED"), std::string::npos) << greeting;
+  raw.send("a1 LOGIN " + alice + " " + alice_local + "\r\n");
+  const auto answer = raw.read_some();
+  EXPECT_NE(answer.find("a1 NO [PRIVACYREQUIRED]"), std::string::npos) << answer;
+}
+
+TEST_F(ProxyTest, CurlOverImapsAndStartTls) {
+  const auto ca = env->proxy_ca_file().string();
+  auto r = run_command({"curl", "-sS", "--cacert", ca, "-u", alice + ":" + alice_local,
+                        "imaps://127.0.0.1:" + std::to_string(env->tls_port) + "/INBOX?ALL"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("* SEARCH"), std::string::npos) << r.out << r.err;
+  r = run_command({"curl", "-sS", "--ssl-reqd", "--cacert", ca, "-u", alice + ":" + alice_local,
+                   "imap://127.0.0.1:" + std::to_string(env->starttls_port) + "/"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("INBOX"), std::string::npos) << r.out << r.err;  // LIST output
+}
+
+TEST_F(ProxyTest, WrongLocalPasswordIsAuthenticationFailed) {
+  const auto r = env->client(alice, "not-the-password", {"login"});
+  ASSERT_FALSE(r["ok"].get<bool>());
+  EXPECT_NE(r["error"].get<std::string>().find("AUTHENTICATIONFAILED"), std::string::npos)
+      << r.dump();
+  const auto unknown = env->client("nobody@example.com", "x", {"login"});
+  EXPECT_NE(unknown["error"].get<std::string>().find("AUTHENTICATIONFAILED"), std::string::npos);
+}
+
+TEST_F(ProxyTest, PasswordUpstreamAccountLogsInWithLogin) {
+  const auto r = env->client(legacy, legacy_local, {"fetch"});
+  ASSERT_TRUE(r["ok"].get<bool>()) << r.dump();
+}
+
+TEST_F(ProxyTest, ExpiredAccessTokenIsRefreshedAtLogin) {
+  const std::string dora = "dora@example.com";
+  const auto refresh = env->peer.add_account(dora);
+  ASSERT_EQ(run_cli(env->config,
+                    {"account", "add", dora, "--refresh-token-stdin", "--local-password-stdin"},
+                    refresh + "\ndora-local\n")
+                .exit_code,
+            0);
+  {
+    auto store = env->store();
+    auto row = store->get(dora).value();
+    row.token_expiry = 1;  // long expired
+    ASSERT_TRUE(store->upsert_account(row).has_value());
+  }
+  env->redis.flushall();
+  const auto before = env->peer.stats()["per_account"][dora].get<int>();
+  const auto r = env->client(dora, "dora-local", {"login"});
+  ASSERT_TRUE(r["ok"].get<bool>()) << r.dump();
+  EXPECT_EQ(env->peer.stats()["per_account"][dora].get<int>() - before, 1);
+  EXPECT_GE(env->store()->get(dora)->token_expiry,
+            iop::to_unix_seconds(std::chrono::system_clock::now()) + 3000);
+}
+
+TEST_F(ProxyTest, RedisDownStillLogsIn) {
+  env->redis.stop();
+  const auto r = env->client(alice, alice_local, {"login"});
+  env->redis.start();
+  ASSERT_TRUE(r["ok"].get<bool>()) << r.dump();
+}
+
+TEST_F(ProxyTest, UpstreamDownIsUnavailable) {
+  env->dovecot->stop();
+  const auto r = env->client(alice, alice_local, {"login"});
+  env->dovecot->start();
+  ASSERT_FALSE(r["ok"].get<bool>());
+  EXPECT_NE(r["error"].get<std::string>().find("UNAVAILABLE"), std::string::npos) << r.dump();
+  EXPECT_TRUE(env->client(alice, alice_local, {"login"})["ok"].get<bool>()) << "recovers";
+}
+
+TEST_F(ProxyTest, AbusiveClientsAreAnsweredAndOthersUnharmed) {
+  {  // 1 MB without a newline
+    RawConnection raw(env->starttls_port);
+    raw.read_some();
+    raw.send(std::string(1 << 20, 'A'));
+    const auto answer = raw.read_all();
+    EXPECT_NE(answer.find("BAD"), std::string::npos) << answer.substr(0, 200);
+  }
+  {  // a literal of 2^40 bytes
+    RawConnection raw(env->starttls_port);
+    raw.read_some();
+    raw.send("a1 LOGIN {1099511627776}\r\n");
+    const auto answer = raw.read_some();
+    EXPECT_NE(answer.find("a1 BAD"), std::string::npos) << answer;
+    EXPECT_EQ(answer.find("+ "), std::string::npos) << "no continuation for a huge literal";
+  }
+  {  // garbage bytes
+    RawConnection raw(env->starttls_port);
+    raw.read_some();
+    std::string garbage;
+    for (int i = 0; i < 4096; ++i) garbage += static_cast<char>((i * 7919) % 256);
+    raw.send(garbage + "\r\n");
+    const auto answer = raw.read_all();
+    EXPECT_NE(answer.find("BAD"), std::string::npos);
+  }
+  {  // nothing at all: closed after the pre-auth timeout
+    RawConnection raw(env->starttls_port);
+    const auto greeting = raw.read_some();
+    EXPECT_NE(greeting.find("* OK"), std::string::npos);
+    const auto rest = raw.read_all();  // returns when the proxy closes (3 s)
+    EXPECT_EQ(rest.find("OK"), std::string::npos) << rest;
+  }
+  EXPECT_TRUE(env->proxy.running());
+  EXPECT_TRUE(env->client(alice, alice_local, {"login"})["ok"].get<bool>());
+}
+
+TEST_F(ProxyTest, RevokedRefreshTokenGivesAClearMessageAndMarksTheAccount) {
+  const std::string bob = "bob@example.com";
+  const auto refresh = env->peer.add_account(bob);
+  ASSERT_EQ(run_cli(env->config,
+                    {"account", "add", bob, "--refresh-token-stdin", "--local-password-stdin"},
+                    refresh + "\nbob-local\n")
+                .exit_code,
+            0);
+  {
+    auto store = env->store();
+    auto row = store->get(bob).value();
+    row.token_expiry = 1;
+    ASSERT_TRUE(store->upsert_account(row).has_value());
+  }
+  env->redis.flushall();
+  env->peer.revoke(bob);
+  const auto r = env->client(bob, "bob-local", {"login"});
+  ASSERT_FALSE(r["ok"].get<bool>());
+  EXPECT_NE(r["error"].get<std::string>().find("account needs re-authorization: run "
+                                               "'imap-oauth2-proxy account add bob@example.com'"),
+            std::string::npos)
+      << r.dump();
+  EXPECT_EQ(env->store()->get(bob)->status, storage::AccountStatus::needs_reauth);
+}
+
+TEST_F(ProxyTest, TwoHundredSimultaneousLoginsRefreshOnce) {
+  const std::string carol = "carol@example.com";
+  const auto refresh = env->peer.add_account(carol);
+  ASSERT_EQ(run_cli(env->config,
+                    {"account", "add", carol, "--refresh-token-stdin", "--local-password-stdin"},
+                    refresh + "\ncarol-local\n")
+                .exit_code,
+            0);
+  {
+    auto store = env->store();
+    auto row = store->get(carol).value();
+    row.token_expiry = 1;
+    ASSERT_TRUE(store->upsert_account(row).has_value());
+  }
+  env->redis.flushall();
+  const auto before = env->peer.stats()["per_account"][carol].get<int>();
+  const auto r = env->client(carol, "carol-local", {"concurrent", "200"});
+  ASSERT_TRUE(r["ok"].get<bool>()) << r.dump();
+  EXPECT_EQ(r["succeeded"].get<int>(), 200) << r.dump();
+  EXPECT_EQ(env->peer.stats()["per_account"][carol].get<int>() - before, 1);
+}
+
+TEST_F(ProxyTest, EveryConnectionIsInTheConnectionLogWithoutSecrets) {
+  ASSERT_TRUE(env->client(alice, alice_local, {"fetch"})["ok"].get<bool>());
+  env->client(alice, "wrong-password", {"login"});
+  // Rows are written at close; give the proxy a moment to finish both.
+  std::vector<storage::ConnectionRecord> rows;
+  for (int i = 0; i < 100; ++i) {
+    rows = env->audit_rows();
+    if (!rows.empty() && rows.back().outcome == storage::ConnectionOutcome::auth_failed) break;
+    std::this_thread::sleep_for(50ms);
+  }
+  ASSERT_GE(rows.size(), 2u);
+  const auto& failed = rows.back();
+  EXPECT_EQ(failed.outcome, storage::ConnectionOutcome::auth_failed);
+  EXPECT_EQ(failed.username, alice);
+  const auto ok = std::find_if(rows.rbegin(), rows.rend(), [](const auto& r) {
+    return r.outcome == storage::ConnectionOutcome::ok && r.account == alice &&
+           r.bytes_upstream_to_client > 0;
+  });
+  ASSERT_NE(ok, rows.rend());
+  EXPECT_NE(ok->token_source, storage::TokenSource::none);
+  EXPECT_EQ(ok->client_address, "127.0.0.1");
+  EXPECT_GT(ok->ended_at_ms, ok->started_at_ms - 1);
+  const auto out = run_cli(env->config, {"audit", "--format", "json"}).out;
+  EXPECT_EQ(out.find(alice_local), std::string::npos);
+  EXPECT_EQ(out.find("wrong-password"), std::string::npos);
+  const auto token = env->store()->get(alice)->access_token.reveal();
+  EXPECT_EQ(out.find(token), std::string::npos);
+  EXPECT_EQ(env->proxy_log().find(token), std::string::npos) << "a token reached the log";
+  EXPECT_EQ(env->proxy_log().find(alice_local), std::string::npos) << "a password reached the log";
+  EXPECT_EQ(run_cli(env->config, {"audit", "--verify"}).exit_code, 0);
+}
+
+TEST_F(ProxyTest, ZzSigtermDrainsAndExits) {
+  env->proxy.signal(SIGTERM);
+  const auto status = env->proxy.wait(10s);
+  ASSERT_TRUE(status.has_value()) << "serve did not exit after SIGTERM";
+  EXPECT_EQ(*status, 0);
+  env->start_proxy();
+}
+
+}  // namespace
+}  // namespace iop::test

@@ -1,0 +1,626 @@
+#include "storage/audit_log.hpp"
+
+#include <gtest/gtest.h>
+#include <sqlite3.h>
+
+#include <filesystem>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "storage/credentials_store.hpp"
+#include "storage/sealed.hpp"
+#include "tests/support/process.hpp"
+
+namespace iop::storage {
+namespace {
+
+namespace fs = std::filesystem;
+
+// Raw SQL on the database file, bypassing AuditLog, as an attacker or a bug would.
+class RawDb {
+ public:
+  explicit RawDb(const fs::path& path) {
+    EXPECT_EQ(
+        sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr),
+        SQLITE_OK);
+    sqlite3_busy_timeout(db_, 5000);
+  }
+  ~RawDb() { sqlite3_close_v2(db_); }
+  RawDb(const RawDb&) = delete;
+  RawDb& operator=(const RawDb&) = delete;
+
+  // Runs `sql`; returns SQLite's error message, empty on success.
+  std::string try_exec(const std::string& sql) {
+    char* err = nullptr;
+    const int rc = sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &err);
+    std::string message = rc == SQLITE_OK ? "" : (err != nullptr ? err : "error");
+    sqlite3_free(err);
+    return message;
+  }
+
+  void exec(const std::string& sql) { EXPECT_EQ(try_exec(sql), "") << " in: " << sql; }
+
+  // The append-only triggers stop casual edits; an attacker simply drops them first.
+  void tamper(const std::string& sql) {
+    exec(
+        "DROP TRIGGER IF EXISTS connection_log_no_update;"
+        "DROP TRIGGER IF EXISTS connection_log_no_delete;" +
+        sql);
+  }
+
+  // Runs `sql` with `blobs` bound to ?1, ?2, ...
+  void exec_with_blobs(const std::string& sql, const std::vector<std::string>& blobs) {
+    sqlite3_stmt* stmt = nullptr;
+    ASSERT_EQ(sqlite3_prepare_v2(db_, sql.c_str(), -1, &stmt, nullptr), SQLITE_OK) << sql;
+    for (std::size_t i = 0; i < blobs.size(); ++i) {
+      sqlite3_bind_blob(stmt, static_cast<int>(i + 1), blobs[i].data(),
+                        static_cast<int>(blobs[i].size()), SQLITE_TRANSIENT);
+    }
+    EXPECT_EQ(sqlite3_step(stmt), SQLITE_DONE) << sqlite3_errmsg(db_);
+    sqlite3_finalize(stmt);
+  }
+
+  // The first column of the first row, as text.
+  std::string query(const std::string& sql) {
+    sqlite3_stmt* stmt = nullptr;
+    EXPECT_EQ(sqlite3_prepare_v2(db_, sql.c_str(), -1, &stmt, nullptr), SQLITE_OK) << sql;
+    std::string out;
+    if (sqlite3_step(stmt) == SQLITE_ROW) {
+      const unsigned char* text = sqlite3_column_text(stmt, 0);
+      out = text != nullptr ? reinterpret_cast<const char*>(text) : "";
+    }
+    sqlite3_finalize(stmt);
+    return out;
+  }
+
+ private:
+  sqlite3* db_ = nullptr;
+};
+
+ConnectionRecord record(std::int64_t started_ms, std::int64_t ended_ms, std::string account,
+                        ConnectionOutcome outcome = ConnectionOutcome::ok) {
+  ConnectionRecord r;
+  r.started_at_ms = started_ms;
+  r.ended_at_ms = ended_ms;
+  r.client_address = "127.0.0.1";
+  r.client_port = 50'000;
+  r.listener = "tls:127.0.0.1:1993";
+  r.username = account.empty() ? "nobody@example.com" : account;
+  r.account = std::move(account);
+  r.outcome = outcome;
+  r.token_source = outcome == ConnectionOutcome::ok ? TokenSource::redis : TokenSource::none;
+  r.bytes_client_to_upstream = 100;
+  r.bytes_upstream_to_client = 2000;
+  r.close_reason = "client closed";
+  return r;
+}
+
+AuditQuery make_query(std::optional<std::int64_t> since, std::optional<std::int64_t> until,
+                      std::optional<std::string> account = std::nullopt, std::int64_t limit = 0) {
+  AuditQuery q;
+  q.since_ms = since;
+  q.until_ms = until;
+  q.account = std::move(account);
+  q.limit = limit;
+  return q;
+}
+
+class AuditLogTest : public ::testing::Test {
+ protected:
+  std::unique_ptr<AuditLog> open_log() {
+    auto log = AuditLog::open(db_path());
+    EXPECT_TRUE(log.has_value()) << log.error().message;
+    return log ? std::move(*log) : nullptr;
+  }
+  [[nodiscard]] fs::path db_path() const { return dir_.path() / "credentials.db"; }
+
+  // Appends `n` rows, one second apart; returns the log.
+  std::unique_ptr<AuditLog> log_with(int n) {
+    auto log = open_log();
+    for (int i = 1; i <= n; ++i) {
+      auto id =
+          log->append(record(i * 1000, i * 1000 + 500, "user" + std::to_string(i) + "@x.com"));
+      EXPECT_TRUE(id.has_value()) << id.error().message;
+    }
+    return log;
+  }
+
+  static VerifyReport verify(AuditLog& log) {
+    auto report = log.verify();
+    EXPECT_TRUE(report.has_value()) << report.error().message;
+    return report.value_or(VerifyReport{});
+  }
+
+  test::TempDir dir_;
+};
+
+TEST(ConnectionOutcomeTest, NamesRoundTrip) {
+  for (auto o :
+       {ConnectionOutcome::ok, ConnectionOutcome::auth_failed, ConnectionOutcome::needs_reauth,
+        ConnectionOutcome::upstream_unavailable, ConnectionOutcome::protocol_error,
+        ConnectionOutcome::timeout, ConnectionOutcome::internal_error, ConnectionOutcome::shutdown,
+        ConnectionOutcome::rejected}) {
+    EXPECT_EQ(parse_connection_outcome(to_string(o)), o) << to_string(o);
+  }
+  EXPECT_EQ(to_string(ConnectionOutcome::upstream_unavailable), "upstream_unavailable");
+  EXPECT_EQ(parse_connection_outcome("OK"), std::nullopt);
+  for (auto s : {TokenSource::none, TokenSource::redis, TokenSource::database, TokenSource::refresh,
+                 TokenSource::password, TokenSource::memory}) {
+    EXPECT_EQ(parse_token_source(to_string(s)), s) << to_string(s);
+  }
+  EXPECT_EQ(to_string(TokenSource::none), "");
+  EXPECT_EQ(parse_token_source("cache"), std::nullopt);
+}
+
+TEST(ConnectionRecordHashTest, CoversEveryFieldAndIsUnambiguous) {
+  ConnectionRecord base = record(1000, 2000, "a@x.com");
+  base.id = 7;
+  base.prev_hash = audit_genesis_hash();
+  const auto h = connection_record_hash(base);
+  EXPECT_EQ(h.size(), 64u);
+  EXPECT_EQ(h, connection_record_hash(base)) << "deterministic";
+  EXPECT_NE(audit_genesis_hash(), h);
+  EXPECT_EQ(audit_genesis_hash().size(), 64u);
+
+  std::set<std::string> seen{h};
+  auto changed = [&seen](ConnectionRecord r) {
+    EXPECT_TRUE(seen.insert(connection_record_hash(r)).second) << "a change left the hash alone";
+  };
+  auto r = base;
+  r.id = 8;
+  changed(r);
+  r = base, r.started_at_ms += 1, changed(r);
+  r = base, r.ended_at_ms += 1, changed(r);
+  r = base, r.client_address = "::1", changed(r);
+  r = base, r.client_port += 1, changed(r);
+  r = base, r.listener = "starttls:127.0.0.1:1143", changed(r);
+  r = base, r.username = "b@x.com", changed(r);
+  r = base, r.account = "", changed(r);
+  r = base, r.outcome = ConnectionOutcome::timeout, changed(r);
+  r = base, r.token_source = TokenSource::refresh, changed(r);
+  r = base, r.bytes_client_to_upstream += 1, changed(r);
+  r = base, r.bytes_upstream_to_client += 1, changed(r);
+  r = base, r.close_reason = "", changed(r);
+  r = base, r.prev_hash = std::string(64, '0'), changed(r);
+  // Moving bytes from one text field into the next must change the hash (length prefixes).
+  r = base, r.username = "a@x.co", r.account = "ma@x.com", changed(r);
+  // The stored hash itself is not an input.
+  r = base, r.hash = "anything";
+  EXPECT_EQ(connection_record_hash(r), h);
+}
+
+TEST_F(AuditLogTest, CreatesSchemaV2InAPrivateFile) {
+  auto log = open_log();
+  ASSERT_NE(log, nullptr);
+  RawDb raw(db_path());
+  EXPECT_EQ(raw.query("PRAGMA user_version"), "2");
+  EXPECT_EQ(raw.query("PRAGMA journal_mode"), "wal");
+  EXPECT_EQ(raw.query("SELECT count(*) FROM sqlite_master WHERE name = 'connection_log'"), "1");
+  EXPECT_EQ(raw.query("SELECT count(*) FROM sqlite_master WHERE name = 'mail_credentials'"), "1");
+  EXPECT_EQ(fs::status(db_path()).permissions() & (fs::perms::group_all | fs::perms::others_all),
+            fs::perms::none);
+}
+
+TEST_F(AuditLogTest, AppendChainsRowsAndQueryReturnsThemOldestFirst) {
+  auto log = open_log();
+  ASSERT_NE(log, nullptr);
+  auto first = record(1000, 61'000, "alice@example.com");
+  first.token_source = TokenSource::refresh;
+  first.close_reason = "Session invalidated - AccessTokenExpired";
+  first.id = 99;                 // ignored
+  first.hash = "not-a-hash";     // ignored
+  first.prev_hash = "whatever";  // ignored
+  EXPECT_EQ(log->append(first).value(), 1);
+  auto second = record(2000, 2500, "", ConnectionOutcome::auth_failed);
+  second.client_address = "::1";
+  second.client_port = 1;
+  second.listener = "starttls:127.0.0.1:1143";
+  EXPECT_EQ(log->append(second).value(), 2);
+  EXPECT_EQ(log->append(record(3000, 3500, "bob@example.com")).value(), 3);
+
+  auto rows = log->query({}).value();
+  ASSERT_EQ(rows.size(), 3u);
+  EXPECT_EQ(rows[0].id, 1);
+  EXPECT_EQ(rows[0].prev_hash, audit_genesis_hash());
+  EXPECT_EQ(rows[0].hash, connection_record_hash(rows[0]));
+  EXPECT_EQ(rows[1].prev_hash, rows[0].hash);
+  EXPECT_EQ(rows[2].prev_hash, rows[1].hash);
+  EXPECT_EQ(rows[2].hash, connection_record_hash(rows[2]));
+
+  EXPECT_EQ(rows[0].started_at_ms, 1000);
+  EXPECT_EQ(rows[0].ended_at_ms, 61'000);
+  EXPECT_EQ(rows[0].account, "alice@example.com");
+  EXPECT_EQ(rows[0].username, "alice@example.com");
+  EXPECT_EQ(rows[0].token_source, TokenSource::refresh);
+  EXPECT_EQ(rows[0].close_reason, "Session invalidated - AccessTokenExpired");
+  EXPECT_EQ(rows[0].bytes_client_to_upstream, 100);
+  EXPECT_EQ(rows[0].bytes_upstream_to_client, 2000);
+  EXPECT_EQ(rows[1].outcome, ConnectionOutcome::auth_failed);
+  EXPECT_EQ(rows[1].account, "");
+  EXPECT_EQ(rows[1].token_source, TokenSource::none);
+  EXPECT_EQ(rows[1].client_address, "::1");
+  EXPECT_EQ(rows[1].client_port, 1);
+  EXPECT_EQ(rows[1].listener, "starttls:127.0.0.1:1143");
+
+  const auto report = verify(*log);
+  EXPECT_TRUE(report.intact) << report.reason;
+  EXPECT_EQ(report.rows, 3);
+  EXPECT_EQ(report.head_hash, rows[2].hash);
+}
+
+TEST_F(AuditLogTest, QueryFilters) {
+  auto log = open_log();
+  ASSERT_NE(log, nullptr);
+  // id: started..ended, account
+  ASSERT_TRUE(log->append(record(1000, 1500, "a@x.com")));  // 1
+  ASSERT_TRUE(log->append(record(2000, 9000, "b@x.com")));  // 2: a long session
+  ASSERT_TRUE(log->append(record(3000, 3500, "a@x.com")));  // 3
+  ASSERT_TRUE(log->append(record(4000, 4500, "")));         // 4
+  ASSERT_TRUE(log->append(record(5000, 5500, "a@x.com")));  // 5
+  auto ids = [&log](const AuditQuery& q) {
+    std::vector<std::int64_t> out;
+    auto rows = log->query(q);
+    EXPECT_TRUE(rows.has_value()) << rows.error().message;
+    for (const auto& r : rows.value_or(std::vector<ConnectionRecord>{})) {
+      out.push_back(r.id);
+    }
+    return out;
+  };
+  using V = std::vector<std::int64_t>;
+  EXPECT_EQ(ids(AuditQuery{}), (V{1, 2, 3, 4, 5}));
+  // Open at some time at or after 3500: ended_at_ms >= 3500.
+  EXPECT_EQ(ids(make_query(3500, {})), (V{2, 3, 4, 5}));
+  // Started before 3000.
+  EXPECT_EQ(ids(make_query({}, 3000)), (V{1, 2}));
+  // Open during [4000, 5000): the long session 2 and row 4.
+  EXPECT_EQ(ids(make_query(4000, 5000)), (V{2, 4}));
+  EXPECT_EQ(ids(make_query({}, {}, "a@x.com")), (V{1, 3, 5}));
+  EXPECT_EQ(ids(make_query({}, {}, "nobody@x.com")), V{});
+  EXPECT_EQ(ids(make_query(2000, {}, "a@x.com")), (V{3, 5}));
+  // LIMIT keeps the newest rows, still oldest first.
+  EXPECT_EQ(ids(make_query({}, {}, std::nullopt, 2)), (V{4, 5}));
+  EXPECT_EQ(ids(make_query({}, {}, "a@x.com", 2)), (V{3, 5}));
+  EXPECT_EQ(ids(make_query({}, {}, std::nullopt, 0)), (V{1, 2, 3, 4, 5}));
+}
+
+TEST_F(AuditLogTest, LongTextIsCutWithoutSplittingUtf8) {
+  auto log = open_log();
+  ASSERT_NE(log, nullptr);
+  auto r = record(1, 2, "");
+  // 1023 ASCII bytes then a 2-byte character: cutting at 1024 would split it.
+  r.username = std::string(max_audit_text_bytes - 1, 'u') + "\xc3\xa9" + std::string(100, 'v');
+  r.close_reason = std::string(5000, 'r');
+  ASSERT_TRUE(log->append(r));
+  const auto rows = log->query({}).value();
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0].username, std::string(max_audit_text_bytes - 1, 'u'));
+  EXPECT_EQ(rows[0].close_reason, std::string(max_audit_text_bytes, 'r'));
+  EXPECT_TRUE(verify(*log).intact);
+}
+
+TEST_F(AuditLogTest, EmptyLogVerifies) {
+  auto log = open_log();
+  ASSERT_NE(log, nullptr);
+  const auto report = verify(*log);
+  EXPECT_TRUE(report.intact);
+  EXPECT_EQ(report.rows, 0);
+  EXPECT_EQ(report.head_hash, audit_genesis_hash());
+}
+
+TEST_F(AuditLogTest, ReopenContinuesTheChain) {
+  { log_with(3); }
+  auto log = open_log();
+  ASSERT_NE(log, nullptr);
+  EXPECT_EQ(log->append(record(9000, 9500, "z@x.com")).value(), 4);
+  const auto report = verify(*log);
+  EXPECT_TRUE(report.intact) << report.reason;
+  EXPECT_EQ(report.rows, 4);
+}
+
+TEST_F(AuditLogTest, TriggersRefusePlainUpdatesAndDeletes) {
+  auto log = log_with(2);
+  RawDb raw(db_path());
+  EXPECT_NE(
+      raw.try_exec("UPDATE connection_log SET username = 'x' WHERE id = 1").find("append-only"),
+      std::string::npos);
+  EXPECT_NE(raw.try_exec("DELETE FROM connection_log WHERE id = 2").find("append-only"),
+            std::string::npos);
+  EXPECT_TRUE(verify(*log).intact);
+}
+
+TEST_F(AuditLogTest, EditedRowIsDetectedAtThatRow) {
+  auto log = log_with(5);
+  RawDb(db_path()).tamper("UPDATE connection_log SET bytes_upstream_to_client = 1 WHERE id = 3");
+  const auto report = verify(*log);
+  EXPECT_FALSE(report.intact);
+  EXPECT_EQ(report.broken_at, 3);
+  EXPECT_EQ(report.rows, 5);
+  EXPECT_NE(report.reason.find("edited"), std::string::npos) << report.reason;
+}
+
+TEST_F(AuditLogTest, EditedTextAndOutcomeAreDetected) {
+  auto log = log_with(4);
+  RawDb(db_path()).tamper("UPDATE connection_log SET account = 'mallory@x.com' WHERE id = 2");
+  EXPECT_EQ(verify(*log).broken_at, 2);
+
+  test::TempDir other_dir_guard;  // a second, separate log
+  auto log2 = AuditLog::open(other_dir_guard.path() / "db").value();
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(log2->append(record(i, i + 1, "a@x.com")));
+  }
+  RawDb(other_dir_guard.path() / "db")
+      .tamper("UPDATE connection_log SET outcome = 'auth_failed' WHERE id = 1");
+  const auto report = verify(*log2);
+  EXPECT_FALSE(report.intact);
+  EXPECT_EQ(report.broken_at, 1);
+}
+
+TEST_F(AuditLogTest, EditedHashColumnIsDetected) {
+  auto log = log_with(3);
+  RawDb(db_path()).tamper("UPDATE connection_log SET hash = '" + std::string(64, 'a') +
+                          "' WHERE id = 3");
+  const auto report = verify(*log);
+  EXPECT_FALSE(report.intact);
+  EXPECT_EQ(report.broken_at, 3);
+}
+
+TEST_F(AuditLogTest, EditedAndRehashedRowBreaksTheNextLink) {
+  auto log = log_with(4);
+  auto rows = log->query({}).value();
+  auto forged = rows[1];  // id 2
+  forged.account = "someone-else@x.com";
+  const auto new_hash = connection_record_hash(forged);
+  RawDb(db_path()).tamper("UPDATE connection_log SET account = 'someone-else@x.com', hash = '" +
+                          new_hash + "' WHERE id = 2");
+  const auto report = verify(*log);
+  EXPECT_FALSE(report.intact);
+  EXPECT_EQ(report.broken_at, 3);
+  EXPECT_NE(report.reason.find("prev_hash"), std::string::npos) << report.reason;
+}
+
+TEST_F(AuditLogTest, DeletedMiddleRowIsDetected) {
+  auto log = log_with(5);
+  RawDb(db_path()).tamper("DELETE FROM connection_log WHERE id = 3");
+  const auto report = verify(*log);
+  EXPECT_FALSE(report.intact);
+  EXPECT_EQ(report.broken_at, 3);
+  EXPECT_EQ(report.rows, 4);
+  EXPECT_NE(report.reason.find("row 3 is missing"), std::string::npos) << report.reason;
+}
+
+TEST_F(AuditLogTest, DeletedFirstRowIsDetected) {
+  auto log = log_with(3);
+  RawDb(db_path()).tamper("DELETE FROM connection_log WHERE id = 1");
+  const auto report = verify(*log);
+  EXPECT_FALSE(report.intact);
+  EXPECT_EQ(report.broken_at, 1);
+}
+
+TEST_F(AuditLogTest, DeletedLastRowIsDetectedThroughTheHead) {
+  auto log = log_with(5);
+  RawDb(db_path()).tamper("DELETE FROM connection_log WHERE id = 5");
+  const auto report = verify(*log);
+  EXPECT_FALSE(report.intact);
+  EXPECT_EQ(report.broken_at, 5);
+  EXPECT_NE(report.reason.find("deleted at the end"), std::string::npos) << report.reason;
+}
+
+TEST_F(AuditLogTest, DeletedLastRowsStayDetectedAfterLaterAppends) {
+  auto log = log_with(5);
+  RawDb(db_path()).tamper("DELETE FROM connection_log WHERE id >= 4");
+  // The next append chains from the head (row 5), not from the table's last row.
+  EXPECT_EQ(log->append(record(9000, 9001, "a@x.com")).value(), 6);
+  const auto report = verify(*log);
+  EXPECT_FALSE(report.intact);
+  EXPECT_EQ(report.broken_at, 4);
+  EXPECT_NE(report.reason.find("rows 4 to 5 are missing"), std::string::npos) << report.reason;
+}
+
+TEST_F(AuditLogTest, ReorderedRowsAreDetected) {
+  auto log = log_with(5);
+  // Swap rows 2 and 3 (their ids), keeping every row's own columns.
+  RawDb(db_path()).tamper(
+      "UPDATE connection_log SET id = -2 WHERE id = 2;"
+      "UPDATE connection_log SET id = 2 WHERE id = 3;"
+      "UPDATE connection_log SET id = 3 WHERE id = -2;");
+  const auto report = verify(*log);
+  EXPECT_FALSE(report.intact);
+  EXPECT_EQ(report.broken_at, 2);
+}
+
+TEST_F(AuditLogTest, RowInsertedOutsideTheLogIsDetected) {
+  auto log = log_with(3);
+  auto rows = log->query({}).value();
+  // A well-formed row 4, chained and hashed correctly, but the head is not moved.
+  auto forged = record(9000, 9500, "a@x.com");
+  forged.id = 4;
+  forged.prev_hash = rows[2].hash;
+  forged.hash = connection_record_hash(forged);
+  RawDb(db_path()).exec(
+      "INSERT INTO connection_log VALUES (4, 9000, 9500, '127.0.0.1', 50000, "
+      "'tls:127.0.0.1:1993', 'a@x.com', 'a@x.com', 'ok', 'redis', 100, 2000, 'client closed', '" +
+      forged.prev_hash + "', '" + forged.hash + "')");
+  const auto report = verify(*log);
+  EXPECT_FALSE(report.intact);
+  EXPECT_EQ(report.broken_at, 4);
+  EXPECT_NE(report.reason.find("outside"), std::string::npos) << report.reason;
+  // Appending refuses to overwrite or fork: the next id is taken.
+  EXPECT_FALSE(log->append(record(9600, 9700, "a@x.com")).has_value());
+}
+
+TEST_F(AuditLogTest, DeletedOrEditedHeadIsDetectedAndAppendRefuses) {
+  auto log = log_with(3);
+  RawDb raw(db_path());
+  raw.exec("UPDATE meta SET value = 'garbage' WHERE key = 'connection_log_head'");
+  auto report = verify(*log);
+  EXPECT_FALSE(report.intact);
+  EXPECT_NE(report.reason.find("malformed"), std::string::npos) << report.reason;
+  EXPECT_FALSE(log->append(record(1, 2, "a@x.com")).has_value());
+
+  raw.exec("DELETE FROM meta WHERE key = 'connection_log_head'");
+  report = verify(*log);
+  EXPECT_FALSE(report.intact);
+  EXPECT_NE(report.reason.find("missing"), std::string::npos) << report.reason;
+  auto appended = log->append(record(1, 2, "a@x.com"));
+  ASSERT_FALSE(appended.has_value());
+  EXPECT_NE(appended.error().message.find("no head"), std::string::npos);
+}
+
+TEST_F(AuditLogTest, UnknownOutcomeFailsQueryAndVerify) {
+  auto log = log_with(2);
+  RawDb(db_path()).tamper("UPDATE connection_log SET outcome = 'fine' WHERE id = 2");
+  auto rows = log->query({});
+  ASSERT_FALSE(rows.has_value());
+  EXPECT_EQ(rows.error().code, Errc::credentials_corrupt);
+  EXPECT_NE(rows.error().message.find("row 2"), std::string::npos);
+  EXPECT_EQ(verify(*log).broken_at, 2);
+}
+
+// The documented limit: with write access to the whole file, a consistent rewrite verifies.
+TEST_F(AuditLogTest, RewritingTheWholeChainAndHeadIsNotDetectable) {
+  auto log = log_with(3);
+  auto rows = log->query({}).value();
+  RawDb raw(db_path());
+  std::string prev = audit_genesis_hash();
+  for (auto& r : rows) {
+    r.account = "rewritten@x.com";
+    r.prev_hash = prev;
+    r.hash = connection_record_hash(r);
+    raw.tamper("UPDATE connection_log SET account = 'rewritten@x.com', prev_hash = '" + prev +
+               "', hash = '" + r.hash + "' WHERE id = " + std::to_string(r.id));
+    prev = r.hash;
+  }
+  raw.exec("UPDATE meta SET value = '3 " + prev + "' WHERE key = 'connection_log_head'");
+  EXPECT_TRUE(verify(*log).intact);
+}
+
+TEST_F(AuditLogTest, ConcurrentAppendsFromThreadsAndConnectionsKeepTheChain) {
+  auto shared = open_log();
+  auto second = open_log();  // another connection to the same file, as another process would
+  ASSERT_NE(shared, nullptr);
+  ASSERT_NE(second, nullptr);
+  constexpr int threads = 4;
+  constexpr int per_thread = 40;
+  std::vector<std::thread> workers;
+  std::vector<std::vector<std::int64_t>> ids(threads);
+  for (int t = 0; t < threads; ++t) {
+    workers.emplace_back([&, t] {
+      AuditLog& log = t % 2 == 0 ? *shared : *second;
+      for (int i = 0; i < per_thread; ++i) {
+        auto id =
+            log.append(record(t * 1000 + i, t * 1000 + i + 1, "t" + std::to_string(t) + "@x.com"));
+        if (id) {
+          ids[t].push_back(*id);
+        } else {
+          ADD_FAILURE() << id.error().message;
+        }
+      }
+    });
+  }
+  for (auto& w : workers) {
+    w.join();
+  }
+  std::set<std::int64_t> all;
+  for (const auto& v : ids) {
+    all.insert(v.begin(), v.end());
+  }
+  ASSERT_EQ(all.size(), static_cast<std::size_t>(threads * per_thread));
+  EXPECT_EQ(*all.begin(), 1);
+  EXPECT_EQ(*all.rbegin(), threads * per_thread);
+  const auto report = verify(*shared);
+  EXPECT_TRUE(report.intact) << report.reason;
+  EXPECT_EQ(report.rows, threads * per_thread);
+}
+
+// The v1 schema exactly as released (credentials store, user_version 1): the migration must
+// take such a file forward without touching its credentials.
+constexpr const char* v1_schema = R"sql(
+CREATE TABLE mail_credentials (
+  email TEXT PRIMARY KEY,
+  use_oauth INTEGER NOT NULL,
+  access_token BLOB,
+  refresh_token BLOB,
+  token_expiry INTEGER NOT NULL DEFAULT 0,
+  refreshed_at_ms INTEGER NOT NULL DEFAULT 0,
+  password BLOB,
+  local_password_hash TEXT,
+  upstream_host TEXT,
+  upstream_port INTEGER NOT NULL DEFAULT 0,
+  status TEXT NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'needs_reauth')),
+  status_reason TEXT,
+  created_at INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL
+);
+CREATE TABLE meta (
+  key TEXT PRIMARY KEY,
+  value BLOB
+);
+PRAGMA user_version = 1;
+PRAGMA journal_mode = WAL;
+)sql";
+
+TEST_F(AuditLogTest, MigratesAVersion1DatabaseAndKeepsItsCredentials) {
+  auto key = MasterKey::from_bytes(Secret(std::string(MasterKey::size, 'k'))).value();
+  {
+    // What a v1 CredentialsStore wrote: the key check and one account, sealed with the
+    // associated data layouts of v1 ("meta:key_check"; email NUL column).
+    RawDb raw(db_path());
+    raw.exec(v1_schema);
+    raw.exec_with_blobs("INSERT INTO meta (key, value) VALUES ('key_check', ?1)",
+                        {seal(key, Secret(std::string("imap-oauth2-proxy master key check v1")),
+                              "meta:key_check")});
+    raw.exec_with_blobs(
+        "INSERT INTO mail_credentials (email, use_oauth, access_token, refresh_token, "
+        "token_expiry, refreshed_at_ms, local_password_hash, created_at, updated_at) "
+        "VALUES ('old@x.com', 1, ?1, ?2, 1700000000, 5, 'hash', 1, 1)",
+        {seal(key, Secret(std::string("at-old")), std::string("old@x.com\0access_token", 22)),
+         seal(key, Secret(std::string("rt-old")), std::string("old@x.com\0refresh_token", 23))});
+    EXPECT_EQ(raw.query("PRAGMA user_version"), "1");
+  }
+  {
+    auto log = open_log();
+    ASSERT_NE(log, nullptr);
+    ASSERT_TRUE(log->append(record(1, 2, "old@x.com")));
+    EXPECT_TRUE(verify(*log).intact);
+  }
+  RawDb raw(db_path());
+  EXPECT_EQ(raw.query("PRAGMA user_version"), "2");
+  EXPECT_EQ(raw.query("SELECT count(*) FROM connection_log"), "1");
+
+  auto store = CredentialsStore::open(db_path(), std::move(key));
+  ASSERT_TRUE(store.has_value()) << store.error().message;
+  auto row = (*store)->get("old@x.com");
+  ASSERT_TRUE(row.has_value()) << row.error().message;
+  EXPECT_EQ(row->refresh_token.reveal(), "rt-old");
+  EXPECT_EQ(row->access_token.reveal(), "at-old");
+  EXPECT_EQ(row->local_password_hash, "hash");
+  EXPECT_EQ(row->token_expiry, 1'700'000'000);
+}
+
+TEST_F(AuditLogTest, SharesTheFileWithTheCredentialsStore) {
+  auto key = MasterKey::from_bytes(Secret(std::string(MasterKey::size, 'k'))).value();
+  auto store = CredentialsStore::open(db_path(), std::move(key));
+  ASSERT_TRUE(store.has_value()) << store.error().message;
+  auto log = open_log();
+  ASSERT_NE(log, nullptr);
+  Credentials c;
+  c.email = "a@x.com";
+  c.refresh_token = Secret(std::string("rt"));
+  ASSERT_TRUE((*store)->upsert_account(c));
+  ASSERT_TRUE(log->append(record(1, 2, "a@x.com")));
+  EXPECT_EQ((*store)->list().value().size(), 1u);
+  EXPECT_TRUE(verify(*log).intact);
+}
+
+TEST_F(AuditLogTest, NewerSchemaIsRefused) {
+  ASSERT_NE(open_log(), nullptr);
+  RawDb(db_path()).exec("PRAGMA user_version = 3");
+  auto log = AuditLog::open(db_path());
+  ASSERT_FALSE(log.has_value());
+  EXPECT_NE(log.error().message.find("newer"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace iop::storage
