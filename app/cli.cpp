@@ -90,14 +90,29 @@ std::string format_time(std::int64_t unix_seconds) {
 struct Options {
   std::optional<fs::path> config;
   bool verbose = false;
+  std::string log_format;  // overrides [log] format when set
 };
 
-Config load(const Options& opts) { return check(load_effective_config(opts.config)); }
+void apply_log_flags(Config& config, const Options& opts);
+
+Config load(const Options& opts) {
+  auto config = check(load_effective_config(opts.config));
+  apply_log_flags(config, opts);
+  return config;
+}
 
 void setup_cli_logging(const Config& config, bool verbose, bool serving) {
   // Commands print their results; their log lines are for trouble, unless asked.
   const std::string level = serving || verbose ? config.log.level : "warn";
   check(setup_logging(level, config.log.format));
+}
+
+void apply_log_flags(Config& config, const Options& opts) {
+  if (opts.log_format == "json") {
+    config.log.format = LogFormat::json;
+  } else if (opts.log_format == "text") {
+    config.log.format = LogFormat::text;
+  }
 }
 
 std::unique_ptr<Services> open_services(const Options& opts, bool serving = false,
@@ -321,6 +336,8 @@ int run_cli(int argc, char** argv) {
   auto add_common = [&opts](CLI::App* cmd) {
     cmd->add_option("--config", opts.config, "configuration file");
     cmd->add_flag("-v,--verbose", opts.verbose, "log at the configured level, not just warnings");
+    cmd->add_option("--log-format", opts.log_format, "text or json (default: [log] format)")
+        ->check(CLI::IsMember({"text", "json"}));
   };
 
   std::optional<fs::path> init_dir;

@@ -28,6 +28,7 @@ struct RelayState {
   bool stopping = false;
   RelayResult result;
   std::string bye_tail;  // the end of the last downstream chunk, for a BYE split across reads
+  std::string bye;       // the upstream's last BYE: the close reason that explains the most
 
   // Ends both pumps: pending reads and writes complete with operation_aborted.
   void stop(std::string reason) {
@@ -70,7 +71,7 @@ awaitable<void> pump(std::shared_ptr<RelayState> state, bool upward) {
       // AccessTokenExpired" is how Exchange ends sessions whose token expired).
       state->bye_tail.append(buffer.data(), n);
       if (auto bye = find_bye(state->bye_tail)) {
-        state->result.close_reason = "upstream BYE: " + *bye;
+        state->bye = "upstream BYE: " + *bye;
       }
       if (state->bye_tail.size() > 512) {
         state->bye_tail.erase(0, state->bye_tail.size() - 512);
@@ -144,6 +145,9 @@ awaitable<RelayResult> relay(ImapStream& client, ImapStream& upstream,
   // Say goodbye properly on both sides (TLS close_notify), bounded.
   co_await client.shutdown(shutdown_limit);
   co_await upstream.shutdown(shutdown_limit);
+  if (!state->bye.empty()) {
+    state->result.close_reason = state->bye;
+  }
   co_return state->result;
 }
 

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 
 #include <nlohmann/json.hpp>
+#include <sstream>
 #include <thread>
 
 #include "storage/credentials_store.hpp"
@@ -84,6 +85,22 @@ TEST_F(CliTest, TokenPrintsAFreshAccessToken) {
   EXPECT_EQ(r.out, row("bob@example.com").access_token.reveal() + "\n");
   EXPECT_TRUE(peer_.introspect(r.out.substr(0, r.out.size() - 1))["active"].get<bool>());
   EXPECT_EQ(r.err.find(row("bob@example.com").access_token.reveal()), std::string::npos);
+}
+
+TEST_F(CliTest, JsonLogLinesParseAndHoldNoSecrets) {
+  add_oauth("jason@example.com");
+  redis_.flushall();
+  const auto r = cli({"token", "jason@example.com", "-v", "--log-format", "json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  int lines = 0;
+  std::istringstream in(r.err);
+  for (std::string line; std::getline(in, line);) {
+    const auto j = nlohmann::json::parse(line);  // throws on a line that is not JSON
+    EXPECT_TRUE(j.contains("msg") && j.contains("level") && j.contains("time")) << line;
+    ++lines;
+  }
+  EXPECT_GT(lines, 0);
+  EXPECT_EQ(r.err.find(r.out.substr(0, r.out.size() - 1)), std::string::npos);
 }
 
 TEST_F(CliTest, ABadRefreshTokenStoresNothing) {

@@ -112,7 +112,8 @@ struct Env {
                           << "http_timeout = \"5s\"\n"
                           << "[redis]\n"
                           << "url = \"" << redis.url() << "\"\n"
-                          << "[log]\nlevel = \"debug\"\n";
+                          << "[log]\nlevel = \"debug\"\n"
+                          << "[hide_capabilities]\n\"" << legacy << "\" = [\"IDLE\"]\n";
     add_accounts();
     start_proxy();
   }
@@ -302,6 +303,17 @@ TEST_F(ProxyTest, PasswordUpstreamAccountLogsInWithLogin) {
   ASSERT_TRUE(r["ok"].get<bool>()) << r.dump();
 }
 
+TEST_F(ProxyTest, PerAccountCapabilityMaskHidesCapabilities) {
+  const auto masked = env->client(legacy, legacy_local, {"login"});
+  ASSERT_TRUE(masked["ok"].get<bool>()) << masked.dump();
+  const auto caps = masked["capabilities"].dump();
+  EXPECT_EQ(caps.find("\"IDLE\""), std::string::npos) << caps;
+  EXPECT_NE(caps.find("IMAP4rev1"), std::string::npos) << caps;
+  const auto other = env->client(alice, alice_local, {"login"});
+  EXPECT_NE(other["capabilities"].dump().find("\"IDLE\""), std::string::npos)
+      << "only legacy is masked";
+}
+
 TEST_F(ProxyTest, ExpiredAccessTokenIsRefreshedAtLogin) {
   const std::string dora = "dora@example.com";
   const auto refresh = env->peer.add_account(dora);
@@ -444,6 +456,8 @@ TEST_F(ProxyTest, EveryConnectionIsInTheConnectionLogWithoutSecrets) {
   });
   ASSERT_NE(ok, rows.rend());
   EXPECT_NE(ok->token_source, storage::TokenSource::none);
+  // The upstream's BYE after LOGOUT is kept as the close reason.
+  EXPECT_NE(ok->close_reason.find("BYE"), std::string::npos) << ok->close_reason;
   EXPECT_EQ(ok->client_address, "127.0.0.1");
   EXPECT_GT(ok->ended_at_ms, ok->started_at_ms - 1);
   const auto out = run_cli(env->config, {"audit", "--format", "json"}).out;
