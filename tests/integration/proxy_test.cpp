@@ -90,7 +90,7 @@ struct Env {
   int starttls_port = 0;
   Process proxy;
 
-  Env() {
+  explicit Env(const std::string& extra_server = "") {
     dovecot = std::make_unique<DovecotServer>(peer.introspect_url(), legacy, legacy_upstream_pass);
     tls_port = free_port();
     starttls_port = free_port();
@@ -101,7 +101,7 @@ struct Env {
                           << "preauth_timeout = \"3s\"\n"
                           << "auth_failure_delay = \"50ms\"\n"
                           << "shutdown_grace = \"2s\"\n"
-                          << "[upstream]\n"
+                          << extra_server << "[upstream]\n"
                           << "host = \"localhost\"\n"
                           << "port = " << dovecot->imaps_port() << "\n"
                           << "ca_file = \"" << dovecot->ca_file().string() << "\"\n"
@@ -191,6 +191,21 @@ struct Env {
       if (std::filesystem::exists(dir.path() / name)) return dir.path() / name;
     }
     return dir.path() / "certs/server.crt";
+  }
+
+  // A new OAuth account whose stored access token has long expired and is not cached, so its
+  // next login must refresh.
+  void add_expired_account(const std::string& email, const std::string& local_password) {
+    const auto refresh = peer.add_account(email);
+    const auto r = run_cli(
+        config, {"account", "add", email, "--refresh-token-stdin", "--local-password-stdin"},
+        refresh + "\n" + local_password + "\n");
+    if (r.exit_code != 0) throw std::runtime_error("account add failed: " + r.err);
+    auto s = store();
+    auto row = s->get(email).value();
+    row.token_expiry = 1;
+    if (!s->upsert_account(row)) throw std::runtime_error("cannot expire the token");
+    redis.flushall();
   }
 
   std::unique_ptr<storage::CredentialsStore> store() {
@@ -316,19 +331,7 @@ TEST_F(ProxyTest, PerAccountCapabilityMaskHidesCapabilities) {
 
 TEST_F(ProxyTest, ExpiredAccessTokenIsRefreshedAtLogin) {
   const std::string dora = "dora@example.com";
-  const auto refresh = env->peer.add_account(dora);
-  ASSERT_EQ(run_cli(env->config,
-                    {"account", "add", dora, "--refresh-token-stdin", "--local-password-stdin"},
-                    refresh + "\ndora-local\n")
-                .exit_code,
-            0);
-  {
-    auto store = env->store();
-    auto row = store->get(dora).value();
-    row.token_expiry = 1;  // long expired
-    ASSERT_TRUE(store->upsert_account(row).has_value());
-  }
-  env->redis.flushall();
+  env->add_expired_account(dora, "dora-local");
   const auto before = env->peer.stats()["per_account"][dora].get<int>();
   const auto r = env->client(dora, "dora-local", {"login"});
   ASSERT_TRUE(r["ok"].get<bool>()) << r.dump();
@@ -391,19 +394,7 @@ TEST_F(ProxyTest, AbusiveClientsAreAnsweredAndOthersUnharmed) {
 
 TEST_F(ProxyTest, RevokedRefreshTokenGivesAClearMessageAndMarksTheAccount) {
   const std::string bob = "bob@example.com";
-  const auto refresh = env->peer.add_account(bob);
-  ASSERT_EQ(run_cli(env->config,
-                    {"account", "add", bob, "--refresh-token-stdin", "--local-password-stdin"},
-                    refresh + "\nbob-local\n")
-                .exit_code,
-            0);
-  {
-    auto store = env->store();
-    auto row = store->get(bob).value();
-    row.token_expiry = 1;
-    ASSERT_TRUE(store->upsert_account(row).has_value());
-  }
-  env->redis.flushall();
+  env->add_expired_account(bob, "bob-local");
   env->peer.revoke(bob);
   const auto r = env->client(bob, "bob-local", {"login"});
   ASSERT_FALSE(r["ok"].get<bool>());
@@ -416,19 +407,7 @@ TEST_F(ProxyTest, RevokedRefreshTokenGivesAClearMessageAndMarksTheAccount) {
 
 TEST_F(ProxyTest, TwoHundredSimultaneousLoginsRefreshOnce) {
   const std::string carol = "carol@example.com";
-  const auto refresh = env->peer.add_account(carol);
-  ASSERT_EQ(run_cli(env->config,
-                    {"account", "add", carol, "--refresh-token-stdin", "--local-password-stdin"},
-                    refresh + "\ncarol-local\n")
-                .exit_code,
-            0);
-  {
-    auto store = env->store();
-    auto row = store->get(carol).value();
-    row.token_expiry = 1;
-    ASSERT_TRUE(store->upsert_account(row).has_value());
-  }
-  env->redis.flushall();
+  env->add_expired_account(carol, "carol-local");
   const auto before = env->peer.stats()["per_account"][carol].get<int>();
   const auto r = env->client(carol, "carol-local", {"concurrent", "200"});
   ASSERT_TRUE(r["ok"].get<bool>()) << r.dump();
@@ -468,6 +447,60 @@ TEST_F(ProxyTest, EveryConnectionIsInTheConnectionLogWithoutSecrets) {
   EXPECT_EQ(env->proxy_log().find(token), std::string::npos) << "a token reached the log";
   EXPECT_EQ(env->proxy_log().find(alice_local), std::string::npos) << "a password reached the log";
   EXPECT_EQ(run_cli(env->config, {"audit", "--verify"}).exit_code, 0);
+}
+
+// A second proxy with tight limits and plaintext LOGIN allowed for loopback clients.
+class ProxyLimitsTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    limited = new Env("max_connections = 2\nallow_plaintext_loopback = true\n");
+  }
+  static void TearDownTestSuite() {
+    delete limited;
+    limited = nullptr;
+  }
+  static Env* limited;
+};
+Env* ProxyLimitsTest::limited = nullptr;
+
+// Sessions end asynchronously after their client goes away (earlier tests, the readiness probe):
+// wait until `count` connections in a row are greeted, and keep them open.
+std::vector<std::unique_ptr<RawConnection>> greeted_connections(int port, int count) {
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    std::vector<std::unique_ptr<RawConnection>> held;
+    bool all_greeted = true;
+    for (int i = 0; i < count && all_greeted; ++i) {
+      held.push_back(std::make_unique<RawConnection>(port));
+      all_greeted = held.back()->read_some().find("* OK") != std::string::npos;
+    }
+    if (all_greeted) return held;
+    held.clear();
+    std::this_thread::sleep_for(50ms);
+  }
+  throw std::runtime_error("the proxy never had room for the connections");
+}
+
+TEST_F(ProxyLimitsTest, MaxConnectionsAnswersWithBye) {
+  const auto held = greeted_connections(limited->starttls_port, 2);
+  RawConnection third(limited->starttls_port);
+  const auto answer = third.read_all();
+  EXPECT_NE(answer.find("* BYE [UNAVAILABLE]"), std::string::npos) << answer;
+}
+
+TEST_F(ProxyLimitsTest, PlaintextLoginAllowedForLoopbackWhenConfigured) {
+  auto held = greeted_connections(limited->starttls_port, 1);
+  RawConnection& raw = *held.front();
+  raw.send("a0 CAPABILITY\r\n");
+  const auto caps = raw.read_some();
+  EXPECT_EQ(caps.find("LOGINDISABLED"), std::string::npos) << caps;
+  EXPECT_NE(caps.find("AUTH=PLAIN"), std::string::npos) << caps;
+  raw.send("a1 LOGIN " + alice + " " + alice_local + "\r\n");
+  std::string answer;
+  for (int i = 0; i < 20 && answer.find("a1 ") == std::string::npos; ++i) answer += raw.read_some();
+  EXPECT_NE(answer.find("a1 OK"), std::string::npos) << answer;
+  raw.send("a2 LOGOUT\r\n");
+  const auto bye = raw.read_all();
+  EXPECT_NE(bye.find("a2 OK"), std::string::npos) << bye;
 }
 
 TEST_F(ProxyTest, ZzSigtermDrainsAndExits) {
