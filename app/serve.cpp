@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <boost/asio/signal_set.hpp>
+#include <csignal>
 #include <thread>
 
 #include "auth/local_auth.hpp"
@@ -43,6 +44,9 @@ T must(Result<T> r, std::string_view what) {
 
 int serve(Services& services) {
   const auto& cfg = services.config;
+  // A peer that goes away mid-write must be an error on that connection, never the end of the
+  // process (libraries such as hiredis write with plain write(2)).
+  std::signal(SIGPIPE, SIG_IGN);
   try {
     const bool created =
         must(certs::ensure_server_certificate(cfg.server.certificate, cfg.server.private_key),

@@ -98,6 +98,7 @@ struct LoginAttempt {
   storage::TokenSource token_source = storage::TokenSource::none;
   std::string account;
   std::string detail;
+  bool retry_with_refresh = false;  // the upstream refused a token: worth one forced refresh
 };
 
 class Session : public std::enable_shared_from_this<Session> {
@@ -285,8 +286,14 @@ class Session : public std::enable_shared_from_this<Session> {
           break;
         } else if (auto* check = std::get_if<CheckCredentials>(&action)) {
           record_.username = check->username.substr(0, 254);
+          // The login has its own deadlines (token endpoint, upstream); the client's pre-auth
+          // clock stops meanwhile and starts again if the login fails.
+          preauth_timer_.cancel();
           // Moved, never copied, into coroutine arguments: see write_audit().
           auto attempt = co_await login(std::move(check->username), std::move(check->password));
+          if (!attempt.upstream) {
+            arm_preauth_timer();
+          }
           record_.outcome = attempt.audit_outcome;
           record_.token_source = attempt.token_source;
           record_.account = attempt.account;
@@ -350,91 +357,98 @@ class Session : public std::enable_shared_from_this<Session> {
             : UpstreamEndpoint{local.upstream_host,
                                local.upstream_port > 0 ? local.upstream_port : 993};
 
-    for (int round = 0; round < 2; ++round) {
-      // No co_await inside ?: (GCC 12 mishandles the temporaries of such an expression).
-      std::string email = local.email;
-      Result<auth::FreshToken> token = fail(Errc::internal, "no token");
-      if (round == 0) {
-        token = co_await deps_.tokens.ensure_fresh_token(std::move(email));
-      } else {
-        token = co_await deps_.tokens.refresh_now(std::move(email));
-      }
-      if (!token) {
-        const auto& e = token.error();
-        attempt.detail = e.message;
-        switch (e.code) {
-          case Errc::needs_reauth:
-            attempt.audit_outcome = ConnectionOutcome::needs_reauth;
-            attempt.outcome = LoginOutcome::failed(
-                LoginFailure::needs_reauth,
-                fmt::format(
-                    "account needs re-authorization: run 'imap-oauth2-proxy account add {}'",
-                    local.email));
-            break;
-          case Errc::endpoint_unavailable:
-          case Errc::storage_unavailable:
-            attempt.audit_outcome = ConnectionOutcome::upstream_unavailable;
-            attempt.outcome = LoginOutcome::failed(LoginFailure::upstream_unavailable,
-                                                   "Token service temporarily unavailable");
-            break;
-          default:
-            attempt.audit_outcome = ConnectionOutcome::upstream_unavailable;
-            attempt.outcome =
-                LoginOutcome::failed(LoginFailure::other, "Cannot get a token for this account");
-        }
-        spdlog::warn("conn={} account={} no token: {}", id_, local.email, e.message);
-        co_return attempt;
-      }
-      attempt.token_source = audit_source(token->source);
-      UpstreamEndpoint target = endpoint;
-      std::string user_name = local.email;
-      Secret secret = token->secret;
-      auto upstream =
-          co_await connect_upstream(deps_.upstream_tls, std::move(target), std::move(user_name),
-                                    std::move(secret), token->is_password, deps_.settings.upstream);
-      if (upstream) {
-        attempt.upstream = std::move(upstream->stream);
-        attempt.audit_outcome = ConnectionOutcome::ok;
-        attempt.outcome = LoginOutcome::success(visible_capabilities(
-            upstream->capabilities, local.email, deps_.settings.hide_capabilities));
-        spdlog::info("conn={} account={} logged in upstream {}:{} (token from {})", id_,
-                     local.email, endpoint.host, endpoint.port, auth::to_string(token->source));
-        co_return attempt;
-      }
-      const auto& e = upstream.error();
-      attempt.detail = e.detail;
-      spdlog::warn("conn={} account={} upstream login failed ({}): {}", id_, local.email,
-                   to_string(e.kind), e.detail);
-      if (e.kind == UpstreamFailure::auth_rejected && !token->is_password && round == 0) {
-        // A token the server refuses may have been revoked early: refresh once and retry.
-        deps_.tokens.forget(local.email);
-        continue;
-      }
-      switch (e.kind) {
-        case UpstreamFailure::unavailable:
+    auto first = co_await upstream_login(local, endpoint, false);
+    if (!first.retry_with_refresh) {
+      co_return first;
+    }
+    // A token the server refuses may have been revoked early: refresh once and retry.
+    deps_.tokens.forget(local.email);
+    auto second = co_await upstream_login(local, endpoint, true);
+    co_return second;
+  }
+
+  // One token + upstream login. Parameters are references: the caller awaits, and GCC 12
+  // mishandles owning by-value coroutine arguments (see write_audit()).
+  awaitable<LoginAttempt> upstream_login(const auth::LocalAuthOutcome& local,
+                                         const UpstreamEndpoint& endpoint, bool force_refresh) {
+    LoginAttempt attempt;
+    attempt.account = local.email;
+    std::string email = local.email;
+    Result<auth::FreshToken> token = fail(Errc::internal, "no token");
+    if (force_refresh) {
+      token = co_await deps_.tokens.refresh_now(std::move(email));
+    } else {
+      token = co_await deps_.tokens.ensure_fresh_token(std::move(email));
+    }
+    if (!token) {
+      const auto& e = token.error();
+      attempt.detail = e.message;
+      switch (e.code) {
+        case Errc::needs_reauth:
+          attempt.audit_outcome = ConnectionOutcome::needs_reauth;
+          attempt.outcome = LoginOutcome::failed(
+              LoginFailure::needs_reauth,
+              fmt::format("account needs re-authorization: run 'imap-oauth2-proxy account add {}'",
+                          local.email));
+          break;
+        case Errc::endpoint_unavailable:
+        case Errc::storage_unavailable:
           attempt.audit_outcome = ConnectionOutcome::upstream_unavailable;
           attempt.outcome = LoginOutcome::failed(LoginFailure::upstream_unavailable,
-                                                 "Upstream server unavailable");
+                                                 "Token service temporarily unavailable");
           break;
-        case UpstreamFailure::not_connected:
-          attempt.audit_outcome = ConnectionOutcome::auth_failed;
-          attempt.outcome = LoginOutcome::failed(
-              LoginFailure::auth_failed,
-              "Upstream accepted the login but not the session (User is authenticated but not "
-              "connected): check the account's mailbox and permissions");
-          break;
-        case UpstreamFailure::auth_rejected:
-          attempt.audit_outcome = ConnectionOutcome::auth_failed;
-          attempt.outcome =
-              LoginOutcome::failed(LoginFailure::auth_failed, "Upstream refused the login");
-          break;
-        case UpstreamFailure::protocol:
+        default:
           attempt.audit_outcome = ConnectionOutcome::upstream_unavailable;
           attempt.outcome =
-              LoginOutcome::failed(LoginFailure::upstream_unavailable, "Upstream protocol error");
-          break;
+              LoginOutcome::failed(LoginFailure::other, "Cannot get a token for this account");
       }
+      spdlog::warn("conn={} account={} no token: {}", id_, local.email, e.message);
       co_return attempt;
+    }
+    attempt.token_source = audit_source(token->source);
+    UpstreamEndpoint target = endpoint;
+    std::string user_name = local.email;
+    Secret secret = token->secret;
+    auto upstream =
+        co_await connect_upstream(deps_.upstream_tls, std::move(target), std::move(user_name),
+                                  std::move(secret), token->is_password, deps_.settings.upstream);
+    if (upstream) {
+      attempt.upstream = std::move(upstream->stream);
+      attempt.audit_outcome = ConnectionOutcome::ok;
+      attempt.outcome = LoginOutcome::success(visible_capabilities(
+          upstream->capabilities, local.email, deps_.settings.hide_capabilities));
+      spdlog::info("conn={} account={} logged in upstream {}:{} (token from {})", id_, local.email,
+                   endpoint.host, endpoint.port, auth::to_string(token->source));
+      co_return attempt;
+    }
+    const UpstreamError error = upstream.error();
+    attempt.detail = error.detail;
+    spdlog::warn("conn={} account={} upstream login failed ({}): {}", id_, local.email,
+                 to_string(error.kind), error.detail);
+    switch (error.kind) {
+      case UpstreamFailure::unavailable:
+        attempt.audit_outcome = ConnectionOutcome::upstream_unavailable;
+        attempt.outcome =
+            LoginOutcome::failed(LoginFailure::upstream_unavailable, "Upstream server unavailable");
+        break;
+      case UpstreamFailure::not_connected:
+        attempt.audit_outcome = ConnectionOutcome::auth_failed;
+        attempt.outcome = LoginOutcome::failed(
+            LoginFailure::auth_failed,
+            "Upstream accepted the login but not the session (User is authenticated but not "
+            "connected): check the account's mailbox and permissions");
+        break;
+      case UpstreamFailure::auth_rejected:
+        attempt.audit_outcome = ConnectionOutcome::auth_failed;
+        attempt.outcome =
+            LoginOutcome::failed(LoginFailure::auth_failed, "Upstream refused the login");
+        attempt.retry_with_refresh = !token->is_password && !force_refresh;
+        break;
+      case UpstreamFailure::protocol:
+        attempt.audit_outcome = ConnectionOutcome::upstream_unavailable;
+        attempt.outcome =
+            LoginOutcome::failed(LoginFailure::upstream_unavailable, "Upstream protocol error");
+        break;
     }
     co_return attempt;
   }

@@ -340,6 +340,19 @@ TEST_F(ProxyTest, ExpiredAccessTokenIsRefreshedAtLogin) {
             iop::to_unix_seconds(std::chrono::system_clock::now()) + 3000);
 }
 
+TEST_F(ProxyTest, TokenRejectedUpstreamIsRefreshedOnceAndRetried) {
+  const std::string erin = "erin@example.com";
+  env->add_expired_account(erin, "erin-local");
+  ASSERT_TRUE(env->client(erin, "erin-local", {"login"})["ok"].get<bool>());
+  const auto before = env->peer.stats()["per_account"][erin].get<int>();
+  // The token the proxy holds (memory, Redis, database) is still "valid" by its expiry, but the
+  // server no longer accepts it.
+  env->peer.revoke_access_tokens(erin);
+  const auto r = env->client(erin, "erin-local", {"login"});
+  ASSERT_TRUE(r["ok"].get<bool>()) << r.dump();
+  EXPECT_EQ(env->peer.stats()["per_account"][erin].get<int>() - before, 1);
+}
+
 TEST_F(ProxyTest, RedisDownStillLogsIn) {
   env->redis.stop();
   const auto r = env->client(alice, alice_local, {"login"});

@@ -19,6 +19,7 @@ Admin API (JSON in, JSON out; what tests talk to):
                            token request (the account's own queue first, then the global one)
   POST /admin/clear_faults                            -> {}
   POST /admin/revoke       {"email"}: revokes every refresh token of the account
+  POST /admin/revoke_access_tokens {"email"}: introspection says inactive for its access tokens
   POST /admin/check        {"refresh_token"}          -> {"valid", "revoked", "email"}
   GET  /admin/stats        -> {"total", "per_account": {email: n}, "in_flight", "max_in_flight"}
   POST /admin/reset_stats
@@ -264,6 +265,14 @@ class Handler(BaseHTTPRequestHandler):
                     record["revoked"] = True
                     count += 1
             return (200, {"revoked": count})
+        if name == "revoke_access_tokens":
+            # Early revocation of issued access tokens (what a password reset does at
+            # Microsoft): introspection answers inactive from now on.
+            email = p.get("email")
+            gone = [t for t, r in STATE.access_tokens.items() if r["email"] == email]
+            for t in gone:
+                del STATE.access_tokens[t]
+            return (200, {"revoked": len(gone)})
         if name == "check":
             record = STATE.refresh_tokens.get(p.get("refresh_token"))
             return (200, {

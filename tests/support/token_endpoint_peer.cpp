@@ -162,6 +162,10 @@ void TokenEndpointPeer::revoke(const std::string& email) {
   admin_post("revoke", {{"email", email}});
 }
 
+void TokenEndpointPeer::revoke_access_tokens(const std::string& email) {
+  admin_post("revoke_access_tokens", {{"email", email}});
+}
+
 nlohmann::json TokenEndpointPeer::check(const std::string& refresh_token) {
   return admin_post("check", {{"refresh_token", refresh_token}});
 }

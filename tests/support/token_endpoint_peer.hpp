@@ -41,6 +41,8 @@ class TokenEndpointPeer {
   void clear_faults();
   // Revokes every refresh token of `email`.
   void revoke(const std::string& email);
+  // Makes every access token issued for `email` so far inactive at introspection.
+  void revoke_access_tokens(const std::string& email);
   // {"valid": bool, "revoked": bool, "email": string|null} for `refresh_token`.
   nlohmann::json check(const std::string& refresh_token);
   // RFC 7662 introspection of `access_token`: {"active": bool, "email", "exp", "scope"}.

@@ -1,0 +1,1052 @@
+// The TLS IMAP proxy (the built binary running `serve`) side by side with direct Dovecot, in one
+// run, against real peers on 127.0.0.1: Dovecot 2.3 (XOAUTH2 through the test token endpoint's
+// introspection), redis-server, the test token endpoint. One C++ client (OpenSSL, full TLS
+// handshakes, certificates verified, no session resumption) is used for both paths.
+//
+//   cmake -S /work/main -B /work/build-bench -G Ninja -DCMAKE_BUILD_TYPE=Release
+//   ninja -C /work/build-bench -j2 imap-oauth2-proxy proxy_bench
+//   /work/build-bench/bench/proxy_bench
+//
+// Runtime: about 40 s on this 2-core machine (setup and delivery ~5 s, throughput ~15 s, latency
+// ~5 s, concurrency ~15 s). Options (defaults in brackets): --messages N [20]
+// --message-mb N [10] --rounds N [5] --logins N [200] --sessions N [2000] --phases tlc [tlc]
+// (t = throughput, l = latency, c = concurrency). IOP_BINARY overrides the proxy binary (default:
+// the build's app/imap-oauth2-proxy; use a Release build). The figures are sensitive to other
+// load on the machine: the load average is printed before and after.
+//
+// What is measured (MB = 10^6 bytes):
+// 1. Throughput: `UID FETCH 1:* (BODY.PEEK[])` of N x M MB messages (delivered with doveadm
+//    save), timed from sending the FETCH to its tagged OK, direct (XOAUTH2, SASL-IR in one write)
+//    and through the proxy (LOGIN), `rounds` times each in ABBA order after one untimed warm-up
+//    of each; medians. The proxy's CPU (utime+stime of /proc/PID/stat, all threads) is taken
+//    around each proxied FETCH: seconds per 100 MB relayed. Dovecot's CPU (its process group),
+//    the client's own CPU and how busy the whole machine was are printed per run, to show where
+//    the cycles go and that the client is not the bottleneck.
+// 2. Login latency, warm caches (a proxied login first fills the local-password and token
+//    caches): from connect() to the tagged OK of the login command (TCP connect + TLS handshake
+//    + greeting + LOGIN, or AUTHENTICATE XOAUTH2 direct), LOGOUT untimed; iterations interleaved
+//    direct/proxy; p50 and p99, and the p50 of each part.
+// 3. Concurrency: a fresh proxy process, one warm-up login, VmRSS; then `sessions` TLS sessions
+//    logged in through the proxy and left idle (one thread, non-blocking sockets, epoll, at most
+//    64 logins in flight); VmRSS again after 1 s; (after - before) / sessions; then NOOP on every
+//    session: all must answer OK.
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/ssl.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <map>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "certs/local_cert.hpp"
+#include "tests/support/cli_env.hpp"
+#include "tests/support/dovecot_server.hpp"
+#include "tests/support/process.hpp"
+#include "tests/support/redis_server.hpp"
+#include "tests/support/token_endpoint_peer.hpp"
+
+using namespace iop;
+using namespace std::chrono_literals;
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+const std::string alice = "alice@example.com";
+const std::string alice_local = "alice-local-pass";
+const std::string legacy = "legacy@example.com";
+const std::string legacy_pass = "legacy-upstream-pass";
+
+// Thrown up to main(), so the fixtures' destructors stop every peer and the proxy.
+[[noreturn]] void die(const std::string& what) { throw std::runtime_error(what); }
+
+double seconds_since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+std::string slurp(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), {}};
+}
+
+// ---------------------------------------------------------------------------------------------
+// /proc readings of the proxy process.
+
+double cpu_seconds(pid_t pid) {
+  const auto stat = slurp("/proc/" + std::to_string(pid) + "/stat");
+  const auto close = stat.rfind(')');
+  if (close == std::string::npos) die("cannot read /proc/PID/stat of the proxy");
+  // After "pid (comm)": state(3) ppid pgrp session tty_nr tpgid flags minflt cminflt majflt
+  // cmajflt utime(14) stime(15).
+  unsigned long long utime = 0;
+  unsigned long long stime = 0;
+  if (std::sscanf(stat.c_str() + close + 1,
+                  " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &utime, &stime) != 2) {
+    die("cannot parse /proc/PID/stat of the proxy");
+  }
+  return static_cast<double>(utime + stime) / static_cast<double>(::sysconf(_SC_CLK_TCK));
+}
+
+long status_kib(pid_t pid, const char* field) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  const std::string key = std::string(field) + ":";
+  while (std::getline(in, line)) {
+    if (line.rfind(key, 0) == 0) return std::atol(line.c_str() + key.size());
+  }
+  die(std::string("no ") + field + " in /proc/PID/status");
+}
+
+// utime+stime of every live process in process group `pgid` (Dovecot: the master and its
+// children, imap-login, auth, the session's imap process).
+double group_cpu_seconds(pid_t pgid) {
+  unsigned long long ticks = 0;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator("/proc", ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
+    const auto stat = slurp(entry.path() / "stat");
+    const auto close = stat.rfind(')');
+    if (close == std::string::npos) continue;
+    int pgrp = 0;
+    unsigned long long utime = 0;
+    unsigned long long stime = 0;
+    if (std::sscanf(stat.c_str() + close + 1,
+                    " %*c %*d %d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &pgrp, &utime,
+                    &stime) == 3 &&
+        pgrp == pgid) {
+      ticks += utime + stime;
+    }
+  }
+  return static_cast<double>(ticks) / static_cast<double>(::sysconf(_SC_CLK_TCK));
+}
+
+// The Dovecot master started for `conf` (its command line names the file), or -1.
+pid_t find_dovecot_master(const fs::path& conf) {
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator("/proc", ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
+    auto cmdline = slurp(entry.path() / "cmdline");
+    std::replace(cmdline.begin(), cmdline.end(), '\0', ' ');
+    if (cmdline.find("-F") != std::string::npos &&
+        cmdline.find(conf.string()) != std::string::npos) {
+      return static_cast<pid_t>(std::atoi(name.c_str()));
+    }
+  }
+  return -1;
+}
+
+int fd_count(pid_t pid) {
+  int n = 0;
+  std::error_code ec;
+  for (auto it = fs::directory_iterator("/proc/" + std::to_string(pid) + "/fd", ec);
+       !ec && it != fs::directory_iterator(); it.increment(ec)) {
+    ++n;
+  }
+  return n;
+}
+
+// CPU time of the whole machine so far: {busy, total} in seconds (all CPUs; busy excludes idle
+// and iowait). Busy/wall during a run says how many of the cores were in use.
+std::pair<double, double> machine_cpu() {
+  std::ifstream in("/proc/stat");
+  std::string cpu;
+  unsigned long long v[8] = {};
+  in >> cpu >> v[0] >> v[1] >> v[2] >> v[3] >> v[4] >> v[5] >> v[6] >> v[7];
+  unsigned long long total = 0;
+  for (auto x : v) total += x;
+  const double hz = static_cast<double>(::sysconf(_SC_CLK_TCK));
+  return {static_cast<double>(total - v[3] - v[4]) / hz, static_cast<double>(total) / hz};
+}
+
+double client_cpu_seconds() {
+  rusage ru{};
+  ::getrusage(RUSAGE_SELF, &ru);
+  auto s = [](timeval tv) {
+    return static_cast<double>(tv.tv_sec) + static_cast<double>(tv.tv_usec) / 1e6;
+  };
+  return s(ru.ru_utime) + s(ru.ru_stime);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The client: OpenSSL over plain sockets.
+
+SSL_CTX* make_client_ctx(const fs::path& ca, bool lean) {
+  SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
+  if (ctx == nullptr) die("SSL_CTX_new");
+  SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+  if (SSL_CTX_load_verify_locations(ctx, ca.c_str(), nullptr) != 1) {
+    die("cannot load CA " + ca.string());
+  }
+  SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, nullptr);
+  SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);  // a full handshake every time
+  if (lean) SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+  return ctx;
+}
+
+int tcp_socket(bool nonblocking) {
+  const int fd =
+      ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | (nonblocking ? SOCK_NONBLOCK : 0), 0);
+  if (fd < 0) die(std::string("socket: ") + std::strerror(errno));
+  const int one = 1;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  return fd;
+}
+
+sockaddr_in loopback(int port) {
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<std::uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  return a;
+}
+
+std::string base64(const std::string& in) {
+  std::string out(4 * ((in.size() + 2) / 3) + 1, '\0');
+  const int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                                reinterpret_cast<const unsigned char*>(in.data()),
+                                static_cast<int>(in.size()));
+  out.resize(static_cast<std::size_t>(n));
+  return out;
+}
+
+// A blocking TLS IMAP connection with a 256 KiB read buffer; every socket operation is bounded
+// by a 30 s timeout.
+class Conn {
+ public:
+  Conn() : buf_(256 * 1024) {}
+  ~Conn() { close(); }
+  Conn(const Conn&) = delete;
+  Conn& operator=(const Conn&) = delete;
+
+  bool open(SSL_CTX* ctx, int port) {
+    fd_ = tcp_socket(false);
+    timeval tv{30, 0};
+    ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    ::setsockopt(fd_, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    const auto addr = loopback(port);
+    if (::connect(fd_, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) {
+      return fail(std::string("connect: ") + std::strerror(errno));
+    }
+    ssl_ = SSL_new(ctx);
+    SSL_set_fd(ssl_, fd_);
+    SSL_set_tlsext_host_name(ssl_, "localhost");
+    SSL_set1_host(ssl_, "localhost");
+    if (SSL_connect(ssl_) != 1) return fail("TLS handshake failed");
+    return true;
+  }
+
+  bool send(const std::string& line) {  // one SSL_write: one TLS record, one TCP write
+    return SSL_write(ssl_, line.data(), static_cast<int>(line.size())) ==
+               static_cast<int>(line.size()) ||
+           fail("write failed");
+  }
+
+  bool read_line(std::string& line) {
+    for (;;) {
+      const char* start = buf_.data() + pos_;
+      const void* nl = std::memchr(start, '\n', len_ - pos_);
+      if (nl != nullptr) {
+        const auto n = static_cast<std::size_t>(static_cast<const char*>(nl) - start) + 1;
+        line.assign(start, n);
+        pos_ += n;
+        return true;
+      }
+      if (!fill()) return false;
+    }
+  }
+
+  // Reads responses until the tagged one (returned in `tagged`); literals are skipped and their
+  // sizes added to `literal_bytes`. A failure challenge ("+ ...") is answered with an empty line.
+  bool until_tagged(const std::string& tag, std::string& tagged,
+                    std::uint64_t* literal_bytes = nullptr) {
+    std::string line;
+    const std::string prefix = tag + " ";
+    for (;;) {
+      if (!read_line(line)) return false;
+      if (line.rfind(prefix, 0) == 0) {
+        tagged = line;
+        return true;
+      }
+      if (line.rfind("+", 0) == 0) {
+        if (!send("\r\n")) return false;
+        continue;
+      }
+      if (line.size() >= 3 && line.compare(line.size() - 3, 3, "}\r\n") == 0) {
+        const auto open = line.rfind('{');
+        if (open == std::string::npos) continue;
+        const auto n = std::strtoull(line.c_str() + open + 1, nullptr, 10);
+        if (!skip(n)) return false;
+        if (literal_bytes != nullptr) *literal_bytes += n;
+      }
+    }
+  }
+
+  // Greeting, then LOGIN (proxy) or AUTHENTICATE XOAUTH2 with SASL-IR (direct); true on OK.
+  bool login(bool xoauth2, const std::string& user, const std::string& secret) {
+    return greeting() && login_command(xoauth2, user, secret);
+  }
+  bool greeting() {
+    std::string line;
+    return (read_line(line) && line.rfind("* OK", 0) == 0) || fail("no greeting: " + line);
+  }
+  bool login_command(bool xoauth2, const std::string& user, const std::string& secret) {
+    std::string line;
+    if (xoauth2) {
+      const auto ir = base64("user=" + user + "\x01" + "auth=Bearer " + secret + "\x01\x01");
+      if (!send("a AUTHENTICATE XOAUTH2 " + ir + "\r\n")) return false;
+    } else {
+      if (!send("a LOGIN " + user + " " + secret + "\r\n")) return false;
+    }
+    if (!until_tagged("a", line)) return false;
+    return line.rfind("a OK", 0) == 0 || fail("login refused: " + line);
+  }
+
+  bool command(const std::string& tag, const std::string& cmd, std::string& tagged,
+               std::uint64_t* literal_bytes = nullptr) {
+    return send(tag + " " + cmd + "\r\n") && until_tagged(tag, tagged, literal_bytes);
+  }
+
+  void logout() {
+    std::string tagged;
+    command("z", "LOGOUT", tagged);
+    close();
+  }
+
+  void close() {
+    if (ssl_ != nullptr) {
+      SSL_shutdown(ssl_);  // close_notify, do not wait for the peer's
+      SSL_free(ssl_);
+      ssl_ = nullptr;
+    }
+    if (fd_ >= 0) {
+      ::close(fd_);
+      fd_ = -1;
+    }
+  }
+
+  [[nodiscard]] const std::string& error() const { return error_; }
+
+ private:
+  bool fail(std::string e) {
+    error_ = std::move(e);
+    return false;
+  }
+  bool fill() {
+    if (pos_ > 0) {
+      std::memmove(buf_.data(), buf_.data() + pos_, len_ - pos_);
+      len_ -= pos_;
+      pos_ = 0;
+    }
+    if (len_ == buf_.size()) return fail("line too long");
+    const int n = SSL_read(ssl_, buf_.data() + len_, static_cast<int>(buf_.size() - len_));
+    if (n <= 0) return fail("connection closed or read timeout");
+    len_ += static_cast<std::size_t>(n);
+    return true;
+  }
+  bool skip(std::uint64_t n) {
+    while (n > 0) {
+      if (pos_ == len_) {
+        pos_ = len_ = 0;
+        if (!fill()) return false;
+      }
+      const auto take = std::min<std::uint64_t>(n, len_ - pos_);
+      pos_ += take;
+      n -= take;
+    }
+    return true;
+  }
+
+  int fd_ = -1;
+  SSL* ssl_ = nullptr;
+  std::vector<char> buf_;
+  std::size_t pos_ = 0;
+  std::size_t len_ = 0;
+  std::string error_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// The environment: peers, config, accounts, the proxy process.
+
+struct Env {
+  test::TempDir dir;
+  test::TokenEndpointPeer peer;
+  test::RedisServer redis;
+  std::unique_ptr<test::DovecotServer> dovecot;
+  fs::path config;
+  int tls_port = 0;
+  test::Process proxy;
+  std::string token;         // a valid access token for direct logins
+  pid_t dovecot_group = -1;  // for its CPU time
+
+  Env() {
+    dovecot = std::make_unique<test::DovecotServer>(peer.introspect_url(), legacy, legacy_pass);
+    tls_port = test::free_port();
+    config = dir.path() / "imap-oauth2-proxy.toml";
+    std::ofstream(config) << "[server]\n"
+                          << "listen_tls = \"127.0.0.1:" << tls_port << "\"\n"
+                          << "certificate = \"certs/server.crt\"\n"
+                          << "private_key = \"certs/server.key\"\n"
+                          << "[upstream]\n"
+                          << "host = \"localhost\"\n"
+                          << "port = " << dovecot->imaps_port() << "\n"
+                          << "ca_file = \"" << dovecot->ca_file().string() << "\"\n"
+                          << "timeout = \"30s\"\n"
+                          << "[oauth]\n"
+                          << "token_endpoint = \"" << peer.token_url() << "\"\n"
+                          << "client_id = \"test-client\"\n"
+                          << "http_timeout = \"5s\"\n"
+                          << "[redis]\n"
+                          << "url = \"" << redis.url() << "\"\n"
+                          << "[log]\nlevel = \"info\"\n";
+    const auto refresh = peer.add_account(alice);
+    const auto r = test::run_cli(
+        config, {"account", "add", alice, "--refresh-token-stdin", "--local-password-stdin"},
+        refresh + "\n" + alice_local + "\n");
+    if (r.exit_code != 0) die("account add failed: " + r.err);
+    const auto t = test::run_cli(config, {"token", alice});
+    if (t.exit_code != 0) die("token failed: " + t.err);
+    token = t.out.substr(0, t.out.find_last_not_of("\r\n") + 1);
+    dovecot_group = find_dovecot_master(dovecot->mail_root().parent_path() / "dovecot.conf");
+    if (dovecot_group > 0 && ::getpgid(dovecot_group) != dovecot_group) dovecot_group = -1;
+  }
+
+  fs::path proxy_ca() const { return certs::ca_certificate_path(dir.path() / "certs/server.crt"); }
+
+  void start_proxy() {
+    proxy = test::Process::start({test::binary_path(), "serve", "--config", config.string()},
+                                 dir.path() / "proxy.log");
+    const auto deadline = Clock::now() + 15s;
+    while (Clock::now() < deadline) {
+      const int fd = tcp_socket(false);
+      const auto addr = loopback(tls_port);
+      const bool up = ::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0;
+      ::close(fd);
+      if (up && fs::exists(proxy_ca())) return;
+      if (!proxy.running()) break;
+      std::this_thread::sleep_for(20ms);
+    }
+    die("the proxy did not start; its log:\n" + slurp(dir.path() / "proxy.log"));
+  }
+
+  void stop_proxy() {
+    proxy.signal(SIGTERM);
+    if (!proxy.wait(10s)) proxy.kill_and_wait();
+  }
+};
+
+std::string make_message(int index, std::size_t size) {
+  std::string m = "From: bench@example.com\r\nTo: " + alice + "\r\nSubject: bench message " +
+                  std::to_string(index) + "\r\nMessage-ID: <bench-" + std::to_string(index) +
+                  "@example.com>\r\nContent-Type: application/octet-stream\r\n"
+                  "Content-Transfer-Encoding: base64\r\n\r\n";
+  static const char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::uint64_t x = 0x9E3779B97F4A7C15ull * static_cast<std::uint64_t>(index + 1);
+  m.reserve(size + 80);
+  while (m.size() + 78 <= size) {  // 76 characters + CRLF per line, like real attachments
+    for (int i = 0; i < 76; ++i) {
+      x ^= x << 13;
+      x ^= x >> 7;
+      x ^= x << 17;
+      m.push_back(alphabet[x & 63]);
+    }
+    m += "\r\n";
+  }
+  return m;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Phase 1: throughput.
+
+struct FetchRun {
+  double seconds = 0;
+  std::uint64_t bytes = 0;
+  double proxy_cpu = 0;    // seconds, proxied runs only
+  double client_cpu = 0;   // seconds
+  double busy_cores = 0;   // the machine's busy CPU seconds / wall seconds
+  double dovecot_cpu = 0;  // seconds, all of Dovecot's processes
+  [[nodiscard]] double mbps() const { return static_cast<double>(bytes) / 1e6 / seconds; }
+};
+
+FetchRun fetch_all(Env& env, SSL_CTX* ctx, bool proxied) {
+  Conn c;
+  const bool ok = proxied
+                      ? c.open(ctx, env.tls_port) && c.login(false, alice, alice_local)
+                      : c.open(ctx, env.dovecot->imaps_port()) && c.login(true, alice, env.token);
+  if (!ok) die(std::string(proxied ? "proxied" : "direct") + " login: " + c.error());
+  std::string tagged;
+  if (!c.command("s", "SELECT INBOX", tagged) || tagged.rfind("s OK", 0) != 0) {
+    die("SELECT: " + tagged + c.error());
+  }
+  FetchRun r;
+  const double cpu0 = proxied ? cpu_seconds(env.proxy.pid()) : 0;
+  const double client0 = client_cpu_seconds();
+  const auto machine0 = machine_cpu();
+  const double dovecot0 = env.dovecot_group > 0 ? group_cpu_seconds(env.dovecot_group) : 0;
+  const auto t0 = Clock::now();
+  if (!c.command("f", "UID FETCH 1:* (BODY.PEEK[])", tagged, &r.bytes) ||
+      tagged.rfind("f OK", 0) != 0) {
+    die("FETCH: " + tagged + c.error());
+  }
+  r.seconds = seconds_since(t0);
+  r.client_cpu = client_cpu_seconds() - client0;
+  r.busy_cores = (machine_cpu().first - machine0.first) / r.seconds;
+  if (env.dovecot_group > 0) r.dovecot_cpu = group_cpu_seconds(env.dovecot_group) - dovecot0;
+  if (proxied) r.proxy_cpu = cpu_seconds(env.proxy.pid()) - cpu0;
+  c.logout();
+  return r;
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const auto n = v.size();
+  return n % 2 == 1 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+double percentile(std::vector<double> v, double q) {
+  std::sort(v.begin(), v.end());
+  return v[static_cast<std::size_t>(q * static_cast<double>(v.size() - 1) + 0.5)];
+}
+
+// ---------------------------------------------------------------------------------------------
+// Phase 2: login latency. Milliseconds from connect() to the login's tagged OK, and its parts:
+// TCP connect + TLS handshake, then the greeting, then the login command to its tagged OK.
+
+struct LoginTimes {
+  double total = 0;
+  double tls = 0;
+  double greeting = 0;
+  double command = 0;
+};
+
+LoginTimes timed_login(Env& env, SSL_CTX* ctx, bool proxied) {
+  Conn c;
+  auto ms = [](Clock::time_point a, Clock::time_point b) {
+    return std::chrono::duration<double, std::milli>(b - a).count();
+  };
+  const auto t0 = Clock::now();
+  bool ok = c.open(ctx, proxied ? env.tls_port : env.dovecot->imaps_port());
+  const auto t1 = Clock::now();
+  ok = ok && c.greeting();
+  const auto t2 = Clock::now();
+  ok = ok && (proxied ? c.login_command(false, alice, alice_local)
+                      : c.login_command(true, alice, env.token));
+  const auto t3 = Clock::now();
+  if (!ok) die(std::string(proxied ? "proxied" : "direct") + " login: " + c.error());
+  c.logout();
+  return {ms(t0, t3), ms(t0, t1), ms(t1, t2), ms(t2, t3)};
+}
+
+// ---------------------------------------------------------------------------------------------
+// Phase 3: many idle sessions, one thread, non-blocking sockets, epoll.
+
+struct Session {
+  enum State { idle_slot, connecting, handshake, greeting, login, ready, noop, noop_ok, failed };
+  int fd = -1;
+  SSL* ssl = nullptr;
+  State state = idle_slot;
+  std::string in;
+  std::string out;
+  std::uint32_t events = 0;
+  std::string error;
+};
+
+class Swarm {
+ public:
+  Swarm(SSL_CTX* ctx, int port, int n)
+      : ctx_(ctx), port_(port), sessions_(static_cast<std::size_t>(n)) {
+    ep_ = ::epoll_create1(EPOLL_CLOEXEC);
+    if (ep_ < 0) die("epoll_create1");
+  }
+  ~Swarm() {
+    for (auto& s : sessions_) close(s);
+    ::close(ep_);
+  }
+
+  // Logs every session in, at most `in_flight` at a time; returns how many are logged in.
+  int login_all(int in_flight, std::chrono::seconds limit) {
+    const auto deadline = Clock::now() + limit;
+    std::size_t next = 0;
+    int active = 0;
+    while (Clock::now() < deadline) {
+      while (active < in_flight && next < sessions_.size()) {
+        start(next++);
+        ++active;
+      }
+      if (active == 0) break;
+      pump(100ms, [&](Session& s, Session::State before) {
+        if (before != s.state && (s.state == Session::ready || s.state == Session::failed)) {
+          --active;
+        }
+      });
+    }
+    return count(Session::ready);
+  }
+
+  // Keeps servicing the sockets for `d` (TLS 1.3 tickets, a BYE, a close would show up here).
+  void idle_for(std::chrono::milliseconds d) {
+    const auto deadline = Clock::now() + d;
+    while (Clock::now() < deadline) pump(50ms, [](Session&, Session::State) {});
+  }
+
+  // NOOP on every logged-in session; returns how many answered OK.
+  int noop_all(std::chrono::seconds limit) {
+    int pending = 0;
+    for (auto& s : sessions_) {
+      if (s.state != Session::ready) continue;
+      s.state = Session::noop;
+      s.out = "b NOOP\r\n";
+      ++pending;
+      drive(s);
+      if (s.state == Session::noop_ok || s.state == Session::failed) --pending;
+    }
+    const auto deadline = Clock::now() + limit;
+    while (pending > 0 && Clock::now() < deadline) {
+      pump(100ms, [&](Session& s, Session::State before) {
+        if (before == Session::noop && s.state != Session::noop) --pending;
+      });
+    }
+    return count(Session::noop_ok);
+  }
+
+  int count(Session::State st) const {
+    return static_cast<int>(std::count_if(sessions_.begin(), sessions_.end(),
+                                          [st](const Session& s) { return s.state == st; }));
+  }
+  std::string first_error() const {
+    for (const auto& s : sessions_) {
+      if (s.state == Session::failed) return s.error;
+    }
+    return "";
+  }
+
+ private:
+  void start(std::size_t i) {
+    Session& s = sessions_[i];
+    s.fd = tcp_socket(true);
+    const auto addr = loopback(port_);
+    if (::connect(s.fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0 &&
+        errno != EINPROGRESS) {
+      s.state = Session::failed;
+      s.error = std::string("connect: ") + std::strerror(errno);
+      return;
+    }
+    s.state = Session::connecting;
+    epoll_event ev{};
+    ev.events = EPOLLOUT;
+    ev.data.u64 = i;
+    s.events = EPOLLOUT;
+    ::epoll_ctl(ep_, EPOLL_CTL_ADD, s.fd, &ev);
+  }
+
+  template <class F>
+  void pump(std::chrono::milliseconds wait, F&& on_change) {
+    epoll_event evs[256];
+    const int n = ::epoll_wait(ep_, evs, 256, static_cast<int>(wait.count()));
+    for (int k = 0; k < n; ++k) {
+      Session& s = sessions_[evs[k].data.u64];
+      const auto before = s.state;
+      drive(s);
+      on_change(s, before);
+    }
+  }
+
+  void set_events(Session& s, std::uint32_t events) {
+    if (s.fd < 0 || s.events == events) return;
+    epoll_event ev{};
+    ev.events = events;
+    ev.data.u64 = static_cast<std::uint64_t>(&s - sessions_.data());
+    ::epoll_ctl(ep_, EPOLL_CTL_MOD, s.fd, &ev);
+    s.events = events;
+  }
+
+  void fail(Session& s, std::string why) {
+    if (s.state != Session::failed) s.error = std::move(why);
+    s.state = Session::failed;
+    close(s);
+  }
+
+  void close(Session& s) {
+    if (s.ssl != nullptr) {
+      SSL_free(s.ssl);
+      s.ssl = nullptr;
+    }
+    if (s.fd >= 0) {
+      ::epoll_ctl(ep_, EPOLL_CTL_DEL, s.fd, nullptr);
+      ::close(s.fd);
+      s.fd = -1;
+    }
+  }
+
+  // Advances `s` as far as its socket allows, then waits for the event it needs.
+  void drive(Session& s) {
+    if (s.state == Session::connecting) {
+      int err = 0;
+      socklen_t len = sizeof err;
+      ::getsockopt(s.fd, SOL_SOCKET, SO_ERROR, &err, &len);
+      if (err == EINPROGRESS) return;
+      if (err != 0) return fail(s, std::string("connect: ") + std::strerror(err));
+      s.ssl = SSL_new(ctx_);
+      SSL_set_fd(s.ssl, s.fd);
+      SSL_set_tlsext_host_name(s.ssl, "localhost");
+      SSL_set1_host(s.ssl, "localhost");
+      s.state = Session::handshake;
+    }
+    if (s.state == Session::handshake) {
+      const int r = SSL_connect(s.ssl);
+      if (r != 1) {
+        const int e = SSL_get_error(s.ssl, r);
+        if (e == SSL_ERROR_WANT_READ) return set_events(s, EPOLLIN);
+        if (e == SSL_ERROR_WANT_WRITE) return set_events(s, EPOLLOUT);
+        return fail(s, "TLS handshake failed");
+      }
+      s.state = Session::greeting;
+    }
+    if (s.state == Session::failed || s.state == Session::idle_slot) return;
+    for (;;) {
+      if (!s.out.empty()) {
+        const int r = SSL_write(s.ssl, s.out.data(), static_cast<int>(s.out.size()));
+        if (r <= 0) {
+          const int e = SSL_get_error(s.ssl, r);
+          if (e == SSL_ERROR_WANT_WRITE) return set_events(s, EPOLLOUT);
+          if (e == SSL_ERROR_WANT_READ) return set_events(s, EPOLLIN);
+          return fail(s, "write failed");
+        }
+        s.out.erase(0, static_cast<std::size_t>(r));
+      }
+      char buf[4096];
+      const int r = SSL_read(s.ssl, buf, sizeof buf);
+      if (r <= 0) {
+        const int e = SSL_get_error(s.ssl, r);
+        if (e == SSL_ERROR_WANT_READ) return set_events(s, EPOLLIN);
+        if (e == SSL_ERROR_WANT_WRITE) return set_events(s, EPOLLOUT);
+        return fail(s, "connection closed in state " + std::to_string(s.state));
+      }
+      s.in.append(buf, static_cast<std::size_t>(r));
+      std::size_t nl;
+      while ((nl = s.in.find("\r\n")) != std::string::npos) {
+        const std::string line = s.in.substr(0, nl);
+        s.in.erase(0, nl + 2);
+        if (s.state == Session::greeting) {
+          if (line.rfind("* OK", 0) != 0) return fail(s, "bad greeting: " + line);
+          s.state = Session::login;
+          s.out = "a LOGIN " + alice + " " + alice_local + "\r\n";
+        } else if (s.state == Session::login && line.rfind("a ", 0) == 0) {
+          if (line.rfind("a OK", 0) != 0) return fail(s, "login: " + line);
+          s.state = Session::ready;
+        } else if (s.state == Session::noop && line.rfind("b ", 0) == 0) {
+          if (line.rfind("b OK", 0) != 0) return fail(s, "NOOP: " + line);
+          s.state = Session::noop_ok;
+        } else if (line.rfind("* BYE", 0) == 0) {
+          return fail(s, "BYE: " + line);
+        }
+      }
+    }
+  }
+
+  SSL_CTX* ctx_;
+  int port_;
+  std::vector<Session> sessions_;
+  int ep_ = -1;
+};
+
+// ---------------------------------------------------------------------------------------------
+
+int arg(int argc, char** argv, const char* name, int fallback) {
+  for (int i = 1; i + 1 < argc; ++i) {
+    if (std::strcmp(argv[i], name) == 0) return std::atoi(argv[i + 1]);
+  }
+  return fallback;
+}
+
+std::string arg(int argc, char** argv, const char* name, const char* fallback) {
+  for (int i = 1; i + 1 < argc; ++i) {
+    if (std::strcmp(argv[i], name) == 0) return argv[i + 1];
+  }
+  return fallback;
+}
+
+const char* verdict(bool ok) { return ok ? "MET" : "MISSED"; }
+
+struct ThroughputResult {
+  double direct_mbps = 0;  // medians
+  double proxy_mbps = 0;
+  double direct_best = 0;  // best of the rounds: least disturbed by other load on the machine
+  double proxy_best = 0;
+  double cpu_per_100mb = 0;
+  double direct_all_cpu = 0;  // CPU s per 100 MB of every party: client + Dovecot (+ proxy)
+  double proxy_all_cpu = 0;
+};
+
+ThroughputResult throughput_phase(Env& env, SSL_CTX* proxy_ctx, SSL_CTX* direct_ctx, int messages,
+                                  int message_mb, int rounds) {
+  const auto size = static_cast<std::size_t>(message_mb) * 1000 * 1000;
+  std::printf("delivering %d x %d MB with doveadm save...\n", messages, message_mb);
+  std::fflush(stdout);
+  for (int i = 0; i < messages; ++i) env.dovecot->deliver(alice, make_message(i, size));
+
+  std::printf("\n== 1. Throughput: UID FETCH 1:* (BODY.PEEK[]), %d x %d MB, %d rounds each ==\n",
+              messages, message_mb, rounds);
+  const auto warm_direct = fetch_all(env, direct_ctx, false);  // page cache, Dovecot indexes
+  const auto warm_proxied = fetch_all(env, proxy_ctx, true);   // also warms the proxy's caches
+  if (warm_direct.bytes != warm_proxied.bytes) {
+    die("direct and proxied FETCH returned different byte counts: " +
+        std::to_string(warm_direct.bytes) + " vs " + std::to_string(warm_proxied.bytes));
+  }
+  std::printf("warm-up: direct %.1f MB/s, proxy %.1f MB/s (%llu literal bytes each)\n",
+              warm_direct.mbps(), warm_proxied.mbps(),
+              static_cast<unsigned long long>(warm_direct.bytes));
+  std::vector<double> direct_mbps;
+  std::vector<double> proxy_mbps;
+  double proxy_cpu = 0;
+  double proxy_mb = 0;
+  double all_cpu[2] = {0, 0};
+  double all_mb[2] = {0, 0};
+  for (int r = 0; r < rounds; ++r) {
+    for (const bool proxied : r % 2 == 0 ? std::vector{false, true} : std::vector{true, false}) {
+      const auto run = fetch_all(env, proxied ? proxy_ctx : direct_ctx, proxied);
+      std::printf(
+          "  round %d %-6s %5.1f MB %5.3f s %6.1f MB/s | CPU s: client %5.3f, dovecot %5.3f", r + 1,
+          proxied ? "proxy" : "direct", static_cast<double>(run.bytes) / 1e6, run.seconds,
+          run.mbps(), run.client_cpu, run.dovecot_cpu);
+      if (proxied) std::printf(", proxy %5.3f", run.proxy_cpu);
+      std::printf(" | machine busy %.2f/%u cores", run.busy_cores,
+                  std::thread::hardware_concurrency());
+      all_cpu[proxied] += run.client_cpu + run.dovecot_cpu + run.proxy_cpu;
+      all_mb[proxied] += static_cast<double>(run.bytes) / 1e6;
+      if (proxied) {
+        proxy_cpu += run.proxy_cpu;
+        proxy_mb += static_cast<double>(run.bytes) / 1e6;
+        proxy_mbps.push_back(run.mbps());
+      } else {
+        direct_mbps.push_back(run.mbps());
+      }
+      std::printf("\n");
+      std::fflush(stdout);
+    }
+  }
+  ThroughputResult t;
+  t.direct_mbps = median(direct_mbps);
+  t.proxy_mbps = median(proxy_mbps);
+  t.direct_best = *std::max_element(direct_mbps.begin(), direct_mbps.end());
+  t.proxy_best = *std::max_element(proxy_mbps.begin(), proxy_mbps.end());
+  t.cpu_per_100mb = proxy_cpu / proxy_mb * 100;
+  t.direct_all_cpu = all_cpu[0] / all_mb[0] * 100;
+  t.proxy_all_cpu = all_cpu[1] / all_mb[1] * 100;
+  std::printf(
+      "median: direct %.1f MB/s, proxy %.1f MB/s, ratio %.3f; best: direct %.1f, proxy "
+      "%.1f, ratio %.3f\n",
+      t.direct_mbps, t.proxy_mbps, t.proxy_mbps / t.direct_mbps, t.direct_best, t.proxy_best,
+      t.proxy_best / t.direct_best);
+  std::printf(
+      "CPU s per 100 MB: proxy %.3f; all parties (client + Dovecot [+ proxy]): direct "
+      "%.3f, proxied %.3f\n",
+      t.cpu_per_100mb, t.direct_all_cpu, t.proxy_all_cpu);
+  return t;
+}
+
+struct LatencyResult {
+  double d50 = 0, d99 = 0, p50 = 0, p99 = 0;
+};
+
+LatencyResult latency_phase(Env& env, SSL_CTX* proxy_ctx, SSL_CTX* direct_ctx, int logins) {
+  std::printf(
+      "\n== 2. Login latency, warm caches: connect + TLS + greeting + login command to its "
+      "tagged OK (LOGOUT untimed), %d each, interleaved ==\n",
+      logins);
+  timed_login(env, proxy_ctx, true);  // warm: local-password cache and token cache
+  timed_login(env, direct_ctx, false);
+  std::map<bool, std::vector<LoginTimes>> times;
+  for (int i = 0; i < logins; ++i) {
+    const bool proxy_first = i % 2 == 1;
+    for (const bool proxied : {proxy_first, !proxy_first}) {
+      times[proxied].push_back(timed_login(env, proxied ? proxy_ctx : direct_ctx, proxied));
+    }
+  }
+  auto part = [&](bool proxied, double LoginTimes::*field, double q) {
+    std::vector<double> v;
+    for (const auto& t : times[proxied]) v.push_back(t.*field);
+    return percentile(v, q);
+  };
+  for (const bool proxied : {false, true}) {
+    std::printf(
+        "%-14s p50 %6.2f ms  p99 %6.2f ms  (min %5.2f, p90 %5.2f) | p50 of parts: "
+        "connect+TLS %5.2f, greeting %5.2f, login command %5.2f ms\n",
+        proxied ? "proxy LOGIN" : "direct XOAUTH2", part(proxied, &LoginTimes::total, 0.5),
+        part(proxied, &LoginTimes::total, 0.99), part(proxied, &LoginTimes::total, 0),
+        part(proxied, &LoginTimes::total, 0.9), part(proxied, &LoginTimes::tls, 0.5),
+        part(proxied, &LoginTimes::greeting, 0.5), part(proxied, &LoginTimes::command, 0.5));
+  }
+  LatencyResult l{part(false, &LoginTimes::total, 0.5), part(false, &LoginTimes::total, 0.99),
+                  part(true, &LoginTimes::total, 0.5), part(true, &LoginTimes::total, 0.99)};
+  std::printf("added by the proxy: p50 %+.2f ms, p99 %+.2f ms\n", l.p50 - l.d50, l.p99 - l.d99);
+  return l;
+}
+
+struct ConcurrencyResult {
+  int sessions = 0;
+  int noop_ok = 0;
+  double per_session_kib = 0;
+};
+
+ConcurrencyResult concurrency_phase(Env& env, SSL_CTX* proxy_ctx, int sessions) {
+  std::printf(
+      "\n== 3. Concurrency: %d idle authenticated sessions through a fresh proxy process "
+      "==\n",
+      sessions);
+  env.stop_proxy();
+  env.start_proxy();
+  timed_login(env, proxy_ctx, true);  // warm the fresh process: caches, TLS contexts, threads
+  std::this_thread::sleep_for(500ms);
+  const pid_t pid = env.proxy.pid();
+  const long rss_before = status_kib(pid, "VmRSS");
+  const int fds_before = fd_count(pid);
+  SSL_CTX* swarm_ctx = make_client_ctx(env.proxy_ca(), true);
+  ConcurrencyResult c{sessions};
+  long rss_after = 0;
+  long rss_after_noop = 0;
+  int logged_in = 0;
+  {
+    Swarm swarm(swarm_ctx, env.tls_port, sessions);
+    const auto t0 = Clock::now();
+    logged_in = swarm.login_all(64, 180s);
+    const double login_seconds = seconds_since(t0);
+    swarm.idle_for(1000ms);
+    rss_after = status_kib(pid, "VmRSS");
+    const int fds_after = fd_count(pid);
+    const int still = swarm.count(Session::ready);
+    c.noop_ok = swarm.noop_all(60s);
+    rss_after_noop = status_kib(pid, "VmRSS");
+    std::printf(
+        "logged in %d/%d in %.1f s (64 in flight); still open after 1 s idle: %d; proxy "
+        "fds %d -> %d\n",
+        logged_in, sessions, login_seconds, still, fds_before, fds_after);
+    if (c.noop_ok != sessions) std::printf("first failure: %s\n", swarm.first_error().c_str());
+  }
+  SSL_CTX_free(swarm_ctx);
+  c.per_session_kib =
+      static_cast<double>(rss_after - rss_before) / static_cast<double>(std::max(1, logged_in));
+  std::printf(
+      "proxy VmRSS: before %ld KiB, after %ld KiB (after the NOOPs %ld KiB): %.1f KiB per "
+      "session\n",
+      rss_before, rss_after, rss_after_noop, c.per_session_kib);
+  std::printf("NOOP answered OK on %d/%d sessions (dropped: %d)\n", c.noop_ok, sessions,
+              sessions - c.noop_ok);
+  return c;
+}
+
+int run(int argc, char** argv) {
+  const int messages = arg(argc, argv, "--messages", 20);
+  const int message_mb = arg(argc, argv, "--message-mb", 10);
+  const int rounds = arg(argc, argv, "--rounds", 5);
+  const int logins = arg(argc, argv, "--logins", 200);
+  const int sessions = arg(argc, argv, "--sessions", 2000);
+  const std::string phases = arg(argc, argv, "--phases", "tlc");
+  const auto bench_start = Clock::now();
+  ::signal(SIGPIPE, SIG_IGN);
+
+  // File descriptors for this process and, inherited, for Dovecot and the proxy: the proxy
+  // needs 2 per session, Dovecot (imap-login + imap processes) more, this client 1. Without
+  // CAP_SYS_RESOURCE only the soft limit can rise (to the hard one).
+  rlimit nofile{65536, 65536};
+  if (::setrlimit(RLIMIT_NOFILE, &nofile) != 0) {
+    ::getrlimit(RLIMIT_NOFILE, &nofile);
+    nofile.rlim_cur = nofile.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &nofile);
+  }
+  ::getrlimit(RLIMIT_NOFILE, &nofile);
+  std::printf("proxy_bench: proxy binary %s, RLIMIT_NOFILE %llu, %u CPUs\n",
+              test::binary_path().c_str(), static_cast<unsigned long long>(nofile.rlim_cur),
+              std::thread::hardware_concurrency());
+  if (nofile.rlim_cur < static_cast<rlim_t>(3 * sessions + 100)) {
+    die("RLIMIT_NOFILE too low for " + std::to_string(sessions) + " sessions");
+  }
+
+  std::printf("load average before: %s", slurp("/proc/loadavg").c_str());
+  std::printf("setting up: token endpoint, redis-server, Dovecot, account, proxy...\n");
+  std::fflush(stdout);
+  Env env;
+  env.start_proxy();
+  SSL_CTX* proxy_ctx = make_client_ctx(env.proxy_ca(), false);
+  SSL_CTX* direct_ctx = make_client_ctx(env.dovecot->ca_file(), false);
+
+  std::optional<ThroughputResult> t;
+  std::optional<LatencyResult> l;
+  std::optional<ConcurrencyResult> c;
+  if (phases.find('t') != std::string::npos) {
+    t = throughput_phase(env, proxy_ctx, direct_ctx, messages, message_mb, rounds);
+  }
+  if (phases.find('l') != std::string::npos) l = latency_phase(env, proxy_ctx, direct_ctx, logins);
+  if (phases.find('c') != std::string::npos) c = concurrency_phase(env, proxy_ctx, sessions);
+
+  std::printf("\n== Summary (MB = 10^6 bytes; proxy: %s, log level info) ==\n",
+              test::binary_path().c_str());
+  std::printf("%-36s %10s %10s %13s %10s %7s\n", "metric", "direct", "proxy", "ratio/added",
+              "target", "result");
+  if (t) {
+    const double ratio = t->proxy_mbps / t->direct_mbps;
+    std::printf("%-36s %10.1f %10.1f %12.3fx %10s %7s\n", "FETCH throughput, MB/s (median)",
+                t->direct_mbps, t->proxy_mbps, ratio, ">= 0.95x", verdict(ratio >= 0.95));
+    const double best = t->proxy_best / t->direct_best;
+    std::printf("%-36s %10.1f %10.1f %12.3fx %10s %7s\n", "FETCH throughput, MB/s (best round)",
+                t->direct_best, t->proxy_best, best, ">= 0.95x", verdict(best >= 0.95));
+    std::printf("%-36s %10s %10.3f %13s %10s %7s\n", "proxy CPU s per 100 MB relayed", "-",
+                t->cpu_per_100mb, "-", "<= 0.5 s", verdict(t->cpu_per_100mb <= 0.5));
+    std::printf("%-36s %10.3f %10.3f %12.3fx %10s %7s\n", "CPU s/100 MB, client+Dovecot[+proxy]",
+                t->direct_all_cpu, t->proxy_all_cpu, t->proxy_all_cpu / t->direct_all_cpu, "-",
+                "-");
+  }
+  if (l) {
+    std::printf("%-36s %10.2f %10.2f %10.2f ms %10s %7s\n", "login p50, ms (connect..tagged OK)",
+                l->d50, l->p50, l->p50 - l->d50, "< 2 ms", verdict(l->p50 - l->d50 < 2.0));
+    std::printf("%-36s %10.2f %10.2f %10.2f ms %10s %7s\n", "login p99, ms (connect..tagged OK)",
+                l->d99, l->p99, l->p99 - l->d99, "-", "-");
+  }
+  if (c) {
+    std::printf("%-36s %10s %10.1f %13s %10s %7s\n", "proxy RSS per idle session, KiB", "-",
+                c->per_session_kib, "-", "< 64 KiB", verdict(c->per_session_kib < 64));
+    std::printf("%-36s %10s %5d/%-4d %13s %10s %7s\n", "idle sessions alive (NOOP OK)", "-",
+                c->noop_ok, c->sessions, "-", "all", verdict(c->noop_ok == c->sessions));
+  }
+  std::printf("total bench time %.0f s; load average now: %s", seconds_since(bench_start),
+              slurp("/proc/loadavg").c_str());
+  std::fflush(stdout);
+
+  SSL_CTX_free(proxy_ctx);
+  SSL_CTX_free(direct_ctx);
+  env.stop_proxy();
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "proxy_bench: %s\n", e.what());
+    return 1;
+  }
+}
