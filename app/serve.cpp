@@ -79,17 +79,31 @@ int serve(Services& services) {
                             services.blocking.get_executor(),
                             registry};
 
+    // The main context runs the listeners, signals and the refresher; each worker context runs
+    // on one thread and owns the sessions it was given.
     net::io_context ioc;
+    const unsigned threads = std::max(1u, std::min(4u, std::thread::hardware_concurrency()));
+    std::vector<std::unique_ptr<net::io_context>> workers;
+    std::vector<net::executor_work_guard<net::io_context::executor_type>> keep_running;
+    for (unsigned i = 0; i < threads; ++i) {
+      workers.push_back(std::make_unique<net::io_context>(1));
+      keep_running.push_back(net::make_work_guard(*workers.back()));
+    }
+    std::atomic<unsigned> next_worker{0};
+    const proxy::ExecutorPicker pick = [&workers, &next_worker]() -> net::any_io_executor {
+      return workers[next_worker++ % workers.size()]->get_executor();
+    };
     std::vector<std::unique_ptr<proxy::Listener>> listeners;
     if (cfg.server.listen_tls) {
       listeners.push_back(must(proxy::Listener::bind(ioc, cfg.server.listen_tls->host,
-                                                     cfg.server.listen_tls->port, true, deps),
+                                                     cfg.server.listen_tls->port, true, deps, pick),
                                "[server] listen_tls"));
     }
     if (cfg.server.listen_starttls) {
-      listeners.push_back(must(proxy::Listener::bind(ioc, cfg.server.listen_starttls->host,
-                                                     cfg.server.listen_starttls->port, false, deps),
-                               "[server] listen_starttls"));
+      listeners.push_back(
+          must(proxy::Listener::bind(ioc, cfg.server.listen_starttls->host,
+                                     cfg.server.listen_starttls->port, false, deps, pick),
+               "[server] listen_starttls"));
     }
 
     auth::RefresherSettings rs;
@@ -148,6 +162,9 @@ int serve(Services& services) {
               co_await tick.async_wait(net::use_awaitable);
             }
             signals.cancel();
+            for (auto& guard : keep_running) {
+              guard.reset();
+            }
           },
           log_done("drain"));
     });
@@ -158,12 +175,14 @@ int serve(Services& services) {
                  cfg.redis.url.empty() ? "off (database only)" : "on",
                  std::chrono::duration_cast<std::chrono::seconds>(rs.tick).count());
 
-    const unsigned threads = std::max(2u, std::min(4u, std::thread::hardware_concurrency()));
     std::vector<std::thread> pool;
-    for (unsigned i = 1; i < threads; ++i) {
-      pool.emplace_back([&ioc] { ioc.run(); });
+    for (auto& worker : workers) {
+      pool.emplace_back([&worker] { worker->run(); });
     }
     ioc.run();
+    for (auto& guard : keep_running) {
+      guard.reset();  // sessions still running finish; then the workers return
+    }
     for (auto& t : pool) {
       t.join();
     }

@@ -8,7 +8,8 @@ std::atomic<int> Listener::active_{0};
 std::atomic<std::uint64_t> Listener::next_id_{0};
 
 Result<std::unique_ptr<Listener>> Listener::bind(net::io_context& ioc, const std::string& host,
-                                                 int port, bool implicit_tls, SessionDeps deps) {
+                                                 int port, bool implicit_tls, SessionDeps deps,
+                                                 ExecutorPicker pick) {
   boost::system::error_code ec;
   const auto address = net::ip::make_address(host, ec);
   if (ec) {
@@ -32,22 +33,21 @@ Result<std::unique_ptr<Listener>> Listener::bind(net::io_context& ioc, const std
   const int bound = acceptor.local_endpoint().port();
   ListenerInfo info{fmt::format("{}:{}:{}", implicit_tls ? "tls" : "starttls", host, bound),
                     implicit_tls};
-  auto listener =
-      std::unique_ptr<Listener>(new Listener(ioc, std::move(acceptor), std::move(info), deps));
+  auto listener = std::unique_ptr<Listener>(
+      new Listener(std::move(acceptor), std::move(info), deps, std::move(pick)));
   listener->port_ = bound;
   return listener;
 }
 
-Listener::Listener(net::io_context& ioc, tcp::acceptor acceptor, ListenerInfo info,
-                   SessionDeps deps)
-    : ioc_(ioc), acceptor_(std::move(acceptor)), info_(std::move(info)), deps_(deps) {}
+Listener::Listener(tcp::acceptor acceptor, ListenerInfo info, SessionDeps deps, ExecutorPicker pick)
+    : pick_(std::move(pick)), acceptor_(std::move(acceptor)), info_(std::move(info)), deps_(deps) {}
 
 awaitable<void> Listener::run() {
   spdlog::info("listening on {}", info_.name);
   for (;;) {
     boost::system::error_code ec;
-    auto socket = co_await acceptor_.async_accept(net::make_strand(ioc_),
-                                                  net::redirect_error(net::use_awaitable, ec));
+    auto socket =
+        co_await acceptor_.async_accept(pick_(), net::redirect_error(net::use_awaitable, ec));
     if (ec) {
       if (!acceptor_.is_open() || ec == net::error::operation_aborted) {
         break;

@@ -4,6 +4,7 @@
 // session only says BYE.
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -13,11 +14,17 @@
 
 namespace iop::proxy {
 
+// Picks the executor a new connection runs on (one single-threaded io_context per core, round
+// robin: a session never hops between threads, which keeps the relay free of wake-ups).
+using ExecutorPicker = std::function<net::any_io_executor()>;
+
 class Listener {
  public:
-  // Binds `host`:`port` (port 0: any free port; see port()). Errc::config_error when it cannot.
+  // Binds `host`:`port` (port 0: any free port; see port()) on `ioc`; sessions run on the
+  // executors `pick` returns. Errc::config_error when it cannot bind.
   static Result<std::unique_ptr<Listener>> bind(net::io_context& ioc, const std::string& host,
-                                                int port, bool implicit_tls, SessionDeps deps);
+                                                int port, bool implicit_tls, SessionDeps deps,
+                                                ExecutorPicker pick);
 
   // Accepts until stop(). Run it with co_spawn on the io_context.
   awaitable<void> run();
@@ -30,9 +37,9 @@ class Listener {
   static int active_sessions() { return active_.load(); }
 
  private:
-  Listener(net::io_context& ioc, tcp::acceptor acceptor, ListenerInfo info, SessionDeps deps);
+  Listener(tcp::acceptor acceptor, ListenerInfo info, SessionDeps deps, ExecutorPicker pick);
 
-  net::io_context& ioc_;
+  ExecutorPicker pick_;
   tcp::acceptor acceptor_;
   ListenerInfo info_;
   SessionDeps deps_;
