@@ -2,7 +2,7 @@
 
 #include <openssl/ssl.h>
 
-#include <boost/asio/ip/address.hpp>
+#include "certs/tls_context.hpp"
 
 namespace iop::proxy {
 
@@ -16,14 +16,13 @@ awaitable<void> ImapStream::accept_tls(boost::system::error_code& ec) {
 }
 
 awaitable<void> ImapStream::connect_tls(const std::string& host, boost::system::error_code& ec) {
-  boost::system::error_code parse_ec;
-  net::ip::make_address(host, parse_ec);
-  // SNI carries host names only (RFC 6066 §3), never IP literals.
-  if (parse_ec) {
-    SSL_set_tlsext_host_name(stream_.native_handle(), host.c_str());
+  // SNI for host names, and verification of `host` (DNS name or IP address) against the
+  // certificate: the one implementation in certs/.
+  if (!certs::set_server_identity(stream_.native_handle(), host)) {
+    ec = net::error::invalid_argument;
+    co_return;
   }
   stream_.set_verify_mode(net::ssl::verify_peer);
-  stream_.set_verify_callback(net::ssl::host_name_verification(host));
   co_await stream_.async_handshake(net::ssl::stream_base::client,
                                    net::redirect_error(net::use_awaitable, ec));
   tls_ = !ec;
