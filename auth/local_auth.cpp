@@ -83,11 +83,19 @@ awaitable<LocalAuthOutcome> LocalAuthenticator::check(std::string username, Secr
   LocalAuthOutcome outcome;
   if (rate_limited(client_address)) {
     spdlog::warn("login refused for {}: too many failed logins from {}", username, client_address);
-    co_return co_await fail_slowly(outcome, LocalAuthResult::rate_limited, client_address);
+    {
+      auto failed = co_await fail_slowly(std::move(outcome), LocalAuthResult::rate_limited,
+                                         std::move(client_address));
+      co_return failed;
+    }
   }
   auto email = normalize_email(username);
   if (!email || password.empty()) {
-    co_return co_await fail_slowly(outcome, LocalAuthResult::bad_credentials, client_address);
+    {
+      auto failed = co_await fail_slowly(std::move(outcome), LocalAuthResult::bad_credentials,
+                                         std::move(client_address));
+      co_return failed;
+    }
   }
   outcome.email = *email;
 
@@ -100,7 +108,11 @@ awaitable<LocalAuthOutcome> LocalAuthenticator::check(std::string username, Secr
       net::use_awaitable);
   if (!row) {
     if (row.error().code == Errc::not_found) {
-      co_return co_await fail_slowly(outcome, LocalAuthResult::bad_credentials, client_address);
+      {
+        auto failed = co_await fail_slowly(std::move(outcome), LocalAuthResult::bad_credentials,
+                                           std::move(client_address));
+        co_return failed;
+      }
     }
     spdlog::error("login of {}: cannot read the account: {}", *email, row.error());
     outcome.result = LocalAuthResult::unavailable;
@@ -112,7 +124,11 @@ awaitable<LocalAuthOutcome> LocalAuthenticator::check(std::string username, Secr
   if (stored_hash.empty()) {
     spdlog::warn("login of {}: no local password is set (imap-oauth2-proxy account passwd {})",
                  *email, *email);
-    co_return co_await fail_slowly(outcome, LocalAuthResult::bad_credentials, client_address);
+    {
+      auto failed = co_await fail_slowly(std::move(outcome), LocalAuthResult::bad_credentials,
+                                         std::move(client_address));
+      co_return failed;
+    }
   }
 
   const auto key = cache_key(*email, stored_hash, password);
@@ -135,7 +151,11 @@ awaitable<LocalAuthOutcome> LocalAuthenticator::check(std::string username, Secr
       },
       net::use_awaitable);
   if (!match) {
-    co_return co_await fail_slowly(outcome, LocalAuthResult::bad_credentials, client_address);
+    {
+      auto failed = co_await fail_slowly(std::move(outcome), LocalAuthResult::bad_credentials,
+                                         std::move(client_address));
+      co_return failed;
+    }
   }
   {
     std::lock_guard lock(mutex_);

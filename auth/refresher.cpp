@@ -79,7 +79,8 @@ awaitable<RefreshPass> Refresher::run_once() {
     }
     spdlog::debug("background refresh of {} ({})", account.email,
                   due_for_use ? "in use, token due" : "keepalive");
-    const auto result = co_await service_.refresh_now(account.email);
+    std::string email = account.email;  // moved, not copied, into the coroutine (GCC 12)
+    const auto result = co_await service_.refresh_now(std::move(email));
     if (result) {
       ++pass.refreshed;
     } else {

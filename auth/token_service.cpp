@@ -169,7 +169,7 @@ awaitable<Result<FreshToken>> TokenService::obtain(std::string email, TokenNeed 
       complete(email, flight, result);
       co_return result;
     }
-    result = co_await join(flight);
+    result = co_await join(std::move(flight));  // moved: see docs/design.md (GCC 12)
     if (!result || result->is_password ||
         satisfies(need, result->expiry, result->refreshed_at_ms, clock_())) {
       co_return result;
@@ -330,25 +330,30 @@ awaitable<Result<FreshToken>> TokenService::refresh_locked(const std::string& em
       }
       lock = now_lock;  // acquired, or refresh without it (Redis gone, or the holder is stuck)
     }
-    // Another instance may have refreshed between our read and the lock: the database decides.
-    auto again = co_await on_blocking([this, &email] { return store_.get(email); });
-    if (!again) {
-      if (lock == TokenCache::Lock::acquired) {
-        co_await on_blocking([this, &email, &owner] { cache_->unlock(email, owner); });
-      }
-      co_return std::unexpected(again.error());
-    }
-    row = std::move(*again);
-    // Redis holds a newer refresh token than the database only when a database write failed
-    // after a refresh (here or in another instance): that one is the token to use.
-    cached = co_await on_blocking([this, &email] { return cache_->get(email); });
-    best = newest(row, cached);
   }
 
+  // From here on the lock may be ours: every path, exceptions included, releases it.
   std::exception_ptr failure;
   Result<FreshToken> result = fail(Errc::internal, "no token obtained");
   try {
-    if (row.status == storage::AccountStatus::needs_reauth) {
+    bool reread_ok = true;
+    if (cache_ != nullptr) {
+      // Another instance may have refreshed between our read and the lock: the database
+      // decides. Redis holds a newer refresh token than the database only when a database
+      // write failed after a refresh (here or elsewhere): then that one is the token to use.
+      auto again = co_await on_blocking([this, &email] { return store_.get(email); });
+      if (!again) {
+        result = std::unexpected(again.error());
+        reread_ok = false;
+      } else {
+        row = std::move(*again);
+        cached = co_await on_blocking([this, &email] { return cache_->get(email); });
+        best = newest(row, cached);
+      }
+    }
+    if (!reread_ok) {
+      // result holds the error
+    } else if (row.status == storage::AccountStatus::needs_reauth) {
       result = fail(Errc::needs_reauth, reauth_message(email, row.status_reason));
     } else if (satisfies(need, best.expiry, best.refreshed_at_ms, clock_())) {
       result = co_await serve_stored(best);
@@ -398,12 +403,26 @@ awaitable<Result<FreshToken>> TokenService::refresh_with(const std::string& emai
   if (best.refresh_token.empty()) {
     co_return fail(Errc::needs_reauth, reauth_message(email, "no refresh token is stored"));
   }
-  auto grant = co_await endpoint_.refresh(best.refresh_token, email);
+  // Moved named copies, never copies made inside the co_await (GCC 12, docs/design.md).
+  Secret presented = best.refresh_token;
+  std::string for_log = email;
+  auto grant = co_await endpoint_.refresh(std::move(presented), std::move(for_log));
   const auto now = clock_();
   if (!grant) {
     const auto& e = grant.error();
     if (e.kind == GrantFailure::permanent) {
       const auto error = to_error(e);
+      // Refused because another process (without the Redis lock) has rotated it meanwhile? Then
+      // the stored token is newer and the account is fine: do not lock it out.
+      auto current = co_await on_blocking([this, &email] { return store_.get(email); });
+      if (current && current->refreshed_at_ms > best.refreshed_at_ms) {
+        spdlog::warn(
+            "refresh for {} refused ({}), but a newer refresh token is stored; not "
+            "marking the account",
+            email, error.message);
+        co_return fail(Errc::endpoint_unavailable,
+                       fmt::format("refresh for {} raced with another process; try again", email));
+      }
       // Keep the refresh token for inspection; only the status changes.
       auto marked = co_await on_blocking(
           [this, &email, &error] { return store_.mark_needs_reauth(email, error.message); });

@@ -52,15 +52,18 @@ awaitable<void> ImapStream::shutdown(std::chrono::milliseconds limit) {
     // never sends: bound it.
     net::steady_timer timer(stream_.get_executor());
     timer.expires_after(limit);
-    auto* socket = &stream_.next_layer();
-    timer.async_wait([socket](const boost::system::error_code& ec) {
-      if (!ec) {
+    // The flag outlives this frame: an expiry already queued when the shutdown finishes must
+    // not touch a socket that may be gone by then.
+    auto done = std::make_shared<bool>(false);
+    timer.async_wait([socket = &stream_.next_layer(), done](const boost::system::error_code& ec) {
+      if (!ec && !*done) {
         boost::system::error_code ignored;
         socket->close(ignored);
       }
     });
     boost::system::error_code ec;
     co_await stream_.async_shutdown(net::redirect_error(net::use_awaitable, ec));
+    *done = true;
     timer.cancel();
   }
   close();

@@ -70,9 +70,22 @@ awaitable<void> pump(std::shared_ptr<RelayState> state, bool upward) {
       // Keep an upstream BYE's text as the close reason ("Session invalidated -
       // AccessTokenExpired" is how Exchange ends sessions whose token expired).
       state->bye_tail.append(buffer.data(), n);
-      if (auto bye = find_bye(state->bye_tail)) {
-        state->bye = "upstream BYE: " + *bye;
+      // A BYE counts only as the last thing the server said before closing (at most the
+      // tagged completion of a LOGOUT may follow it): a "* BYE" line inside a message body is
+      // followed by more data, and is forgotten again.
+      const std::string_view tail = state->bye_tail;
+      const auto at = tail.rfind("* BYE");
+      const auto line_end = at == std::string_view::npos ? at : tail.find("\r\n", at);
+      std::optional<std::string> bye;
+      if (line_end != std::string_view::npos) {
+        const auto after = tail.substr(line_end + 2);
+        const bool last = after.empty() || (after.front() != '*' && after.size() >= 2 &&
+                                            after.find("\r\n") == after.size() - 2);
+        if (last) {
+          bye = find_bye(tail.substr(at == 0 ? 0 : at - 1));
+        }
       }
+      state->bye = bye ? "upstream BYE: " + *bye : std::string();
       if (state->bye_tail.size() > 512) {
         state->bye_tail.erase(0, state->bye_tail.size() - 512);
       }
@@ -145,7 +158,7 @@ awaitable<RelayResult> relay(ImapStream& client, ImapStream& upstream,
   // Say goodbye properly on both sides (TLS close_notify), bounded.
   co_await client.shutdown(shutdown_limit);
   co_await upstream.shutdown(shutdown_limit);
-  if (!state->bye.empty()) {
+  if (!state->bye.empty() && state->result.close_reason == "upstream closed") {
     state->result.close_reason = state->bye;
   }
   co_return state->result;

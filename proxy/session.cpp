@@ -89,11 +89,22 @@ storage::TokenSource audit_source(auth::TokenSource source) {
 
 bool is_loopback(const tcp::endpoint& ep) { return ep.address().is_loopback(); }
 
+// A client-supplied name as it may appear in a log line: printable ASCII only, at most 100
+// bytes (no CR/LF injection, and a password typed into the user field is not logged whole).
+std::string printable(std::string_view text) {
+  std::string out;
+  for (const char c : text.substr(0, 100)) {
+    out += (c >= 0x20 && c < 0x7f) ? c : '?';
+  }
+  return out;
+}
+
 // What one login attempt produced: the outcome for the state machine, the upstream connection
 // when it worked, and what goes into the connection log.
 struct LoginAttempt {
   LoginOutcome outcome = LoginOutcome::failed(LoginFailure::auth_failed);
   std::unique_ptr<ImapStream> upstream;
+  std::string upstream_pending;  // server bytes read after the login, owed to the client
   ConnectionOutcome audit_outcome = ConnectionOutcome::auth_failed;
   storage::TokenSource token_source = storage::TokenSource::none;
   std::string account;
@@ -217,9 +228,10 @@ class Session : public std::enable_shared_from_this<Session> {
  private:
   void arm_preauth_timer() {
     preauth_timer_.expires_after(deps_.settings.preauth_timeout);
-    preauth_timer_.async_wait([weak = weak_from_this()](boost::system::error_code ec) {
+    const auto generation = ++preauth_generation_;
+    preauth_timer_.async_wait([weak = weak_from_this(), generation](boost::system::error_code ec) {
       auto self = weak.lock();
-      if (!ec && self && !self->upstream_) {
+      if (!ec && self && !self->upstream_ && generation == self->preauth_generation_) {
         self->preauth_timed_out_ = true;
         self->client_.cancel();
         self->client_.close();
@@ -285,10 +297,11 @@ class Session : public std::enable_shared_from_this<Session> {
           next = machine.on_tls_started();
           break;
         } else if (auto* check = std::get_if<CheckCredentials>(&action)) {
-          record_.username = check->username.substr(0, 254);
+          record_.username = printable(check->username);
           // The login has its own deadlines (token endpoint, upstream); the client's pre-auth
           // clock stops meanwhile and starts again if the login fails.
           preauth_timer_.cancel();
+          ++preauth_generation_;  // even an expiry already queued must not close us mid-login
           // Moved, never copied, into coroutine arguments: see write_audit().
           auto attempt = co_await login(std::move(check->username), std::move(check->password));
           if (!attempt.upstream) {
@@ -301,9 +314,18 @@ class Session : public std::enable_shared_from_this<Session> {
             record_.close_reason = attempt.detail;
           }
           upstream_ = std::move(attempt.upstream);
+          upstream_pending_ = std::move(attempt.upstream_pending);
           next = machine.on_login_result(std::move(attempt.outcome));
           break;
         } else if (auto* done = std::get_if<Authenticated>(&action)) {
+          if (!upstream_pending_.empty()) {
+            // What the server said right after the login, after our tagged OK: byte-exact.
+            if (!co_await send(upstream_pending_)) {
+              record_.close_reason = "client went away";
+              co_return false;
+            }
+            record_.bytes_upstream_to_client += static_cast<std::int64_t>(upstream_pending_.size());
+          }
           if (!done->pending.empty()) {
             // Commands the client pipelined after its login go upstream first.
             boost::system::error_code ec;
@@ -347,7 +369,7 @@ class Session : public std::enable_shared_from_this<Session> {
       attempt.detail = local.result == auth::LocalAuthResult::rate_limited
                            ? "too many failed logins from this address"
                            : "local authentication failed";
-      spdlog::info("conn={} login refused for {}: {}", id_, username, attempt.detail);
+      spdlog::info("conn={} login refused for {}: {}", id_, printable(username), attempt.detail);
       co_return attempt;
     }
     attempt.account = local.email;
@@ -414,6 +436,7 @@ class Session : public std::enable_shared_from_this<Session> {
                                   std::move(secret), token->is_password, deps_.settings.upstream);
     if (upstream) {
       attempt.upstream = std::move(upstream->stream);
+      attempt.upstream_pending = std::move(upstream->pending);
       attempt.audit_outcome = ConnectionOutcome::ok;
       attempt.outcome = LoginOutcome::success(visible_capabilities(
           upstream->capabilities, local.email, deps_.settings.hide_capabilities));
@@ -458,7 +481,9 @@ class Session : public std::enable_shared_from_this<Session> {
   std::string id_;
   ImapStream client_;
   std::unique_ptr<ImapStream> upstream_;
+  std::string upstream_pending_;
   net::steady_timer preauth_timer_;
+  std::uint64_t preauth_generation_ = 0;  // a fired-but-queued timer of an older arming is void
   storage::ConnectionRecord record_;
   bool loopback_ = false;
   bool preauth_timed_out_ = false;

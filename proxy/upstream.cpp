@@ -36,6 +36,9 @@ class LineReader {
  public:
   explicit LineReader(ImapStream& stream) : stream_(stream) {}
 
+  // Bytes read past the last line returned (the server may speak first after the login).
+  std::string take_rest() { return std::exchange(buffer_, {}); }
+
   awaitable<std::string> line(boost::system::error_code& ec) {
     std::string out;
     for (;;) {
@@ -98,7 +101,8 @@ struct Exchange {
   // Runs `command` and returns its tagged response; nullopt on an I/O failure.
   awaitable<std::optional<ResponseLine>> run(std::string command) {
     const auto tag = next_tag();
-    if (!co_await send(tag + " " + command + "\r\n")) {
+    const std::string line = tag + " " + command + "\r\n";  // named: see send()
+    if (!co_await send(line)) {
       co_return std::nullopt;
     }
     for (;;) {
@@ -253,7 +257,8 @@ awaitable<std::expected<UpstreamConnection, UpstreamError>> connect_upstream(
         co_return io_failure("AUTHENTICATE");
       }
     } else {
-      if (!co_await x.send(login_tag + " AUTHENTICATE XOAUTH2\r\n")) {
+      const std::string command = login_tag + " AUTHENTICATE XOAUTH2\r\n";
+      if (!co_await x.send(command)) {
         co_return io_failure("AUTHENTICATE");
       }
       auto ready = co_await x.next();
@@ -279,8 +284,12 @@ awaitable<std::expected<UpstreamConnection, UpstreamError>> connect_upstream(
     if (line->kind == ResponseKind::continuation) {
       // A failure challenge (RFC 7628 §3.2.3; Dovecot and Gmail send one, Exchange does not):
       // the client must answer with an empty response before the server says NO.
-      if (challenged || !co_await x.send("\r\n")) {
+      if (challenged) {
         co_return failure(UpstreamFailure::protocol, "unexpected continuation during login");
+      }
+      const bool sent = co_await x.send("\r\n");
+      if (!sent) {
+        co_return io_failure("authentication");
       }
       challenged = true;
       continue;
@@ -325,7 +334,7 @@ awaitable<std::expected<UpstreamConnection, UpstreamError>> connect_upstream(
                                     probe->text.empty() ? probe->status : probe->text));
     }
   }
-  co_return UpstreamConnection{std::move(stream), std::move(post_caps)};
+  co_return UpstreamConnection{std::move(stream), std::move(post_caps), x.reader.take_rest()};
 }
 
 }  // namespace iop::proxy

@@ -44,6 +44,7 @@ struct UpstreamError {
 struct UpstreamConnection {
   std::unique_ptr<ImapStream> stream;     // authenticated
   std::vector<std::string> capabilities;  // the server's post-login capabilities
+  std::string pending;  // server bytes already read after the login: the client gets them first
 };
 
 // Connects and authenticates as `user` with `secret`: an access token (XOAUTH2, SASL-IR when the
