@@ -24,6 +24,11 @@ struct CrashCase {
   bool with_redis;
 };
 
+// Names the case in test output (instead of its raw bytes).
+void PrintTo(const CrashCase& c, std::ostream* os) {
+  *os << c.rotation << (c.with_redis ? "+redis" : "");
+}
+
 class CrashTest : public ::testing::TestWithParam<CrashCase> {};
 
 TEST_P(CrashTest, DatabaseAlwaysHoldsAWorkingRefreshToken) {
@@ -42,8 +47,17 @@ TEST_P(CrashTest, DatabaseAlwaysHoldsAWorkingRefreshToken) {
   auto added = run_cli(config, {"account", "add", email, "--refresh-token-stdin"}, imported + "\n");
   ASSERT_EQ(added.exit_code, 0) << added.err;
 
+  // Calibrate: how long one whole `token` run (start, refresh, commit, exit) takes with this
+  // build (a sanitizer build is several times slower), so the kills land around refreshes.
+  const auto started = std::chrono::steady_clock::now();
+  const auto calibration = run_cli(config, {"token", email});
+  ASSERT_EQ(calibration.exit_code, 0) << calibration.err;
+  const auto run_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          std::chrono::steady_clock::now() - started)
+                          .count();
   std::mt19937 rng(12345);
-  std::uniform_int_distribution<int> kill_after_ms(0, param.with_redis ? 150 : 60);
+  std::uniform_int_distribution<int> kill_after_ms(
+      0, static_cast<int>(std::max<long long>(20, run_ms * 3 / 2)) + (param.with_redis ? 100 : 0));
   std::uniform_int_distribution<int> endpoint_delay_ms(0, 25);
   int killed = 0;
   int completed = 0;
@@ -79,14 +93,16 @@ TEST_P(CrashTest, DatabaseAlwaysHoldsAWorkingRefreshToken) {
   (void)completed;
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Rotations, CrashTest,
-    ::testing::Values(CrashCase{"keep", false}, CrashCase{"revoke_on_use", false},
-                      CrashCase{"revoke_on_use", true}),
-    [](const auto& test_info) {
-      return std::string(test_info.param.rotation == std::string("keep") ? "Microsoft" : "RevokeOnUse") +
-             (test_info.param.with_redis ? "WithRedis" : "DatabaseOnly");
-    });
+INSTANTIATE_TEST_SUITE_P(Rotations, CrashTest,
+                         ::testing::Values(CrashCase{"keep", false},
+                                           CrashCase{"revoke_on_use", false},
+                                           CrashCase{"revoke_on_use", true}),
+                         [](const auto& test_info) {
+                           return std::string(test_info.param.rotation == std::string("keep")
+                                                  ? "Microsoft"
+                                                  : "RevokeOnUse") +
+                                  (test_info.param.with_redis ? "WithRedis" : "DatabaseOnly");
+                         });
 
 }  // namespace
 }  // namespace iop::test
