@@ -158,7 +158,10 @@ awaitable<RelayResult> relay(ImapStream& client, ImapStream& upstream,
   // Say goodbye properly on both sides (TLS close_notify), bounded.
   co_await client.shutdown(shutdown_limit);
   co_await upstream.shutdown(shutdown_limit);
-  if (!state->bye.empty() && state->result.close_reason == "upstream closed") {
+  // After a BYE either side may notice the end first (the client hangs up after LOGOUT's
+  // answer); the BYE explains it either way. Timeouts and errors keep their own reason.
+  if (!state->bye.empty() && (state->result.close_reason == "upstream closed" ||
+                              state->result.close_reason == "client closed")) {
     state->result.close_reason = state->bye;
   }
   co_return state->result;
