@@ -41,6 +41,15 @@ inline std::unexpected<Error> fail(Errc code, std::string message, int aadsts = 
 
 }  // namespace iop
 
+// Inside a function returning Result<...>: evaluates `expr` (a Result<void>) and returns its error
+// if it has one.
+#define IOP_TRY(expr)                             \
+  do {                                            \
+    if (auto iop_try_rc = (expr); !iop_try_rc) {  \
+      return std::unexpected(iop_try_rc.error()); \
+    }                                             \
+  } while (false)
+
 template <>
 struct fmt::formatter<iop::Error> : fmt::formatter<std::string_view> {
   template <class FormatContext>

@@ -23,14 +23,6 @@ using sqlite::Database;
 using sqlite::Statement;
 using sqlite::Transaction;
 
-// Propagates the error of a Result<void>-returning expression.
-#define IOP_TRY(expr)                             \
-  do {                                            \
-    if (auto iop_try_rc = (expr); !iop_try_rc) {  \
-      return std::unexpected(iop_try_rc.error()); \
-    }                                             \
-  } while (false)
-
 // The meta row holding the head of the chain: "<row count> <hash of the last row>".
 constexpr std::string_view head_key = "connection_log_head";
 

@@ -51,14 +51,6 @@ std::optional<AccountStatus> parse_status(std::string_view text) {
   return std::nullopt;
 }
 
-// Propagates the error of a Result<void>-returning expression.
-#define IOP_TRY(expr)                             \
-  do {                                            \
-    if (auto iop_try_rc = (expr); !iop_try_rc) {  \
-      return std::unexpected(iop_try_rc.error()); \
-    }                                             \
-  } while (false)
-
 Result<void> check_key(Database& db, const MasterKey& key) {
   auto tx = Transaction::begin(db);
   if (!tx) {

@@ -77,14 +77,6 @@ END;
 )sql",
 };
 
-// Propagates the error of a Result<void>-returning expression.
-#define IOP_TRY(expr)                             \
-  do {                                            \
-    if (auto iop_try_rc = (expr); !iop_try_rc) {  \
-      return std::unexpected(iop_try_rc.error()); \
-    }                                             \
-  } while (false)
-
 Result<std::int64_t> query_int(Database& db, std::string_view sql) {
   auto stmt = db.prepare(sql);
   if (!stmt) {
