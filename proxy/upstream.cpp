@@ -27,6 +27,21 @@ constexpr std::size_t max_response_bytes = 1 << 20;
 
 using Failure = std::unexpected<UpstreamError>;
 
+// Concatenates `parts` into one Secret with a single allocation: no unwiped temporaries of a
+// command that carries a password or token.
+Secret secret_line(std::initializer_list<std::string_view> parts) {
+  std::size_t size = 0;
+  for (const auto part : parts) {
+    size += part.size();
+  }
+  std::string out;
+  out.reserve(size);
+  for (const auto part : parts) {
+    out += part;
+  }
+  return Secret(std::move(out));
+}
+
 Failure failure(UpstreamFailure kind, std::string detail) {
   return std::unexpected(UpstreamError{kind, std::move(detail)});
 }
@@ -236,8 +251,9 @@ awaitable<std::expected<UpstreamConnection, UpstreamError>> connect_upstream(
   std::optional<ResponseLine> result;
   if (is_password) {
     const auto quoted_user = quote_string(user);
-    const auto quoted_pass = quote_string(secret.reveal());
-    if (!quoted_user || !quoted_pass) {
+    auto quoted = quote_string(secret.reveal());
+    const Secret quoted_pass(quoted ? std::move(*quoted) : std::string());
+    if (!quoted_user || quoted_pass.empty()) {
       co_return failure(UpstreamFailure::protocol,
                         "the stored username or password holds characters LOGIN cannot carry");
     }
@@ -245,14 +261,16 @@ awaitable<std::expected<UpstreamConnection, UpstreamError>> connect_upstream(
       co_return failure(UpstreamFailure::auth_rejected,
                         fmt::format("{} does not accept LOGIN (LOGINDISABLED)", where));
     }
-    const Secret command(login_tag + " LOGIN " + *quoted_user + " " + *quoted_pass + "\r\n");
+    const Secret command =
+        secret_line({login_tag, " LOGIN ", *quoted_user, " ", quoted_pass.reveal(), "\r\n"});
     if (!co_await x.send(command.reveal())) {
       co_return io_failure("LOGIN");
     }
   } else {
     const Secret ir = xoauth2_initial_response(user, secret);
     if (has_capability(caps, "SASL-IR")) {
-      const Secret command(login_tag + " AUTHENTICATE XOAUTH2 " + ir.reveal() + "\r\n");
+      const Secret command =
+          secret_line({login_tag, " AUTHENTICATE XOAUTH2 ", ir.reveal(), "\r\n"});
       if (!co_await x.send(command.reveal())) {
         co_return io_failure("AUTHENTICATE");
       }
@@ -268,7 +286,7 @@ awaitable<std::expected<UpstreamConnection, UpstreamError>> connect_upstream(
       if (ready->kind != ResponseKind::continuation) {
         result = ready;
       } else {
-        const Secret response(ir.reveal() + "\r\n");
+        const Secret response = secret_line({ir.reveal(), "\r\n"});
         if (!co_await x.send(response.reveal())) {
           co_return io_failure("AUTHENTICATE");
         }
