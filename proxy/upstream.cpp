@@ -116,8 +116,8 @@ struct Exchange {
   // Runs `command` and returns its tagged response; nullopt on an I/O failure.
   awaitable<std::optional<ResponseLine>> run(std::string command) {
     const auto tag = next_tag();
-    const std::string line = tag + " " + command + "\r\n";  // named: see send()
-    if (!co_await send(line)) {
+    const std::string request = tag + " " + command + "\r\n";  // named: see send()
+    if (!co_await send(request)) {
       co_return std::nullopt;
     }
     for (;;) {
