@@ -21,6 +21,8 @@ auth::OAuthClientSettings oauth_client_settings(const Config& config) {
   s.scope = config.oauth.scope;
   s.http.timeout = config.oauth.http_timeout;
   s.http.ca_file = config.oauth.ca_file.string();
+  // A refresh must end before other instances stop waiting for its Redis lock.
+  s.backoff.max_total = std::max(config.redis.lock_timeout * 5 / 6, config.oauth.http_timeout);
   return s;
 }
 

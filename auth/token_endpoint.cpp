@@ -107,6 +107,7 @@ awaitable<std::expected<TokenGrant, TokenError>> TokenEndpoint::refresh(Secret r
     log_failure(email, 1, max_attempts, e, std::nullopt);
     co_return std::unexpected(e);
   }
+  const auto started = std::chrono::steady_clock::now();
   for (int attempt = 1;; ++attempt) {
     // curl blocks, so the call runs on `blocking_`; co_spawn keeps the lambda alive in its own
     // frame and hands the value (or exception) back here. The references stay valid because
@@ -126,6 +127,13 @@ awaitable<std::expected<TokenGrant, TokenError>> TokenEndpoint::refresh(Secret r
       co_return result;
     }
     const auto delay = backoff_delay(settings_.backoff, attempt, jitter(), e.retry_after);
+    const auto worst_end =
+        std::chrono::steady_clock::now() - started + delay + settings_.http.timeout;
+    if (worst_end > settings_.backoff.max_total) {
+      // Another attempt could outlive the refresh budget (and the lock other instances wait on).
+      log_failure(email, attempt, max_attempts, e, std::nullopt);
+      co_return result;
+    }
     log_failure(email, attempt, max_attempts, e, delay);
     net::steady_timer timer(co_await net::this_coro::executor);
     timer.expires_after(delay);

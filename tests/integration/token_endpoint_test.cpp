@@ -154,6 +154,18 @@ TEST_F(TokenEndpointTest, RetryAfterIsHonoured) {
   EXPECT_TRUE(log.contains("retrying in 1000 ms")) << log.text();
 }
 
+TEST_F(TokenEndpointTest, RetriesStopWithinTheTotalBudget) {
+  const auto rt = peer_.add_account(email);
+  peer_.add_faults(json::array({{{"status", 429}, {"retry_after", 2}}, {{"status", 503}}}));
+  auto s = settings();
+  s.http.timeout = 1s;
+  s.backoff.max_total = 2500ms;  // 2 s Retry-After + a 1 s attempt would overrun it
+  const auto r = refresh(rt, s);
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().kind, GrantFailure::transient);
+  EXPECT_EQ(total(), 1) << "no attempt that could end after the budget";
+}
+
 TEST_F(TokenEndpointTest, DroppedConnectionIsRetried) {
   const auto rt = peer_.add_account(email);
   peer_.add_faults(json::array({{{"kind", "drop"}}}));
