@@ -13,22 +13,6 @@ using storage::CachedToken;
 using storage::Credentials;
 using storage::TokenCache;
 
-std::string_view to_string(TokenSource source) {
-  switch (source) {
-    case TokenSource::memory:
-      return "memory";
-    case TokenSource::redis:
-      return "redis";
-    case TokenSource::database:
-      return "database";
-    case TokenSource::refresh:
-      return "refresh";
-    case TokenSource::password:
-      return "password";
-  }
-  return "unknown";
-}
-
 // One refresh (or database load) in progress for one account, shared by every concurrent caller.
 struct TokenService::Flight {
   bool done = false;

@@ -32,11 +32,12 @@
 #include "common/secret.hpp"
 #include "storage/credentials_store.hpp"
 #include "storage/token_cache.hpp"
+#include "storage/token_source.hpp"
 
 namespace iop::auth {
 
-enum class TokenSource { memory, redis, database, refresh, password };
-std::string_view to_string(TokenSource source);
+// The token service reports where a token came from in the connection log's own terms.
+using storage::TokenSource;
 
 // What the upstream login needs.
 struct FreshToken {

@@ -174,7 +174,7 @@ int main(int argc, char** argv) {
         const auto source = call(*redis_only, true);
         if (source != auth::TokenSource::refresh) {
           std::fprintf(stderr, "token_bench: refresh %d answered from %s\n", iteration,
-                       std::string(auth::to_string(source)).c_str());
+                       std::string(storage::to_string(source)).c_str());
         }
         require(source == auth::TokenSource::refresh, "refresh");
       },

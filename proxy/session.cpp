@@ -71,22 +71,6 @@ namespace {
 using storage::ConnectionOutcome;
 using Clock = std::chrono::steady_clock;
 
-storage::TokenSource audit_source(auth::TokenSource source) {
-  switch (source) {
-    case auth::TokenSource::memory:
-      return storage::TokenSource::memory;
-    case auth::TokenSource::redis:
-      return storage::TokenSource::redis;
-    case auth::TokenSource::database:
-      return storage::TokenSource::database;
-    case auth::TokenSource::refresh:
-      return storage::TokenSource::refresh;
-    case auth::TokenSource::password:
-      return storage::TokenSource::password;
-  }
-  return storage::TokenSource::none;
-}
-
 bool is_loopback(const tcp::endpoint& ep) { return ep.address().is_loopback(); }
 
 // A client-supplied name as it may appear in a log line: printable ASCII only, at most 100
@@ -155,7 +139,8 @@ class Session : public std::enable_shared_from_this<Session> {
   awaitable<void> run() {
     const auto started = Clock::now();
     arm_preauth_timer();
-    auto relay_result = co_await preauth_and_login();
+    // On success upstream_ is set; every other path has already filled in the record.
+    co_await preauth_and_login();
     if (upstream_) {
       preauth_timer_.cancel();
       record_.outcome = ConnectionOutcome::ok;
@@ -179,7 +164,6 @@ class Session : public std::enable_shared_from_this<Session> {
       }
       co_await client_.shutdown(std::chrono::seconds(1));
     }
-    (void)relay_result;
     record_.ended_at_ms = to_unix_millis(std::chrono::system_clock::now());
     const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started);
     spdlog::info(
@@ -427,7 +411,7 @@ class Session : public std::enable_shared_from_this<Session> {
       spdlog::warn("conn={} account={} no token: {}", id_, local.email, e.message);
       co_return attempt;
     }
-    attempt.token_source = audit_source(token->source);
+    attempt.token_source = token->source;
     UpstreamEndpoint target = endpoint;
     std::string user_name = local.email;
     Secret secret = token->secret;
@@ -441,7 +425,7 @@ class Session : public std::enable_shared_from_this<Session> {
       attempt.outcome = LoginOutcome::success(visible_capabilities(
           upstream->capabilities, local.email, deps_.settings.hide_capabilities));
       spdlog::info("conn={} account={} logged in upstream {}:{} (token from {})", id_, local.email,
-                   endpoint.host, endpoint.port, auth::to_string(token->source));
+                   endpoint.host, endpoint.port, storage::to_string(token->source));
       co_return attempt;
     }
     const UpstreamError error = upstream.error();

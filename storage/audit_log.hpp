@@ -35,6 +35,7 @@
 #include <vector>
 
 #include "common/result.hpp"
+#include "storage/token_source.hpp"
 
 namespace iop::storage {
 
@@ -55,21 +56,6 @@ enum class ConnectionOutcome {
 std::string_view to_string(ConnectionOutcome outcome);
 // The inverse of to_string; nullopt for anything else.
 std::optional<ConnectionOutcome> parse_connection_outcome(std::string_view text);
-
-// Where the credential used upstream came from.
-enum class TokenSource {
-  none,      // no upstream login happened (stored as "")
-  redis,     // the Redis cache
-  database,  // the SQLite credentials row
-  refresh,   // a refresh grant at the token endpoint
-  password,  // an upstream password (use_oauth = false)
-  memory,    // an in-process cache
-};
-
-// The stored spelling: "", "redis", "database", "refresh", "password", "memory".
-std::string_view to_string(TokenSource source);
-// The inverse of to_string; nullopt for anything else.
-std::optional<TokenSource> parse_token_source(std::string_view text);
 
 // One connection_log row. Times are unix milliseconds (UTC).
 struct ConnectionRecord {
