@@ -12,7 +12,9 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "app/account_command.hpp"
 #include "app/audit_command.hpp"
+#include "app/cli_support.hpp"
 #include "app/config.hpp"
 #include "app/serve.hpp"
 #include "app/services.hpp"
@@ -27,100 +29,6 @@ namespace iop::app {
 namespace fs = std::filesystem;
 
 namespace {
-
-// A failed command: the one-line reason goes to stderr.
-struct CommandError {
-  std::string message;
-};
-
-[[noreturn]] void die(std::string message) { throw CommandError{std::move(message)}; }
-
-template <class T>
-T check(Result<T> r) {
-  if (!r) {
-    die(r.error().message);
-  }
-  if constexpr (!std::is_void_v<T>) {
-    return std::move(*r);
-  }
-}
-
-std::string normalized(const std::string& email) { return check(normalize_email(email)); }
-
-// One line from stdin without its line ending. With a terminal, prompts with echo off.
-Secret read_secret_line(std::string_view prompt) {
-  const bool tty = ::isatty(STDIN_FILENO) != 0;
-  termios saved{};
-  if (tty) {
-    std::cerr << prompt << ": " << std::flush;
-    ::tcgetattr(STDIN_FILENO, &saved);
-    termios quiet = saved;
-    quiet.c_lflag &= ~static_cast<tcflag_t>(ECHO);
-    ::tcsetattr(STDIN_FILENO, TCSANOW, &quiet);
-  }
-  std::string line;
-  const bool got = static_cast<bool>(std::getline(std::cin, line));
-  if (tty) {
-    ::tcsetattr(STDIN_FILENO, TCSANOW, &saved);
-    std::cerr << '\n';
-  }
-  Secret value(std::move(line));
-  if (!got && value.empty()) {
-    die(fmt::format("expected {} on standard input", prompt));
-  }
-  std::string trimmed = value.reveal();
-  while (!trimmed.empty() && (trimmed.back() == '\r' || trimmed.back() == '\n')) {
-    trimmed.pop_back();
-  }
-  return Secret(std::move(trimmed));
-}
-
-std::string format_time(std::int64_t unix_seconds) {
-  if (unix_seconds <= 0) {
-    return "-";
-  }
-  const std::time_t t = static_cast<std::time_t>(unix_seconds);
-  std::tm tm{};
-  ::gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%SZ", &tm);
-  return buf;
-}
-
-struct Options {
-  std::optional<fs::path> config;
-  bool verbose = false;
-  std::string log_format;  // overrides [log] format when set
-};
-
-void apply_log_flags(Config& config, const Options& opts);
-
-Config load(const Options& opts) {
-  auto config = check(load_effective_config(opts.config));
-  apply_log_flags(config, opts);
-  return config;
-}
-
-void setup_cli_logging(const Config& config, bool verbose, bool serving) {
-  // Commands print their results; their log lines are for trouble, unless asked.
-  const std::string level = serving || verbose ? config.log.level : "warn";
-  check(setup_logging(level, config.log.format));
-}
-
-void apply_log_flags(Config& config, const Options& opts) {
-  if (opts.log_format == "json") {
-    config.log.format = LogFormat::json;
-  } else if (opts.log_format == "text") {
-    config.log.format = LogFormat::text;
-  }
-}
-
-std::unique_ptr<Services> open_services(const Options& opts, bool serving = false,
-                                        KeyPolicy policy = KeyPolicy::create_if_new) {
-  auto config = load(opts);
-  setup_cli_logging(config, opts.verbose, serving);
-  return check(make_services(std::move(config), policy));
-}
 
 int cmd_init(const std::optional<fs::path>& dir_flag, const Options& opts) {
   const fs::path dir = dir_flag.value_or(fs::current_path());
@@ -165,94 +73,36 @@ int cmd_init(const std::optional<fs::path>& dir_flag, const Options& opts) {
   return 0;
 }
 
-// Proves a refresh token by using it once, then stores what the endpoint returned: the rotated
-// refresh token when there is one. Nothing is stored when the proof fails.
-int cmd_account_add(const std::string& email_arg, bool refresh_token_stdin, bool password_stdin,
-                    bool local_password_stdin, const std::string& upstream, const Options& opts) {
-  if (refresh_token_stdin == password_stdin) {
-    die("give exactly one of --refresh-token-stdin or --password-stdin (interactive OAuth flows "
-        "are not available in this version)");
+// "microsoft (contoso.com)" and "delegated", as far as the configuration still knows the
+// account's provider.
+std::pair<std::string, std::string> provider_columns(const Config& config,
+                                                     const storage::AccountSummary& a) {
+  if (!a.use_oauth) {
+    return {"-", "password"};
   }
-  const auto email = normalized(email_arg);
-  auto services = open_services(opts);
-  storage::Credentials row;
-  row.email = email;
-  if (!upstream.empty()) {
-    const auto colon = upstream.rfind(':');
-    if (colon == std::string::npos || colon == 0) {
-      die("--upstream: expected host:port");
-    }
-    row.upstream_host = upstream.substr(0, colon);
-    try {
-      row.upstream_port = std::stoi(upstream.substr(colon + 1));
-    } catch (const std::exception&) {
-      row.upstream_port = 0;
-    }
-    if (row.upstream_port < 1 || row.upstream_port > 65535) {
-      die("--upstream: the port must be from 1 to 65535");
-    }
+  std::string provider = a.provider;
+  if (!a.tenant.empty()) {
+    provider += " (" + a.tenant + ")";
   }
-
-  if (refresh_token_stdin) {
-    const auto refresh_token = read_secret_line("refresh token");
-    if (!auth::plausible_token(refresh_token.reveal())) {
-      die("the refresh token is empty or contains characters a token cannot have");
-    }
-    if (services->config.oauth.client_id.empty()) {
-      die("[oauth] client_id is empty: set it to your app registration's Application (client) ID");
-    }
-    auto& endpoint = *services->endpoint;
-    auto grant = auth::run_blocking<std::expected<auth::TokenGrant, auth::TokenError>>(
-        [&endpoint, &refresh_token, &email] { return endpoint.refresh(refresh_token, email); });
-    if (!grant) {
-      die(fmt::format("the refresh token did not work, nothing was stored: {}",
-                      auth::to_error(grant.error()).message));
-    }
-    const auto now = std::chrono::system_clock::now();
-    row.use_oauth = true;
-    row.access_token = grant->access_token;
-    row.token_expiry = to_unix_seconds(now) + grant->expires_in.count();
-    row.refresh_token = grant->refresh_token ? *grant->refresh_token : refresh_token;
-    row.refreshed_at_ms = to_unix_millis(now);
-  } else {
-    row.use_oauth = false;
-    row.password = read_secret_line("upstream password");
-    if (row.password.empty()) {
-      die("the upstream password is empty");
-    }
-  }
-  std::optional<std::string> local_hash;
-  if (local_password_stdin) {
-    local_hash = check(auth::hash_password(read_secret_line("local password")));
-  }
-  check(services->store->upsert_account(row));
-  if (local_hash) {
-    check(services->store->set_local_password_hash(email, *local_hash));
-  }
-  if (services->cache) {
-    services->cache->erase(email);  // a stale entry must not outlive a re-authorization
-  }
-  if (row.use_oauth) {
-    std::cout << "added " << email << ": refresh token proven, access token valid until "
-              << format_time(row.token_expiry) << "\n";
-  } else {
-    std::cout << "added " << email << " (password upstream)\n";
-  }
-  if (!local_hash) {
-    std::cout << "set the password mail clients will use with: imap-oauth2-proxy account passwd "
-              << email << "\n";
-  }
-  return 0;
+  const auto profile = config.provider(a.provider);
+  return {provider, profile ? std::string(auth::to_string((*profile)->flow)) : "unknown"};
 }
 
 int cmd_account_list(const std::string& format, const Options& opts) {
   auto services = open_services(opts);
   const auto accounts = check(services->store->list());
+  const auto& config = services->config;
   if (format == "json") {
     nlohmann::json out = nlohmann::json::array();
     for (const auto& a : accounts) {
+      const auto [provider, flow] = provider_columns(config, a);
       out.push_back({{"email", a.email},
                      {"type", a.use_oauth ? "oauth" : "password"},
+                     {"provider", a.use_oauth ? a.provider : ""},
+                     {"tenant", a.tenant},
+                     {"client_id", a.client_id},
+                     {"flow", flow},
+                     {"signed_in_as", a.signed_in_as},
                      {"status", storage::to_string(a.status)},
                      {"status_reason", a.status_reason},
                      {"token_expiry", a.token_expiry},
@@ -265,14 +115,20 @@ int cmd_account_list(const std::string& format, const Options& opts) {
     std::cout << out.dump(2) << "\n";
     return 0;
   }
-  std::cout << fmt::format("{:<36} {:<8} {:<12} {:<21} {:<21} {}\n", "EMAIL", "TYPE", "STATUS",
-                           "TOKEN EXPIRES", "LAST REFRESH", "LOCAL PASSWORD");
+  std::cout << fmt::format("{:<36} {:<8} {:<24} {:<10} {:<12} {:<21} {:<21} {}\n", "EMAIL",
+                           "TYPE", "PROVIDER", "FLOW", "STATUS", "TOKEN EXPIRES", "LAST REFRESH",
+                           "LOCAL PASSWORD");
   for (const auto& a : accounts) {
-    std::cout << fmt::format("{:<36} {:<8} {:<12} {:<21} {:<21} {}\n", a.email,
-                             a.use_oauth ? "oauth" : "password", storage::to_string(a.status),
+    const auto [provider, flow] = provider_columns(config, a);
+    std::cout << fmt::format("{:<36} {:<8} {:<24} {:<10} {:<12} {:<21} {:<21} {}\n", a.email,
+                             a.use_oauth ? "oauth" : "password", provider, flow,
+                             storage::to_string(a.status),
                              a.use_oauth ? format_time(a.token_expiry) : "-",
                              a.use_oauth ? format_time(a.refreshed_at_ms / 1000) : "-",
                              a.has_local_password ? "set" : "not set");
+    if (!a.signed_in_as.empty()) {
+      std::cout << "    shared mailbox, signed in as " << a.signed_in_as << "\n";
+    }
     if (a.status == storage::AccountStatus::needs_reauth && !a.status_reason.empty()) {
       std::cout << "    reason: " << a.status_reason << "\n";
     }
@@ -352,18 +208,14 @@ int run_cli(int argc, char** argv) {
   auto* account = app.add_subcommand("account", "manage upstream accounts");
   account->require_subcommand(1);
   std::string email;
-  bool refresh_token_stdin = false, password_stdin = false, local_password_stdin = false;
-  std::string upstream;
-  auto* add = account->add_subcommand("add", "add or re-authorize an account");
-  add->add_option("EMAIL", email, "the account's email address")->required();
-  add->add_flag("--refresh-token-stdin", refresh_token_stdin,
-                "import a refresh token read from stdin (proven by one refresh first)");
-  add->add_flag("--password-stdin", password_stdin,
-                "an upstream account that still uses a password, read from stdin");
-  add->add_flag("--local-password-stdin", local_password_stdin,
-                "also read the local (client) password from the next stdin line");
-  add->add_option("--upstream", upstream, "host:port of this account's IMAP server");
+  AuthorizeFlags authorize;
+  auto* add = account->add_subcommand("add", "authorize an account (or authorize it again)");
+  add_authorize_flags(add, authorize);
   add_common(add);
+  auto* reauth = account->add_subcommand(
+      "reauth", "authorize an existing account again: new tokens, same local password");
+  add_authorize_flags(reauth, authorize);
+  add_common(reauth);
 
   std::string list_format = "table";
   auto* list = account->add_subcommand("list", "list accounts (no secrets)");
@@ -393,10 +245,8 @@ int run_cli(int argc, char** argv) {
   try {
     if (init->parsed()) return cmd_init(init_dir, opts);
     if (serve_cmd->parsed()) return cmd_serve(opts);
-    if (add->parsed()) {
-      return cmd_account_add(email, refresh_token_stdin, password_stdin, local_password_stdin,
-                             upstream, opts);
-    }
+    if (add->parsed()) return run_account_authorize(authorize, false, opts);
+    if (reauth->parsed()) return run_account_authorize(authorize, true, opts);
     if (list->parsed()) return cmd_account_list(list_format, opts);
     if (remove->parsed()) return cmd_account_remove(email, opts);
     if (passwd->parsed()) return cmd_account_passwd(email, opts);

@@ -159,7 +159,89 @@ Setter endpoint_into(std::string_view section, std::string_view key, std::string
   };
 }
 
+// Like endpoint_into, but "" is allowed: a profile without that flow.
+Setter optional_endpoint_into(std::string_view section, std::string_view key, std::string& out) {
+  auto required = endpoint_into(section, key, out);
+  return [required, &out](const toml::node& node) -> Result<void> {
+    if (const auto* s = node.as_string(); s != nullptr && s->get().empty()) {
+      out.clear();
+      return {};
+    }
+    return required(node);
+  };
+}
+
+// Applies one [providers.NAME] table to `profile`.
+Result<void> apply_provider_table(const toml::table& table, auth::ProviderProfile& profile,
+                                  const std::string& section) {
+  std::string flow(auth::to_string(profile.flow));
+  std::string secret = profile.client_secret.reveal();
+  const std::string_view s = section;
+  const std::map<std::string, Setter, std::less<>> keys = {
+      {"token_endpoint", endpoint_into(s, "token_endpoint", profile.token_endpoint)},
+      {"authorize_endpoint",
+       optional_endpoint_into(s, "authorize_endpoint", profile.authorize_endpoint)},
+      {"device_endpoint", optional_endpoint_into(s, "device_endpoint", profile.device_endpoint)},
+      {"client_id", string_into(s, "client_id", profile.client_id)},
+      {"client_secret", string_into(s, "client_secret", secret)},
+      {"scope", string_into(s, "scope", profile.scope)},
+      {"flow", string_into(s, "flow", flow)},
+      {"tenant", string_into(s, "tenant", profile.tenant)},
+      {"upstream_host", string_into(s, "upstream_host", profile.upstream_host)},
+      {"upstream_port", int_into(s, "upstream_port", profile.upstream_port, 1, 65535)},
+  };
+  for (const auto& [key, value] : table) {
+    auto setter = keys.find(key.str());
+    if (setter == keys.end()) {
+      return bad(s, key.str(), "unknown key");
+    }
+    IOP_TRY(setter->second(value));
+  }
+  profile.client_secret = Secret(std::move(secret));
+  const auto parsed_flow = auth::parse_flow(flow);
+  if (!parsed_flow) {
+    return bad(s, "flow", fmt::format("expected \"delegated\" or \"app\", got \"{}\"", flow));
+  }
+  profile.flow = *parsed_flow;
+  return {};
+}
+
+// Checks what resolve_provider() cannot: keys that make a profile useless whatever the account.
+Result<void> validate_profile(const auth::ProviderProfile& p, std::string_view section) {
+  if (!p.tenant.empty() && !auth::valid_tenant(p.tenant)) {
+    return bad(section, "tenant",
+               fmt::format("\"{}\" is not a tenant id, a domain, common, organizations or "
+                           "consumers",
+                           p.tenant));
+  }
+  if (p.upstream_host.empty()) {
+    return bad(section, "upstream_host", "must not be empty");
+  }
+  // Microsoft issues a refresh token only for offline_access; Google has its own parameter
+  // (access_type=offline), which the google profile sends.
+  const bool google = p.token_endpoint.find("googleapis.com") != std::string::npos;
+  if (p.flow == auth::Flow::delegated && !google &&
+      p.scope.find("offline_access") == std::string::npos) {
+    return bad(section, "scope", "must include offline_access, or no refresh token is issued");
+  }
+  return {};
+}
+
 }  // namespace
+
+Result<const auth::ProviderProfile*> Config::provider(std::string_view name) const {
+  auto it = providers.find(name);
+  if (it == providers.end()) {
+    std::string known;
+    for (const auto& [n, p] : providers) {
+      known += known.empty() ? n : ", " + n;
+    }
+    return fail(Errc::config_error,
+                fmt::format("no provider '{}' (known: {}); define it as [providers.{}] in {}", name,
+                            known, name, file.empty() ? "the config file" : file.string()));
+  }
+  return &it->second;
+}
 
 Config default_config(const fs::path& base_dir) {
   Config c;
@@ -236,7 +318,15 @@ Result<Config> parse_config(std::string_view toml_text, const fs::path& base_dir
                       {{"level", string_into(l, "level", c.log.level)},
                        {"format", string_into(l, "format", log_format)}}});
 
+  const toml::table* provider_tables = nullptr;
   for (const auto& [name, node] : root) {
+    if (name.str() == "providers") {
+      provider_tables = node.as_table();
+      if (provider_tables == nullptr) {
+        return fail(Errc::config_error, "providers: expected [providers.NAME] tables");
+      }
+      continue;
+    }
     if (name.str() == "hide_capabilities") {
       const auto* table = node.as_table();
       if (table == nullptr) {
@@ -335,6 +425,54 @@ Result<Config> parse_config(std::string_view toml_text, const fs::path& base_dir
   }
   if (c.oauth.scope.find("offline_access") == std::string::npos) {
     return bad(o, "scope", "must include offline_access, or no refresh token is issued");
+  }
+
+  // The default profile is [oauth] + [upstream], as before profiles existed; accounts stored
+  // before them map to it. Its endpoints may use "{tenant}" too.
+  auth::ProviderProfile fallback;
+  fallback.name = std::string(auth::default_provider);
+  fallback.flow = auth::Flow::delegated;
+  fallback.tenant = "common";
+  fallback.token_endpoint = c.oauth.token_endpoint;
+  fallback.authorize_endpoint = c.oauth.authorize_endpoint;
+  fallback.device_endpoint = c.oauth.device_endpoint;
+  fallback.client_id = c.oauth.client_id;
+  fallback.client_secret = c.oauth.client_secret;
+  fallback.scope = c.oauth.scope;
+  fallback.upstream_host = c.upstream.host;
+  fallback.upstream_port = c.upstream.port;
+  c.providers.emplace(fallback.name, fallback);
+  for (const auto& [name, profile] : auth::builtin_profiles()) {
+    c.providers.emplace(name, profile);
+  }
+  if (provider_tables != nullptr) {
+    for (const auto& [key, node] : *provider_tables) {
+      const std::string name(key.str());
+      const std::string section = "providers." + name;
+      const auto* table = node.as_table();
+      if (table == nullptr) {
+        return fail(Errc::config_error, fmt::format("{}: expected a [{}] table", section, section));
+      }
+      if (name == auth::default_provider) {
+        return fail(Errc::config_error,
+                    fmt::format("[{}]: the default provider is configured by [oauth] and "
+                                "[upstream]; choose another name",
+                                section));
+      }
+      if (name.empty() || !auth::valid_tenant(name)) {  // same alphabet: letters, digits, . -
+        return fail(Errc::config_error,
+                    fmt::format("[{}]: a provider name has letters, digits, '.' and '-' only",
+                                section));
+      }
+      auto it = c.providers.find(name);
+      if (it == c.providers.end()) {
+        auth::ProviderProfile fresh = fallback;
+        fresh.name = name;
+        it = c.providers.emplace(name, std::move(fresh)).first;
+      }
+      IOP_TRY(apply_provider_table(*table, it->second, section));
+      IOP_TRY(validate_profile(it->second, section));
+    }
   }
   return c;
 }

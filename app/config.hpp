@@ -12,6 +12,7 @@
 #include <string_view>
 #include <vector>
 
+#include "auth/provider.hpp"
 #include "common/log.hpp"
 #include "common/result.hpp"
 #include "common/secret.hpp"
@@ -90,6 +91,13 @@ struct Config {
   LogConfig log;
   // [hide_capabilities]: post-login capabilities clients must not see, by account ("*": all).
   std::map<std::string, std::vector<std::string>> hide_capabilities;
+  // Provider profiles by name: "default" ([oauth] + [upstream]), the built-in ones, and every
+  // [providers.NAME] (a section named like a built-in one overrides its keys; a new name starts
+  // from the default profile).
+  std::map<std::string, auth::ProviderProfile, std::less<>> providers;
+
+  // The profile called `name`, or Errc::config_error naming the ones there are.
+  [[nodiscard]] Result<const auth::ProviderProfile*> provider(std::string_view name) const;
 };
 
 // The defaults, with paths resolved against `base_dir`.

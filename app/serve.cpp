@@ -27,6 +27,9 @@ proxy::ProxySettings proxy_settings(const Config& cfg) {
   s.upstream.timeout = cfg.upstream.timeout;
   s.upstream.probe = cfg.upstream.probe;
   s.hide_capabilities = cfg.hide_capabilities;
+  for (const auto& [name, profile] : cfg.providers) {
+    s.provider_upstreams[name] = {profile.upstream_host, profile.upstream_port};
+  }
   return s;
 }
 

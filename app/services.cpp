@@ -26,6 +26,43 @@ auth::OAuthClientSettings oauth_client_settings(const Config& config) {
   return s;
 }
 
+auth::OAuthClientSettings oauth_client_settings(const Config& config,
+                                                const auth::ResolvedProvider& provider) {
+  auto s = oauth_client_settings(config);
+  s.token_endpoint = provider.token_endpoint;
+  s.client_id = provider.client_id;
+  s.client_secret = provider.client_secret;
+  s.scope = provider.scope;
+  return s;
+}
+
+Result<auth::ResolvedProvider> account_provider(const Config& config,
+                                                const storage::Credentials& row) {
+  auto profile = config.provider(row.provider.empty() ? auth::default_provider : row.provider);
+  if (!profile) {
+    return std::unexpected(Error{
+        Errc::config_error,
+        fmt::format("account {}: {}", row.email, profile.error().message)});
+  }
+  return auth::resolve_provider(**profile, row.tenant, row.client_id);
+}
+
+Result<auth::AccountClient> account_client(const Config& config, const storage::Credentials& row) {
+  auto provider = account_provider(config, row);
+  if (!provider) {
+    return std::unexpected(provider.error());
+  }
+  auth::AccountClient out{oauth_client_settings(config, *provider),
+                          provider->flow == auth::Flow::app};
+  if (!row.client_certificate.empty()) {
+    out.client.client_certificate = row.client_certificate;
+    out.client.client_secret = Secret();
+  } else if (!row.client_secret.empty()) {
+    out.client.client_secret = row.client_secret;
+  }
+  return out;
+}
+
 Result<std::unique_ptr<Services>> make_services(Config config, KeyPolicy key_policy) {
   namespace fs = std::filesystem;
   const auto key_path = config.storage.key_file;
@@ -69,6 +106,8 @@ Result<std::unique_ptr<Services>> make_services(Config config, KeyPolicy key_pol
   char host[256] = {};
   ::gethostname(host, sizeof host - 1);
   ts.instance_id = fmt::format("{}:{}", host, ::getpid());
+  // The resolver reads the configuration the services own; it lives as long as they do.
+  ts.resolve_client = [&cfg](const storage::Credentials& row) { return account_client(cfg, row); };
   services->tokens = std::make_unique<auth::TokenService>(*services->store, services->cache.get(),
                                                           *services->endpoint,
                                                           services->blocking.get_executor(), ts);

@@ -40,4 +40,16 @@ Result<std::unique_ptr<Services>> make_services(Config config,
 // The OAuth client settings of `config` (shared by the token service and the CLI).
 auth::OAuthClientSettings oauth_client_settings(const Config& config);
 
+// The same for one resolved provider (HTTP and retry settings from `config`).
+auth::OAuthClientSettings oauth_client_settings(const Config& config,
+                                                const auth::ResolvedProvider& provider);
+
+// The provider profile of `row` with its tenant and client id applied.
+Result<auth::ResolvedProvider> account_provider(const Config& config,
+                                                const storage::Credentials& row);
+
+// How the token service gets tokens for `row`: its provider's client, the account's own client
+// credentials (secret or certificate) when it has them.
+Result<auth::AccountClient> account_client(const Config& config, const storage::Credentials& row);
+
 }  // namespace iop::app

@@ -120,6 +120,7 @@ awaitable<LocalAuthOutcome> LocalAuthenticator::check(std::string username, Secr
   }
   outcome.upstream_host = row->upstream_host;
   outcome.upstream_port = row->upstream_port;
+  outcome.provider = row->provider;
   const std::string stored_hash = row->local_password_hash;
   if (stored_hash.empty()) {
     spdlog::warn("login of {}: no local password is set (imap-oauth2-proxy account passwd {})",

@@ -36,8 +36,9 @@ enum class LocalAuthResult {
 struct LocalAuthOutcome {
   LocalAuthResult result = LocalAuthResult::bad_credentials;
   std::string email;          // normalized, when the username was an email
-  std::string upstream_host;  // the account's own upstream, empty for the default
+  std::string upstream_host;  // the account's own upstream, empty for its provider's
   int upstream_port = 0;
+  std::string provider;  // the account's provider profile (auth/provider.hpp)
   bool from_cache = false;
 };
 

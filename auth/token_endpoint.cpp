@@ -7,6 +7,8 @@
 #include <utility>
 #include <vector>
 
+#include "auth/client_assertion.hpp"
+
 namespace iop::auth {
 
 namespace {
@@ -63,29 +65,50 @@ void log_failure(const std::string& email, int attempt, int max_attempts, const 
               aadsts, correlation, e.http_status, e.explanation, next);
 }
 
+// RFC 6749 §6 plus Microsoft's v2.0 requirement of client_id and scope on refresh (client_id
+// and the client's authentication are added by grant_once).
+FormFields refresh_fields(const OAuthClientSettings& client, const Secret& refresh_token) {
+  FormFields fields;
+  fields.reserve(6);
+  fields.emplace_back("grant_type", Secret(std::string_view("refresh_token")));
+  fields.emplace_back("refresh_token", refresh_token);
+  fields.emplace_back("scope", Secret(client.scope));
+  return fields;
+}
+
 }  // namespace
 
 TokenEndpoint::TokenEndpoint(OAuthClientSettings settings, net::any_io_executor blocking)
     : settings_(std::move(settings)), blocking_(std::move(blocking)) {}
 
-std::expected<TokenGrant, TokenError> TokenEndpoint::refresh_once(
-    const Secret& refresh_token) const {
-  // A control character would end up URL-encoded in the body, harmless to HTTP, but such a
-  // value was never issued by an endpoint: sending it only burns a request and muddles the log.
-  if (!plausible_token(refresh_token.reveal())) {
-    return std::unexpected(implausible_refresh_token());
+std::expected<TokenGrant, TokenError> TokenEndpoint::grant_once(const OAuthClientSettings& client,
+                                                                FormFields fields) const {
+  fields.emplace_back("client_id", Secret(client.client_id));
+  if (!client.client_certificate.empty()) {
+    // RFC 7523 §2.2: a fresh assertion per request (each has its own jti and a short life).
+    auto certificate = load_client_certificate(client.client_certificate.reveal());
+    if (!certificate) {
+      TokenError e;
+      e.kind = GrantFailure::config;
+      e.explanation = certificate.error().message;
+      return std::unexpected(e);
+    }
+    auto assertion = make_client_assertion(*certificate, client.client_id, client.token_endpoint,
+                                           std::chrono::system_clock::now());
+    if (!assertion) {
+      TokenError e;
+      e.kind = GrantFailure::config;
+      e.explanation = assertion.error().message;
+      return std::unexpected(e);
+    }
+    fields.emplace_back("client_assertion_type",
+                        Secret(std::string_view(
+                            "urn:ietf:params:oauth:client-assertion-type:jwt-bearer")));
+    fields.emplace_back("client_assertion", std::move(*assertion));
+  } else if (!client.client_secret.empty()) {
+    fields.emplace_back("client_secret", client.client_secret);
   }
-  // RFC 6749 §6 plus Microsoft's v2.0 requirement of client_id and scope on refresh.
-  std::vector<std::pair<std::string, Secret>> fields;
-  fields.reserve(5);
-  fields.emplace_back("grant_type", Secret(std::string_view("refresh_token")));
-  fields.emplace_back("client_id", Secret(settings_.client_id));
-  fields.emplace_back("refresh_token", refresh_token);
-  fields.emplace_back("scope", Secret(settings_.scope));
-  if (!settings_.client_secret.empty()) {
-    fields.emplace_back("client_secret", settings_.client_secret);
-  }
-  auto response = post_form(settings_.token_endpoint, fields, settings_.http);
+  auto response = post_form(client.token_endpoint, fields, client.http);
   if (!response) {
     return std::unexpected(transport_error(response.error()));
   }
@@ -98,15 +121,46 @@ std::expected<TokenGrant, TokenError> TokenEndpoint::refresh_once(
   return parse_token_response(response->status, body.reveal(), retry_after);
 }
 
+std::expected<TokenGrant, TokenError> TokenEndpoint::refresh_once(
+    const Secret& refresh_token) const {
+  // A control character would end up URL-encoded in the body, harmless to HTTP, but such a
+  // value was never issued by an endpoint: sending it only burns a request and muddles the log.
+  if (!plausible_token(refresh_token.reveal())) {
+    return std::unexpected(implausible_refresh_token());
+  }
+  return grant_once(settings_, refresh_fields(settings_, refresh_token));
+}
+
 awaitable<std::expected<TokenGrant, TokenError>> TokenEndpoint::refresh(Secret refresh_token,
                                                                         std::string email) {
-  const int max_attempts = std::max(settings_.backoff.max_attempts, 1);
+  co_return co_await refresh(settings_, std::move(refresh_token), std::move(email));
+}
+
+awaitable<std::expected<TokenGrant, TokenError>> TokenEndpoint::refresh(const OAuthClientSettings& client,
+                                                                        Secret refresh_token,
+                                                                        std::string email) {
   if (!plausible_token(refresh_token.reveal())) {
     // Not retried and not sent: no attempt can make this token acceptable.
     const auto e = implausible_refresh_token();
-    log_failure(email, 1, max_attempts, e, std::nullopt);
+    log_failure(email, 1, std::max(client.backoff.max_attempts, 1), e, std::nullopt);
     co_return std::unexpected(e);
   }
+  const FormFields fields = refresh_fields(client, refresh_token);
+  co_return co_await with_retries(client, fields, email);
+}
+
+awaitable<std::expected<TokenGrant, TokenError>> TokenEndpoint::client_credentials(
+    const OAuthClientSettings& client, std::string email) {
+  // RFC 6749 §4.4.2; Microsoft wants scope = <resource>/.default.
+  FormFields fields;
+  fields.emplace_back("grant_type", Secret(std::string_view("client_credentials")));
+  fields.emplace_back("scope", Secret(client.scope));
+  co_return co_await with_retries(client, fields, email);
+}
+
+awaitable<std::expected<TokenGrant, TokenError>> TokenEndpoint::with_retries(
+    const OAuthClientSettings& client, const FormFields& fields, const std::string& email) {
+  const int max_attempts = std::max(client.backoff.max_attempts, 1);
   const auto started = std::chrono::steady_clock::now();
   for (int attempt = 1;; ++attempt) {
     // curl blocks, so the call runs on `blocking_`; co_spawn keeps the lambda alive in its own
@@ -114,8 +168,8 @@ awaitable<std::expected<TokenGrant, TokenError>> TokenEndpoint::refresh(Secret r
     // this frame waits for the result.
     GrantResult result = co_await net::co_spawn(
         blocking_,
-        [this, &refresh_token]() -> awaitable<GrantResult> {
-          co_return refresh_once(refresh_token);
+        [this, &client, &fields]() -> awaitable<GrantResult> {
+          co_return grant_once(client, fields);
         },
         net::use_awaitable);
     if (result) {
@@ -126,10 +180,9 @@ awaitable<std::expected<TokenGrant, TokenError>> TokenEndpoint::refresh(Secret r
       log_failure(email, attempt, max_attempts, e, std::nullopt);
       co_return result;
     }
-    const auto delay = backoff_delay(settings_.backoff, attempt, jitter(), e.retry_after);
-    const auto worst_end =
-        std::chrono::steady_clock::now() - started + delay + settings_.http.timeout;
-    if (worst_end > settings_.backoff.max_total) {
+    const auto delay = backoff_delay(client.backoff, attempt, jitter(), e.retry_after);
+    const auto worst_end = std::chrono::steady_clock::now() - started + delay + client.http.timeout;
+    if (worst_end > client.backoff.max_total) {
       // Another attempt could outlive the refresh budget (and the lock other instances wait on).
       log_failure(email, attempt, max_attempts, e, std::nullopt);
       co_return result;

@@ -338,6 +338,9 @@ std::expected<TokenGrant, TokenError> parse_token_response(
   if (const auto scope = doc.find("scope"); scope != doc.end() && scope->is_string()) {
     grant.scope = scope->get<std::string>();
   }
+  if (const auto id = doc.find("id_token"); id != doc.end() && id->is_string()) {
+    grant.id_token = id->get<std::string>();
+  }
   return grant;
 }
 

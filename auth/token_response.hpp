@@ -17,6 +17,9 @@ struct TokenGrant {
   std::chrono::seconds expires_in{0};
   std::optional<Secret> refresh_token;  // present when the endpoint rotated it
   std::string scope;
+  // OpenID Connect id_token (when the request asked for `openid`): who signed in. Personal
+  // data, never logged.
+  std::optional<std::string> id_token;
 };
 
 enum class GrantFailure {

@@ -32,7 +32,7 @@ namespace {
 
 std::string reauth_message(std::string_view email, std::string_view reason) {
   return fmt::format(
-      "account {} needs re-authorization{}{}: run 'imap-oauth2-proxy account add {}'", email,
+      "account {} needs re-authorization{}{}: run 'imap-oauth2-proxy account reauth {}'", email,
       reason.empty() ? "" : " (", reason.empty() ? std::string{} : std::string(reason) + ")",
       email);
 }
@@ -342,7 +342,7 @@ awaitable<Result<FreshToken>> TokenService::refresh_locked(const std::string& em
     } else if (satisfies(need, best.expiry, best.refreshed_at_ms, clock_())) {
       result = co_await serve_stored(best);
     } else {
-      result = co_await refresh_with(email, std::move(best));
+      result = co_await refresh_with(email, row, std::move(best));
     }
   } catch (...) {
     failure = std::current_exception();
@@ -383,14 +383,26 @@ TokenService::wait_for_other_instance(const std::string& email, const TokenNeed&
   co_return std::pair{std::optional<FreshToken>{}, lock};
 }
 
-awaitable<Result<FreshToken>> TokenService::refresh_with(const std::string& email, Candidate best) {
-  if (best.refresh_token.empty()) {
+awaitable<Result<FreshToken>> TokenService::refresh_with(const std::string& email,
+                                                         const Credentials& row, Candidate best) {
+  AccountClient client{endpoint_.settings(), false};
+  if (settings_.resolve_client) {
+    auto resolved = settings_.resolve_client(row);
+    if (!resolved) {
+      co_return std::unexpected(resolved.error());
+    }
+    client = std::move(*resolved);
+  }
+  if (!client.app_only && best.refresh_token.empty()) {
     co_return fail(Errc::needs_reauth, reauth_message(email, "no refresh token is stored"));
   }
   // Moved named copies, never copies made inside the co_await (GCC 12, docs/design.md).
   Secret presented = best.refresh_token;
   std::string for_log = email;
-  auto grant = co_await endpoint_.refresh(std::move(presented), std::move(for_log));
+  auto grant = client.app_only
+                   ? co_await endpoint_.client_credentials(client.client, std::move(for_log))
+                   : co_await endpoint_.refresh(client.client, std::move(presented),
+                                                std::move(for_log));
   const auto now = clock_();
   if (!grant) {
     const auto& e = grant.error();
@@ -475,6 +487,33 @@ awaitable<Result<FreshToken>> TokenService::refresh_with(const std::string& emai
   }
   memory_store(email, token);
   co_return token;
+}
+
+awaitable<Result<void>> TokenService::save_authorization(const Credentials& row) {
+  auto written = co_await on_blocking([this, &row] { return store_.upsert_account(row); });
+  if (!written) {
+    co_return std::unexpected(written.error());
+  }
+  {
+    // The new authorization supersedes whatever this process still held for the account.
+    std::lock_guard lock(mutex_);
+    pending_writes_.erase(row.email);
+    memory_.erase(row.email);
+  }
+  if (cache_ != nullptr) {
+    if (row.use_oauth && !row.access_token.empty()) {
+      CachedToken entry{row.access_token, row.token_expiry, row.refresh_token,
+                        row.refreshed_at_ms};
+      co_await on_blocking([this, &row, &entry] { return cache_->put(row.email, entry, clock_()); });
+    } else {
+      co_await on_blocking([this, &row] { return cache_->erase(row.email); });
+    }
+  }
+  if (row.use_oauth && !row.access_token.empty()) {
+    memory_store(row.email, FreshToken{row.access_token, false, row.token_expiry,
+                                       row.refreshed_at_ms, TokenSource::refresh});
+  }
+  co_return Result<void>{};
 }
 
 awaitable<std::size_t> TokenService::retry_pending_writes() {

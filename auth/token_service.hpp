@@ -48,6 +48,15 @@ struct FreshToken {
   TokenSource source = TokenSource::database;
 };
 
+// How one account gets its tokens: its OAuth client (provider profile, tenant, client id and
+// client credentials applied) and whether it is app-only (client-credentials grant, no refresh
+// token).
+struct AccountClient {
+  OAuthClientSettings client;
+  bool app_only = false;
+};
+using ClientResolver = std::function<Result<AccountClient>(const storage::Credentials&)>;
+
 struct TokenServiceSettings {
   FreshnessPolicy freshness;
   // How long a first-level (in-process) entry may be served without looking at Redis or the
@@ -59,6 +68,8 @@ struct TokenServiceSettings {
   std::chrono::milliseconds lock_wait{std::chrono::seconds(30)};
   // Names this process in Redis locks.
   std::string instance_id;
+  // The OAuth client of each account. Unset: the endpoint's own settings, refresh grants only.
+  ClientResolver resolve_client;
 };
 
 class TokenService {
@@ -81,6 +92,12 @@ class TokenService {
   // Forces a refresh (unless a concurrent caller's refresh, obtained after this call began,
   // can be shared). For a token the upstream rejected and for the background refresher.
   awaitable<Result<FreshToken>> refresh_now(std::string email);
+
+  // Stores a new authorization (account add, account reauth): the row goes to the database
+  // first, then to Redis and the first level, exactly like a refresh. The account's local
+  // password hash and created_at are kept (CredentialsStore::upsert_account); a pending write of
+  // an older refresh is dropped. `row` must stay alive until the call completes.
+  awaitable<Result<void>> save_authorization(const storage::Credentials& row);
 
   // Drops the first-level entry, e.g. after the upstream rejected the token.
   void forget(const std::string& email);
@@ -113,7 +130,8 @@ class TokenService {
   awaitable<Result<FreshToken>> refresh_locked(const std::string& email, TokenNeed need,
                                                storage::Credentials row,
                                                std::optional<storage::CachedToken> cached);
-  awaitable<Result<FreshToken>> refresh_with(const std::string& email, Candidate candidate);
+  awaitable<Result<FreshToken>> refresh_with(const std::string& email,
+                                             const storage::Credentials& row, Candidate candidate);
   // Waits for another instance's refresh to show up in Redis. Returns the token, or nullopt with
   // the lock now held by `owner` (acquired), or Redis gone (unavailable), or still held after
   // lock_wait (held_elsewhere).

@@ -37,6 +37,18 @@ void SessionRegistry::close_all() {
   }
 }
 
+UpstreamEndpoint upstream_for(const auth::LocalAuthOutcome& account,
+                              const ProxySettings& settings) {
+  if (!account.upstream_host.empty()) {
+    return {account.upstream_host, account.upstream_port > 0 ? account.upstream_port : 993};
+  }
+  if (auto it = settings.provider_upstreams.find(account.provider);
+      it != settings.provider_upstreams.end()) {
+    return it->second;
+  }
+  return settings.default_upstream;
+}
+
 std::vector<std::string> visible_capabilities(
     const std::vector<std::string>& caps, const std::string& email,
     const std::map<std::string, std::vector<std::string>>& hide) {
@@ -357,11 +369,7 @@ class Session : public std::enable_shared_from_this<Session> {
       co_return attempt;
     }
     attempt.account = local.email;
-    const UpstreamEndpoint endpoint =
-        local.upstream_host.empty()
-            ? deps_.settings.default_upstream
-            : UpstreamEndpoint{local.upstream_host,
-                               local.upstream_port > 0 ? local.upstream_port : 993};
+    const UpstreamEndpoint endpoint = upstream_for(local, deps_.settings);
 
     auto first = co_await upstream_login(local, endpoint, false);
     if (!first.retry_with_refresh) {
@@ -394,7 +402,7 @@ class Session : public std::enable_shared_from_this<Session> {
           attempt.audit_outcome = ConnectionOutcome::needs_reauth;
           attempt.outcome = LoginOutcome::failed(
               LoginFailure::needs_reauth,
-              fmt::format("account needs re-authorization: run 'imap-oauth2-proxy account add {}'",
+              fmt::format("account needs re-authorization: run 'imap-oauth2-proxy account reauth {}'",
                           local.email));
           break;
         case Errc::endpoint_unavailable:

@@ -25,6 +25,9 @@ struct ProxySettings {
   int max_connections = 10000;
   std::chrono::milliseconds shutdown_grace{std::chrono::seconds(10)};
   UpstreamEndpoint default_upstream{"outlook.office365.com", 993};
+  // Each provider profile's upstream; an account without its own upstream uses its provider's,
+  // and one whose provider is not here (removed from the config) the default.
+  std::map<std::string, UpstreamEndpoint, std::less<>> provider_upstreams;
   UpstreamOptions upstream;
   // Post-login capabilities clients must not see: by account email, "*" for every account.
   std::map<std::string, std::vector<std::string>> hide_capabilities;
@@ -67,6 +70,10 @@ class SessionRegistry {
   std::mutex mutex_;
   std::map<std::string, std::function<void()>> sessions_;
 };
+
+// Where an account's upstream login goes: its own upstream, else its provider's, else the
+// default. Pure.
+UpstreamEndpoint upstream_for(const auth::LocalAuthOutcome& account, const ProxySettings& settings);
 
 // Filters `caps` by the hide list for `email` (and "*"). Pure.
 std::vector<std::string> visible_capabilities(

@@ -23,6 +23,8 @@ constexpr std::string_view key_check_plaintext = "imap-oauth2-proxy master key c
 constexpr std::string_view column_access_token = "access_token";
 constexpr std::string_view column_refresh_token = "refresh_token";
 constexpr std::string_view column_password = "password";
+constexpr std::string_view column_client_secret = "client_secret";
+constexpr std::string_view column_client_certificate = "client_certificate";
 
 // Binds a sealed value to its row and column: a ciphertext copied into another account or
 // another column then fails authentication. Emails cannot contain NUL, so the split is unique.
@@ -157,7 +159,8 @@ Result<Credentials> CredentialsStore::get(std::string_view email) {
   auto stmt = impl_->db.prepare(
       "SELECT email, use_oauth, access_token, refresh_token, token_expiry, refreshed_at_ms, "
       "password, local_password_hash, upstream_host, upstream_port, status, status_reason, "
-      "created_at, updated_at FROM mail_credentials WHERE email = ?1");
+      "created_at, updated_at, provider, tenant, client_id, client_secret, client_certificate, "
+      "signed_in_as FROM mail_credentials WHERE email = ?1");
   if (!stmt) {
     return std::unexpected(stmt.error());
   }
@@ -206,6 +209,20 @@ Result<Credentials> CredentialsStore::get(std::string_view email) {
   row.status_reason = stmt->column_text(11);
   row.created_at = stmt->column_int64(12);
   row.updated_at = stmt->column_int64(13);
+  row.provider = stmt->column_text(14);
+  row.tenant = stmt->column_text(15);
+  row.client_id = stmt->column_text(16);
+  auto client_secret = impl_->read_secret(*stmt, 17, row.email, column_client_secret);
+  if (!client_secret) {
+    return std::unexpected(client_secret.error());
+  }
+  row.client_secret = std::move(*client_secret);
+  auto certificate = impl_->read_secret(*stmt, 18, row.email, column_client_certificate);
+  if (!certificate) {
+    return std::unexpected(certificate.error());
+  }
+  row.client_certificate = std::move(*certificate);
+  row.signed_in_as = stmt->column_text(19);
   return row;
 }
 
@@ -215,7 +232,8 @@ Result<std::vector<AccountSummary>> CredentialsStore::list() {
   auto stmt = impl_->db.prepare(
       "SELECT email, use_oauth, status, status_reason, token_expiry, refreshed_at_ms, "
       "local_password_hash IS NOT NULL AND local_password_hash <> '', upstream_host, "
-      "upstream_port FROM mail_credentials ORDER BY email");
+      "upstream_port, provider, tenant, client_id, signed_in_as FROM mail_credentials "
+      "ORDER BY email");
   if (!stmt) {
     return std::unexpected(stmt.error());
   }
@@ -239,6 +257,10 @@ Result<std::vector<AccountSummary>> CredentialsStore::list() {
     s.has_local_password = stmt->column_int64(6) != 0;
     s.upstream_host = stmt->column_text(7);
     s.upstream_port = static_cast<int>(stmt->column_int64(8));
+    s.provider = stmt->column_text(9);
+    s.tenant = stmt->column_text(10);
+    s.client_id = stmt->column_text(11);
+    s.signed_in_as = stmt->column_text(12);
     out.push_back(std::move(s));
   }
   return out;
@@ -258,14 +280,18 @@ Result<void> CredentialsStore::upsert_account(const Credentials& row) {
   auto stmt = impl_->db.prepare(
       "INSERT INTO mail_credentials (email, use_oauth, access_token, refresh_token, "
       "token_expiry, refreshed_at_ms, password, local_password_hash, upstream_host, "
-      "upstream_port, status, status_reason, created_at, updated_at) "
-      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'active', NULL, ?11, ?11) "
+      "upstream_port, status, status_reason, created_at, updated_at, provider, tenant, "
+      "client_id, client_secret, client_certificate, signed_in_as) "
+      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'active', NULL, ?11, ?11, ?12, ?13, ?14, "
+      "?15, ?16, ?17) "
       "ON CONFLICT (email) DO UPDATE SET use_oauth = excluded.use_oauth, "
       "access_token = excluded.access_token, refresh_token = excluded.refresh_token, "
       "token_expiry = excluded.token_expiry, refreshed_at_ms = excluded.refreshed_at_ms, "
       "password = excluded.password, upstream_host = excluded.upstream_host, "
       "upstream_port = excluded.upstream_port, status = 'active', status_reason = NULL, "
-      "updated_at = excluded.updated_at");
+      "updated_at = excluded.updated_at, provider = excluded.provider, tenant = excluded.tenant, "
+      "client_id = excluded.client_id, client_secret = excluded.client_secret, "
+      "client_certificate = excluded.client_certificate, signed_in_as = excluded.signed_in_as");
   if (!stmt) {
     return std::unexpected(stmt.error());
   }
@@ -282,6 +308,16 @@ Result<void> CredentialsStore::upsert_account(const Credentials& row) {
   IOP_TRY(row.upstream_host.empty() ? stmt->bind_null(9) : stmt->bind_text(9, row.upstream_host));
   IOP_TRY(stmt->bind_int64(10, row.upstream_port));
   IOP_TRY(stmt->bind_int64(11, now_seconds()));
+  auto text_or_null = [&stmt](int index, const std::string& value) {
+    return value.empty() ? stmt->bind_null(index) : stmt->bind_text(index, value);
+  };
+  IOP_TRY(stmt->bind_text(12, row.provider.empty() ? std::string("default") : row.provider));
+  IOP_TRY(text_or_null(13, row.tenant));
+  IOP_TRY(text_or_null(14, row.client_id));
+  IOP_TRY(impl_->bind_secret(*stmt, 15, email, column_client_secret, row.client_secret));
+  IOP_TRY(
+      impl_->bind_secret(*stmt, 16, email, column_client_certificate, row.client_certificate));
+  IOP_TRY(text_or_null(17, row.signed_in_as));
   auto step = stmt->step();
   if (!step) {
     return std::unexpected(step.error());

@@ -38,6 +38,14 @@ struct Credentials {
   std::string status_reason;  // why the account needs re-authorization (no secrets)
   std::int64_t created_at = 0;
   std::int64_t updated_at = 0;
+  // How the account is authorized (auth/provider.hpp): a profile name, and the account's own
+  // tenant and client id (empty: the profile's).
+  std::string provider = "default";
+  std::string tenant;
+  std::string client_id;
+  Secret client_secret;       // app-only accounts: the client secret, or
+  Secret client_certificate;  // the PEM certificate and private key for a client assertion
+  std::string signed_in_as;   // who signed in, when not the account itself (shared mailboxes)
 };
 
 // What `account list` shows: nothing secret, nothing decrypted.
@@ -51,6 +59,10 @@ struct AccountSummary {
   bool has_local_password = false;
   std::string upstream_host;
   int upstream_port = 0;
+  std::string provider;
+  std::string tenant;
+  std::string client_id;
+  std::string signed_in_as;
 };
 
 // The result of a refresh, to be committed.
@@ -78,8 +90,9 @@ class CredentialsStore {
   Result<std::vector<AccountSummary>> list();
 
   // Adds the account, or when it exists, replaces its upstream credentials (OAuth tokens or
-  // password, use_oauth, upstream) and sets it active again, keeping its local password hash
-  // and created_at. `row.email` must be normalized already.
+  // password, use_oauth, upstream, provider settings and client credentials) and sets it active
+  // again, keeping its local password hash and created_at. `row.email` must be normalized
+  // already. The local password hash is written only for a new account.
   Result<void> upsert_account(const Credentials& row);
 
   // Commits a refresh in one transaction with synchronous=FULL. Applied only when the stored

@@ -17,7 +17,7 @@ using sqlite::Transaction;
 
 // Schema history: step i (0-based) brings the database from user_version i to i + 1. Append
 // new steps; never edit a released one, since databases in the field already ran it.
-constexpr std::array<std::string_view, 2> migrations = {
+constexpr std::array<std::string_view, 3> migrations = {
     R"sql(
 CREATE TABLE mail_credentials (
   email TEXT PRIMARY KEY,
@@ -74,6 +74,19 @@ CREATE TRIGGER connection_log_no_delete BEFORE DELETE ON connection_log
 BEGIN
   SELECT RAISE(ABORT, 'connection_log is append-only');
 END;
+)sql",
+    // v3: how each account is authorized (issue #6). Rows written before map to the default
+    // profile ([oauth] + [upstream]) with no user action. tenant and client_id are per-account
+    // overrides of the profile's (NULL: the profile's own). client_secret and
+    // client_certificate (PEM certificate + private key) are the credentials of app-only
+    // accounts, sealed like every secret. signed_in_as is who authorized a shared mailbox.
+    R"sql(
+ALTER TABLE mail_credentials ADD COLUMN provider TEXT NOT NULL DEFAULT 'default';
+ALTER TABLE mail_credentials ADD COLUMN tenant TEXT;
+ALTER TABLE mail_credentials ADD COLUMN client_id TEXT;
+ALTER TABLE mail_credentials ADD COLUMN client_secret BLOB;
+ALTER TABLE mail_credentials ADD COLUMN client_certificate BLOB;
+ALTER TABLE mail_credentials ADD COLUMN signed_in_as TEXT;
 )sql",
 };
 

@@ -412,7 +412,7 @@ TEST_F(ProxyTest, RevokedRefreshTokenGivesAClearMessageAndMarksTheAccount) {
   const auto r = env->client(bob, "bob-local", {"login"});
   ASSERT_FALSE(r["ok"].get<bool>());
   EXPECT_NE(r["error"].get<std::string>().find("account needs re-authorization: run "
-                                               "'imap-oauth2-proxy account add bob@example.com'"),
+                                               "'imap-oauth2-proxy account reauth bob@example.com'"),
             std::string::npos)
       << r.dump();
   EXPECT_EQ(env->store()->get(bob)->status, storage::AccountStatus::needs_reauth);

@@ -111,5 +111,79 @@ TEST(Config, SecretsDoNotAppearInErrors) {
   EXPECT_EQ(message.find("s3cret"), std::string::npos);
 }
 
+TEST(Config, ProvidersAreTheDefaultTheBuiltInsAndTheConfiguredOnes) {
+  const auto c = parse_config(R"(
+[upstream]
+host = "imap.example.com"
+port = 10993
+[oauth]
+client_id = "default-client"
+[providers.microsoft]
+client_id = "ms-client"
+tenant = "contoso.com"
+[providers.work]
+flow = "app"
+tenant = "fabrikam.com"
+token_endpoint = "http://127.0.0.1:9/{tenant}/oauth2/v2.0/token"
+authorize_endpoint = ""
+scope = "https://outlook.office365.com/.default"
+upstream_host = "imap.fabrikam.com"
+upstream_port = 1993
+client_secret = "s3cret"
+)",
+                              "/x")
+                     .value();
+  const auto* fallback = c.provider("default").value();
+  EXPECT_EQ(fallback->client_id, "default-client");
+  EXPECT_EQ(fallback->upstream_host, "imap.example.com");
+  EXPECT_EQ(fallback->upstream_port, 10993);
+  EXPECT_EQ(fallback->flow, auth::Flow::delegated);
+
+  // A built-in profile keeps the keys its section does not set.
+  const auto* ms = c.provider("microsoft").value();
+  EXPECT_EQ(ms->client_id, "ms-client");
+  EXPECT_EQ(ms->tenant, "contoso.com");
+  EXPECT_EQ(ms->upstream_host, "outlook.office365.com");
+  EXPECT_NE(ms->token_endpoint.find("{tenant}"), std::string::npos);
+  EXPECT_EQ(c.provider("google").value()->upstream_host, "imap.gmail.com");
+
+  // A new name starts from the default profile.
+  const auto* work = c.provider("work").value();
+  EXPECT_EQ(work->flow, auth::Flow::app);
+  EXPECT_EQ(work->client_id, "default-client");
+  EXPECT_EQ(work->client_secret.reveal(), "s3cret");
+  EXPECT_TRUE(work->authorize_endpoint.empty());
+  EXPECT_EQ(work->upstream_port, 1993);
+  const auto resolved = auth::resolve_provider(*work, "", "").value();
+  EXPECT_EQ(resolved.token_endpoint, "http://127.0.0.1:9/fabrikam.com/oauth2/v2.0/token");
+
+  const auto unknown = c.provider("nope");
+  ASSERT_FALSE(unknown);
+  EXPECT_NE(unknown.error().message.find("known: default, google, microsoft, microsoft-app, work"),
+            std::string::npos)
+      << unknown.error().message;
+}
+
+TEST(Config, ProviderErrorsNameTheSectionAndKey) {
+  EXPECT_NE(parse_error("[providers.x]\nflow = \"user\"\n").find("[providers.x] flow"),
+            std::string::npos);
+  EXPECT_NE(parse_error("[providers.x]\nbogus = 1\n").find("[providers.x] bogus: unknown key"),
+            std::string::npos);
+  EXPECT_NE(parse_error("[providers.x]\ntenant = \"a/b\"\n").find("[providers.x] tenant"),
+            std::string::npos);
+  EXPECT_NE(parse_error("[providers.x]\ntoken_endpoint = \"http://example.com/t\"\n")
+                .find("[providers.x] token_endpoint"),
+            std::string::npos);
+  EXPECT_NE(parse_error("[providers.x]\nscope = \"IMAP.AccessAsUser.All\"\n")
+                .find("[providers.x] scope: must include offline_access"),
+            std::string::npos);
+  EXPECT_NE(parse_error("[providers.default]\nclient_id = \"a\"\n").find("[oauth]"),
+            std::string::npos);
+  EXPECT_NE(parse_error("[providers.x]\nupstream_port = 0\n").find("[providers.x] upstream_port"),
+            std::string::npos);
+  // Google's scope has no offline_access: its profile asks with access_type=offline instead.
+  EXPECT_TRUE(parse_config("[providers.google]\nclient_id = \"g\"\n", "/").has_value());
+}
+
 }  // namespace
 }  // namespace iop::app

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "storage/credentials_store.hpp"
+#include "storage/database.hpp"
 #include "storage/sealed.hpp"
 #include "tests/support/process.hpp"
 
@@ -191,11 +192,11 @@ TEST(ConnectionRecordHashTest, CoversEveryFieldAndIsUnambiguous) {
   EXPECT_EQ(connection_record_hash(r), h);
 }
 
-TEST_F(AuditLogTest, CreatesSchemaV2InAPrivateFile) {
+TEST_F(AuditLogTest, CreatesTheCurrentSchemaInAPrivateFile) {
   auto log = open_log();
   ASSERT_NE(log, nullptr);
   RawDb raw(db_path());
-  EXPECT_EQ(raw.query("PRAGMA user_version"), "2");
+  EXPECT_EQ(raw.query("PRAGMA user_version"), std::to_string(current_schema_version()));
   EXPECT_EQ(raw.query("PRAGMA journal_mode"), "wal");
   EXPECT_EQ(raw.query("SELECT count(*) FROM sqlite_master WHERE name = 'connection_log'"), "1");
   EXPECT_EQ(raw.query("SELECT count(*) FROM sqlite_master WHERE name = 'mail_credentials'"), "1");
@@ -586,7 +587,7 @@ TEST_F(AuditLogTest, MigratesAVersion1DatabaseAndKeepsItsCredentials) {
     EXPECT_TRUE(verify(*log).intact);
   }
   RawDb raw(db_path());
-  EXPECT_EQ(raw.query("PRAGMA user_version"), "2");
+  EXPECT_EQ(raw.query("PRAGMA user_version"), std::to_string(current_schema_version()));
   EXPECT_EQ(raw.query("SELECT count(*) FROM connection_log"), "1");
 
   auto store = CredentialsStore::open(db_path(), std::move(key));
@@ -597,6 +598,11 @@ TEST_F(AuditLogTest, MigratesAVersion1DatabaseAndKeepsItsCredentials) {
   EXPECT_EQ(row->access_token.reveal(), "at-old");
   EXPECT_EQ(row->local_password_hash, "hash");
   EXPECT_EQ(row->token_expiry, 1'700'000'000);
+  // Accounts from before provider profiles (v3) use the default one ([oauth] + [upstream]).
+  EXPECT_EQ(row->provider, "default");
+  EXPECT_TRUE(row->tenant.empty());
+  EXPECT_TRUE(row->client_id.empty());
+  EXPECT_TRUE(row->client_secret.empty());
 }
 
 TEST_F(AuditLogTest, SharesTheFileWithTheCredentialsStore) {
@@ -616,7 +622,7 @@ TEST_F(AuditLogTest, SharesTheFileWithTheCredentialsStore) {
 
 TEST_F(AuditLogTest, NewerSchemaIsRefused) {
   ASSERT_NE(open_log(), nullptr);
-  RawDb(db_path()).exec("PRAGMA user_version = 3");
+  RawDb(db_path()).exec("PRAGMA user_version = " + std::to_string(current_schema_version() + 1));
   auto log = AuditLog::open(db_path());
   ASSERT_FALSE(log.has_value());
   EXPECT_NE(log.error().message.find("newer"), std::string::npos);

@@ -87,7 +87,7 @@ TEST_F(CredentialsStoreTest, CreatesSchemaWithWalAndPrivateFile) {
   ASSERT_NE(store, nullptr);
   RawDb raw(db_path());
   EXPECT_EQ(raw.query("PRAGMA journal_mode"), "wal");
-  EXPECT_EQ(raw.query("PRAGMA user_version"), "2");
+  EXPECT_EQ(raw.query("PRAGMA user_version"), "3");
   EXPECT_EQ(raw.query("SELECT count(*) FROM sqlite_master WHERE name = 'mail_credentials'"), "1");
   EXPECT_EQ(raw.query("SELECT count(*) FROM meta WHERE key = 'key_check'"), "1");
   EXPECT_EQ(fs::status(db_path()).permissions() & (fs::perms::group_all | fs::perms::others_all),
@@ -108,7 +108,7 @@ TEST_F(CredentialsStoreTest, ReopenIsIdempotent) {
     EXPECT_EQ(row->refresh_token.reveal(), "rt-a");
   }
   RawDb raw(db_path());
-  EXPECT_EQ(raw.query("PRAGMA user_version"), "2");
+  EXPECT_EQ(raw.query("PRAGMA user_version"), "3");
   EXPECT_EQ(raw.query("SELECT count(*) FROM meta"), "1");
 }
 
@@ -227,6 +227,53 @@ TEST_F(CredentialsStoreTest, UpsertKeepsLocalHashAndCreatedAtAndReactivates) {
   EXPECT_EQ(got->created_at, 12345);
   EXPECT_EQ(got->status, AccountStatus::active);
   EXPECT_TRUE(got->status_reason.empty());
+}
+
+TEST_F(CredentialsStoreTest, ProviderSettingsAndClientCredentialsRoundTripSealed) {
+  auto store = open_store();
+  ASSERT_NE(store, nullptr);
+  Credentials app = oauth_row("app@x.com", "");
+  app.provider = "microsoft-app";
+  app.tenant = "contoso.com";
+  app.client_id = "client-123";
+  app.client_secret = secret_of("cs-plain-marker");
+  ASSERT_TRUE(store->upsert_account(app).has_value());
+  Credentials shared = oauth_row("shared@x.com", "rt-shared");
+  shared.provider = "microsoft";
+  shared.signed_in_as = "alice@x.com";
+  shared.client_certificate = secret_of("-----BEGIN CERTIFICATE-----cert-plain-marker");
+  ASSERT_TRUE(store->upsert_account(shared).has_value());
+
+  auto got = store->get("app@x.com");
+  ASSERT_TRUE(got.has_value()) << got.error().message;
+  EXPECT_EQ(got->provider, "microsoft-app");
+  EXPECT_EQ(got->tenant, "contoso.com");
+  EXPECT_EQ(got->client_id, "client-123");
+  EXPECT_EQ(got->client_secret.reveal(), "cs-plain-marker");
+  EXPECT_TRUE(got->client_certificate.empty());
+  EXPECT_TRUE(got->signed_in_as.empty());
+  got = store->get("shared@x.com");
+  ASSERT_TRUE(got.has_value()) << got.error().message;
+  EXPECT_EQ(got->signed_in_as, "alice@x.com");
+  EXPECT_EQ(got->client_certificate.reveal(), "-----BEGIN CERTIFICATE-----cert-plain-marker");
+
+  const auto listed = store->list().value();
+  ASSERT_EQ(listed.size(), 2u);
+  EXPECT_EQ(listed[0].provider, "microsoft-app");
+  EXPECT_EQ(listed[0].tenant, "contoso.com");
+  EXPECT_EQ(listed[1].signed_in_as, "alice@x.com");
+
+  RawDb raw(db_path());
+  EXPECT_EQ(raw.query("SELECT count(*) FROM mail_credentials WHERE instr(client_secret, "
+                      "CAST('cs-plain-marker' AS BLOB)) > 0 OR instr(client_certificate, "
+                      "CAST('cert-plain-marker' AS BLOB)) > 0"),
+            "0");
+  // Sealed for its own row and column: moving it elsewhere does not decrypt.
+  raw.exec(
+      "UPDATE mail_credentials SET client_secret = (SELECT client_secret FROM mail_credentials "
+      "WHERE email = 'app@x.com') WHERE email = 'shared@x.com'");
+  EXPECT_EQ(store->get("shared@x.com").error().code, Errc::credentials_corrupt);
+  EXPECT_TRUE(store->get("app@x.com").has_value());
 }
 
 TEST_F(CredentialsStoreTest, UpsertRejectsEmptyEmail) {
