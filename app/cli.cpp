@@ -115,8 +115,8 @@ int cmd_account_list(const std::string& format, const Options& opts) {
     std::cout << out.dump(2) << "\n";
     return 0;
   }
-  std::cout << fmt::format("{:<36} {:<8} {:<24} {:<10} {:<12} {:<21} {:<21} {}\n", "EMAIL",
-                           "TYPE", "PROVIDER", "FLOW", "STATUS", "TOKEN EXPIRES", "LAST REFRESH",
+  std::cout << fmt::format("{:<36} {:<8} {:<24} {:<10} {:<12} {:<21} {:<21} {}\n", "EMAIL", "TYPE",
+                           "PROVIDER", "FLOW", "STATUS", "TOKEN EXPIRES", "LAST REFRESH",
                            "LOCAL PASSWORD");
   for (const auto& a : accounts) {
     const auto [provider, flow] = provider_columns(config, a);
