@@ -355,12 +355,15 @@ AUTHORIZE_ERROR_CODES = {
 }
 
 
+class BlankMissing(dict):
+    def __missing__(self, key):
+        return ""
+
+
 def aadsts_text(code, **values):
-    text = AADSTS_TEXT.get(code, "Error.")
-    try:
-        return text.format(**values)
-    except (KeyError, IndexError):
-        return text
+    """The canned text of `code`, its {placeholders} filled from `values` (missing ones empty:
+    a scripted fault knows no client id)."""
+    return AADSTS_TEXT.get(code, "Error.").format_map(BlankMissing(values))
 
 
 def error_reply(status, error, code, text=None, **values):
