@@ -418,7 +418,17 @@ class Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(length) if length > 0 else b""
 
+    def leave_in_flight(self):
+        """Ends this token request's in-flight count before its answer goes out: a client that
+        sends its next request as soon as it has an answer is then never counted twice, so
+        max_in_flight measures overlap, not the gap between answer and thread exit."""
+        if getattr(self, "in_flight_open", False):
+            self.in_flight_open = False
+            with STATE.lock:
+                STATE.in_flight -= 1
+
     def send(self, status, body, headers=None, content_type="application/json; charset=utf-8"):
+        self.leave_in_flight()
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", content_type)
@@ -439,6 +449,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def drop(self):
         """Close the connection without an answer (the client sees an empty reply)."""
+        self.leave_in_flight()
         self.close_connection = True
         try:
             self.connection.shutdown(socket.SHUT_RDWR)
@@ -812,6 +823,7 @@ class Handler(BaseHTTPRequestHandler):
                 poll = {"t": time.monotonic(), "result": None, "interval": None}
                 STATE.device_polls.append(poll)
             STATE.in_flight += 1
+            self.in_flight_open = True
             STATE.max_in_flight = max(STATE.max_in_flight, STATE.in_flight)
             fault = STATE.take_fault_locked(email)
             delay_ms = STATE.config["delay_ms"]
@@ -829,8 +841,7 @@ class Handler(BaseHTTPRequestHandler):
             else:
                 self.answer_grant(form, presented, token_url, poll)
         finally:
-            with STATE.lock:
-                STATE.in_flight -= 1
+            self.leave_in_flight()
 
     error_reply = staticmethod(error_reply)
 
