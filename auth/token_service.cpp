@@ -399,10 +399,14 @@ awaitable<Result<FreshToken>> TokenService::refresh_with(const std::string& emai
   // Moved named copies, never copies made inside the co_await (GCC 12, docs/design.md).
   Secret presented = best.refresh_token;
   std::string for_log = email;
-  auto grant =
-      client.app_only
-          ? co_await endpoint_.client_credentials(client.client, std::move(for_log))
-          : co_await endpoint_.refresh(client.client, std::move(presented), std::move(for_log));
+  // Two statements, not a conditional expression: GCC 12 mishandles temporaries of co_await
+  // operands (docs/design.md).
+  std::expected<TokenGrant, TokenError> grant = std::unexpected(TokenError{});
+  if (client.app_only) {
+    grant = co_await endpoint_.client_credentials(client.client, std::move(for_log));
+  } else {
+    grant = co_await endpoint_.refresh(client.client, std::move(presented), std::move(for_log));
+  }
   const auto now = clock_();
   if (!grant) {
     const auto& e = grant.error();
