@@ -254,7 +254,14 @@ Storage check_storage(const Config& config) {
   const auto& db_path = config.storage.database;
   const bool have_key = fs::exists(key_path);
   const bool have_db = fs::exists(db_path);
-  const std::string init = "run `imap-oauth2-proxy init` (it creates the key and the database)";
+  // `init --dir D` keeps an existing D/imap-oauth2-proxy.toml and creates what it names.
+  const std::string init =
+      config.file.filename() == "imap-oauth2-proxy.toml"
+          ? fmt::format(
+                "run `imap-oauth2-proxy init --dir {}` (it keeps the config and creates "
+                "the key and the database)",
+                config.file.parent_path().string())
+          : std::string("run `imap-oauth2-proxy init` (it creates the key and the database)");
   if (!have_db) {
     out.checks.push_back(
         have_key ? ok("master key", fmt::format("{} present", key_path.string()))

@@ -29,6 +29,9 @@ std::int64_t days_until(system_clock::time_point t, system_clock::time_point now
 std::string relative(std::int64_t seconds) {
   const bool past = seconds < 0;
   std::int64_t s = past ? -seconds : seconds;
+  if (s < 60) {
+    return past ? "under a minute ago" : "in under a minute";
+  }
   std::string text;
   if (s >= 2 * 86400) {
     text = fmt::format("{}d", s / 86400);

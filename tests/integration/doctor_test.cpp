@@ -33,7 +33,7 @@ using namespace std::chrono_literals;
 const std::string alice = "alice@example.com";
 const std::string client_secret = "doctor-test-client-secret";
 
-struct Setup {
+struct DoctorSetup {
   std::string redis_url;
   bool trust_upstream_ca = true;
   bool with_client_secret = false;
@@ -173,7 +173,7 @@ class DoctorTest : public ::testing::Test {
   static DovecotServer* dovecot_;
   static RedisServer* redis_;
   TempDir dir_;
-  Setup setup_;
+  DoctorSetup setup_;
 };
 
 TokenEndpointPeer* DoctorTest::peer_ = nullptr;

@@ -100,6 +100,10 @@ TEST(DoctorReport, AHealthyAccountShowsExpiryRefreshAndKeepalive) {
   EXPECT_NE(c.detail.find("last refresh 2025-12-31 23:50:00Z (10m ago)"), std::string::npos)
       << c.detail;
   EXPECT_NE(c.detail.find("keepalive due 2026-01-07 23:50:00Z"), std::string::npos) << c.detail;
+  auto just = oauth_account();
+  just.refreshed_at_ms = at(-10s) * 1000;
+  EXPECT_NE(account_check(just, false, 24h * 7, now).detail.find("(under a minute ago)"),
+            std::string::npos);
 }
 
 TEST(DoctorReport, NeedsReauthFailsNamingTheCommand) {
