@@ -9,8 +9,9 @@ namespace {
 
 // Codes and meanings follow Microsoft's "Microsoft Entra authentication and authorization error
 // codes" page (learn.microsoft.com/entra/identity-platform/reference-error-codes). Only codes a
-// refresh-token grant can plausibly produce are listed; for anything else the OAuth "error"
-// member decides. The explanations are shown to operators, so each one says what to do.
+// refresh-token grant or an interactive sign-in (authorization code, device code; issue #6) can
+// plausibly produce are listed; for anything else the OAuth "error" member decides. The
+// explanations are shown to operators, so each one says what to do.
 struct Entry {
   int code;
   bool permanent;
@@ -24,6 +25,14 @@ constexpr bool N = false;  // not permanent, not config
 
 // Sorted by code, for the binary search in lookup_aadsts.
 constexpr std::array table{
+    Entry{50011, N, C,
+          "the redirect URI is not registered for this application; in the app registration add "
+          "http://localhost as a 'Mobile and desktop applications' redirect URI (or check "
+          "[oauth] client_id)"},
+    Entry{50020, N, C,
+          "the account that signed in belongs to another tenant than the application accepts; "
+          "sign in with the right account, or set the account's tenant (--tenant, [oauth] "
+          "tenant)"},
     Entry{50034, P, N,
           "the user account does not exist in the tenant any more; check the address, then run "
           "'imap-oauth2-proxy account add EMAIL' to authorize the account again"},

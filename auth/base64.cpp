@@ -75,4 +75,38 @@ std::optional<std::string> base64_decode(std::string_view text) {
   return out;
 }
 
+std::string base64url_encode(std::string_view bytes) {
+  std::string out = base64_encode(bytes);
+  while (!out.empty() && out.back() == '=') {
+    out.pop_back();
+  }
+  for (char& c : out) {
+    if (c == '+') {
+      c = '-';
+    } else if (c == '/') {
+      c = '_';
+    }
+  }
+  return out;
+}
+
+std::optional<std::string> base64url_decode(std::string_view text) {
+  if (text.size() % 4 == 1) {
+    return std::nullopt;
+  }
+  // Map onto the standard alphabet and pad, so one decoder checks every character.
+  std::string standard;
+  standard.reserve(text.size() + 2);
+  for (const char c : text) {
+    if (c == '+' || c == '/' || c == '=') {
+      return std::nullopt;
+    }
+    standard += c == '-' ? '+' : c == '_' ? '/' : c;
+  }
+  while (standard.size() % 4 != 0) {
+    standard += '=';
+  }
+  return base64_decode(standard);
+}
+
 }  // namespace iop::auth
