@@ -89,7 +89,8 @@ Secret read_file_secret(const std::string& path, std::string_view what) {
 void check_identity(const auth::TokenGrant& grant, const std::string& expected,
                     const std::string& email) {
   if (!grant.id_token) {
-    die(fmt::format("the token endpoint did not say who signed in (no id_token); nothing was "
+    die(
+        fmt::format("the token endpoint did not say who signed in (no id_token); nothing was "
                     "stored. The provider's scope must allow 'openid' (check its "
                     "identity_scope and the app registration's API permissions)"));
   }
@@ -101,14 +102,16 @@ void check_identity(const auth::TokenGrant& grant, const std::string& expected,
     return;
   }
   const auto who = auth::identity_candidates(*claims);
-  const std::string signed_in = who.empty() ? std::string("an account without an address")
-                                            : who.front();
+  const std::string signed_in =
+      who.empty() ? std::string("an account without an address") : who.front();
   if (expected != email) {
-    die(fmt::format("signed in as {}, not {} as --signed-in-as says; nothing was stored. Sign "
+    die(
+        fmt::format("signed in as {}, not {} as --signed-in-as says; nothing was stored. Sign "
                     "in as {} (a private browser window avoids a remembered session)",
                     signed_in, expected, expected));
   }
-  die(fmt::format("signed in as {}, not {}; nothing was stored. Sign in as {} (use a private "
+  die(
+      fmt::format("signed in as {}, not {}; nothing was stored. Sign in as {} (use a private "
                   "browser window, or sign out of {} first), or if {} is a shared mailbox that "
                   "{} may open, add --signed-in-as {}",
                   signed_in, email, email, signed_in, email, signed_in, signed_in));
@@ -183,8 +186,9 @@ void add_authorize_flags(CLI::App* cmd, AuthorizeFlags& f) {
   cmd->add_option("--provider", f.provider,
                   "provider profile: default ([oauth]), microsoft, microsoft-app, google, or a "
                   "[providers.NAME]");
-  cmd->add_option("--tenant", f.tenant, "directory: a tenant id, a domain, common, "
-                                        "organizations or consumers");
+  cmd->add_option("--tenant", f.tenant,
+                  "directory: a tenant id, a domain, common, "
+                  "organizations or consumers");
   cmd->add_option("--client-id", f.client_id, "this account's own application (client) id");
   cmd->add_flag("--client-secret-stdin", f.client_secret_stdin,
                 "read the client secret of an app-only account from stdin");
@@ -223,8 +227,7 @@ int run_account_authorize(const AuthorizeFlags& f, bool reauth, const Options& o
     }
   }
   if (reauth && !existing) {
-    die(fmt::format("no account {}; add it with 'imap-oauth2-proxy account add {}'", email,
-                    email));
+    die(fmt::format("no account {}; add it with 'imap-oauth2-proxy account add {}'", email, email));
   }
 
   storage::Credentials row;
@@ -271,7 +274,8 @@ int run_account_authorize(const AuthorizeFlags& f, bool reauth, const Options& o
     row.use_oauth = true;
     if (flow == FlowKind::client_credentials) {
       if (profile->flow != auth::Flow::app) {
-        die(fmt::format("--client-credentials needs an app-only provider (flow = \"app\"), and "
+        die(
+            fmt::format("--client-credentials needs an app-only provider (flow = \"app\"), and "
                         "'{}' is delegated: use --provider microsoft-app",
                         row.provider));
       }
@@ -285,7 +289,7 @@ int run_account_authorize(const AuthorizeFlags& f, bool reauth, const Options& o
         }
       } else if (!f.client_certificate.empty()) {
         row.client_certificate = read_file_secret(f.client_certificate, "--client-certificate");
-        check(auth::load_client_certificate(row.client_certificate.reveal()));
+        check(auth::load_client_certificate(row.client_certificate, f.client_certificate));
       } else if (existing) {
         // Re-authorizing keeps the credential it has, when it still decrypts.
         if (auto old = services->store->get(email)) {
@@ -295,14 +299,16 @@ int run_account_authorize(const AuthorizeFlags& f, bool reauth, const Options& o
       }
       if (row.client_secret.empty() && row.client_certificate.empty() &&
           profile->client_secret.empty()) {
-        die(fmt::format("an app-only account needs a credential: --client-certificate FILE "
+        die(
+            fmt::format("an app-only account needs a credential: --client-certificate FILE "
                         "(recommended) or --client-secret-stdin, or [providers.{}] client_secret",
                         row.provider));
       }
     } else if (profile->flow == auth::Flow::app) {
       die(fmt::format("provider '{}' is app-only: use --client-credentials", row.provider));
     }
-    if (flow != FlowKind::client_credentials && (f.client_secret_stdin || !f.client_certificate.empty())) {
+    if (flow != FlowKind::client_credentials &&
+        (f.client_secret_stdin || !f.client_certificate.empty())) {
       die("--client-secret-stdin and --client-certificate are for --client-credentials");
     }
     if (flow == FlowKind::client_credentials) {
@@ -345,8 +351,8 @@ int run_account_authorize(const AuthorizeFlags& f, bool reauth, const Options& o
       }
     }
     check(grant);
-    const bool interactive = flow == FlowKind::browser || flow == FlowKind::paste ||
-                             flow == FlowKind::device_code;
+    const bool interactive =
+        flow == FlowKind::browser || flow == FlowKind::paste || flow == FlowKind::device_code;
     if (interactive) {
       check_identity(*grant, expected, email);
       if (!grant->refresh_token) {
@@ -365,8 +371,8 @@ int run_account_authorize(const AuthorizeFlags& f, bool reauth, const Options& o
 
   const auto hash = local_password_hash(f, existing.has_value());
   auto& tokens = *services->tokens;
-  check(auth::run_blocking<Result<void>>(
-      [&tokens, &row] { return tokens.save_authorization(row); }));
+  check(
+      auth::run_blocking<Result<void>>([&tokens, &row] { return tokens.save_authorization(row); }));
   if (hash) {
     check(services->store->set_local_password_hash(email, *hash));
   }
@@ -378,8 +384,7 @@ int run_account_authorize(const AuthorizeFlags& f, bool reauth, const Options& o
     const auto provider = check(account_provider(config, row));
     std::cout << verb << " " << email << " (provider " << provider.name << ", "
               << auth::to_string(provider.flow)
-              << (row.signed_in_as.empty() ? std::string()
-                                           : ", signed in as " + row.signed_in_as)
+              << (row.signed_in_as.empty() ? std::string() : ", signed in as " + row.signed_in_as)
               << "): access token valid until " << format_time(row.token_expiry) << "\n";
   }
   if (!hash && !(existing && existing->has_local_password)) {

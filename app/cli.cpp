@@ -1,11 +1,15 @@
 #include "app/cli.hpp"
 
+#include <fcntl.h>
 #include <spdlog/spdlog.h>
+#include <sys/stat.h>
 #include <termios.h>
 #include <unistd.h>
 #include <CLI/CLI.hpp>
 
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
@@ -19,6 +23,7 @@
 #include "app/doctor.hpp"
 #include "app/serve.hpp"
 #include "app/services.hpp"
+#include "app/version.hpp"
 #include "auth/password_hash.hpp"
 #include "auth/token_response.hpp"
 #include "certs/local_cert.hpp"
@@ -31,21 +36,54 @@ namespace fs = std::filesystem;
 
 namespace {
 
+// Creates `dir` and its missing parents with mode 0700 whatever the umask: the folder will hold
+// the config (maybe a client secret) and, by default, the key and the database.
+void make_private_dir(const fs::path& dir) {
+  fs::path current;
+  for (const auto& part : dir) {
+    current /= part;
+    if (::mkdir(current.c_str(), 0700) == 0) {
+      if (::chmod(current.c_str(), 0700) != 0) {  // mkdir's mode is masked by the umask
+        die(fmt::format("cannot set the mode of {}: {}", current.string(), std::strerror(errno)));
+      }
+    } else if (errno != EEXIST) {
+      die(fmt::format("cannot create {}: {}", current.string(), std::strerror(errno)));
+    }
+  }
+}
+
+// Writes a new file with mode 0600 whatever the umask. O_EXCL: never follows a symlink planted
+// there, never truncates a config someone wrote in the meantime.
+void write_private_file(const fs::path& path, std::string_view text) {
+  const int fd = ::open(path.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    die(fmt::format("cannot create {}: {}", path.string(), std::strerror(errno)));
+  }
+  bool ok = ::fchmod(fd, 0600) == 0;
+  std::size_t off = 0;
+  while (ok && off < text.size()) {
+    const auto n = ::write(fd, text.data() + off, text.size() - off);
+    if (n < 0 && errno == EINTR) {
+      continue;
+    }
+    ok = n > 0;
+    off += ok ? static_cast<std::size_t>(n) : 0;
+  }
+  const int err = errno;
+  ok = ::close(fd) == 0 && ok;
+  if (!ok) {
+    ::unlink(path.c_str());
+    die(fmt::format("cannot write {}: {}", path.string(), std::strerror(err)));
+  }
+}
+
 int cmd_init(const std::optional<fs::path>& dir_flag, const Options& opts) {
   const fs::path dir = dir_flag.value_or(fs::current_path());
-  std::error_code ec;
-  fs::create_directories(dir, ec);
-  if (ec) {
-    die(fmt::format("cannot create {}: {}", dir.string(), ec.message()));
-  }
+  make_private_dir(dir);
   const auto config_path = dir / "imap-oauth2-proxy.toml";
   if (!fs::exists(config_path)) {
-    std::ofstream out(config_path);
-    out << default_config_text();
-    if (!out.flush()) {
-      die(fmt::format("cannot write {}", config_path.string()));
-    }
-    std::cout << "wrote " << config_path.string() << "\n";
+    write_private_file(config_path, default_config_text());
+    std::cout << "wrote " << config_path.string() << " (mode 0600)\n";
   } else {
     std::cout << "kept existing " << config_path.string() << "\n";
   }
@@ -65,12 +103,20 @@ int cmd_init(const std::optional<fs::path>& dir_flag, const Options& opts) {
   std::cout << (had_key ? "kept existing master key " : "created master key ")
             << cfg.storage.key_file.string() << " (mode 0600)\n"
             << "database " << cfg.storage.database.string() << " ready\n";
+  // The private key's folder: nobody else may swap the key or the CA clients trust.
+  make_private_dir(cfg.server.certificate.parent_path());
   const bool created_cert =
       check(certs::ensure_server_certificate(cfg.server.certificate, cfg.server.private_key));
   std::cout << (created_cert ? "created" : "kept existing") << " TLS certificate "
             << cfg.server.certificate.string() << " for localhost, 127.0.0.1 and ::1; clients "
             << "that verify certificates should trust "
             << certs::ca_certificate_path(cfg.server.certificate).string() << "\n";
+  // The absolute path, so the printed command works from any folder.
+  const auto shown = fs::absolute(config_path).lexically_normal().string();
+  std::cout << "\nnext steps:\n"
+            << "  1. set [oauth] client_id in " << shown
+            << " (your app registration's Application ID)\n"
+            << "  2. imap-oauth2-proxy account add you@example.com --config " << shown << "\n";
   return 0;
 }
 
@@ -116,8 +162,8 @@ int cmd_account_list(const std::string& format, const Options& opts) {
     std::cout << out.dump(2) << "\n";
     return 0;
   }
-  std::cout << fmt::format("{:<36} {:<8} {:<24} {:<10} {:<12} {:<21} {:<21} {}\n", "EMAIL",
-                           "TYPE", "PROVIDER", "FLOW", "STATUS", "TOKEN EXPIRES", "LAST REFRESH",
+  std::cout << fmt::format("{:<36} {:<8} {:<24} {:<10} {:<12} {:<21} {:<21} {}\n", "EMAIL", "TYPE",
+                           "PROVIDER", "FLOW", "STATUS", "TOKEN EXPIRES", "LAST REFRESH",
                            "LOCAL PASSWORD");
   for (const auto& a : accounts) {
     const auto [provider, flow] = provider_columns(config, a);
@@ -189,6 +235,7 @@ int cmd_serve(const Options& opts) {
 int run_cli(int argc, char** argv) {
   CLI::App app{"imap-oauth2-proxy: IMAP proxy and token service for OAuth2-only mail servers"};
   app.require_subcommand(1);
+  app.set_version_flag("--version", version_line());
   Options opts;
   auto add_common = [&opts](CLI::App* cmd) {
     cmd->add_option("--config", opts.config, "configuration file");

@@ -460,9 +460,9 @@ Result<Config> parse_config(std::string_view toml_text, const fs::path& base_dir
                                 section));
       }
       if (name.empty() || !auth::valid_tenant(name)) {  // same alphabet: letters, digits, . -
-        return fail(Errc::config_error,
-                    fmt::format("[{}]: a provider name has letters, digits, '.' and '-' only",
-                                section));
+        return fail(
+            Errc::config_error,
+            fmt::format("[{}]: a provider name has letters, digits, '.' and '-' only", section));
       }
       auto it = c.providers.find(name);
       if (it == c.providers.end()) {
@@ -581,6 +581,23 @@ refresh_margin       = "5m"          # refresh when less than this remains
 session_min_lifetime = "45m"         # a token for a new IMAP session must live this long
 keepalive            = "7d"          # refresh every account at least this often
 background_refresh   = "60s"         # how often the background refresher looks
+
+# Provider profiles: how accounts are authorized. [oauth] above (with [upstream]) is the profile
+# "default"; built in are "microsoft" (delegated, tenant "common"), "microsoft-app" (client
+# credentials) and "google". A section named like a built-in one overrides its keys; a new name
+# starts from the default profile. "{tenant}" in an endpoint is the account's tenant
+# (account add --tenant). Pick one per account with: account add EMAIL --provider NAME
+#
+# [providers.microsoft]
+# client_id     = ""                 # your app registration's Application (client) ID
+# tenant        = "common"           # or organizations, consumers, your domain or tenant id
+# flow          = "delegated"        # or "app" (client credentials)
+# token_endpoint     = "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token"
+# authorize_endpoint = "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/authorize"
+# device_endpoint    = "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/devicecode"
+# scope         = "https://outlook.office.com/IMAP.AccessAsUser.All offline_access"
+# upstream_host = "outlook.office365.com"
+# upstream_port = 993
 
 [storage]
 database = "data/credentials.db"

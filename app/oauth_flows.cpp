@@ -158,15 +158,14 @@ Result<auth::TokenGrant> run_browser_flow(const FlowContext& ctx) {
   }
 
   std::optional<Result<Secret>> code;
-  net::co_spawn(
-      ioc, listener->wait_for_code(state, ctx.timeout),
-      [&code](std::exception_ptr e, Result<Secret> r) {
-        if (e) {
-          code = fail(Errc::internal, "the sign-in listener failed");
-        } else {
-          code = std::move(r);
-        }
-      });
+  net::co_spawn(ioc, listener->wait_for_code(state, ctx.timeout),
+                [&code](std::exception_ptr e, Result<Secret> r) {
+                  if (e) {
+                    code = fail(Errc::internal, "the sign-in listener failed");
+                  } else {
+                    code = std::move(r);
+                  }
+                });
   while (!code && !ioc.stopped()) {
     if (InterruptGuard::interrupted()) {
       return cancelled();
@@ -187,7 +186,7 @@ Result<auth::TokenGrant> run_browser_flow(const FlowContext& ctx) {
   if (!grant) {
     return grant_error(grant.error(), "redeeming the sign-in code");
   }
-  return grant;
+  return std::move(*grant);
 }
 
 Result<auth::TokenGrant> run_paste_flow(const FlowContext& ctx) {
@@ -232,7 +231,7 @@ Result<auth::TokenGrant> run_paste_flow(const FlowContext& ctx) {
   if (!grant) {
     return grant_error(grant.error(), "redeeming the sign-in code");
   }
-  return grant;
+  return std::move(*grant);
 }
 
 Result<auth::TokenGrant> run_device_flow(const FlowContext& ctx) {
@@ -256,16 +255,16 @@ Result<auth::TokenGrant> run_device_flow(const FlowContext& ctx) {
   const Secret body(std::move(response->body));
   auto device = auth::parse_device_authorization(response->status, body.reveal());
   if (!device) {
-    return fail(device.error().code,
-                fmt::format("device sign-in cannot start, nothing was stored: {}",
-                            device.error().message),
-                device.error().aadsts);
+    return fail(
+        device.error().code,
+        fmt::format("device sign-in cannot start, nothing was stored: {}", device.error().message),
+        device.error().aadsts);
   }
   if (!device->message.empty()) {
     std::cout << device->message << "\n";
   } else {
-    std::cout << "To sign in, open " << device->verification_uri << " in a browser and enter the code "
-              << device->user_code << "\n";
+    std::cout << "To sign in, open " << device->verification_uri
+              << " in a browser and enter the code " << device->user_code << "\n";
   }
   std::cout << "Sign in as " << ctx.login_hint << ". Waiting (Ctrl-C cancels)...\n" << std::flush;
 
@@ -280,7 +279,8 @@ Result<auth::TokenGrant> run_device_flow(const FlowContext& ctx) {
       if (live) {
         const auto remaining = std::chrono::duration_cast<std::chrono::seconds>(
             expires_at - std::chrono::steady_clock::now());
-        std::cerr << "\r" << auth::countdown_line(*device, std::max(remaining, std::chrono::seconds(0)))
+        std::cerr << "\r"
+                  << auth::countdown_line(*device, std::max(remaining, std::chrono::seconds(0)))
                   << "   " << std::flush;
       }
       const auto step = std::min<std::chrono::steady_clock::duration>(
@@ -301,7 +301,7 @@ Result<auth::TokenGrant> run_device_flow(const FlowContext& ctx) {
       if (live) {
         std::cerr << "\n";
       }
-      return grant;
+      return std::move(*grant);
     }
     const auto step = auth::next_device_step(grant.error(), interval);
     if (step.action != auth::DevicePollAction::keep_polling) {
@@ -312,8 +312,7 @@ Result<auth::TokenGrant> run_device_flow(const FlowContext& ctx) {
                   fmt::format("device sign-in failed, nothing was stored: {}", step.message));
     }
     if (step.interval != interval && !live) {
-      std::cout << "the server asked to poll less often: every " << step.interval.count()
-                << " s\n"
+      std::cout << "the server asked to poll less often: every " << step.interval.count() << " s\n"
                 << std::flush;
     }
     interval = step.interval;
@@ -334,7 +333,7 @@ Result<auth::TokenGrant> run_client_credentials_flow(const FlowContext& ctx) {
   if (!grant) {
     return grant_error(grant.error(), "the client-credentials grant");
   }
-  return grant;
+  return std::move(*grant);
 }
 
 Result<auth::TokenGrant> run_refresh_token_import(const FlowContext& ctx,
@@ -350,12 +349,12 @@ Result<auth::TokenGrant> run_refresh_token_import(const FlowContext& ctx,
   auto grant = ctx.endpoint.grant_once(ctx.client, std::move(fields));
   if (!grant) {
     const auto error = auth::to_error(grant.error());
-    return fail(error.code,
-                fmt::format("the refresh token did not work, nothing was stored: {}",
-                            error.message),
-                error.aadsts);
+    return fail(
+        error.code,
+        fmt::format("the refresh token did not work, nothing was stored: {}", error.message),
+        error.aadsts);
   }
-  return grant;
+  return std::move(*grant);
 }
 
 }  // namespace iop::app

@@ -41,8 +41,7 @@ Result<auth::ResolvedProvider> account_provider(const Config& config,
   auto profile = config.provider(row.provider.empty() ? auth::default_provider : row.provider);
   if (!profile) {
     return std::unexpected(Error{
-        Errc::config_error,
-        fmt::format("account {}: {}", row.email, profile.error().message)});
+        Errc::config_error, fmt::format("account {}: {}", row.email, profile.error().message)});
   }
   return auth::resolve_provider(**profile, row.tenant, row.client_id);
 }

@@ -243,9 +243,7 @@ DevicePollStep next_device_step(const TokenError& error, seconds current_interva
             "the code expired before sign-in finished; run the command again"};
   }
   if (e == "authorization_declined" || e == "access_denied") {
-    return {DevicePollAction::declined,
-            {},
-            "sign-in was declined; nothing was stored (run the command again to retry)"};
+    return {DevicePollAction::declined, {}, "sign-in was declined; run the command again to retry"};
   }
   if (e == "bad_verification_code") {
     return {DevicePollAction::bad_code,

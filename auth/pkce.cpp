@@ -126,7 +126,8 @@ std::optional<UrlParts> split_url(std::string_view url) {
       host = authority.substr(0, colon);
       port = authority.substr(colon + 1);
     }
-    if (host.empty() || !std::all_of(host.begin(), host.end(), [](char c) {
+    // 253: the longest DNS name; anything longer is not a host we could have been given.
+    if (host.empty() || host.size() > 253 || !std::all_of(host.begin(), host.end(), [](char c) {
           return unreserved(c) || c == '[' || c == ']' || c == ':';
         })) {
       return std::nullopt;
@@ -171,16 +172,18 @@ std::string description_line(std::string_view description) {
   return std::string(trim(out));
 }
 
-// RFC 6749 §4.1.2.1 error codes, plus OpenID Connect Core §3.1.2.6's. Any other value is not
+// RFC 6749 §4.1.2.1 error codes, OpenID Connect Core §3.1.2.6's, and the two more Microsoft's
+// authorization endpoint documents (invalid_client, invalid_resource). Any other value is not
 // repeated in a message.
-constexpr std::array<std::string_view, 13> known_redirect_errors = {
+constexpr std::array<std::string_view, 15> known_redirect_errors = {
     "invalid_request",         "unauthorized_client",
     "access_denied",           "unsupported_response_type",
     "invalid_scope",           "server_error",
     "temporarily_unavailable", "interaction_required",
     "login_required",          "account_selection_required",
     "consent_required",        "invalid_request_uri",
-    "invalid_request_object",
+    "invalid_request_object",  "invalid_client",
+    "invalid_resource",
 };
 
 std::string_view redirect_error_explanation(std::string_view error) {
@@ -293,7 +296,9 @@ std::string authorize_url(const AuthorizeRequest& request) {
   for (const auto& [name, value] : request.extra) {
     const auto same = std::find_if(params.begin(), params.end(),
                                    [&name = name](const auto& p) { return p.first == name; });
-    if (same != params.end()) {
+    if (same != params.end() && value.empty()) {
+      params.erase(same);  // a provider that refuses the parameter altogether
+    } else if (same != params.end()) {
       same->second = value;
     } else {
       params.emplace_back(name, value);

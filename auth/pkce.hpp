@@ -47,7 +47,8 @@ struct AuthorizeRequest {
   std::string code_challenge;
   std::string login_hint;  // empty: not sent
   // Provider-specific parameters, e.g. Google's {"access_type","offline"}, {"prompt","consent"}.
-  // One whose name is a parameter set above replaces it (e.g. {"response_mode", "..."}).
+  // One whose name is a parameter set above replaces it (e.g. {"response_mode", "..."}), or
+  // with an empty value removes it, for a provider that refuses it.
   std::vector<std::pair<std::string, std::string>> extra;
 };
 

@@ -8,7 +8,8 @@ namespace iop::auth {
 
 namespace {
 
-constexpr std::string_view microsoft_base = "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/";
+constexpr std::string_view microsoft_base =
+    "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/";
 
 std::string replace_tenant(std::string url, std::string_view tenant) {
   constexpr std::string_view placeholder = "{tenant}";

@@ -86,7 +86,7 @@ std::expected<TokenGrant, TokenError> TokenEndpoint::grant_once(const OAuthClien
   fields.emplace_back("client_id", Secret(client.client_id));
   if (!client.client_certificate.empty()) {
     // RFC 7523 §2.2: a fresh assertion per request (each has its own jti and a short life).
-    auto certificate = load_client_certificate(client.client_certificate.reveal());
+    auto certificate = load_client_certificate(client.client_certificate);
     if (!certificate) {
       TokenError e;
       e.kind = GrantFailure::config;
@@ -101,9 +101,9 @@ std::expected<TokenGrant, TokenError> TokenEndpoint::grant_once(const OAuthClien
       e.explanation = assertion.error().message;
       return std::unexpected(e);
     }
-    fields.emplace_back("client_assertion_type",
-                        Secret(std::string_view(
-                            "urn:ietf:params:oauth:client-assertion-type:jwt-bearer")));
+    fields.emplace_back(
+        "client_assertion_type",
+        Secret(std::string_view("urn:ietf:params:oauth:client-assertion-type:jwt-bearer")));
     fields.emplace_back("client_assertion", std::move(*assertion));
   } else if (!client.client_secret.empty()) {
     fields.emplace_back("client_secret", client.client_secret);
@@ -136,9 +136,8 @@ awaitable<std::expected<TokenGrant, TokenError>> TokenEndpoint::refresh(Secret r
   co_return co_await refresh(settings_, std::move(refresh_token), std::move(email));
 }
 
-awaitable<std::expected<TokenGrant, TokenError>> TokenEndpoint::refresh(const OAuthClientSettings& client,
-                                                                        Secret refresh_token,
-                                                                        std::string email) {
+awaitable<std::expected<TokenGrant, TokenError>> TokenEndpoint::refresh(
+    const OAuthClientSettings& client, Secret refresh_token, std::string email) {
   if (!plausible_token(refresh_token.reveal())) {
     // Not retried and not sent: no attempt can make this token acceptable.
     const auto e = implausible_refresh_token();

@@ -41,14 +41,12 @@ class TokenEndpoint {
   // timer of the calling coroutine's executor. Permanent and bad-response failures return at
   // once. Logs one line per failed attempt with `email`, the OAuth error, AADSTS code and
   // correlation id (never a token or a response body).
-  awaitable<std::expected<TokenGrant, TokenError>> refresh(Secret refresh_token,
-                                                           std::string email);
+  awaitable<std::expected<TokenGrant, TokenError>> refresh(Secret refresh_token, std::string email);
   // The same for another client (an account with its own profile). `client` is a reference
   // (GCC 12 mishandles owning by-value coroutine arguments, docs/design.md): the caller keeps it
   // alive until the call completes.
   awaitable<std::expected<TokenGrant, TokenError>> refresh(const OAuthClientSettings& client,
-                                                           Secret refresh_token,
-                                                           std::string email);
+                                                           Secret refresh_token, std::string email);
 
   // A client-credentials grant (RFC 6749 §4.4) for `client`, retried like a refresh. No
   // refresh token comes back: the next one is another client-credentials grant.

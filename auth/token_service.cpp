@@ -399,10 +399,10 @@ awaitable<Result<FreshToken>> TokenService::refresh_with(const std::string& emai
   // Moved named copies, never copies made inside the co_await (GCC 12, docs/design.md).
   Secret presented = best.refresh_token;
   std::string for_log = email;
-  auto grant = client.app_only
-                   ? co_await endpoint_.client_credentials(client.client, std::move(for_log))
-                   : co_await endpoint_.refresh(client.client, std::move(presented),
-                                                std::move(for_log));
+  auto grant =
+      client.app_only
+          ? co_await endpoint_.client_credentials(client.client, std::move(for_log))
+          : co_await endpoint_.refresh(client.client, std::move(presented), std::move(for_log));
   const auto now = clock_();
   if (!grant) {
     const auto& e = grant.error();
@@ -502,9 +502,9 @@ awaitable<Result<void>> TokenService::save_authorization(const Credentials& row)
   }
   if (cache_ != nullptr) {
     if (row.use_oauth && !row.access_token.empty()) {
-      CachedToken entry{row.access_token, row.token_expiry, row.refresh_token,
-                        row.refreshed_at_ms};
-      co_await on_blocking([this, &row, &entry] { return cache_->put(row.email, entry, clock_()); });
+      CachedToken entry{row.access_token, row.token_expiry, row.refresh_token, row.refreshed_at_ms};
+      co_await on_blocking(
+          [this, &row, &entry] { return cache_->put(row.email, entry, clock_()); });
     } else {
       co_await on_blocking([this, &row] { return cache_->erase(row.email); });
     }

@@ -402,8 +402,9 @@ class Session : public std::enable_shared_from_this<Session> {
           attempt.audit_outcome = ConnectionOutcome::needs_reauth;
           attempt.outcome = LoginOutcome::failed(
               LoginFailure::needs_reauth,
-              fmt::format("account needs re-authorization: run 'imap-oauth2-proxy account reauth {}'",
-                          local.email));
+              fmt::format(
+                  "account needs re-authorization: run 'imap-oauth2-proxy account reauth {}'",
+                  local.email));
           break;
         case Errc::endpoint_unavailable:
         case Errc::storage_unavailable:

@@ -10,6 +10,7 @@ packages=(
   libcli11-dev libtomlplusplus-dev nlohmann-json3-dev
   redis-server sqlite3 python3 curl openssl
   dovecot-core dovecot-imapd
+  systemd  # systemd-analyze verify in tests/integration/install_test.cpp (skipped without it)
 )
 
 missing=()

@@ -315,8 +315,7 @@ Result<void> CredentialsStore::upsert_account(const Credentials& row) {
   IOP_TRY(text_or_null(13, row.tenant));
   IOP_TRY(text_or_null(14, row.client_id));
   IOP_TRY(impl_->bind_secret(*stmt, 15, email, column_client_secret, row.client_secret));
-  IOP_TRY(
-      impl_->bind_secret(*stmt, 16, email, column_client_certificate, row.client_certificate));
+  IOP_TRY(impl_->bind_secret(*stmt, 16, email, column_client_certificate, row.client_certificate));
   IOP_TRY(text_or_null(17, row.signed_in_as));
   auto step = stmt->step();
   if (!step) {

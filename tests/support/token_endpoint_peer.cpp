@@ -2,11 +2,13 @@
 
 #include <curl/curl.h>
 
+#include <cctype>
 #include <fstream>
 #include <iterator>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
+#include <string_view>
 #include <thread>
 
 namespace iop::test {
@@ -50,10 +52,29 @@ std::string read_file(const std::filesystem::path& path) {
   return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
-// One request to the peer: POST `body` with `content_type` when `post`, else GET. Returns the
-// status and the body.
-std::pair<long, std::string> request(const std::string& url, bool post, const std::string& body,
-                                     const char* content_type) {
+std::size_t keep_location(char* data, std::size_t size, std::size_t count, void* user) {
+  const std::string_view line(data, size * count);
+  constexpr std::string_view name = "location:";
+  if (line.size() > name.size()) {
+    bool match = true;
+    for (std::size_t i = 0; i < name.size(); ++i) {
+      match = match && std::tolower(static_cast<unsigned char>(line[i])) == name[i];
+    }
+    if (match) {
+      std::string value(line.substr(name.size()));
+      const auto first = value.find_first_not_of(" \t");
+      const auto last = value.find_last_not_of(" \t\r\n");
+      *static_cast<std::string*>(user) =
+          first == std::string::npos ? "" : value.substr(first, last - first + 1);
+    }
+  }
+  return size * count;
+}
+
+// One request to the peer: POST `body` with `content_type` when `post`, else GET. Redirects are
+// not followed. Throws std::runtime_error when no HTTP answer arrives.
+HttpReply request(const std::string& url, bool post, const std::string& body,
+                  const char* content_type) {
   static std::once_flag once;
   std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
   std::unique_ptr<CURL, CurlDeleter> curl(curl_easy_init());
@@ -62,14 +83,17 @@ std::pair<long, std::string> request(const std::string& url, bool post, const st
   }
   std::unique_ptr<curl_slist, SlistDeleter> headers(
       curl_slist_append(nullptr, (std::string("Content-Type: ") + content_type).c_str()));
-  std::string out;
+  HttpReply reply;
   CURL* h = curl.get();
   curl_easy_setopt(h, CURLOPT_URL, url.c_str());
   curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
   curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, 10000L);
   curl_easy_setopt(h, CURLOPT_NOPROXY, "*");
+  curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
   curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, &append_body);
-  curl_easy_setopt(h, CURLOPT_WRITEDATA, &out);
+  curl_easy_setopt(h, CURLOPT_WRITEDATA, &reply.body);
+  curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, &keep_location);
+  curl_easy_setopt(h, CURLOPT_HEADERDATA, &reply.location);
   if (post) {
     curl_easy_setopt(h, CURLOPT_POST, 1L);
     curl_easy_setopt(h, CURLOPT_POSTFIELDS, body.c_str());
@@ -80,17 +104,16 @@ std::pair<long, std::string> request(const std::string& url, bool post, const st
   if (rc != CURLE_OK) {
     throw std::runtime_error("test token endpoint: " + url + ": " + curl_easy_strerror(rc));
   }
-  long status = 0;
-  curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
-  return {status, out};
+  curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &reply.status);
+  return reply;
 }
 
-nlohmann::json expect_json(const std::string& what, const std::pair<long, std::string>& reply) {
-  if (reply.first != 200) {
+nlohmann::json expect_json(const std::string& what, const HttpReply& reply) {
+  if (reply.status != 200) {
     throw std::runtime_error("test token endpoint: " + what + " answered HTTP " +
-                             std::to_string(reply.first) + ": " + reply.second);
+                             std::to_string(reply.status) + ": " + reply.body);
   }
-  return nlohmann::json::parse(reply.second);
+  return nlohmann::json::parse(reply.body);
 }
 
 }  // namespace
@@ -129,8 +152,16 @@ std::string TokenEndpointPeer::base_url() const {
   return "http://127.0.0.1:" + std::to_string(port_);
 }
 
-std::string TokenEndpointPeer::token_url() const {
-  return base_url() + "/common/oauth2/v2.0/token";
+std::string TokenEndpointPeer::token_url(const std::string& tenant) const {
+  return base_url() + "/" + tenant + "/oauth2/v2.0/token";
+}
+
+std::string TokenEndpointPeer::authorize_url_base(const std::string& tenant) const {
+  return base_url() + "/" + tenant + "/oauth2/v2.0/authorize";
+}
+
+std::string TokenEndpointPeer::device_url(const std::string& tenant) const {
+  return base_url() + "/" + tenant + "/oauth2/v2.0/devicecode";
 }
 
 std::string TokenEndpointPeer::introspect_url() const { return base_url() + "/introspect"; }
@@ -181,5 +212,59 @@ nlohmann::json TokenEndpointPeer::stats() {
 }
 
 void TokenEndpointPeer::reset_stats() { admin_post("reset_stats", nlohmann::json::object()); }
+
+void TokenEndpointPeer::set_signin(const std::string& email, const std::string& mailbox) {
+  nlohmann::json body{{"email", email}};
+  if (!mailbox.empty()) {
+    body["mailbox"] = mailbox;
+  }
+  admin_post("signin", body);
+}
+
+void TokenEndpointPeer::set_authorize_outcome(const nlohmann::json& outcome) {
+  admin_post("authorize_outcome", outcome);
+}
+
+void TokenEndpointPeer::set_id_token_fault(const std::string& kind) {
+  admin_post("id_token_fault", {{"kind", kind}});
+}
+
+nlohmann::json TokenEndpointPeer::set_device_script(const nlohmann::json& script) {
+  return admin_post("device_script", script.is_null() ? nlohmann::json::object() : script);
+}
+
+nlohmann::json TokenEndpointPeer::device_polls() {
+  return expect_json("device_polls",
+                     request(base_url() + "/admin/device_polls", false, "", "text/plain"));
+}
+
+nlohmann::json TokenEndpointPeer::register_app(const nlohmann::json& app) {
+  return admin_post("apps", app);
+}
+
+HttpReply TokenEndpointPeer::authorize(const std::string& authorize_url) {
+  return request(authorize_url, false, "", "text/plain");
+}
+
+std::string TokenEndpointPeer::follow_authorize(const std::string& authorize_url) {
+  const auto reply = authorize(authorize_url);
+  if (reply.status != 302 || reply.location.empty()) {
+    throw std::runtime_error("test token endpoint: authorize answered HTTP " +
+                             std::to_string(reply.status) + " without a redirect: " + reply.body);
+  }
+  return reply.location;
+}
+
+HttpReply TokenEndpointPeer::post_form(
+    const std::string& url, const std::vector<std::pair<std::string, std::string>>& fields) {
+  std::string body;
+  for (const auto& [name, value] : fields) {
+    if (!body.empty()) {
+      body += '&';
+    }
+    body += form_encode(name) + '=' + form_encode(value);
+  }
+  return request(url, true, body, "application/x-www-form-urlencoded");
+}
 
 }  // namespace iop::test
