@@ -20,6 +20,7 @@
 #include "app/audit_command.hpp"
 #include "app/cli_support.hpp"
 #include "app/config.hpp"
+#include "app/doctor.hpp"
 #include "app/serve.hpp"
 #include "app/services.hpp"
 #include "app/version.hpp"
@@ -280,6 +281,13 @@ int run_cli(int argc, char** argv) {
   token->add_option("EMAIL", email)->required();
   add_common(token);
 
+  std::string doctor_format = "text";
+  auto* doctor = app.add_subcommand(
+      "doctor", "check the config, storage, Redis, endpoints, upstreams, certificate and accounts");
+  doctor->add_option("--format", doctor_format, "text or json")
+      ->check(CLI::IsMember({"text", "json"}));
+  add_common(doctor);
+
   AuditOptions audit_opts;
   auto* audit = add_audit_command(app, audit_opts);
 
@@ -299,6 +307,7 @@ int run_cli(int argc, char** argv) {
     if (passwd->parsed()) return cmd_account_passwd(email, opts);
     if (token->parsed()) return cmd_token(email, opts);
     if (audit->parsed()) return run_audit(audit_opts);
+    if (doctor->parsed()) return run_doctor(opts, doctor_format);
   } catch (const CommandError& e) {
     std::cerr << "imap-oauth2-proxy: " << e.message << "\n";
     return 1;
