@@ -35,64 +35,66 @@ constexpr std::array table{
           "tenant)"},
     Entry{50034, P, N,
           "the user account does not exist in the tenant any more; check the address, then run "
-          "'imap-oauth2-proxy account add EMAIL' to authorize the account again"},
+          "'imap-oauth2-proxy account reauth EMAIL' to authorize the account again"},
     Entry{50053, N, N,
           "Microsoft temporarily locked the sign-in (too many attempts or a blocked IP address); "
           "it clears by itself, the refresh will be retried later"},
     Entry{50055, P, N,
           "the user's password has expired; the user must change it, then run "
-          "'imap-oauth2-proxy account add EMAIL' to authorize the account again"},
+          "'imap-oauth2-proxy account reauth EMAIL' to authorize the account again"},
     Entry{50057, P, N,
           "the user account is disabled in the tenant; an administrator must enable it, then run "
-          "'imap-oauth2-proxy account add EMAIL' to authorize the account again"},
+          "'imap-oauth2-proxy account reauth EMAIL' to authorize the account again"},
     Entry{50058, P, N,
           "Microsoft needs an interactive sign-in (no usable session); run "
-          "'imap-oauth2-proxy account add EMAIL' to authorize the account again"},
-    Entry{50076, P, N,
-          "the tenant now requires multi-factor authentication for this sign-in; run "
-          "'imap-oauth2-proxy account add EMAIL' and complete MFA to authorize the account again"},
+          "'imap-oauth2-proxy account reauth EMAIL' to authorize the account again"},
+    Entry{
+        50076, P, N,
+        "the tenant now requires multi-factor authentication for this sign-in; run "
+        "'imap-oauth2-proxy account reauth EMAIL' and complete MFA to authorize the account again"},
     Entry{50079, P, N,
           "the user must register for multi-factor authentication; after registering, run "
-          "'imap-oauth2-proxy account add EMAIL' to authorize the account again"},
+          "'imap-oauth2-proxy account reauth EMAIL' to authorize the account again"},
     Entry{50126, P, N,
-          "Microsoft rejected the user's credentials; run 'imap-oauth2-proxy account add EMAIL' "
+          "Microsoft rejected the user's credentials; run 'imap-oauth2-proxy account reauth EMAIL' "
           "to authorize the account again"},
     Entry{50158, P, N,
-          "an external security challenge was not satisfied; run 'imap-oauth2-proxy account add "
+          "an external security challenge was not satisfied; run 'imap-oauth2-proxy account reauth "
           "EMAIL' and complete it to authorize the account again"},
     Entry{50173, P, N,
           "the grant was revoked, usually because the user changed or reset the password; run "
-          "'imap-oauth2-proxy account add EMAIL' to authorize the account again"},
+          "'imap-oauth2-proxy account reauth EMAIL' to authorize the account again"},
     Entry{50196, N, N,
           "Microsoft detected a request loop from this client and refused the request for now; "
           "the refresh will be retried later"},
     Entry{53000, P, N,
           "a conditional access policy requires a compliant device; an administrator must adjust "
-          "the policy, then run 'imap-oauth2-proxy account add EMAIL'"},
+          "the policy, then run 'imap-oauth2-proxy account reauth EMAIL'"},
     Entry{53003, P, N,
           "a conditional access policy blocked the sign-in; an administrator must allow this "
-          "application, then run 'imap-oauth2-proxy account add EMAIL'"},
-    Entry{54005, P, N,
-          "the authorization code was already redeemed; run 'imap-oauth2-proxy account add EMAIL' "
-          "to start the authorization again"},
+          "application, then run 'imap-oauth2-proxy account reauth EMAIL'"},
+    Entry{
+        54005, P, N,
+        "the authorization code was already redeemed; run 'imap-oauth2-proxy account reauth EMAIL' "
+        "to start the authorization again"},
     Entry{65001, P, N,
           "the user or an administrator has not consented to this application's IMAP permission; "
-          "grant consent, then run 'imap-oauth2-proxy account add EMAIL'"},
+          "grant consent, then run 'imap-oauth2-proxy account reauth EMAIL'"},
     Entry{65004, P, N,
-          "the user declined to consent to this application; run 'imap-oauth2-proxy account add "
+          "the user declined to consent to this application; run 'imap-oauth2-proxy account reauth "
           "EMAIL' and accept the consent prompt"},
     Entry{70000, P, N,
           "the refresh token is invalid, malformed or was issued for other scopes; run "
-          "'imap-oauth2-proxy account add EMAIL' to authorize the account again"},
+          "'imap-oauth2-proxy account reauth EMAIL' to authorize the account again"},
     Entry{70008, P, N,
-          "the refresh token has expired or was revoked; run 'imap-oauth2-proxy account add "
+          "the refresh token has expired or was revoked; run 'imap-oauth2-proxy account reauth "
           "EMAIL' to authorize the account again"},
     Entry{70011, N, C,
           "the requested scope is invalid; check [oauth] scope (it should be "
           "'https://outlook.office.com/IMAP.AccessAsUser.All offline_access')"},
     Entry{70043, P, N,
           "a conditional access sign-in frequency policy requires the user to sign in again; run "
-          "'imap-oauth2-proxy account add EMAIL' to authorize the account again"},
+          "'imap-oauth2-proxy account reauth EMAIL' to authorize the account again"},
     Entry{90002, N, C,
           "the tenant in the token endpoint URL does not exist; check [oauth] token_endpoint"},
     Entry{90033, N, N,
@@ -100,12 +102,12 @@ constexpr std::array table{
           "later"},
     Entry{90094, P, N,
           "an administrator must consent to this application's permissions for the tenant; after "
-          "admin consent, run 'imap-oauth2-proxy account add EMAIL'"},
+          "admin consent, run 'imap-oauth2-proxy account reauth EMAIL'"},
     Entry{500011, N, C,
           "the resource in the requested scope is not available in the tenant (is Exchange "
           "Online licensed?); check [oauth] scope"},
     Entry{500121, P, N,
-          "the multi-factor authentication step failed; run 'imap-oauth2-proxy account add "
+          "the multi-factor authentication step failed; run 'imap-oauth2-proxy account reauth "
           "EMAIL' to authorize the account again"},
     Entry{700016, N, C,
           "the application (client id) is not registered in the tenant; check [oauth] client_id "
@@ -116,7 +118,7 @@ constexpr std::array table{
     Entry{700084, P, N,
           "the refresh token was issued to a single-page application and lives only 24 hours; "
           "register the application as a public or confidential client, then run "
-          "'imap-oauth2-proxy account add EMAIL'"},
+          "'imap-oauth2-proxy account reauth EMAIL'"},
     Entry{7000215, N, C,
           "the client secret is wrong; check [oauth] client_secret (use the secret's value, not "
           "its id)"},
@@ -128,7 +130,7 @@ constexpr std::array table{
           "[oauth] client_secret"},
     Entry{9002313, P, N,
           "the refresh token is malformed or not valid for this request; run "
-          "'imap-oauth2-proxy account add EMAIL' to authorize the account again"},
+          "'imap-oauth2-proxy account reauth EMAIL' to authorize the account again"},
 };
 
 static_assert(std::is_sorted(table.begin(), table.end(),

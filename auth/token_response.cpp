@@ -209,7 +209,7 @@ TokenError classify_error(int http_status, const json& body,
     e.kind = GrantFailure::permanent;
     e.explanation = known ? std::string(info.explanation)
                           : "the token endpoint will not accept this refresh token again; run "
-                            "'imap-oauth2-proxy account add EMAIL' to authorize the account again";
+                            "'imap-oauth2-proxy account reauth EMAIL' to authorize the account again";
     return e;
   }
   if (known) {

@@ -27,7 +27,7 @@ TEST_P(AadstsTable, ClassifiesAndExplains) {
   // Operator-facing: a permanent failure says how to re-authorize, a config one names the
   // setting to check.
   if (info->permanent) {
-    EXPECT_NE(info->explanation.find("account add"), std::string_view::npos) << want.code;
+    EXPECT_NE(info->explanation.find("account reauth"), std::string_view::npos) << want.code;
   }
   if (info->config) {
     EXPECT_NE(info->explanation.find("[oauth]"), std::string_view::npos) << want.code;
