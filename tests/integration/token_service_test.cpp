@@ -262,7 +262,7 @@ TEST_F(TokenServiceTest, InvalidGrantMarksOnlyThatAccountAndKeepsItsRefreshToken
   const auto token = get("heidi@example.com");
   ASSERT_FALSE(token.has_value());
   EXPECT_EQ(token.error().code, Errc::needs_reauth);
-  EXPECT_NE(token.error().message.find("imap-oauth2-proxy account add heidi@example.com"),
+  EXPECT_NE(token.error().message.find("imap-oauth2-proxy account reauth heidi@example.com"),
             std::string::npos);
   EXPECT_NE(token.error().message.find("AADSTS50173"), std::string::npos);
   const auto row = store_->get("heidi@example.com").value();
