@@ -114,7 +114,7 @@ constexpr std::array table{
           "and token_endpoint"},
     Entry{700082, P, N,
           "the refresh token expired after 90 days without use; run 'imap-oauth2-proxy account "
-          "add EMAIL' to authorize the account again"},
+          "reauth EMAIL' to authorize the account again"},
     Entry{700084, P, N,
           "the refresh token was issued to a single-page application and lives only 24 hours; "
           "register the application as a public or confidential client, then run "
