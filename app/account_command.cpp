@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "app/oauth_flows.hpp"
+#include "auth/aadsts.hpp"
 #include "auth/client_assertion.hpp"
 #include "auth/id_token.hpp"
 #include "auth/password_hash.hpp"
@@ -73,16 +74,6 @@ FlowKind choose_flow(const AuthorizeFlags& f, auth::Flow provider_flow) {
   if (answer == "3") return FlowKind::paste;
   if (answer.empty()) return desktop ? FlowKind::browser : FlowKind::device_code;
   die(fmt::format("'{}' is not one of 1, 2, 3", answer));
-}
-
-Secret read_file_secret(const std::string& path, std::string_view what) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    die(fmt::format("{}: cannot read {}", what, path));
-  }
-  std::ostringstream text;
-  text << in.rdbuf();
-  return Secret(text.str());
 }
 
 // The signed-in identity must be the account (or --signed-in-as for a shared mailbox).
@@ -260,6 +251,9 @@ int run_account_authorize(const AuthorizeFlags& f, bool reauth, const Options& o
 
   const auto* profile = check(config.provider(row.provider));
   const FlowKind flow = choose_flow(f, profile->flow);
+  // Every input is read before any flow runs: a flow may spend a refresh token or an
+  // authorization code, and what it returns must not be lost to a mistyped password after.
+  std::optional<std::string> hash;
   if (flow == FlowKind::password) {
     row.use_oauth = false;
     row.provider = std::string(auth::default_provider);
@@ -270,6 +264,7 @@ int run_account_authorize(const AuthorizeFlags& f, bool reauth, const Options& o
     if (row.password.empty()) {
       die("the upstream password is empty");
     }
+    hash = local_password_hash(f, existing.has_value());
   } else {
     row.use_oauth = true;
     if (flow == FlowKind::client_credentials) {
@@ -288,7 +283,7 @@ int run_account_authorize(const AuthorizeFlags& f, bool reauth, const Options& o
           die("the client secret is empty");
         }
       } else if (!f.client_certificate.empty()) {
-        row.client_certificate = read_file_secret(f.client_certificate, "--client-certificate");
+        row.client_certificate = read_secret_file(f.client_certificate, "--client-certificate");
         check(auth::load_client_certificate(row.client_certificate, f.client_certificate));
       } else if (existing) {
         // Re-authorizing keeps the credential it has, when it still decrypts.
@@ -318,6 +313,11 @@ int run_account_authorize(const AuthorizeFlags& f, bool reauth, const Options& o
     const auto provider = check(account_provider(config, row));
     const auto client = check(account_client(config, row));
     const std::string expected = row.signed_in_as.empty() ? email : row.signed_in_as;
+    Secret imported;
+    if (flow == FlowKind::refresh_token) {
+      imported = read_secret_line("refresh token");
+    }
+    hash = local_password_hash(f, existing.has_value());
     FlowContext ctx{provider, client.client, *services->endpoint, expected, *timeout};
     Result<auth::TokenGrant> grant = fail(Errc::internal, "no flow ran");
     {
@@ -335,22 +335,23 @@ int run_account_authorize(const AuthorizeFlags& f, bool reauth, const Options& o
         case FlowKind::client_credentials:
           grant = run_client_credentials_flow(ctx);
           break;
-        case FlowKind::refresh_token: {
-          const auto refresh_token = read_secret_line("refresh token");
-          grant = run_refresh_token_import(ctx, refresh_token);
+        case FlowKind::refresh_token:
+          grant = run_refresh_token_import(ctx, imported);
           if (grant && !grant->refresh_token) {
-            grant->refresh_token = refresh_token;  // not rotated: the imported one stays valid
+            grant->refresh_token = imported;  // not rotated: the imported one stays valid
           }
           break;
-        }
         case FlowKind::password:
           break;
       }
       if (InterruptGuard::interrupted()) {
-        die("cancelled; nothing was stored");
+        die_cancelled();
       }
     }
-    check(grant);
+    if (!grant) {
+      // Advice naming "account reauth EMAIL" becomes the command for this account.
+      die(auth::name_account(grant.error().message, email, existing ? "reauth" : "add"));
+    }
     const bool interactive =
         flow == FlowKind::browser || flow == FlowKind::paste || flow == FlowKind::device_code;
     if (interactive) {
@@ -369,7 +370,6 @@ int run_account_authorize(const AuthorizeFlags& f, bool reauth, const Options& o
     row.refreshed_at_ms = to_unix_millis(now);
   }
 
-  const auto hash = local_password_hash(f, existing.has_value());
   auto& tokens = *services->tokens;
   check(
       auth::run_blocking<Result<void>>([&tokens, &row] { return tokens.save_authorization(row); }));

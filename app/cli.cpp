@@ -310,7 +310,7 @@ int run_cli(int argc, char** argv) {
     if (doctor->parsed()) return run_doctor(opts, doctor_format);
   } catch (const CommandError& e) {
     std::cerr << "imap-oauth2-proxy: " << e.message << "\n";
-    return 1;
+    return e.exit_code;
   } catch (const std::exception& e) {
     std::cerr << "imap-oauth2-proxy: internal error: " << e.what() << "\n";
     return 1;

@@ -96,6 +96,14 @@ struct Config {
   // from the default profile).
   std::map<std::string, auth::ProviderProfile, std::less<>> providers;
 
+  // Problems worth a warning that do not stop the program (e.g. a config file holding a secret
+  // that other users can read). The caller logs them once logging is set up.
+  std::vector<std::string> warnings;
+
+  // Whether the file holds a secret: a client secret ([oauth] or a provider) or a Redis
+  // password.
+  [[nodiscard]] bool holds_secret() const;
+
   // The profile called `name`, or Errc::config_error naming the ones there are.
   [[nodiscard]] Result<const auth::ProviderProfile*> provider(std::string_view name) const;
 };

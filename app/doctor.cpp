@@ -73,7 +73,10 @@ struct ImapProbe {
   std::string buffer;
 };
 
-awaitable<std::optional<std::string>> read_line(std::shared_ptr<ImapProbe> p) {
+// `p` is a reference to the caller's probe, which outlives the call (GCC 12 mishandles owning
+// by-value coroutine arguments in co_await expressions: docs/design.md).
+awaitable<std::optional<std::string>> read_line(ImapProbe& probe) {
+  ImapProbe* p = &probe;
   for (;;) {
     if (const auto end = p->buffer.find("\r\n"); end != std::string::npos) {
       std::string line = p->buffer.substr(0, end);
@@ -93,8 +96,9 @@ awaitable<std::optional<std::string>> read_line(std::shared_ptr<ImapProbe> p) {
   }
 }
 
-awaitable<void> write_line(std::shared_ptr<ImapProbe> p, std::string line) {
-  co_await p->stream->write_all(net::buffer(line), p->ec);
+// `line` is a string literal: nothing owned crosses the co_await.
+awaitable<void> write_line(ImapProbe& p, std::string_view line) {
+  co_await p.stream->write_all(net::buffer(line.data(), line.size()), p.ec);
 }
 
 awaitable<void> run_imap_probe(std::shared_ptr<ImapProbe> p, net::ssl::context& tls) {
@@ -126,7 +130,7 @@ awaitable<void> run_imap_probe(std::shared_ptr<ImapProbe> p, net::ssl::context& 
     p->tls_version = SSL_get_version(ssl);
   }
   p->stage = "waiting for the greeting";
-  auto greeting = co_await read_line(p);
+  auto greeting = co_await read_line(*p);
   if (!greeting) {
     co_return;
   }
@@ -138,12 +142,12 @@ awaitable<void> run_imap_probe(std::shared_ptr<ImapProbe> p, net::ssl::context& 
   }
   if (p->capability) {
     p->stage = "waiting for the CAPABILITY answer";
-    co_await write_line(p, "d1 CAPABILITY\r\n");
+    co_await write_line(*p, "d1 CAPABILITY\r\n");
     if (p->ec) {
       co_return;
     }
     for (;;) {
-      auto line = co_await read_line(p);
+      auto line = co_await read_line(*p);
       if (!line) {
         co_return;
       }
@@ -158,7 +162,7 @@ awaitable<void> run_imap_probe(std::shared_ptr<ImapProbe> p, net::ssl::context& 
         p->capabilities = std::move(*caps);
       }
     }
-    co_await write_line(p, "d2 LOGOUT\r\n");
+    co_await write_line(*p, "d2 LOGOUT\r\n");
     p->ec.clear();  // the probe is complete; a failed goodbye does not matter
   }
   p->done = true;
@@ -215,31 +219,13 @@ error_code tcp_connect(const std::string& host, int port, std::chrono::milliseco
 
 // ---- the checks ---------------------------------------------------------------------------
 
-bool config_holds_secret(const Config& config) {
-  if (!config.oauth.client_secret.empty()) {
-    return true;
-  }
-  for (const auto& [name, profile] : config.providers) {
-    if (!profile.client_secret.empty()) {
-      return true;
-    }
-  }
-  if (!config.redis.url.empty()) {
-    auto address = storage::parse_redis_url(config.redis.url);
-    if (address && !address->password.empty()) {
-      return true;
-    }
-  }
-  return false;
-}
-
 Check check_config_mode(const Config& config) {
   struct stat st {};
   if (::stat(config.file.c_str(), &st) != 0) {
     return failed("config permissions", fmt::format("cannot stat {}", config.file.string()),
                   "check that the file exists and can be read");
   }
-  return config_mode_check(config.file, st.st_mode, config_holds_secret(config));
+  return config_mode_check(config.file, st.st_mode, config.holds_secret());
 }
 
 struct Storage {

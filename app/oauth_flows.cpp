@@ -10,11 +10,13 @@
 #include <iostream>
 #include <thread>
 
+#include "app/cli_support.hpp"
 #include "auth/device_flow.hpp"
 #include "auth/http_client.hpp"
 #include "auth/loopback_listener.hpp"
 #include "auth/pkce.hpp"
 #include "common/asio.hpp"
+#include "common/duration.hpp"
 
 extern char** environ;
 
@@ -22,18 +24,15 @@ namespace iop::app {
 
 namespace {
 
-std::atomic<bool> interrupted_flag{false};
-
-extern "C" void on_interrupt(int /*sig*/) { interrupted_flag.store(true); }
-
 Result<auth::TokenGrant> grant_error(const auth::TokenError& e, std::string_view what) {
   const auto error = auth::to_error(e);
   return fail(error.code, fmt::format("{} failed, nothing was stored: {}", what, error.message),
               error.aadsts);
 }
 
-Result<auth::TokenGrant> cancelled() {
-  return fail(Errc::invalid_argument, "cancelled; nothing was stored");
+// The one-line reason of a failed sign-in, as the piece that failed worded it.
+Result<auth::TokenGrant> sign_in_failed(const Error& e) {
+  return fail(e.code, fmt::format("{}; nothing was stored", e.message), e.aadsts);
 }
 
 // Waits `d` in small steps so that Ctrl-C is noticed at once. False when interrupted.
@@ -102,32 +101,7 @@ Result<void> needs_authorize_endpoint(const FlowContext& ctx, std::string_view f
   return {};
 }
 
-std::string human_duration(std::chrono::milliseconds d) {
-  const auto s = std::chrono::duration_cast<std::chrono::seconds>(d).count();
-  if (s >= 60) {
-    return fmt::format("{}m{:02}s", s / 60, s % 60);
-  }
-  return fmt::format("{}s", s);
-}
-
 }  // namespace
-
-InterruptGuard::InterruptGuard() {
-  interrupted_flag.store(false);
-  struct sigaction sa {};
-  sa.sa_handler = on_interrupt;
-  sigemptyset(&sa.sa_mask);
-  sa.sa_flags = 0;  // no SA_RESTART: a blocking read returns at once
-  ::sigaction(SIGINT, &sa, nullptr);
-  ::sigaction(SIGTERM, &sa, nullptr);
-}
-
-InterruptGuard::~InterruptGuard() {
-  std::signal(SIGINT, SIG_DFL);
-  std::signal(SIGTERM, SIG_DFL);
-}
-
-bool InterruptGuard::interrupted() { return interrupted_flag.load(); }
 
 bool desktop_available() {
   for (const char* name : {"DISPLAY", "WAYLAND_DISPLAY"}) {
@@ -151,7 +125,7 @@ Result<auth::TokenGrant> run_browser_flow(const FlowContext& ctx) {
   const std::string url = sign_in_url(ctx, redirect_uri, state, pkce);
   std::cout << "Sign in as " << ctx.login_hint << " in your browser:\n\n  " << url << "\n\n"
             << "Waiting for the browser to come back to " << redirect_uri << " (up to "
-            << human_duration(ctx.timeout) << "; Ctrl-C cancels)\n"
+            << format_duration(ctx.timeout) << "; Ctrl-C cancels)\n"
             << std::flush;
   if (desktop_available()) {
     open_in_browser(url);
@@ -168,7 +142,7 @@ Result<auth::TokenGrant> run_browser_flow(const FlowContext& ctx) {
                 });
   while (!code && !ioc.stopped()) {
     if (InterruptGuard::interrupted()) {
-      return cancelled();
+      die_cancelled();
     }
     ioc.run_for(std::chrono::milliseconds(100));
   }
@@ -176,9 +150,7 @@ Result<auth::TokenGrant> run_browser_flow(const FlowContext& ctx) {
     return fail(Errc::internal, "the sign-in listener stopped without an answer");
   }
   if (!*code) {
-    return fail(code->error().code,
-                fmt::format("sign-in failed, nothing was stored: {}", code->error().message),
-                code->error().aadsts);
+    return sign_in_failed(code->error());
   }
   auto grant = ctx.endpoint.grant_once(
       ctx.client,
@@ -210,20 +182,25 @@ Result<auth::TokenGrant> run_paste_flow(const FlowContext& ctx) {
             << "?code=...).\nCopy that page's whole address from the address bar and paste it "
                "here.\n"
             << std::flush;
-  std::cerr << "address: " << std::flush;
+  // An empty line (an extra Enter) asks again rather than ending the sign-in.
   std::string line;
-  if (!std::getline(std::cin, line)) {
-    return InterruptGuard::interrupted()
-               ? cancelled()
-               : fail(Errc::invalid_argument,
-                      "no address was pasted (standard input ended); nothing was stored");
+  for (;;) {
+    std::cerr << "address: " << std::flush;
+    if (!std::getline(std::cin, line)) {
+      if (InterruptGuard::interrupted()) {
+        die_cancelled();
+      }
+      return fail(Errc::invalid_argument,
+                  "no address was pasted (standard input ended); nothing was stored");
+    }
+    if (line.find_first_not_of(" \t\r") != std::string::npos) {
+      break;
+    }
   }
   const Secret pasted(std::move(line));
   auto code = auth::parse_redirect(pasted.reveal(), redirect_uri, state);
   if (!code) {
-    return fail(code.error().code,
-                fmt::format("sign-in failed, nothing was stored: {}", code.error().message),
-                code.error().aadsts);
+    return sign_in_failed(code.error());
   }
   auto grant = ctx.endpoint.grant_once(
       ctx.client,
@@ -275,7 +252,12 @@ Result<auth::TokenGrant> run_device_flow(const FlowContext& ctx) {
   for (;;) {
     // Wait one interval, redrawing the countdown once a second on a terminal.
     const auto next_poll = std::chrono::steady_clock::now() + interval;
-    while (std::chrono::steady_clock::now() < next_poll) {
+    for (;;) {
+      const auto left = std::chrono::ceil<std::chrono::milliseconds>(
+          next_poll - std::chrono::steady_clock::now());
+      if (left.count() <= 0) {
+        break;
+      }
       if (live) {
         const auto remaining = std::chrono::duration_cast<std::chrono::seconds>(
             expires_at - std::chrono::steady_clock::now());
@@ -283,13 +265,11 @@ Result<auth::TokenGrant> run_device_flow(const FlowContext& ctx) {
                   << auth::countdown_line(*device, std::max(remaining, std::chrono::seconds(0)))
                   << "   " << std::flush;
       }
-      const auto step = std::min<std::chrono::steady_clock::duration>(
-          next_poll - std::chrono::steady_clock::now(), std::chrono::seconds(1));
-      if (!interruptible_sleep(std::chrono::duration_cast<std::chrono::milliseconds>(step))) {
+      if (!interruptible_sleep(std::min(left, std::chrono::milliseconds(1000)))) {
         if (live) {
           std::cerr << "\n";
         }
-        return cancelled();
+        die_cancelled();
       }
     }
     auth::FormFields poll;

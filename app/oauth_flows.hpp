@@ -44,15 +44,4 @@ Result<auth::TokenGrant> run_refresh_token_import(const FlowContext& ctx,
 // Whether a graphical session is there to open a browser in (DISPLAY or WAYLAND_DISPLAY).
 bool desktop_available();
 
-// Installs a SIGINT/SIGTERM handler for the duration of an interactive flow, so Ctrl-C ends it
-// with "cancelled" and nothing stored; restored at destruction.
-class InterruptGuard {
- public:
-  InterruptGuard();
-  ~InterruptGuard();
-  InterruptGuard(const InterruptGuard&) = delete;
-  InterruptGuard& operator=(const InterruptGuard&) = delete;
-  [[nodiscard]] static bool interrupted();
-};
-
 }  // namespace iop::app

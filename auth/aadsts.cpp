@@ -173,4 +173,15 @@ int extract_aadsts(std::string_view description) {
   return 0;
 }
 
+std::string name_account(std::string_view text, std::string_view email, std::string_view command) {
+  constexpr std::string_view placeholder = "account reauth EMAIL";
+  const std::string concrete = "account " + std::string(command) + " " + std::string(email);
+  std::string out(text);
+  for (auto at = out.find(placeholder); at != std::string::npos;
+       at = out.find(placeholder, at + concrete.size())) {
+    out.replace(at, placeholder.size(), concrete);
+  }
+  return out;
+}
+
 }  // namespace iop::auth

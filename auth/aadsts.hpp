@@ -3,6 +3,7 @@
 // Pure: no I/O.
 
 #include <optional>
+#include <string>
 #include <string_view>
 
 namespace iop::auth {
@@ -18,6 +19,12 @@ struct AadstsInfo {
 
 // The entry for `code`, or nullopt for codes we do not know.
 std::optional<AadstsInfo> lookup_aadsts(int code);
+
+// `text` (an explanation from this table or the token-response classifier) with the command it
+// names made concrete: "'imap-oauth2-proxy account reauth EMAIL'" becomes
+// "'imap-oauth2-proxy account <command> <email>'". For a new account, pass command "add".
+std::string name_account(std::string_view text, std::string_view email,
+                         std::string_view command = "reauth");
 
 // The first "AADSTS<digits>" in an error_description, or 0.
 int extract_aadsts(std::string_view description);

@@ -405,9 +405,11 @@ Result<Secret> parse_redirect(std::string_view pasted_or_target,
   constexpr std::string_view state_mismatch =
       "the sign-in answer does not belong to this request (state mismatch); start again";
   if (error) {
-    // An error redirect carries the state too (RFC 6749 §4.1.2.1). One for another request is
-    // not explained: it is not ours. One without state is, since nothing is taken from it.
-    if (state && *state != expected_state) {
+    // An error redirect carries the state too (RFC 6749 §4.1.2.1, "REQUIRED if a state parameter
+    // was present in the client authorization request", and we always send one). One without
+    // it, or for another request, is not explained: any local process can reach the loopback
+    // listener, and "you declined" would be a lie it could make us tell.
+    if (!state || *state != expected_state) {
       return fail(Errc::invalid_argument, std::string(state_mismatch));
     }
     return std::unexpected(explain_redirect_error(*error, description.value_or("")));

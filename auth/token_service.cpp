@@ -5,6 +5,7 @@
 #include <exception>
 #include <utility>
 
+#include "auth/aadsts.hpp"
 #include "common/email.hpp"
 
 namespace iop::auth {
@@ -31,6 +32,10 @@ struct TokenService::Candidate {
 namespace {
 
 std::string reauth_message(std::string_view email, std::string_view reason) {
+  // A reason from the endpoint's classifier already names the command (name_account()).
+  if (reason.find("imap-oauth2-proxy account reauth") != std::string_view::npos) {
+    return fmt::format("account {} needs re-authorization: {}", email, reason);
+  }
   return fmt::format(
       "account {} needs re-authorization{}{}: run 'imap-oauth2-proxy account reauth {}'", email,
       reason.empty() ? "" : " (", reason.empty() ? std::string{} : std::string(reason) + ")",
@@ -411,7 +416,8 @@ awaitable<Result<FreshToken>> TokenService::refresh_with(const std::string& emai
   if (!grant) {
     const auto& e = grant.error();
     if (e.kind == GrantFailure::permanent) {
-      const auto error = to_error(e);
+      auto error = to_error(e);
+      error.message = name_account(error.message, email);
       // Refused because another process (without the Redis lock) has rotated it meanwhile? Then
       // the stored token is newer and the account is fine: do not lock it out.
       auto current = co_await on_blocking([this, &email] { return store_.get(email); });

@@ -197,5 +197,27 @@ TEST_F(CliTest, ConcurrentProcessesRefreshOnceThroughTheRedisLock) {
   EXPECT_EQ(peer_.stats()["per_account"]["erin@example.com"].get<int>(), 1);
 }
 
+TEST_F(CliTest, AConfigHoldingASecretThatOthersCanReadIsAWarning) {
+  TempDir other;
+  const auto config = write_cli_config(
+      other.path(), {peer_.token_url(), "", "client_secret = \"s3cret-marker\"\n", ""});
+  ASSERT_EQ(::chmod(config.c_str(), 0644), 0);
+  auto r = run_cli(config, {"account", "list"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("holds a secret and other users can read it (mode 0644)"), std::string::npos)
+      << r.err;
+  EXPECT_NE(r.err.find("chmod 600"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("s3cret-marker"), std::string::npos);
+  ASSERT_EQ(::chmod(config.c_str(), 0600), 0);
+  r = run_cli(config, {"account", "list"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.err.find("holds a secret"), std::string::npos) << r.err;
+  // Without a secret, a readable file is fine.
+  const auto plain = write_cli_config(dir_.path(), {peer_.token_url(), "", "", ""});
+  ASSERT_EQ(::chmod(plain.c_str(), 0644), 0);
+  r = run_cli(plain, {"account", "list"});
+  EXPECT_EQ(r.err.find("holds a secret"), std::string::npos) << r.err;
+}
+
 }  // namespace
 }  // namespace iop::test

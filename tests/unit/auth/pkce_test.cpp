@@ -153,7 +153,7 @@ TEST_P(ParseRedirectErrors, OneLineReasonWithoutTheCode) {
   EXPECT_EQ(got.error().aadsts, bad.aadsts);
 }
 
-const std::string wrong_desc = "&error_description=";
+const std::string wrong_desc = "&state=S-state_123&error_description=";
 INSTANTIATE_TEST_SUITE_P(
     Table, ParseRedirectErrors,
     ::testing::Values(
@@ -199,7 +199,7 @@ INSTANTIATE_TEST_SUITE_P(
         Bad{"unknown_client_700016",
             answer("error=unauthorized_client" + wrong_desc +
                    "AADSTS700016%3A+Application+"
-                   "not+found&state=S-state_123"),
+                   "not+found"),
             "client id", 700016},
         Bad{"redirect_50011",
             answer("error=invalid_request" + wrong_desc + "AADSTS50011:+The+redirect+URI"),
@@ -209,8 +209,11 @@ INSTANTIATE_TEST_SUITE_P(
                    "AADSTS99999%3A+Something+odd%0D%0A"
                    "Trace+ID%3A+x"),
             "the sign-in service said: AADSTS99999: Something odd", 99999},
-        Bad{"unrecognized_error_not_echoed", answer("error=SECRETCODE"),
-            "sign-in failed (unrecognized error)"}),
+        Bad{"unrecognized_error_not_echoed", answer("error=SECRETCODE&state=S-state_123"),
+            "sign-in failed (unrecognized error)"},
+        // RFC 6749 §4.1.2.1: an error answer carries the request's state; one without it may
+        // come from any local process and is not explained as the user's answer.
+        Bad{"error_without_state", answer("error=access_denied"), "state mismatch"}),
     [](const auto& p) { return std::string(p.param.name); });
 
 TEST(ParseRedirect, NewAadstsCodesAreInTheTable) {
