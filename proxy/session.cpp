@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "common/clock.hpp"
+#include "common/sanitize.hpp"
 #include "proxy/imap_stream.hpp"
 #include "proxy/preauth_machine.hpp"
 #include "proxy/relay.hpp"
@@ -84,16 +85,6 @@ using storage::ConnectionOutcome;
 using Clock = std::chrono::steady_clock;
 
 bool is_loopback(const tcp::endpoint& ep) { return ep.address().is_loopback(); }
-
-// A client-supplied name as it may appear in a log line: printable ASCII only, at most 100
-// bytes (no CR/LF injection, and a password typed into the user field is not logged whole).
-std::string printable(std::string_view text) {
-  std::string out;
-  for (const char c : text.substr(0, 100)) {
-    out += (c >= 0x20 && c < 0x7f) ? c : '?';
-  }
-  return out;
-}
 
 // What one login attempt produced: the outcome for the state machine, the upstream connection
 // when it worked, and what goes into the connection log.
@@ -184,7 +175,7 @@ class Session : public std::enable_shared_from_this<Session> {
         id_, storage::to_string(record_.outcome), record_.account.empty() ? "-" : record_.account,
         record_.client_address, record_.client_port, storage::to_string(record_.token_source),
         record_.bytes_client_to_upstream, record_.bytes_upstream_to_client, ms.count(),
-        record_.close_reason);
+        sanitize_for_log(record_.close_reason, storage::max_audit_text_bytes));
     co_await write_audit();
   }
 
@@ -293,7 +284,9 @@ class Session : public std::enable_shared_from_this<Session> {
           next = machine.on_tls_started();
           break;
         } else if (auto* check = std::get_if<CheckCredentials>(&action)) {
-          record_.username = printable(check->username);
+          // What the client typed as its name: sanitized (no forged log lines) and cut short (a
+          // password typed into the user field is not logged whole).
+          record_.username = sanitize_for_log(check->username);
           // The login has its own deadlines (token endpoint, upstream); the client's pre-auth
           // clock stops meanwhile and starts again if the login fails.
           preauth_timer_.cancel();
@@ -365,7 +358,8 @@ class Session : public std::enable_shared_from_this<Session> {
       attempt.detail = local.result == auth::LocalAuthResult::rate_limited
                            ? "too many failed logins from this address"
                            : "local authentication failed";
-      spdlog::info("conn={} login refused for {}: {}", id_, printable(username), attempt.detail);
+      spdlog::info("conn={} login refused for {}: {}", id_, sanitize_for_log(username),
+                   attempt.detail);
       co_return attempt;
     }
     attempt.account = local.email;
@@ -417,7 +411,9 @@ class Session : public std::enable_shared_from_this<Session> {
           attempt.outcome =
               LoginOutcome::failed(LoginFailure::other, "Cannot get a token for this account");
       }
-      spdlog::warn("conn={} account={} no token: {}", id_, local.email, e.message);
+      // The message may quote the token endpoint's error_description (it holds CRLFs).
+      spdlog::warn("conn={} account={} no token: {}", id_, local.email,
+                   sanitize_for_log(e.message, storage::max_audit_text_bytes));
       co_return attempt;
     }
     attempt.token_source = token->source;
