@@ -213,8 +213,12 @@ class Session : public std::enable_shared_from_this<Session> {
   storage::ConnectionRecord& record() { return record_; }
 
  private:
+  // Arms the pre-auth timer for the deadline set at the first call (accept), never later.
   void arm_preauth_timer() {
-    preauth_timer_.expires_after(deps_.settings.preauth_timeout);
+    if (!preauth_deadline_) {
+      preauth_deadline_ = Clock::now() + deps_.settings.preauth_timeout;
+    }
+    preauth_timer_.expires_at(*preauth_deadline_);
     const auto generation = ++preauth_generation_;
     preauth_timer_.async_wait([weak = weak_from_this(), generation](boost::system::error_code ec) {
       auto self = weak.lock();
@@ -258,8 +262,10 @@ class Session : public std::enable_shared_from_this<Session> {
           record_.close_reason = is_normal_close(ec)
                                      ? "client closed before login"
                                      : fmt::format("client error: {}", ec.message());
+          // A client that only looked (CAPABILITY, NOOP) and hung up ended normally; one that
+          // got a BAD first keeps the protocol_error it started with.
           if (record_.username.empty() && record_.outcome == ConnectionOutcome::protocol_error &&
-              is_normal_close(ec)) {
+              is_normal_close(ec) && machine.errors() == 0) {
             record_.outcome = ConnectionOutcome::ok;
           }
           co_return false;
@@ -287,8 +293,10 @@ class Session : public std::enable_shared_from_this<Session> {
           // What the client typed as its name: sanitized (no forged log lines) and cut short (a
           // password typed into the user field is not logged whole).
           record_.username = sanitize_for_log(check->username);
-          // The login has its own deadlines (token endpoint, upstream); the client's pre-auth
-          // clock stops meanwhile and starts again if the login fails.
+          // The login has its own deadlines (token endpoint, upstream), so the pre-auth timer
+          // does not interrupt it; after a failed login it is armed again for what is left of
+          // the one deadline counted from accept (already passed: the connection closes now).
+          // Restarting it instead let a client hold a connection max_failed_logins times over.
           preauth_timer_.cancel();
           ++preauth_generation_;  // even an expiry already queued must not close us mid-login
           // Moved, never copied, into coroutine arguments: see write_audit().
@@ -472,6 +480,7 @@ class Session : public std::enable_shared_from_this<Session> {
   std::unique_ptr<ImapStream> upstream_;
   std::string upstream_pending_;
   net::steady_timer preauth_timer_;
+  std::optional<Clock::time_point> preauth_deadline_;  // from accept; set by arm_preauth_timer()
   std::uint64_t preauth_generation_ = 0;  // a fired-but-queued timer of an older arming is void
   storage::ConnectionRecord record_;
   bool loopback_ = false;
