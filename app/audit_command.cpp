@@ -14,6 +14,7 @@
 #include "app/config.hpp"
 #include "common/duration.hpp"
 #include "common/email.hpp"
+#include "common/sanitize.hpp"
 #include "storage/audit_log.hpp"
 
 namespace iop::app {
@@ -93,23 +94,15 @@ std::string client_of(const storage::ConnectionRecord& r) {
   return fmt::format("{}:{}", r.client_address, r.client_port);
 }
 
-// For the terminal: a username is whatever a client sent, so control bytes (escape sequences)
-// are shown as \xNN rather than interpreted. Empty shows as "-".
+// For the terminal: rows are sanitized when written, but a row from an older version may still
+// hold what a client sent, so the same rule applies again here (it changes nothing on a
+// sanitized value) and control bytes show as \xNN rather than being interpreted. Empty
+// shows as "-".
 std::string printable(std::string_view text) {
   if (text.empty()) {
     return "-";
   }
-  std::string out;
-  out.reserve(text.size());
-  for (char c : text) {
-    const auto u = static_cast<unsigned char>(c);
-    if (u < 0x20 || u == 0x7f || c == '\\') {
-      out += fmt::format("\\x{:02x}", u);
-    } else {
-      out.push_back(c);
-    }
-  }
-  return out;
+  return sanitize_for_log(text, std::string_view::npos);
 }
 
 void print_table(const std::vector<storage::ConnectionRecord>& rows) {

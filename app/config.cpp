@@ -278,7 +278,7 @@ Result<Config> parse_config(std::string_view toml_text, const fs::path& base_dir
         {"listen_starttls", listen_into(s, "listen_starttls", c.server.listen_starttls)},
         {"certificate", path_into(s, "certificate", c.server.certificate, base_dir)},
         {"private_key", path_into(s, "private_key", c.server.private_key, base_dir)},
-        {"max_connections", int_into(s, "max_connections", c.server.max_connections, 1, 1'000'000)},
+        {"max_connections", int_into(s, "max_connections", c.server.max_connections, 0, 1'000'000)},
         {"preauth_timeout", duration_into(s, "preauth_timeout", c.server.preauth_timeout)},
         {"idle_timeout", duration_into(s, "idle_timeout", c.server.idle_timeout)},
         {"shutdown_grace", duration_into(s, "shutdown_grace", c.server.shutdown_grace)},
@@ -579,7 +579,7 @@ listen_tls      = "127.0.0.1:1993"   # implicit TLS
 listen_starttls = ""                 # e.g. "127.0.0.1:1143": plain + STARTTLS
 certificate     = "certs/server.crt"
 private_key     = "certs/server.key"
-max_connections = 10000
+max_connections = 0                  # 0: derived from the open-file limit (2 per session)
 preauth_timeout = "60s"
 idle_timeout    = "30m"              # after login; RFC 9051 asks for at least 30 minutes
 shutdown_grace  = "10s"              # on SIGTERM, sessions get this long to finish

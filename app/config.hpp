@@ -29,7 +29,8 @@ struct ServerConfig {
   std::optional<HostPort> listen_starttls;
   std::filesystem::path certificate;
   std::filesystem::path private_key;
-  int max_connections = 10000;
+  // 0: derived at start from the open-file limit (app/serve.cpp, derived_max_connections()).
+  int max_connections = 0;
   std::chrono::milliseconds preauth_timeout{std::chrono::seconds(60)};
   std::chrono::milliseconds idle_timeout{std::chrono::minutes(30)};  // RFC 9051: >= 30 min
   std::chrono::milliseconds shutdown_grace{std::chrono::seconds(10)};

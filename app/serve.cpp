@@ -2,6 +2,9 @@
 
 #include <spdlog/spdlog.h>
 
+#include <sys/resource.h>
+
+#include <algorithm>
 #include <boost/asio/signal_set.hpp>
 #include <csignal>
 #include <thread>
@@ -34,6 +37,36 @@ proxy::ProxySettings proxy_settings(const Config& cfg) {
 }
 
 namespace {
+
+// Descriptors kept aside from sessions: listeners, the database (with its WAL and shm), Redis,
+// token-endpoint connections, the log, the event loops' epoll/eventfd/timerfd.
+constexpr std::uint64_t reserved_descriptors = 64;
+
+// Raises the soft RLIMIT_NOFILE to the hard limit (a session needs two descriptors; the soft
+// default of 1024 caps a proxy at a few hundred sessions). Returns the soft limit in effect.
+std::uint64_t raise_open_file_limit() {
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) != 0) {
+    return 1024;
+  }
+  if (limit.rlim_cur != limit.rlim_max) {
+    rlimit raised = limit;
+    // An unlimited hard limit cannot become the soft one (the kernel caps it at nr_open).
+    raised.rlim_cur = limit.rlim_max == RLIM_INFINITY ? 1 << 20 : limit.rlim_max;
+    if (::setrlimit(RLIMIT_NOFILE, &raised) == 0) {
+      limit = raised;
+    }
+  }
+  return limit.rlim_cur == RLIM_INFINITY ? 1 << 20 : limit.rlim_cur;
+}
+
+// The max_connections the descriptors allow: two per session (client, upstream) after the
+// reserve; with a very low limit, half of it is kept in reserve instead. At least 1.
+int derived_max_connections(std::uint64_t open_files) {
+  const std::uint64_t reserve = std::min(reserved_descriptors, open_files / 2);
+  const std::uint64_t sessions = (open_files - reserve) / 2;
+  return static_cast<int>(std::clamp<std::uint64_t>(sessions, 1, 1'000'000));
+}
 
 template <class T>
 T must(Result<T> r, std::string_view what) {
@@ -71,7 +104,23 @@ int serve(Services& services) {
     las.cache_ttl = cfg.server.login_cache_ttl;
     las.failure_delay = cfg.server.auth_failure_delay;
     auth::LocalAuthenticator local_auth(*services.store, services.blocking.get_executor(), las);
-    const auto settings = proxy_settings(cfg);
+    auto settings = proxy_settings(cfg);
+    const auto open_files = raise_open_file_limit();
+    if (settings.max_connections <= 0) {
+      settings.max_connections = derived_max_connections(open_files);
+      spdlog::info(
+          "max_connections {} (derived from the open-file limit {}; set [server] "
+          "max_connections to choose)",
+          settings.max_connections, open_files);
+    } else if (static_cast<std::uint64_t>(settings.max_connections) >
+               (open_files > reserved_descriptors ? (open_files - reserved_descriptors) / 2 : 0)) {
+      spdlog::warn(
+          "[server] max_connections = {} needs about {} open files, but the limit is {}: "
+          "accepts will pause when descriptors run out (raise LimitNOFILE / ulimit -n)",
+          settings.max_connections,
+          2 * static_cast<std::uint64_t>(settings.max_connections) + reserved_descriptors,
+          open_files);
+    }
     proxy::SessionRegistry registry;
     proxy::SessionDeps deps{*services.tokens,
                             local_auth,

@@ -3,22 +3,18 @@
 #include <cstddef>
 #include <string_view>
 
+#include "common/sanitize.hpp"
+
 namespace iop::proxy {
 namespace {
 
 // Log fields longer than this are cut: enough for any real user name or tag.
 constexpr std::size_t max_log_field = 64;
 
-// Printable ASCII only, so a CR, LF or escape sequence from the client never reaches a log line.
+// Through the project's one log sanitizer, so a CR, LF or escape sequence from the client never
+// reaches a log line.
 void append_printable(std::string& out, std::string_view field) {
-  const std::size_t n = field.size() < max_log_field ? field.size() : max_log_field;
-  for (std::size_t i = 0; i < n; ++i) {
-    const auto c = static_cast<unsigned char>(field[i]);
-    out += (c >= 0x21 && c < 0x7f) ? static_cast<char>(c) : '?';
-  }
-  if (field.size() > max_log_field) {
-    out += "...";
-  }
+  out += sanitize_for_log(field, max_log_field);
 }
 
 }  // namespace

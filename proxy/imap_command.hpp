@@ -38,8 +38,9 @@ struct Command {
   std::vector<Argument> args;
 
   // A one-line description safe for logs: the tag and name, the user name of LOGIN and the
-  // mechanism of AUTHENTICATE; every other argument shows as [redacted]. Non-printable bytes
-  // become '?' and long fields are cut, so a client cannot forge log lines. Examples:
+  // mechanism of AUTHENTICATE; every other argument shows as [redacted]. Fields go through
+  // sanitize_for_log() (common/sanitize.hpp) cut at 64 bytes, so a client cannot forge log
+  // lines. Examples:
   // `a1 LOGIN alice@example.com [redacted]`, `a2 AUTHENTICATE PLAIN [redacted]`.
   [[nodiscard]] std::string log_summary() const;
 };

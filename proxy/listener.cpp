@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+
 namespace iop::proxy {
 
 std::atomic<int> Listener::active_{0};
@@ -44,6 +46,14 @@ Listener::Listener(tcp::acceptor acceptor, ListenerInfo info, SessionDeps deps, 
 
 awaitable<void> Listener::run() {
   spdlog::info("listening on {}", info_.name);
+  // Accept failures come in episodes (EMFILE/ENFILE while descriptors are used up, ENOBUFS):
+  // the waiting connection stays in the backlog, so the acceptor is ready again at once and a
+  // retry loop would spin and log on every turn. Back off (100 ms doubling to 1 s) and log once
+  // per episode, then once more when accepting works again.
+  constexpr std::chrono::milliseconds first_pause{100};
+  constexpr std::chrono::milliseconds longest_pause{1000};
+  std::chrono::milliseconds pause_for{0};
+  std::uint64_t failed_accepts = 0;
   for (;;) {
     boost::system::error_code ec;
     auto socket =
@@ -52,12 +62,26 @@ awaitable<void> Listener::run() {
       if (!acceptor_.is_open() || ec == net::error::operation_aborted) {
         break;
       }
-      // EMFILE and friends: log, breathe, go on.
-      spdlog::warn("accept on {} failed: {}", info_.name, ec.message());
+      if (failed_accepts++ == 0) {
+        const bool out_of_descriptors = ec == boost::system::errc::too_many_files_open ||
+                                        ec == boost::system::errc::too_many_files_open_in_system;
+        spdlog::warn("accept on {} failed: {}; retrying with a pause of up to {} ms{}", info_.name,
+                     ec.message(), longest_pause.count(),
+                     out_of_descriptors ? " (raise the open-file limit or lower [server] "
+                                          "max_connections)"
+                                        : "");
+      }
+      pause_for = pause_for.count() == 0 ? first_pause : std::min(pause_for * 2, longest_pause);
       net::steady_timer pause(co_await net::this_coro::executor);
-      pause.expires_after(std::chrono::milliseconds(50));
+      pause.expires_after(pause_for);
       co_await pause.async_wait(net::redirect_error(net::use_awaitable, ec));
       continue;
+    }
+    if (failed_accepts > 0) {
+      spdlog::info("accept on {} works again after {} failed attempt(s)", info_.name,
+                   failed_accepts);
+      failed_accepts = 0;
+      pause_for = std::chrono::milliseconds(0);
     }
     socket.set_option(tcp::no_delay(true), ec);
     const auto id = fmt::format("c{}", ++next_id_);

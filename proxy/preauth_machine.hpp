@@ -145,6 +145,8 @@ class PreauthMachine {
   [[nodiscard]] State state() const { return state_; }
   // True once TLS is active (from the start or after STARTTLS).
   [[nodiscard]] bool tls_active() const { return tls_active_; }
+  // BAD responses sent so far (each a protocol error by the client), for the connection record.
+  [[nodiscard]] std::size_t errors() const { return errors_; }
   // The user name of the last login attempt, for the connection record; empty if none.
   [[nodiscard]] const std::string& username() const { return username_; }
 

@@ -5,6 +5,8 @@
 #include <memory>
 #include <vector>
 
+#include "common/sanitize.hpp"
+
 namespace iop::proxy {
 namespace {
 
@@ -123,7 +125,9 @@ std::optional<std::string> find_bye(std::string_view data) {
       if (!text.empty() && text.front() == ' ') {
         text.remove_prefix(1);
       }
-      found = std::string(text.substr(0, 200));
+      // The server's words go into a log line and an audit row: a bare LF or an escape
+      // sequence in them must not forge or colour a line there.
+      found = sanitize_for_log(text, 200);
     }
     pos += 5;
   }

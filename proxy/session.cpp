@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "common/clock.hpp"
+#include "common/sanitize.hpp"
 #include "proxy/imap_stream.hpp"
 #include "proxy/preauth_machine.hpp"
 #include "proxy/relay.hpp"
@@ -84,16 +85,6 @@ using storage::ConnectionOutcome;
 using Clock = std::chrono::steady_clock;
 
 bool is_loopback(const tcp::endpoint& ep) { return ep.address().is_loopback(); }
-
-// A client-supplied name as it may appear in a log line: printable ASCII only, at most 100
-// bytes (no CR/LF injection, and a password typed into the user field is not logged whole).
-std::string printable(std::string_view text) {
-  std::string out;
-  for (const char c : text.substr(0, 100)) {
-    out += (c >= 0x20 && c < 0x7f) ? c : '?';
-  }
-  return out;
-}
 
 // What one login attempt produced: the outcome for the state machine, the upstream connection
 // when it worked, and what goes into the connection log.
@@ -184,7 +175,7 @@ class Session : public std::enable_shared_from_this<Session> {
         id_, storage::to_string(record_.outcome), record_.account.empty() ? "-" : record_.account,
         record_.client_address, record_.client_port, storage::to_string(record_.token_source),
         record_.bytes_client_to_upstream, record_.bytes_upstream_to_client, ms.count(),
-        record_.close_reason);
+        sanitize_for_log(record_.close_reason, storage::max_audit_text_bytes));
     co_await write_audit();
   }
 
@@ -222,8 +213,12 @@ class Session : public std::enable_shared_from_this<Session> {
   storage::ConnectionRecord& record() { return record_; }
 
  private:
+  // Arms the pre-auth timer for the deadline set at the first call (accept), never later.
   void arm_preauth_timer() {
-    preauth_timer_.expires_after(deps_.settings.preauth_timeout);
+    if (!preauth_deadline_) {
+      preauth_deadline_ = Clock::now() + deps_.settings.preauth_timeout;
+    }
+    preauth_timer_.expires_at(*preauth_deadline_);
     const auto generation = ++preauth_generation_;
     preauth_timer_.async_wait([weak = weak_from_this(), generation](boost::system::error_code ec) {
       auto self = weak.lock();
@@ -267,8 +262,10 @@ class Session : public std::enable_shared_from_this<Session> {
           record_.close_reason = is_normal_close(ec)
                                      ? "client closed before login"
                                      : fmt::format("client error: {}", ec.message());
+          // A client that only looked (CAPABILITY, NOOP) and hung up ended normally; one that
+          // got a BAD first keeps the protocol_error it started with.
           if (record_.username.empty() && record_.outcome == ConnectionOutcome::protocol_error &&
-              is_normal_close(ec)) {
+              is_normal_close(ec) && machine.errors() == 0) {
             record_.outcome = ConnectionOutcome::ok;
           }
           co_return false;
@@ -293,9 +290,13 @@ class Session : public std::enable_shared_from_this<Session> {
           next = machine.on_tls_started();
           break;
         } else if (auto* check = std::get_if<CheckCredentials>(&action)) {
-          record_.username = printable(check->username);
-          // The login has its own deadlines (token endpoint, upstream); the client's pre-auth
-          // clock stops meanwhile and starts again if the login fails.
+          // What the client typed as its name: sanitized (no forged log lines) and cut short (a
+          // password typed into the user field is not logged whole).
+          record_.username = sanitize_for_log(check->username);
+          // The login has its own deadlines (token endpoint, upstream), so the pre-auth timer
+          // does not interrupt it; after a failed login it is armed again for what is left of
+          // the one deadline counted from accept (already passed: the connection closes now).
+          // Restarting it instead let a client hold a connection max_failed_logins times over.
           preauth_timer_.cancel();
           ++preauth_generation_;  // even an expiry already queued must not close us mid-login
           // Moved, never copied, into coroutine arguments: see write_audit().
@@ -365,7 +366,8 @@ class Session : public std::enable_shared_from_this<Session> {
       attempt.detail = local.result == auth::LocalAuthResult::rate_limited
                            ? "too many failed logins from this address"
                            : "local authentication failed";
-      spdlog::info("conn={} login refused for {}: {}", id_, printable(username), attempt.detail);
+      spdlog::info("conn={} login refused for {}: {}", id_, sanitize_for_log(username),
+                   attempt.detail);
       co_return attempt;
     }
     attempt.account = local.email;
@@ -417,7 +419,9 @@ class Session : public std::enable_shared_from_this<Session> {
           attempt.outcome =
               LoginOutcome::failed(LoginFailure::other, "Cannot get a token for this account");
       }
-      spdlog::warn("conn={} account={} no token: {}", id_, local.email, e.message);
+      // The message may quote the token endpoint's error_description (it holds CRLFs).
+      spdlog::warn("conn={} account={} no token: {}", id_, local.email,
+                   sanitize_for_log(e.message, storage::max_audit_text_bytes));
       co_return attempt;
     }
     attempt.token_source = token->source;
@@ -476,6 +480,7 @@ class Session : public std::enable_shared_from_this<Session> {
   std::unique_ptr<ImapStream> upstream_;
   std::string upstream_pending_;
   net::steady_timer preauth_timer_;
+  std::optional<Clock::time_point> preauth_deadline_;  // from accept; set by arm_preauth_timer()
   std::uint64_t preauth_generation_ = 0;  // a fired-but-queued timer of an older arming is void
   storage::ConnectionRecord record_;
   bool loopback_ = false;

@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "common/sanitize.hpp"
 #include "proxy/imap_response.hpp"
 #include "proxy/sasl_plain.hpp"
 
@@ -23,7 +24,13 @@ std::string_view to_string(UpstreamFailure failure) {
 
 namespace {
 
+// One response line, or one literal inside it.
 constexpr std::size_t max_response_bytes = 1 << 20;
+// Everything read from the server before the session is handed to the relay (greeting,
+// CAPABILITY, the AUTHENTICATE or LOGIN exchange, the probe): real servers send a few KiB, so
+// 4 MiB leaves room for any of them while a hostile server sending literal after literal (each
+// under max_response_bytes) cannot make one login hold more memory than this.
+constexpr std::size_t max_login_exchange_bytes = 4 << 20;
 
 using Failure = std::unexpected<UpstreamError>;
 
@@ -53,6 +60,9 @@ class LineReader {
 
   // Bytes read past the last line returned (the server may speak first after the login).
   std::string take_rest() { return std::exchange(buffer_, {}); }
+
+  // Whether the last failure was the max_login_exchange_bytes cap.
+  [[nodiscard]] bool over_total_cap() const { return over_total_cap_; }
 
   awaitable<std::string> line(boost::system::error_code& ec) {
     std::string out;
@@ -94,13 +104,21 @@ class LineReader {
 
  private:
   awaitable<void> fill(boost::system::error_code& ec) {
+    if (total_read_ >= max_login_exchange_bytes) {
+      over_total_cap_ = true;
+      ec = net::error::message_size;
+      co_return;
+    }
     char chunk[4096];
     const auto n = co_await stream_.read_some(net::buffer(chunk), ec);
+    total_read_ += n;
     buffer_.append(chunk, n);
   }
 
   ImapStream& stream_;
   std::string buffer_;
+  std::size_t total_read_ = 0;  // every byte read so far, against max_login_exchange_bytes
+  bool over_total_cap_ = false;
 };
 
 struct Exchange {
@@ -148,6 +166,13 @@ struct Exchange {
   }
 
   [[nodiscard]] UpstreamError io_error(std::string_view step) const {
+    if (reader.over_total_cap()) {
+      return UpstreamError{
+          UpstreamFailure::protocol,
+          fmt::format("{}: the server sent more than {} MiB before the session started; "
+                      "refused as broken or hostile (check the upstream host and port)",
+                      step, max_login_exchange_bytes >> 20)};
+    }
     return UpstreamError{UpstreamFailure::unavailable,
                          timed_out ? fmt::format("timed out during {}", step)
                                    : fmt::format("{} failed: {}", step, ec.message())};
@@ -229,8 +254,9 @@ awaitable<std::expected<UpstreamConnection, UpstreamError>> connect_upstream(
     co_return io_failure("reading the greeting");
   }
   if (greeting->status == "BYE") {
-    co_return failure(UpstreamFailure::unavailable,
-                      fmt::format("{} refused the connection: {}", where, greeting->text));
+    co_return failure(
+        UpstreamFailure::unavailable,
+        fmt::format("{} refused the connection: {}", where, sanitize_for_log(greeting->text)));
   }
   if (greeting->kind != ResponseKind::untagged || greeting->status != "OK") {
     co_return failure(UpstreamFailure::protocol, fmt::format("unexpected greeting from {}", where));
@@ -316,8 +342,9 @@ awaitable<std::expected<UpstreamConnection, UpstreamError>> connect_upstream(
       x.seen_caps = *c;
     }
     if (line->kind == ResponseKind::untagged && line->status == "BYE") {
-      co_return failure(UpstreamFailure::unavailable,
-                        fmt::format("{} closed the connection: {}", where, line->text));
+      co_return failure(
+          UpstreamFailure::unavailable,
+          fmt::format("{} closed the connection: {}", where, sanitize_for_log(line->text)));
     }
     if (line->kind == ResponseKind::tagged && line->tag == login_tag) {
       result = line;
@@ -325,10 +352,12 @@ awaitable<std::expected<UpstreamConnection, UpstreamError>> connect_upstream(
   }
   if (result->status != "OK") {
     const bool unavailable = result->code == "UNAVAILABLE";
-    co_return failure(unavailable ? UpstreamFailure::unavailable : UpstreamFailure::auth_rejected,
-                      fmt::format("{} refused the login: {} {}", where, result->status,
-                                  result->code.empty() ? result->text
-                                                       : "[" + result->code + "] " + result->text));
+    co_return failure(
+        unavailable ? UpstreamFailure::unavailable : UpstreamFailure::auth_rejected,
+        fmt::format(
+            "{} refused the login: {} {}", where, sanitize_for_log(result->status),
+            sanitize_for_log(result->code.empty() ? result->text
+                                                  : "[" + result->code + "] " + result->text)));
   }
 
   // Post-login capabilities: from the tagged OK's code, an untagged line, or a new CAPABILITY.
@@ -347,9 +376,10 @@ awaitable<std::expected<UpstreamConnection, UpstreamError>> connect_upstream(
       co_return io_failure("the post-login probe");
     }
     if (probe->status != "OK") {
-      co_return failure(UpstreamFailure::not_connected,
-                        fmt::format("{} accepted the login but not the session: {}", where,
-                                    probe->text.empty() ? probe->status : probe->text));
+      co_return failure(
+          UpstreamFailure::not_connected,
+          fmt::format("{} accepted the login but not the session: {}", where,
+                      sanitize_for_log(probe->text.empty() ? probe->status : probe->text)));
     }
   }
   co_return UpstreamConnection{std::move(stream), std::move(post_caps), x.reader.take_rest()};

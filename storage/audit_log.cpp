@@ -12,6 +12,7 @@
 #include <optional>
 #include <utility>
 
+#include "common/sanitize.hpp"
 #include "storage/database.hpp"
 #include "storage/sqlite.hpp"
 
@@ -143,18 +144,6 @@ std::string row_hash(const StoredRow& r) {
   put_text(buf, r.close_reason);
   put_text(buf, r.prev_hash);
   return sha256_hex(buf);
-}
-
-// Cuts `text` to max_audit_text_bytes without splitting a UTF-8 sequence.
-std::string bounded(std::string_view text) {
-  if (text.size() <= max_audit_text_bytes) {
-    return std::string(text);
-  }
-  std::size_t cut = max_audit_text_bytes;
-  while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xc0) == 0x80) {
-    --cut;
-  }
-  return std::string(text.substr(0, cut));
 }
 
 struct Head {
@@ -357,11 +346,13 @@ Result<std::int64_t> AuditLog::append(const ConnectionRecord& record) {
   // as a gap before the next one instead of being silently written over.
   StoredRow row = to_stored(record);
   row.id = head.rows + 1;
-  row.client_address = bounded(row.client_address);
-  row.listener = bounded(row.listener);
-  row.username = bounded(row.username);
-  row.account = bounded(row.account);
-  row.close_reason = bounded(row.close_reason);
+  // Peer-supplied text (a client's username, an upstream's BYE) through the one log sanitizer,
+  // cut to max_audit_text_bytes: a row can neither forge lines in `audit` output or an export
+  // nor hold a 64 KiB "username" (often a password typed into the wrong field).
+  for (std::string* field :
+       {&row.client_address, &row.listener, &row.username, &row.account, &row.close_reason}) {
+    *field = sanitize_for_log(*field, max_audit_text_bytes);
+  }
   row.prev_hash = head.hash;
   row.hash = row_hash(row);
 

@@ -76,7 +76,9 @@ struct ConnectionRecord {
   std::string hash;          // set by append(): lowercase hex SHA-256
 };
 
-// Text fields longer than this are cut to it by append() (a client controls `username`).
+// append() passes every text field through sanitize_for_log(field, max_audit_text_bytes)
+// (common/sanitize.hpp): control bytes escaped, cut to this many bytes plus a "…(+N bytes)"
+// marker (a client controls `username`, an upstream the BYE text in `close_reason`).
 inline constexpr std::size_t max_audit_text_bytes = 1024;
 
 // Filters for query(). A row matches when the connection was open at some time in
@@ -109,7 +111,7 @@ class AuditLog {
 
   // Appends `record` (its id, prev_hash and hash are ignored) as the next row of the chain, and
   // moves the head, in one IMMEDIATE transaction: safe with several threads and processes.
-  // Returns the new row's id. Text fields are cut to max_audit_text_bytes. Errc::
+  // Returns the new row's id. Text fields are sanitized (see max_audit_text_bytes). Errc::
   // storage_unavailable (disk, lock held over the busy timeout), Errc::credentials_corrupt when
   // the stored head is malformed (run verify()). Blocks on disk I/O: call it from a worker.
   Result<std::int64_t> append(const ConnectionRecord& record);

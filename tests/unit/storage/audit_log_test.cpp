@@ -296,8 +296,24 @@ TEST_F(AuditLogTest, LongTextIsCutWithoutSplittingUtf8) {
   ASSERT_TRUE(log->append(r));
   const auto rows = log->query({}).value();
   ASSERT_EQ(rows.size(), 1u);
-  EXPECT_EQ(rows[0].username, std::string(max_audit_text_bytes - 1, 'u'));
-  EXPECT_EQ(rows[0].close_reason, std::string(max_audit_text_bytes, 'r'));
+  EXPECT_EQ(rows[0].username,
+            std::string(max_audit_text_bytes - 1, 'u') + "\xe2\x80\xa6(+102 bytes)");
+  EXPECT_EQ(rows[0].close_reason,
+            std::string(max_audit_text_bytes, 'r') + "\xe2\x80\xa6(+3976 bytes)");
+  EXPECT_TRUE(verify(*log).intact);
+}
+
+TEST_F(AuditLogTest, PeerSuppliedTextIsSanitizedBeforeItIsStored) {
+  auto log = open_log();
+  ASSERT_NE(log, nullptr);
+  auto r = record(1, 2, "");
+  r.username = "bob\r\n2025-06-01 INFO forged";
+  r.close_reason = "upstream BYE: going away\nINFO forged\x1b[31m";
+  ASSERT_TRUE(log->append(r));
+  const auto rows = log->query({}).value();
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0].username, "bob\\r\\n2025-06-01 INFO forged");
+  EXPECT_EQ(rows[0].close_reason, "upstream BYE: going away\\nINFO forged\\x1b[31m");
   EXPECT_TRUE(verify(*log).intact);
 }
 
