@@ -76,6 +76,21 @@ T must(Result<T> r, std::string_view what) {
   return std::move(*r);
 }
 
+// How long shutdown keeps retrying token writes the database refused.
+constexpr std::chrono::milliseconds token_flush_window{10'000};
+
+// A refresh whose database write failed left the rotated refresh token in memory (and Redis)
+// only; exiting silently would lose it, and with an endpoint that revokes on use the account
+// with it (issue #7, item 7). Retry for a bounded time, then name every account left.
+void flush_token_writes(Services& services) {
+  const auto lost = auth::run_blocking<std::vector<std::string>>(
+      [&services] { return services.tokens->flush_pending_writes(token_flush_window); });
+  if (!lost.empty()) {
+    spdlog::error("serve: {} account(s) whose newest refresh token is NOT in the database: {}",
+                  lost.size(), fmt::join(lost, ", "));
+  }
+}
+
 }  // namespace
 
 int serve(Services& services) {
@@ -238,6 +253,7 @@ int serve(Services& services) {
     for (auto& t : pool) {
       t.join();
     }
+    flush_token_writes(services);
     spdlog::info("serve: stopped");
     return 0;
   } catch (const std::exception& e) {

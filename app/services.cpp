@@ -6,10 +6,18 @@
 
 namespace iop::app {
 
+namespace {
+
+constexpr std::chrono::milliseconds max_lock_wait{10'000};
+
+}  // namespace
+
 Services::Services(Config c) : config(std::move(c)) {}
 
 Services::~Services() {
-  // Finish blocking work before the objects it uses go away.
+  // Finish blocking work before the objects it uses go away. HTTP calls first: a refresh ends
+  // with a hop to the blocking pool.
+  http.join();
   blocking.join();
 }
 
@@ -94,14 +102,16 @@ Result<std::unique_ptr<Services>> make_services(Config config, KeyPolicy key_pol
     services->cache = std::move(*cache);
   }
   services->endpoint = std::make_unique<auth::TokenEndpoint>(oauth_client_settings(cfg),
-                                                             services->blocking.get_executor());
+                                                             services->http.get_executor());
   auth::TokenServiceSettings ts;
   ts.freshness.refresh_margin =
       std::chrono::duration_cast<std::chrono::seconds>(cfg.oauth.refresh_margin);
   ts.freshness.session_min_lifetime =
       std::chrono::duration_cast<std::chrono::seconds>(cfg.oauth.session_min_lifetime);
   ts.lock_ttl = cfg.redis.lock_timeout;
-  ts.lock_wait = cfg.redis.lock_timeout;
+  // A login waits at most this long for another instance's refresh (or for a lock key nobody
+  // will release): well inside a mail client's patience, whatever lock_timeout says.
+  ts.lock_wait = std::min(cfg.redis.lock_timeout, max_lock_wait);
   char host[256] = {};
   ::gethostname(host, sizeof host - 1);
   ts.instance_id = fmt::format("{}:{}", host, ::getpid());

@@ -1,6 +1,7 @@
 #pragma once
 // Wiring: the long-lived services a command needs, built from the configuration.
 
+#include <cstddef>
 #include <memory>
 
 #include "app/config.hpp"
@@ -13,14 +14,23 @@
 namespace iop::app {
 
 struct Services {
+  // More than one refresh may hang at a time (several accounts due at once) without holding up
+  // the next; each thread mostly waits on the network, so this is not bounded by the cores.
+  static constexpr std::size_t http_threads = 6;
+
   explicit Services(Config c);
   ~Services();
   Services(const Services&) = delete;
   Services& operator=(const Services&) = delete;
 
   Config config;
-  // Database, Redis and HTTP calls run here, never on an I/O thread.
+  // Short local work runs here, never on an I/O thread: SQLite, Redis (bounded by its timeout),
+  // password hashing, audit writes.
   net::thread_pool blocking{4};
+  // Token-endpoint calls (libcurl, blocking for up to [oauth] http_timeout each) run on their
+  // own pool: endpoint calls that hang can fill only this one, never delay a login that needs
+  // no refresh (issue #7, item 6).
+  net::thread_pool http{http_threads};
   std::unique_ptr<storage::CredentialsStore> store;
   std::unique_ptr<storage::TokenCache> cache;  // null without [redis] url
   std::unique_ptr<auth::TokenEndpoint> endpoint;

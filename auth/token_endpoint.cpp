@@ -78,8 +78,8 @@ FormFields refresh_fields(const OAuthClientSettings& client, const Secret& refre
 
 }  // namespace
 
-TokenEndpoint::TokenEndpoint(OAuthClientSettings settings, net::any_io_executor blocking)
-    : settings_(std::move(settings)), blocking_(std::move(blocking)) {}
+TokenEndpoint::TokenEndpoint(OAuthClientSettings settings, net::any_io_executor http)
+    : settings_(std::move(settings)), http_(std::move(http)) {}
 
 std::expected<TokenGrant, TokenError> TokenEndpoint::grant_once(const OAuthClientSettings& client,
                                                                 FormFields fields) const {
@@ -162,11 +162,12 @@ awaitable<std::expected<TokenGrant, TokenError>> TokenEndpoint::with_retries(
   const int max_attempts = std::max(client.backoff.max_attempts, 1);
   const auto started = std::chrono::steady_clock::now();
   for (int attempt = 1;; ++attempt) {
-    // curl blocks, so the call runs on `blocking_`; co_spawn keeps the lambda alive in its own
-    // frame and hands the value (or exception) back here. The references stay valid because
+    // curl blocks, so the call runs on `http_` (its own pool: a hanging endpoint must not hold
+    // up logins that only need the database or Redis); co_spawn keeps the lambda alive in its
+    // own frame and hands the value (or exception) back here. The references stay valid because
     // this frame waits for the result.
     GrantResult result = co_await net::co_spawn(
-        blocking_,
+        http_,
         [this, &client, &fields]() -> awaitable<GrantResult> {
           co_return grant_once(client, fields);
         },

@@ -32,8 +32,9 @@ using FormFields = std::vector<std::pair<std::string, Secret>>;
 
 class TokenEndpoint {
  public:
-  // `blocking` runs the curl calls (a thread pool's executor).
-  TokenEndpoint(OAuthClientSettings settings, net::any_io_executor blocking);
+  // `http` runs the curl calls: a thread pool's executor that runs nothing else a login waits
+  // for (each call blocks a thread for up to settings.http.timeout; issue #7, item 6).
+  TokenEndpoint(OAuthClientSettings settings, net::any_io_executor http);
 
   // One refresh-token grant (client_id, grant_type=refresh_token, refresh_token, scope and
   // client_secret when set). Transient failures are retried with capped exponential backoff and
@@ -71,7 +72,7 @@ class TokenEndpoint {
                                                                 const std::string& email);
 
   OAuthClientSettings settings_;
-  net::any_io_executor blocking_;
+  net::any_io_executor http_;
 };
 
 }  // namespace iop::auth

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "auth/aadsts.hpp"
+#include "common/json_wipe.hpp"
 
 namespace iop::auth {
 
@@ -207,9 +208,10 @@ TokenError classify_error(int http_status, const json& body,
       return e;
     }
     e.kind = GrantFailure::permanent;
-    e.explanation = known ? std::string(info.explanation)
-                          : "the token endpoint will not accept this refresh token again; run "
-                            "'imap-oauth2-proxy account reauth EMAIL' to authorize the account again";
+    e.explanation = known
+                        ? std::string(info.explanation)
+                        : "the token endpoint will not accept this refresh token again; run "
+                          "'imap-oauth2-proxy account reauth EMAIL' to authorize the account again";
     return e;
   }
   if (known) {
@@ -267,7 +269,9 @@ bool plausible_token(std::string_view token) {
 std::expected<TokenGrant, TokenError> parse_token_response(
     int http_status, std::string_view body, std::optional<std::string_view> retry_after) {
   // No exceptions from the parser: a discarded value marks a body that is not JSON.
-  const json doc = json::parse(body, nullptr, /*allow_exceptions=*/false);
+  json doc = json::parse(body, nullptr, /*allow_exceptions=*/false);
+  // The document holds copies of the tokens: wiped on every way out (issue #7, item 9).
+  const JsonWipeGuard wipe_doc(doc);
   const bool has_error = doc.is_object() && doc.contains("error");
   if (http_status != 200 || has_error) {
     return std::unexpected(classify_error(http_status, doc, parse_retry_after(retry_after)));
@@ -306,7 +310,8 @@ std::expected<TokenGrant, TokenError> parse_token_response(
                      "the token endpoint's access_token is empty, too long or holds characters "
                      "a token cannot have"));
   }
-  grant.access_token = Secret(at->get_ref<const std::string&>());
+  // Moved, not copied: one copy fewer to wipe.
+  grant.access_token = Secret(std::move(at->get_ref<std::string&>()));
 
   const auto exp = doc.find("expires_in");
   if (exp == doc.end()) {
@@ -333,7 +338,7 @@ std::expected<TokenGrant, TokenError> parse_token_response(
                        "the token endpoint's refresh_token is empty, too long or holds "
                        "characters a token cannot have"));
     }
-    grant.refresh_token = Secret(rt->get_ref<const std::string&>());
+    grant.refresh_token = Secret(std::move(rt->get_ref<std::string&>()));
   }
   if (const auto scope = doc.find("scope"); scope != doc.end() && scope->is_string()) {
     grant.scope = scope->get<std::string>();

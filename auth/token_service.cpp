@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <exception>
 #include <utility>
 
@@ -27,6 +28,10 @@ struct TokenService::Candidate {
   std::int64_t expiry = 0;
   Secret refresh_token;
   std::int64_t refreshed_at_ms = 0;
+  // Whether refresh_token is the one in the database. False for a refresh whose database write
+  // failed (here: a pending write; elsewhere: found only in Redis).
+  bool persisted = true;
+  TokenSource source = TokenSource::database;
 };
 
 namespace {
@@ -45,6 +50,25 @@ std::string reauth_message(std::string_view email, std::string_view reason) {
 // Waits between polls for another instance's refresh: short at first, then capped.
 std::chrono::milliseconds poll_delay(int attempt) {
   return std::chrono::milliseconds(std::min(20 << std::min(attempt, 4), 250));
+}
+
+// An access token with less than this left is not worth serving instead of refreshing.
+constexpr std::int64_t usable_seconds = 60;
+
+// A Redis lock value for a log line. Ours are "host:pid:n"; anyone with access to Redis can
+// write anything there, so only short printable ASCII is shown as it is.
+// TODO(#7): use the project's one log sanitizer (item 2) once it lands.
+std::string printable_owner(const std::optional<std::string>& owner) {
+  if (!owner) {
+    return "(gone, or Redis unavailable)";
+  }
+  const bool printable =
+      !owner->empty() && owner->size() <= 100 &&
+      std::all_of(owner->begin(), owner->end(), [](char c) { return c >= 0x20 && c < 0x7f; });
+  if (!printable) {
+    return fmt::format("(a value of {} bytes that is not printable)", owner->size());
+  }
+  return fmt::format("'{}'", *owner);
 }
 
 }  // namespace
@@ -272,27 +296,54 @@ awaitable<Result<FreshToken>> TokenService::refresh_locked(const std::string& em
     {
       std::lock_guard lock(mutex_);
       auto it = pending_writes_.find(email);
-      if (it != pending_writes_.end() && it->second.refreshed_at_ms > best.refreshed_at_ms) {
-        const auto& p = it->second;
-        best =
-            Candidate{p.access_token, p.token_expiry,
-                      p.refresh_token ? *p.refresh_token : best.refresh_token, p.refreshed_at_ms};
+      if (it != pending_writes_.end() && it->second.update.refreshed_at_ms > best.refreshed_at_ms) {
+        const auto& p = it->second.update;
+        // Without a rotated refresh token the pending write holds only an access token: the
+        // refresh token in use is still the stored one.
+        best = Candidate{p.access_token,
+                         p.token_expiry,
+                         p.refresh_token ? *p.refresh_token : best.refresh_token,
+                         p.refreshed_at_ms,
+                         !p.refresh_token.has_value(),
+                         TokenSource::memory};
       }
     }
     if (c && c->refreshed_at_ms > best.refreshed_at_ms && !c->refresh_token.empty()) {
-      best = Candidate{c->access_token, c->expiry, c->refresh_token, c->refreshed_at_ms};
+      best = Candidate{c->access_token,
+                       c->expiry,
+                       c->refresh_token,
+                       c->refreshed_at_ms,
+                       c->refresh_token == r.refresh_token,
+                       TokenSource::redis};
     }
     return best;
   };
   auto serve_stored = [&](const Candidate& best) -> awaitable<FreshToken> {
     FreshToken token{best.access_token, false, best.expiry, best.refreshed_at_ms,
                      TokenSource::database};
+    if (!best.persisted) {
+      // A refresh token only memory or Redis holds (a failed write, here or in a process that
+      // has since stopped): try the database again, and keep it pending if that fails.
+      storage::TokenUpdate update{best.access_token, best.expiry, best.refresh_token,
+                                  best.refreshed_at_ms};
+      co_await persist(email, update);
+    }
     if (cache_ != nullptr) {
       CachedToken entry{best.access_token, best.expiry, best.refresh_token, best.refreshed_at_ms};
-      const bool stored = co_await on_blocking(
-          [this, &email, &entry] { return cache_->put(email, entry, clock_()); });
-      if (stored) {
-        spdlog::info("Recovered credentials from database and cached in Redis (account {})", email);
+      bool persisted = best.persisted;
+      if (!persisted) {
+        std::lock_guard lock(mutex_);
+        persisted = !pending_writes_.contains(email);
+      }
+      if (best.source == TokenSource::database) {
+        const bool stored = co_await on_blocking(
+            [this, &email, &entry] { return cache_->put(email, entry, clock_()); });
+        if (stored) {
+          spdlog::info("Recovered credentials from database and cached in Redis (account {})",
+                       email);
+        }
+      } else {
+        co_await cache_put(email, entry, persisted);
       }
     }
     memory_store(email, token);
@@ -346,6 +397,8 @@ awaitable<Result<FreshToken>> TokenService::refresh_locked(const std::string& em
       result = fail(Errc::needs_reauth, reauth_message(email, row.status_reason));
     } else if (satisfies(need, best.expiry, best.refreshed_at_ms, clock_())) {
       result = co_await serve_stored(best);
+    } else if (auto held = co_await hold_unpersisted(email, best)) {
+      result = std::move(*held);
     } else {
       result = co_await refresh_with(email, row, std::move(best));
     }
@@ -364,7 +417,14 @@ awaitable<Result<FreshToken>> TokenService::refresh_locked(const std::string& em
 awaitable<std::pair<std::optional<FreshToken>, TokenCache::Lock>>
 TokenService::wait_for_other_instance(const std::string& email, const TokenNeed& need,
                                       const std::string& owner) {
-  const auto deadline = std::chrono::steady_clock::now() + settings_.lock_wait;
+  const auto started = std::chrono::steady_clock::now();
+  const auto deadline = started + settings_.lock_wait;
+  // Whoever holds the lock, the wait shows in the log: a lock key left by a dead process or
+  // written by someone else would otherwise stall logins without a word (issue #7, item 9).
+  const auto holder =
+      printable_owner(co_await on_blocking([this, &email] { return cache_->lock_owner(email); }));
+  spdlog::warn("refresh of {} waits up to {} ms for another refresh: Redis key {} is held by {}",
+               email, settings_.lock_wait.count(), cache_->lock_key(email), holder);
   net::steady_timer timer(co_await net::this_coro::executor);
   auto lock = TokenCache::Lock::held_elsewhere;
   for (int attempt = 0; std::chrono::steady_clock::now() < deadline; ++attempt) {
@@ -384,6 +444,13 @@ TokenService::wait_for_other_instance(const std::string& email, const TokenNeed&
     if (lock != TokenCache::Lock::held_elsewhere) {
       break;
     }
+  }
+  if (lock == TokenCache::Lock::held_elsewhere) {
+    spdlog::warn("refresh of {}: Redis key {} still held by {} after {} ms; refreshing without it",
+                 email, cache_->lock_key(email), holder,
+                 std::chrono::duration_cast<std::chrono::milliseconds>(
+                     std::chrono::steady_clock::now() - started)
+                     .count());
   }
   co_return std::pair{std::optional<FreshToken>{}, lock};
 }
@@ -457,35 +524,13 @@ awaitable<Result<FreshToken>> TokenService::refresh_with(const std::string& emai
       grant->access_token, to_unix_seconds(now) + grant->expires_in.count(), grant->refresh_token,
       // Strictly newer than what it replaces, even if the clock stepped back.
       std::max(to_unix_millis(now), best.refreshed_at_ms + 1)};
-  // The database first: a crash after this line loses nothing.
-  auto written =
-      co_await on_blocking([this, &email, &update] { return store_.update_tokens(email, update); });
-  if (!written) {
-    spdlog::error(
-        "Error persisting tokens to database for {}: {}; serving the new token, keeping it in "
-        "memory and Redis, and retrying the write",
-        email, written.error());
-    std::lock_guard lock(mutex_);
-    auto& pending = pending_writes_[email];
-    if (pending.refreshed_at_ms < update.refreshed_at_ms) {
-      if (!update.refresh_token && pending.refresh_token) {
-        // Keep a rotated refresh token an earlier failed write still holds.
-        update.refresh_token = pending.refresh_token;
-      }
-      pending = update;
-    }
-  } else {
-    if (*written) {
-      spdlog::info("Token for {} persisted to database", email);
-    } else {
-      spdlog::warn("Token for {} not persisted: the database already holds newer tokens", email);
-    }
-    std::lock_guard lock(mutex_);
-    auto it = pending_writes_.find(email);
-    if (it != pending_writes_.end() && it->second.refreshed_at_ms <= update.refreshed_at_ms) {
-      pending_writes_.erase(it);
-    }
+  if (!update.refresh_token && !best.persisted) {
+    // Not rotated this time, and the one presented is not in the database: it goes with this
+    // write, or it would be lost.
+    update.refresh_token = best.refresh_token;
   }
+  // The database first: a crash after this line loses nothing.
+  const bool persisted = co_await persist(email, update);
 
   Secret refresh_token = update.refresh_token ? *update.refresh_token : best.refresh_token;
   FreshToken token{update.access_token, false, update.token_expiry, update.refreshed_at_ms,
@@ -493,10 +538,93 @@ awaitable<Result<FreshToken>> TokenService::refresh_with(const std::string& emai
   if (cache_ != nullptr) {
     CachedToken entry{update.access_token, update.token_expiry, std::move(refresh_token),
                       update.refreshed_at_ms};
-    co_await on_blocking([this, &email, &entry] { return cache_->put(email, entry, clock_()); });
+    co_await cache_put(email, entry, persisted);
   }
   memory_store(email, token);
   co_return token;
+}
+
+awaitable<std::optional<FreshToken>> TokenService::hold_unpersisted(const std::string& email,
+                                                                    Candidate& best) {
+  if (best.persisted) {
+    co_return std::nullopt;
+  }
+  // Its refresh token exists only in memory or Redis: the endpoint may already have revoked
+  // the one the database holds (revoke on use). Refreshing from it again would leave the
+  // database two rotations behind, and a process that stops now loses the account. Write it
+  // first; while the database refuses, keep serving the access token it came with (issue #7,
+  // item 7).
+  storage::TokenUpdate update{best.access_token, best.expiry, best.refresh_token,
+                              best.refreshed_at_ms};
+  if (co_await persist(email, update)) {
+    best.persisted = true;
+    co_return std::nullopt;
+  }
+  const auto left = best.expiry - to_unix_seconds(clock_());
+  if (left > usable_seconds) {
+    spdlog::warn(
+        "not refreshing {}: its refresh token is not in the database yet (the write keeps "
+        "failing); serving the current access token ({} s left) instead",
+        email, left);
+    if (cache_ != nullptr) {
+      // Redis may have lost it (flushed, restarted): it is the copy a next process finds.
+      CachedToken entry{best.access_token, best.expiry, best.refresh_token, best.refreshed_at_ms};
+      co_await cache_put(email, entry, false);
+    }
+    FreshToken token{best.access_token, false, best.expiry, best.refreshed_at_ms, best.source};
+    memory_store(email, token);
+    co_return token;
+  }
+  spdlog::warn(
+      "refreshing {} from a refresh token that is not in the database yet: the access token "
+      "has run out and the database write keeps failing",
+      email);
+  co_return std::nullopt;
+}
+
+awaitable<bool> TokenService::persist(const std::string& email, storage::TokenUpdate& update) {
+  auto written =
+      co_await on_blocking([this, &email, &update] { return store_.update_tokens(email, update); });
+  std::lock_guard lock(mutex_);
+  if (!written) {
+    auto& pending = pending_writes_[email];
+    const bool first = pending.update.refreshed_at_ms == 0;
+    if (pending.update.refreshed_at_ms < update.refreshed_at_ms) {
+      if (!update.refresh_token && pending.update.refresh_token) {
+        // Keep a rotated refresh token an earlier failed write still holds.
+        update.refresh_token = pending.update.refresh_token;
+      }
+      pending.update = update;
+    }
+    pending.last_error = written.error().message;
+    if (first) {
+      spdlog::error(
+          "Error persisting tokens to database for {}: {}; serving the new token, keeping it in "
+          "memory and Redis, and retrying the write",
+          email, written.error());
+    }
+    co_return false;
+  }
+  if (*written) {
+    spdlog::info("Token for {} persisted to database", email);
+  } else {
+    spdlog::warn("Token for {} not persisted: the database already holds newer tokens", email);
+  }
+  auto it = pending_writes_.find(email);
+  if (it != pending_writes_.end() && it->second.update.refreshed_at_ms <= update.refreshed_at_ms) {
+    pending_writes_.erase(it);
+  }
+  co_return true;
+}
+
+awaitable<void> TokenService::cache_put(const std::string& email, const CachedToken& entry,
+                                        bool persisted) {
+  // Until the database has it, Redis may hold the only copy of the newest refresh token that
+  // outlives this process: keep it past the access token's expiry (storage/token_cache.hpp).
+  const auto retention =
+      persisted ? storage::Retention::until_expiry : storage::Retention::refresh_pending;
+  co_await on_blocking(
+      [this, &email, &entry, retention] { return cache_->put(email, entry, clock_(), retention); });
 }
 
 awaitable<Result<void>> TokenService::save_authorization(const Credentials& row) {
@@ -527,23 +655,82 @@ awaitable<Result<void>> TokenService::save_authorization(const Credentials& row)
 }
 
 awaitable<std::size_t> TokenService::retry_pending_writes() {
-  std::map<std::string, storage::TokenUpdate> pending;
+  co_return co_await retry_pending_once(true);
+}
+
+std::size_t TokenService::pending_write_count() {
+  std::lock_guard lock(mutex_);
+  return pending_writes_.size();
+}
+
+awaitable<std::vector<std::string>> TokenService::flush_pending_writes(
+    std::chrono::milliseconds window) {
+  using std::chrono::steady_clock;
+  const auto deadline = steady_clock::now() + window;
+  const auto count = pending_write_count();
+  if (count == 0) {
+    co_return std::vector<std::string>{};
+  }
+  spdlog::warn("{} refreshed token(s) not yet in the database; retrying the write for up to {} ms",
+               count, window.count());
+  std::size_t left = co_await retry_pending_once(false);
+  net::steady_timer timer(co_await net::this_coro::executor);
+  auto delay = std::chrono::milliseconds(100);
+  while (left > 0 && steady_clock::now() < deadline) {
+    timer.expires_after(std::min<steady_clock::duration>(delay, deadline - steady_clock::now()));
+    co_await timer.async_wait(net::use_awaitable);
+    delay = std::min(delay * 2, std::chrono::milliseconds(1000));
+    left = co_await retry_pending_once(false);
+  }
+  std::vector<std::pair<std::string, std::string>> lost;
+  {
+    std::lock_guard lock(mutex_);
+    for (const auto& [email, pending] : pending_writes_) {
+      // Only a rotated refresh token is a loss; an access token alone is simply obtained again.
+      if (pending.update.refresh_token) {
+        lost.emplace_back(email, pending.last_error);
+      }
+    }
+  }
+  std::vector<std::string> accounts;
+  for (auto& [email, why] : lost) {
+    spdlog::error(
+        "refresh token of {} NOT persisted: {}. {}If the token endpoint has revoked the stored "
+        "one, run 'imap-oauth2-proxy account reauth {}'",
+        email, why,
+        cache_ != nullptr ? "It stays in Redis for up to 24 h, where the next start finds it. "
+                          : "",
+        email);
+    accounts.push_back(std::move(email));
+  }
+  co_return accounts;
+}
+
+awaitable<std::size_t> TokenService::retry_pending_once(bool log_failures) {
+  std::map<std::string, PendingWrite> pending;
   {
     std::lock_guard lock(mutex_);
     pending = pending_writes_;
   }
-  for (auto& [email, update] : pending) {
+  for (auto& [email, entry] : pending) {
+    auto& update = entry.update;
     auto written = co_await on_blocking(
-        [this, &email = email, &update = update] { return store_.update_tokens(email, update); });
+        [this, &email = email, &update] { return store_.update_tokens(email, update); });
+    std::lock_guard lock(mutex_);
+    auto it = pending_writes_.find(email);
     if (!written) {
-      spdlog::warn("Error persisting tokens to database for {} (retry): {}", email,
-                   written.error());
+      if (log_failures) {
+        spdlog::warn("Error persisting tokens to database for {} (retry): {}", email,
+                     written.error());
+      }
+      if (it != pending_writes_.end()) {
+        it->second.last_error = written.error().message;
+      }
       continue;
     }
     spdlog::info("Token for {} persisted to database (after an earlier failure)", email);
-    std::lock_guard lock(mutex_);
-    auto it = pending_writes_.find(email);
-    if (it != pending_writes_.end() && it->second.refreshed_at_ms <= update.refreshed_at_ms) {
+    if (it != pending_writes_.end() &&
+        it->second.update.refreshed_at_ms <= update.refreshed_at_ms) {
       pending_writes_.erase(it);
     }
   }

@@ -64,8 +64,10 @@ struct TokenServiceSettings {
   std::chrono::milliseconds memory_ttl{std::chrono::seconds(30)};
   // The cross-process refresh lock's lifetime; longer than a refresh with all its retries.
   std::chrono::milliseconds lock_ttl{std::chrono::seconds(60)};
-  // How long to wait for another instance's refresh before refreshing anyway.
-  std::chrono::milliseconds lock_wait{std::chrono::seconds(30)};
+  // How long to wait for another instance's refresh before refreshing anyway. Shorter than a
+  // mail client's patience at login: a lock key left by a dead or foreign process must not stall
+  // logins for the lock's whole lifetime (app/services.cpp: min(lock_timeout, 10 s)).
+  std::chrono::milliseconds lock_wait{std::chrono::seconds(10)};
   // Names this process in Redis locks.
   std::string instance_id;
   // The OAuth client of each account. Unset: the endpoint's own settings, refresh grants only.
@@ -105,6 +107,15 @@ class TokenService {
   // Retries database writes that failed after a refresh. Returns how many are still pending.
   awaitable<std::size_t> retry_pending_writes();
 
+  // For shutdown: retries the pending database writes until none is left or `window` has
+  // passed, waiting between attempts (100 ms, doubling up to 1 s), then logs an error naming
+  // each account whose rotated refresh token is still not persisted ("refresh token of X NOT
+  // persisted: ..."). Returns those accounts. Suspends.
+  awaitable<std::vector<std::string>> flush_pending_writes(std::chrono::milliseconds window);
+
+  // How many refreshes wait for their database write.
+  std::size_t pending_write_count();
+
   // Accounts asked for within `window`, most recent first.
   std::vector<std::string> accounts_used_within(std::chrono::steady_clock::duration window);
 
@@ -121,6 +132,11 @@ class TokenService {
     std::chrono::steady_clock::time_point stored_at;
   };
   struct Candidate;
+  // A refresh whose database write failed, and why (for the shutdown report).
+  struct PendingWrite {
+    storage::TokenUpdate update;
+    std::string last_error;
+  };
 
   awaitable<Result<FreshToken>> obtain(std::string email, TokenNeed need);
   awaitable<Result<FreshToken>> lead(std::string email, TokenNeed need);
@@ -132,6 +148,20 @@ class TokenService {
                                                std::optional<storage::CachedToken> cached);
   awaitable<Result<FreshToken>> refresh_with(const std::string& email,
                                              const storage::Credentials& row, Candidate candidate);
+  // When `best`'s refresh token is not in the database: tries to write it there first; if that
+  // fails and its access token is still usable, returns that token so no new refresh extends a
+  // rotation chain only this process (or Redis) knows. nullopt: go on and refresh.
+  awaitable<std::optional<FreshToken>> hold_unpersisted(const std::string& email, Candidate& best);
+  // Writes `update` to the database. On failure keeps it in pending_writes_ (newest wins; a
+  // rotated refresh token an older pending write holds is carried over) and returns false.
+  awaitable<bool> persist(const std::string& email, storage::TokenUpdate& update);
+  // Puts `entry` into Redis, with the longer retention when its refresh token is not in the
+  // database (`persisted` false).
+  awaitable<void> cache_put(const std::string& email, const storage::CachedToken& entry,
+                            bool persisted);
+  // One retry of every pending write; logs failures when `log_failures`. Returns how many are
+  // still pending.
+  awaitable<std::size_t> retry_pending_once(bool log_failures);
   // Waits for another instance's refresh to show up in Redis. Returns the token, or nullopt with
   // the lock now held by `owner` (acquired), or Redis gone (unavailable), or still held after
   // lock_wait (held_elsewhere).
@@ -143,7 +173,6 @@ class TokenService {
 
   std::optional<FreshToken> memory_lookup(const std::string& email, const TokenNeed& need);
   void memory_store(const std::string& email, const FreshToken& token);
-  void cache_store(const std::string& email, const storage::CachedToken& token);
 
   template <class F>
   auto on_blocking(F f) -> awaitable<decltype(f())>;
@@ -161,7 +190,7 @@ class TokenService {
   std::unordered_map<std::string, MemoryEntry> memory_;
   std::unordered_map<std::string, std::chrono::steady_clock::time_point> last_used_;
   // Refreshes whose database write failed: served and cached, retried until written.
-  std::map<std::string, storage::TokenUpdate> pending_writes_;
+  std::map<std::string, PendingWrite> pending_writes_;
 };
 
 // Runs `op` to completion on a private io_context (for the command line, not for I/O threads).

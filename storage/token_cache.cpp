@@ -16,6 +16,8 @@
 #include <spdlog/spdlog.h>
 #include <nlohmann/json.hpp>
 
+#include "common/json_wipe.hpp"
+
 namespace iop::storage {
 
 namespace {
@@ -436,15 +438,16 @@ std::optional<CachedToken> TokenCache::get(std::string_view email) {
     return std::nullopt;
   }
   // parse() without exceptions: a malformed value is an expected outcome here.
-  const auto json = nlohmann::json::parse(plain->reveal(), nullptr, false);
-  const auto field = [&json](const char* name) -> const nlohmann::json* {
+  auto json = nlohmann::json::parse(plain->reveal(), nullptr, false);
+  const JsonWipeGuard wipe_json(json);  // it holds copies of both tokens
+  const auto field = [&json](const char* name) -> nlohmann::json* {
     const auto it = json.find(name);
     return it == json.end() ? nullptr : &*it;
   };
-  const nlohmann::json* access = json.is_object() ? field("access_token") : nullptr;
-  const nlohmann::json* expiry = json.is_object() ? field("expiry") : nullptr;
-  const nlohmann::json* refresh = json.is_object() ? field("refresh_token") : nullptr;
-  const nlohmann::json* refreshed = json.is_object() ? field("refreshed_at_ms") : nullptr;
+  nlohmann::json* access = json.is_object() ? field("access_token") : nullptr;
+  nlohmann::json* expiry = json.is_object() ? field("expiry") : nullptr;
+  nlohmann::json* refresh = json.is_object() ? field("refresh_token") : nullptr;
+  nlohmann::json* refreshed = json.is_object() ? field("refreshed_at_ms") : nullptr;
   if (!access || !access->is_string() || !expiry || !expiry->is_number_integer() || !refresh ||
       !refresh->is_string() || !refreshed || !refreshed->is_number_integer()) {
     spdlog::warn("Redis value for {} is malformed; deleting it", email);
@@ -452,26 +455,38 @@ std::optional<CachedToken> TokenCache::get(std::string_view email) {
     return std::nullopt;
   }
   CachedToken token;
-  token.access_token = Secret(access->get_ref<const std::string&>());
+  token.access_token = Secret(std::move(access->get_ref<std::string&>()));
   token.expiry = expiry->get<std::int64_t>();
-  token.refresh_token = Secret(refresh->get_ref<const std::string&>());
+  token.refresh_token = Secret(std::move(refresh->get_ref<std::string&>()));
   token.refreshed_at_ms = refreshed->get<std::int64_t>();
   return token;
 }
 
-bool TokenCache::put(std::string_view email, const CachedToken& token, SystemTime now) {
-  const auto until_expiry = std::chrono::milliseconds(token.expiry * 1000 - to_unix_millis(now));
-  const auto ttl = std::min(until_expiry, max_ttl);
+std::chrono::milliseconds cache_ttl(std::int64_t expiry, SystemTime now, Retention retention) {
+  if (retention == Retention::refresh_pending) {
+    // The refresh token in this entry may be the only valid one left (the endpoint revokes the
+    // previous one on use): it must outlive the access token until the database has it. The
+    // cap still holds, so an entry nobody persists does not stay forever.
+    return max_ttl;
+  }
+  const auto until_expiry = std::chrono::milliseconds(expiry * 1000 - to_unix_millis(now));
+  return std::min(until_expiry, max_ttl);
+}
+
+bool TokenCache::put(std::string_view email, const CachedToken& token, SystemTime now,
+                     Retention retention) {
+  const auto ttl = cache_ttl(token.expiry, now, retention);
   if (ttl <= 0ms) {
     return false;  // an expired token is no use to anyone
   }
-  const nlohmann::json json = {
+  nlohmann::json json = {
       {"access_token", token.access_token.reveal()},
       {"expiry", token.expiry},
       {"refresh_token", token.refresh_token.reveal()},
       {"refreshed_at_ms", token.refreshed_at_ms},
   };
   const std::string blob = seal(impl_->key, Secret(json.dump()), "redis:" + std::string(email));
+  wipe_json_strings(json);  // its copies of both tokens
   const std::string ttl_text = std::to_string(ttl.count());
 
   std::lock_guard lock(impl_->mutex);
@@ -504,6 +519,18 @@ void TokenCache::unlock(std::string_view email, std::string_view owner) {
   const std::string key = impl_->lock_key(email);
   impl_->run({"EVAL", unlock_script, "1", key, owner});
 }
+
+std::optional<std::string> TokenCache::lock_owner(std::string_view email) {
+  std::lock_guard lock(impl_->mutex);
+  const std::string key = impl_->lock_key(email);
+  ReplyPtr reply = impl_->run({"GET", key});
+  if (!reply || reply->type != REDIS_REPLY_STRING) {
+    return std::nullopt;
+  }
+  return std::string(reply->str, reply->len);
+}
+
+std::string TokenCache::lock_key(std::string_view email) const { return impl_->lock_key(email); }
 
 bool TokenCache::healthy() const { return impl_->healthy.load(); }
 

@@ -6,7 +6,9 @@
 // network.
 //
 // Key schema: {prefix}token:{email} -> sealed JSON {access_token, expiry, refresh_token,
-// refreshed_at_ms}, with a TTL ending no later than the access token's expiry, capped at 24 h.
+// refreshed_at_ms}, with a TTL ending no later than the access token's expiry, capped at 24 h;
+// an entry whose refresh token is not in the database yet (its write failed) keeps the 24 h
+// cap whatever the expiry, so the newest refresh token outlives the access token (issue #7).
 // Refresh lock: {prefix}lock:{email} -> owner id, SET NX PX.
 //
 // Thread-safe; calls block for at most about the configured timeout (one connection, one mutex):
@@ -42,6 +44,16 @@ struct RedisAddress {
 // Errc::config_error with the reason for anything but redis://[:password@]host[:port][/db].
 Result<RedisAddress> parse_redis_url(std::string_view url);
 
+// How long a token entry may stay in Redis.
+enum class Retention {
+  until_expiry,     // the access token is all the entry is good for: TTL ends at its expiry
+  refresh_pending,  // the entry holds a refresh token the database does not have yet: 24 h
+};
+
+// The TTL for an entry expiring at `expiry` (unix s), stored at `now`: min(expiry - now, 24 h)
+// for until_expiry (not positive when already expired), 24 h for refresh_pending. Pure.
+std::chrono::milliseconds cache_ttl(std::int64_t expiry, SystemTime now, Retention retention);
+
 struct CachedToken {
   Secret access_token;
   std::int64_t expiry = 0;  // unix seconds
@@ -58,9 +70,10 @@ class TokenCache {
   TokenCache& operator=(const TokenCache&) = delete;
 
   std::optional<CachedToken> get(std::string_view email);
-  // Stores with TTL = min(expiry - now, 24 h); does nothing when that is not positive.
-  // Returns whether Redis accepted it.
-  bool put(std::string_view email, const CachedToken& token, SystemTime now);
+  // Stores with TTL = cache_ttl(token.expiry, now, retention); does nothing when that is not
+  // positive. Returns whether Redis accepted it.
+  bool put(std::string_view email, const CachedToken& token, SystemTime now,
+           Retention retention = Retention::until_expiry);
   bool erase(std::string_view email);
 
   enum class Lock { acquired, held_elsewhere, unavailable };
@@ -68,6 +81,11 @@ class TokenCache {
   Lock try_lock(std::string_view email, std::string_view owner, std::chrono::milliseconds ttl);
   // Deletes the lock only if `owner` still holds it (compare-and-delete in a Lua script).
   void unlock(std::string_view email, std::string_view owner);
+  // The value of the lock key (its holder's owner id, raw bytes: sanitize before logging);
+  // nullopt when there is no lock or Redis is unavailable.
+  std::optional<std::string> lock_owner(std::string_view email);
+  // {prefix}lock:{email}, for log lines.
+  [[nodiscard]] std::string lock_key(std::string_view email) const;
 
   // Whether the last call reached Redis.
   [[nodiscard]] bool healthy() const;

@@ -137,6 +137,37 @@ TEST_F(TokenCacheTest, ExpiredTokenIsNotStored) {
   EXPECT_FALSE(cache_->get(alice).has_value());
 }
 
+TEST(TokenCacheTtl, PendingRefreshTokensKeepTheCapWhateverTheExpiry) {
+  const SystemTime at = now();
+  const auto expiry = to_unix_seconds(at + 10min);
+  EXPECT_LE(cache_ttl(expiry, at, Retention::until_expiry), 10min);
+  EXPECT_GT(cache_ttl(expiry, at, Retention::until_expiry), 9min);
+  EXPECT_EQ(cache_ttl(expiry, at, Retention::refresh_pending), 24h);
+  // Even an access token that has run out: the refresh token in the entry has not.
+  EXPECT_LE(cache_ttl(to_unix_seconds(at - 1h), at, Retention::until_expiry), 0ms);
+  EXPECT_EQ(cache_ttl(to_unix_seconds(at - 1h), at, Retention::refresh_pending), 24h);
+  EXPECT_EQ(cache_ttl(to_unix_seconds(at + 72h), at, Retention::until_expiry), 24h);
+}
+
+TEST_F(TokenCacheTest, EntryWithAnUnpersistedRefreshTokenOutlivesItsAccessToken) {
+  ASSERT_TRUE(cache_->put(alice, token_expiring_in(10min), now(), Retention::refresh_pending));
+  const long long ttl = redis_.ttl_ms(alice_token_key);
+  EXPECT_GT(ttl, 12LL * 3600 * 1000);
+  EXPECT_LE(ttl, 24LL * 3600 * 1000);
+  // Stored even when the access token has expired: the refresh token is what matters.
+  ASSERT_TRUE(cache_->put(bob, token_expiring_in(-1min), now(), Retention::refresh_pending));
+  const auto got = cache_->get(bob);
+  ASSERT_TRUE(got.has_value());
+  EXPECT_EQ(got->refresh_token.reveal(), "rt.bravo-456");
+}
+
+TEST_F(TokenCacheTest, LockOwnerReadsWhoHoldsTheLock) {
+  EXPECT_FALSE(cache_->lock_owner(alice).has_value());
+  ASSERT_EQ(cache_->try_lock(alice, "host-a:12:3", 10s), TokenCache::Lock::acquired);
+  EXPECT_EQ(cache_->lock_owner(alice), std::optional<std::string>("host-a:12:3"));
+  EXPECT_EQ(cache_->lock_key(alice), alice_lock_key);
+}
+
 TEST_F(TokenCacheTest, EraseRemovesTheValue) {
   ASSERT_TRUE(cache_->put(alice, token_expiring_in(1h), now()));
   EXPECT_TRUE(cache_->erase(alice));

@@ -4,11 +4,18 @@
 #include "auth/token_service.hpp"
 
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sqlite3.h>
 
+#include <fstream>
+#include <mutex>
 #include <nlohmann/json.hpp>
+#include <thread>
 
+#include "app/config.hpp"
+#include "app/services.hpp"
 #include "auth/refresher.hpp"
+#include "tests/support/cli_env.hpp"
 #include "tests/support/log_capture.hpp"
 #include "tests/support/process.hpp"
 #include "tests/support/redis_server.hpp"
@@ -25,6 +32,36 @@ using test::run_coro;
 
 std::int64_t now_s() { return to_unix_seconds(std::chrono::system_clock::now()); }
 std::int64_t now_ms() { return to_unix_millis(std::chrono::system_clock::now()); }
+
+// Polls `condition` until it holds or `limit` passes.
+template <class F>
+bool eventually(F condition, std::chrono::milliseconds limit = 20s) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (!condition()) {
+    if (std::chrono::steady_clock::now() >= deadline) {
+      return false;
+    }
+    std::this_thread::sleep_for(20ms);
+  }
+  return true;
+}
+
+std::size_t count_of(const std::string& text, std::string_view needle) {
+  std::size_t n = 0;
+  for (auto pos = text.find(needle); pos != std::string::npos; pos = text.find(needle, pos + 1)) {
+    ++n;
+  }
+  return n;
+}
+
+std::string read_text(const std::filesystem::path& path) {
+  std::ifstream in(path);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+constexpr const char* fail_updates_sql =
+    "CREATE TRIGGER fail_updates BEFORE UPDATE ON mail_credentials BEGIN "
+    "SELECT RAISE(ABORT, 'simulated disk failure'); END;";
 
 void exec_sql(const std::filesystem::path& db, const std::string& sql) {
   sqlite3* handle = nullptr;
@@ -57,13 +94,16 @@ class TokenServiceTest : public ::testing::Test {
 
   std::filesystem::path db_path() const { return dir_.path() / "credentials.db"; }
 
-  void make_service(bool with_redis, std::chrono::milliseconds memory_ttl = 0ms) {
+  void make_service(bool with_redis, std::chrono::milliseconds memory_ttl = 0ms,
+                    std::chrono::milliseconds lock_wait = 5s,
+                    WallClock clock = system_wall_clock()) {
     TokenServiceSettings s;
     s.memory_ttl = memory_ttl;
     s.instance_id = "test";
-    s.lock_wait = 5s;
-    service_ = std::make_unique<TokenService>(*store_, with_redis ? cache_.get() : nullptr,
-                                              *endpoint_, pool_.get_executor(), s);
+    s.lock_wait = lock_wait;
+    service_ =
+        std::make_unique<TokenService>(*store_, with_redis ? cache_.get() : nullptr, *endpoint_,
+                                       pool_.get_executor(), s, std::move(clock));
   }
 
   // An OAuth account known to the endpoint, with an access token expiring at `expiry`.
@@ -185,9 +225,7 @@ TEST_F(TokenServiceTest, FailedDatabaseWriteStillServesAndRetriesTheWrite) {
   test::LogCapture log;
   peer_.configure({{"rotation", "revoke_immediately"}});
   const auto old_refresh = seed("erin@example.com", now_s() - 10);
-  exec_sql(db_path(),
-           "CREATE TRIGGER fail_updates BEFORE UPDATE ON mail_credentials BEGIN "
-           "SELECT RAISE(ABORT, 'simulated disk failure'); END;");
+  exec_sql(db_path(), fail_updates_sql);
   const auto token = get("erin@example.com");
   ASSERT_TRUE(token.has_value()) << token.error().message;
   EXPECT_EQ(token->source, TokenSource::refresh);
@@ -199,12 +237,17 @@ TEST_F(TokenServiceTest, FailedDatabaseWriteStillServesAndRetriesTheWrite) {
   EXPECT_TRUE(peer_.check(cached->refresh_token.reveal())["valid"].get<bool>());
   EXPECT_FALSE(peer_.check(old_refresh)["valid"].get<bool>());
 
-  // With the database still failing and Redis gone, a forced refresh must use the newest refresh
-  // token, kept in memory: the stored one was revoked when it was rotated.
+  // With the database still failing and Redis gone, a forced refresh must not rotate again from
+  // a refresh token only memory holds while the access token still works: it serves that one
+  // (and puts the newest refresh token back into Redis).
   redis_.flushall();
   const auto again =
       run_coro<Result<FreshToken>>([this] { return service_->refresh_now("erin@example.com"); });
   ASSERT_TRUE(again.has_value()) << again.error().message;
+  EXPECT_EQ(again->secret.reveal(), token->secret.reveal());
+  EXPECT_EQ(requests_for("erin@example.com"), 1);
+  EXPECT_TRUE(log.contains("not refreshing erin@example.com"));
+  ASSERT_TRUE(cache_->get("erin@example.com").has_value());
   EXPECT_EQ(run_coro<std::size_t>([this] { return service_->retry_pending_writes(); }), 1u);
 
   exec_sql(db_path(), "DROP TRIGGER fail_updates;");
@@ -410,6 +453,239 @@ TEST_F(TokenServiceTest, BackgroundRefresherKeepsUsedAndIdleAccountsAlive) {
   const auto second = run_coro<RefreshPass>([&refresher] { return refresher.run_once(); });
   EXPECT_EQ(second.refreshed, 0);
   EXPECT_EQ(second.failed, 0) << "an account needing re-authorization is not retried";
+}
+
+// Issue #7, item 7: while the database refuses the write of a refresh, the rotated refresh token
+// outlives the access token in Redis, is not rotated again while the access token still works,
+// and a next process (here: a new service with a later clock) finds it there.
+TEST_F(TokenServiceTest, UnpersistedRefreshTokenOutlivesItsAccessTokenAndIsNotRotatedAgain) {
+  test::LogCapture log;
+  peer_.configure({{"rotation", "revoke_on_use"}, {"expires_in", 600}});
+  const std::string email = "olga@example.com";
+  const auto stored_refresh = seed(email, now_s() - 10);
+  exec_sql(db_path(), fail_updates_sql);
+  const auto token = get(email, TokenUse::immediate);
+  ASSERT_TRUE(token.has_value()) << token.error().message;
+  EXPECT_EQ(token->source, TokenSource::refresh);
+  EXPECT_EQ(requests_for(email), 1);
+
+  // (b) The Redis copy holds the new refresh token for longer than the access token lives.
+  const auto cached = cache_->get(email);
+  ASSERT_TRUE(cached.has_value());
+  EXPECT_NE(cached->refresh_token.reveal(), stored_refresh);
+  EXPECT_GT(redis_.ttl_ms("test:token:" + email), 12LL * 3600 * 1000);
+
+  // (c) Neither a session's need (45 min > the 10 min left) nor a forced refresh rotates again:
+  // the current access token is served, and the stored refresh token still works because its
+  // successor was never presented.
+  const auto for_session = get(email, TokenUse::session);
+  ASSERT_TRUE(for_session.has_value()) << for_session.error().message;
+  EXPECT_EQ(for_session->secret.reveal(), token->secret.reveal());
+  const auto forced =
+      run_coro<Result<FreshToken>>([this, email] { return service_->refresh_now(email); });
+  ASSERT_TRUE(forced.has_value()) << forced.error().message;
+  EXPECT_EQ(forced->secret.reveal(), token->secret.reveal());
+  EXPECT_EQ(requests_for(email), 1);
+  EXPECT_TRUE(log.contains("not refreshing " + email));
+  EXPECT_TRUE(peer_.check(stored_refresh)["valid"].get<bool>());
+
+  // A next process, after the access token has run out, database still failing: only Redis has
+  // the newest refresh token, and it refreshes from it.
+  const auto later = std::chrono::system_clock::now() + 1h;
+  make_service(true, 0ms, 5s, [later] { return later; });
+  const auto next = get(email, TokenUse::immediate);
+  ASSERT_TRUE(next.has_value()) << next.error().message;
+  EXPECT_EQ(next->source, TokenSource::refresh);
+  EXPECT_EQ(requests_for(email), 2);
+  EXPECT_TRUE(log.contains("refreshing " + email + " from a refresh token that is not in the"));
+  EXPECT_FALSE(peer_.check(stored_refresh)["valid"].get<bool>()) << "its successor was used";
+
+  exec_sql(db_path(), "DROP TRIGGER fail_updates;");
+  EXPECT_EQ(run_coro<std::size_t>([this] { return service_->retry_pending_writes(); }), 0u);
+  const auto row = store_->get(email).value();
+  EXPECT_EQ(row.access_token.reveal(), next->secret.reveal());
+  EXPECT_TRUE(peer_.check(row.refresh_token.reveal())["valid"].get<bool>());
+  EXPECT_EQ(row.status, AccountStatus::active);
+  EXPECT_FALSE(log.contains(row.refresh_token.reveal())) << "a token reached the log";
+}
+
+TEST_F(TokenServiceTest, ShutdownFlushNamesEveryAccountLeftUnpersisted) {
+  test::LogCapture log;
+  peer_.configure({{"rotation", "revoke_on_use"}});
+  seed("paul@example.com", now_s() - 10);
+  seed("rita@example.com", now_s() + 7200);  // nothing pending for her
+  exec_sql(db_path(), fail_updates_sql);
+  ASSERT_TRUE(get("paul@example.com").has_value());
+  ASSERT_TRUE(get("rita@example.com").has_value());
+  EXPECT_EQ(service_->pending_write_count(), 1u);
+
+  const auto lost =
+      run_coro<std::vector<std::string>>([this] { return service_->flush_pending_writes(300ms); });
+  EXPECT_EQ(lost, std::vector<std::string>{"paul@example.com"});
+  const auto text = log.text();
+  EXPECT_NE(text.find("error refresh token of paul@example.com NOT persisted: "), std::string::npos)
+      << text;
+  EXPECT_NE(text.find("simulated disk failure"), std::string::npos) << text;
+  EXPECT_EQ(text.find("rita@example.com NOT persisted"), std::string::npos);
+
+  // Writable again within the window: persisted, and nobody named.
+  exec_sql(db_path(), "DROP TRIGGER fail_updates;");
+  EXPECT_TRUE(run_coro<std::vector<std::string>>([this] {
+                return service_->flush_pending_writes(300ms);
+              }).empty());
+  EXPECT_EQ(service_->pending_write_count(), 0u);
+  EXPECT_TRUE(
+      peer_.check(store_->get("paul@example.com")->refresh_token.reveal())["valid"].get<bool>());
+}
+
+// Issue #7, item 9: a lock key nobody will release (written by hand here) is named in the log
+// once, and the wait is bounded by lock_wait.
+TEST_F(TokenServiceTest, ForeignRedisLockIsLoggedAndWaitedForOnlyUpToLockWait) {
+  test::LogCapture log;
+  make_service(true, 0ms, 300ms);
+  seed("quinn@example.com", now_s() - 10);
+  redis_.set_raw("test:lock:quinn@example.com", "other-host:4242:7");
+  const auto token = get("quinn@example.com");
+  ASSERT_TRUE(token.has_value()) << token.error().message;
+  EXPECT_EQ(token->source, TokenSource::refresh);
+  const auto text = log.text();
+  EXPECT_EQ(count_of(text, "refresh of quinn@example.com waits up to 300 ms"), 1u) << text;
+  EXPECT_NE(text.find("Redis key test:lock:quinn@example.com is held by 'other-host:4242:7'"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("still held by 'other-host:4242:7' after"), std::string::npos) << text;
+  EXPECT_NE(text.find("refreshing without it"), std::string::npos) << text;
+}
+
+TEST_F(TokenServiceTest, UnprintableLockOwnerIsDescribedNotPrinted) {
+  test::LogCapture log;
+  make_service(true, 0ms, 100ms);
+  seed("sam@example.com", now_s() - 10);
+  redis_.set_raw("test:lock:sam@example.com", "x\r\nerror FORGED log line");
+  ASSERT_TRUE(get("sam@example.com").has_value());
+  const auto text = log.text();
+  EXPECT_EQ(text.find("FORGED"), std::string::npos) << text;
+  EXPECT_NE(text.find("is held by (a value of 24 bytes that is not printable)"), std::string::npos)
+      << text;
+}
+
+// Issue #7, item 6, through the real wiring (app/services): with as many refreshes hanging at
+// the token endpoint as the blocking pool has threads, a login whose token is in Redis still
+// completes while they are in flight.
+TEST(ServicesTest, SlowTokenEndpointCallsDoNotDelayLoginsThatNeedNoRefresh) {
+  test::TempDir dir;
+  test::RedisServer redis;
+  test::TokenEndpointPeer peer;
+  auto config =
+      app::load_config(test::write_cli_config(dir.path(), {peer.token_url(), redis.url(), "", ""}));
+  ASSERT_TRUE(config.has_value()) << config.error().message;
+  auto made = app::make_services(std::move(*config));
+  ASSERT_TRUE(made.has_value()) << made.error().message;
+  auto& services = **made;
+  // lock_timeout is 30 s by default: a login never waits that long for another instance.
+  EXPECT_EQ(services.tokens->settings().lock_wait, 10s);
+
+  auto save = [&](const std::string& email, std::int64_t expiry) {
+    Credentials row;
+    row.email = email;
+    row.use_oauth = true;
+    row.access_token = Secret("at.saved." + email);
+    row.refresh_token = Secret(peer.add_account(email));
+    row.token_expiry = expiry;
+    row.refreshed_at_ms = now_ms() - 1000;
+    const auto saved = run_coro<Result<void>>(
+        [&services, &row] { return services.tokens->save_authorization(row); });
+    ASSERT_TRUE(saved.has_value()) << saved.error().message;
+  };
+  constexpr int slow = 4;  // the blocking pool's size: what used to stall everything
+  for (int i = 0; i < slow; ++i) {
+    const auto email = "slow" + std::to_string(i) + "@example.com";
+    save(email, now_s() - 10);
+    peer.add_faults(nlohmann::json::array({{{"kind", "delay"}, {"ms", 3000}}}), email);
+  }
+  save("cached@example.com", now_s() + 7200);
+  services.tokens->forget("cached@example.com");  // from Redis, through the blocking pool
+
+  net::io_context slow_ioc;
+  std::mutex mutex;
+  std::vector<Result<FreshToken>> slow_results;
+  for (int i = 0; i < slow; ++i) {
+    net::co_spawn(slow_ioc,
+                  services.tokens->ensure_fresh_token("slow" + std::to_string(i) + "@example.com"),
+                  [&](std::exception_ptr e, Result<FreshToken> r) {
+                    std::lock_guard lock(mutex);
+                    if (e) {
+                      r = fail(Errc::internal, "the refresh threw");
+                    }
+                    slow_results.push_back(std::move(r));
+                  });
+  }
+  std::thread runner([&slow_ioc] { slow_ioc.run(); });
+  const bool all_waiting =
+      eventually([&peer] { return peer.stats()["in_flight"].get<int>() == slow; });
+  const auto cached = run_coro<Result<FreshToken>>(
+      [&services] { return services.tokens->ensure_fresh_token("cached@example.com"); });
+  const int in_flight_after = peer.stats()["in_flight"].get<int>();
+  runner.join();
+
+  ASSERT_TRUE(all_waiting) << "the slow refreshes never all reached the endpoint";
+  ASSERT_TRUE(cached.has_value()) << cached.error().message;
+  EXPECT_EQ(cached->source, TokenSource::redis);
+  EXPECT_EQ(in_flight_after, slow) << "the cached login waited for the slow refreshes";
+  ASSERT_EQ(slow_results.size(), static_cast<std::size_t>(slow));
+  for (const auto& r : slow_results) {
+    ASSERT_TRUE(r.has_value()) << r.error().message;
+    EXPECT_EQ(r->source, TokenSource::refresh);
+  }
+}
+
+// Issue #7, item 7 (a), through the binary: `serve` refreshes (keepalive) while the database
+// refuses the write; SIGTERM; the database becomes writable during the retry window; the
+// rotated refresh token ends up in the database.
+TEST(ServeShutdownTest, PendingTokenWriteIsRetriedAndPersistedAtShutdown) {
+  test::TempDir dir;
+  test::TokenEndpointPeer peer;
+  peer.configure({{"rotation", "revoke_on_use"}});
+  const int port = test::free_port();
+  const auto config = test::write_cli_config(
+      dir.path(), {peer.token_url(), "", "",
+                   "[server]\nlisten_tls = \"127.0.0.1:" + std::to_string(port) + "\"\n"});
+  const std::string email = "tina@example.com";
+  const auto added = test::run_cli(config, {"account", "add", email, "--refresh-token-stdin"},
+                                   peer.add_account(email) + "\n");
+  ASSERT_EQ(added.exit_code, 0) << added.err;
+  const auto db = dir.path() / "data/credentials.db";
+  auto key = storage::MasterKey::load(dir.path() / "data/master.key").value();
+  const auto before = storage::CredentialsStore::open(db, key).value()->get(email).value();
+  // Last refreshed 8 days ago: the background refresher's first pass refreshes it (keepalive).
+  exec_sql(db, "UPDATE mail_credentials SET refreshed_at_ms = refreshed_at_ms - " +
+                   std::to_string(8LL * 24 * 3600 * 1000) + ";");
+  exec_sql(db, fail_updates_sql);
+
+  const auto log_path = dir.path() / "serve.log";
+  auto proxy =
+      test::Process::start({test::binary_path(), "serve", "--config", config.string()}, log_path);
+  ASSERT_TRUE(eventually([&] {
+    return read_text(log_path).find("Error persisting tokens to database for " + email) !=
+           std::string::npos;
+  })) << read_text(log_path);
+  proxy.signal(SIGTERM);
+  ASSERT_TRUE(eventually([&] {
+    return read_text(log_path).find("not yet in the database; retrying the write") !=
+           std::string::npos;
+  })) << read_text(log_path);
+  exec_sql(db, "DROP TRIGGER fail_updates;");
+  EXPECT_EQ(proxy.wait(30s), std::optional<int>(0));
+
+  const auto log = read_text(log_path);
+  EXPECT_NE(log.find("Token for " + email + " persisted to database (after an earlier failure)"),
+            std::string::npos)
+      << log;
+  EXPECT_EQ(log.find("NOT persisted"), std::string::npos) << log;
+  const auto row = storage::CredentialsStore::open(db, key).value()->get(email).value();
+  EXPECT_NE(row.refresh_token.reveal(), before.refresh_token.reveal());
+  EXPECT_TRUE(peer.check(row.refresh_token.reveal())["valid"].get<bool>());
+  EXPECT_EQ(log.find(row.refresh_token.reveal()), std::string::npos) << "a token reached the log";
 }
 
 }  // namespace

@@ -6,6 +6,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/json_wipe.hpp"
+
 namespace iop::auth {
 namespace {
 
@@ -374,6 +376,61 @@ INSTANTIATE_TEST_SUITE_P(
     [](const auto& p) { return std::string(p.param.name); });
 
 // ---- plausible_token
+
+// The parse moves the tokens out of its JSON document and wipes what is left (issue #7, item 9):
+// the grant holds them whole.
+TEST(TokenResponse, TheGrantHoldsTheTokensTakenFromTheDocument) {
+  json body = success_body();
+  body["id_token"] = "header.payload.signature";
+  const auto grant = parse_token_response(200, body.dump(), std::nullopt);
+  ASSERT_TRUE(grant.has_value());
+  EXPECT_EQ(grant->access_token.reveal(), access_value);
+  ASSERT_TRUE(grant->refresh_token.has_value());
+  EXPECT_EQ(grant->refresh_token->reveal(), refresh_value);
+  EXPECT_EQ(grant->scope, body["scope"].get<std::string>());
+  EXPECT_EQ(grant->id_token, std::optional<std::string>("header.payload.signature"));
+}
+
+TEST(WipeJsonStrings, LeavesNoTokenBytesInTheDocument) {
+  // Nested the way a misbehaving endpoint might send it, with a token in an array too.
+  json doc = success_body();
+  doc["nested"] = {{"inner", {{"refresh_token", refresh_value}}}, {"list", {access_value, 7}}};
+  ASSERT_NE(doc.dump().find(access_value), std::string::npos);
+  wipe_json_strings(doc);
+  const std::string after = doc.dump();
+  EXPECT_EQ(after.find("secretACCESS"), std::string::npos) << after;
+  EXPECT_EQ(after.find("secretREFRESH"), std::string::npos) << after;
+  EXPECT_TRUE(doc["access_token"].get_ref<const std::string&>().empty());
+  EXPECT_TRUE(doc["nested"]["inner"]["refresh_token"].get_ref<const std::string&>().empty());
+  EXPECT_TRUE(doc["nested"]["list"][0].get_ref<const std::string&>().empty());
+  // Only strings change: field names, numbers and the shape stay.
+  EXPECT_EQ(doc["expires_in"], 3599);
+  EXPECT_EQ(doc["nested"]["list"][1], 7);
+  EXPECT_TRUE(doc.contains("refresh_token"));
+}
+
+TEST(WipeJsonStrings, HandlesDeepNestingWithoutRecursion) {
+  const std::string deep =
+      std::string(100'000, '[') + "\"" + access_value + "\"" + std::string(100'000, ']');
+  json doc = json::parse(deep, nullptr, false);
+  ASSERT_FALSE(doc.is_discarded());
+  wipe_json_strings(doc);
+  const json* innermost = &doc;
+  while (innermost->is_array()) {
+    innermost = &(*innermost)[0];
+  }
+  EXPECT_TRUE(innermost->get_ref<const std::string&>().empty());
+}
+
+TEST(WipeJsonStrings, GuardWipesOnScopeExit) {
+  json doc = success_body();
+  {
+    const JsonWipeGuard guard(doc);
+    EXPECT_EQ(doc["access_token"], access_value);
+  }
+  EXPECT_TRUE(doc["access_token"].get_ref<const std::string&>().empty());
+  EXPECT_TRUE(doc["refresh_token"].get_ref<const std::string&>().empty());
+}
 
 TEST(PlausibleToken, AcceptsPrintableAscii) {
   EXPECT_TRUE(plausible_token("rt.abc-DEF_123"));
