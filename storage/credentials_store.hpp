@@ -1,6 +1,12 @@
 #pragma once
 // The credentials database (SQLite): the source of truth for refresh tokens.
 //
+// Every row carries a row MAC (HMAC-SHA256 under a key derived from the master key) over the
+// columns that decide where a secret goes or who may use it: upstream host and port, provider,
+// tenant, client id, signed_in_as, use_oauth, local password hash, status, and the sealed secrets
+// themselves. A row edited without the key (or copied from another account) is
+// Errc::credentials_corrupt for that account only; see docs/design.md, "Secrets at rest".
+//
 // Thread-safe (one internal mutex; one SQLite connection). Calls block on disk I/O: callers on an
 // I/O thread must hop to a worker first. Several processes may open the same file (WAL mode, busy
 // timeout). Token writes run with synchronous=FULL, so a committed update survives a crash.
@@ -50,6 +56,10 @@ struct Credentials {
 
 // What `account list` shows: nothing secret, nothing decrypted.
 struct AccountSummary {
+  // false: the row does not match its row MAC (changed outside the program, copied from another
+  // account, or inserted with none). get() then fails with Errc::credentials_corrupt, and the
+  // values below are an attacker's as much as the operator's: show them, never reuse them.
+  bool verified = true;
   std::string email;
   bool use_oauth = true;
   AccountStatus status = AccountStatus::active;
@@ -76,7 +86,9 @@ struct TokenUpdate {
 class CredentialsStore {
  public:
   // Opens (creating when missing) the database at `path`, applies pending migrations, and checks
-  // that `key` is the key this database was written with (Errc::key_error otherwise).
+  // that `key` is the key this database was written with (Errc::key_error otherwise). On the
+  // first open of a database from schema v3 or earlier, computes every row's MAC (one
+  // transaction, no user action); that is the only time a missing MAC is ever filled in.
   static Result<std::unique_ptr<CredentialsStore>> open(const std::filesystem::path& path,
                                                         MasterKey key);
   ~CredentialsStore();
@@ -84,26 +96,33 @@ class CredentialsStore {
   CredentialsStore& operator=(const CredentialsStore&) = delete;
 
   // The account's row with secrets decrypted. Errc::not_found, Errc::credentials_corrupt (a
-  // secret that does not decrypt: only this account is affected), Errc::storage_unavailable.
+  // secret that does not decrypt, or a row that does not match its MAC: only this account is
+  // affected), Errc::storage_unavailable.
   Result<Credentials> get(std::string_view email);
 
+  // Every account, by email, each with `verified` (its MAC checked; nothing decrypted).
   Result<std::vector<AccountSummary>> list();
 
   // Adds the account, or when it exists, replaces its upstream credentials (OAuth tokens or
   // password, use_oauth, upstream, provider settings and client credentials) and sets it active
   // again, keeping its local password hash and created_at. `row.email` must be normalized
-  // already. The local password hash is written only for a new account.
+  // already. The local password hash is written only for a new account. An existing row that
+  // does not verify is replaced as if new: none of its values is kept.
   Result<void> upsert_account(const Credentials& row);
 
   // Commits a refresh in one transaction with synchronous=FULL. Applied only when the stored
   // tokens are older (refreshed_at_ms < update.refreshed_at_ms), so a late retry never
   // overwrites a newer refresh token; returns false when skipped for that reason. The refresh
   // token column changes only when update.refresh_token is set. Also sets status active.
+  // Errc::credentials_corrupt when the stored row does not verify (it is left as it is).
   Result<bool> update_tokens(std::string_view email, const TokenUpdate& update);
 
   // Marks the account needs_reauth with a reason; keeps every stored secret.
+  // Errc::credentials_corrupt when the stored row does not verify.
   Result<void> mark_needs_reauth(std::string_view email, std::string_view reason);
 
+  // Sets (empty: clears) the local password hash. Errc::credentials_corrupt when the stored row
+  // does not verify: remove the account and add it again.
   Result<void> set_local_password_hash(std::string_view email, std::string_view hash);
 
   // Deletes the account; returns false when there was none.

@@ -17,7 +17,7 @@ using sqlite::Transaction;
 
 // Schema history: step i (0-based) brings the database from user_version i to i + 1. Append
 // new steps; never edit a released one, since databases in the field already ran it.
-constexpr std::array<std::string_view, 3> migrations = {
+constexpr std::array<std::string_view, 4> migrations = {
     R"sql(
 CREATE TABLE mail_credentials (
   email TEXT PRIMARY KEY,
@@ -87,6 +87,14 @@ ALTER TABLE mail_credentials ADD COLUMN client_id TEXT;
 ALTER TABLE mail_credentials ADD COLUMN client_secret BLOB;
 ALTER TABLE mail_credentials ADD COLUMN client_certificate BLOB;
 ALTER TABLE mail_credentials ADD COLUMN signed_in_as TEXT;
+)sql",
+    // v4: the row MAC (issue #7): HMAC-SHA256, under a key derived from the master key, of every
+    // column that decides where a secret goes or who may use it (credentials_store.cpp,
+    // row_mac_input). Migrations run without the key, so existing rows get NULL here and
+    // CredentialsStore::open fills them, once, in the transaction that also turns the sealed
+    // key check into its v2 form; after that a NULL row_mac is a corrupt row.
+    R"sql(
+ALTER TABLE mail_credentials ADD COLUMN row_mac BLOB;
 )sql",
 };
 

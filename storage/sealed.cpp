@@ -12,8 +12,11 @@
 #include <memory>
 #include <system_error>
 
+#include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/kdf.h>
 #include <openssl/rand.h>
 
 #include <spdlog/spdlog.h>
@@ -26,6 +29,16 @@ constexpr unsigned char format_version = 0x01;
 constexpr std::size_t nonce_size = 12;  // the GCM standard nonce size (NIST SP 800-38D, 8.2)
 constexpr std::size_t tag_size = 16;
 constexpr std::size_t overhead = 1 + nonce_size + tag_size;
+
+constexpr std::size_t derived_key_size = 32;  // SHA-256 output, the HMAC-SHA256 key size
+constexpr std::size_t mac_size = 32;
+
+struct KdfDeleter {
+  void operator()(EVP_KDF* kdf) const { EVP_KDF_free(kdf); }
+};
+struct KdfCtxDeleter {
+  void operator()(EVP_KDF_CTX* ctx) const { EVP_KDF_CTX_free(ctx); }
+};
 
 struct CipherCtxDeleter {
   void operator()(EVP_CIPHER_CTX* ctx) const { EVP_CIPHER_CTX_free(ctx); }
@@ -360,6 +373,56 @@ Result<Secret> open_sealed(const MasterKey& key, std::string_view blob, std::str
   Secret plain{std::string_view(out)};
   OPENSSL_cleanse(out.data(), out.size());
   return plain;
+}
+
+Secret derive_key(const MasterKey& key, std::string_view label) {
+  // Like sealing, derivation only fails when OpenSSL itself is broken; a missing or weak subkey
+  // would make every row MAC meaningless, so stop.
+  std::unique_ptr<EVP_KDF, KdfDeleter> kdf(EVP_KDF_fetch(nullptr, OSSL_KDF_NAME_HKDF, nullptr));
+  if (!kdf) {
+    crypto_failure("EVP_KDF_fetch(HKDF)");
+  }
+  std::unique_ptr<EVP_KDF_CTX, KdfCtxDeleter> ctx(EVP_KDF_CTX_new(kdf.get()));
+  if (!ctx) {
+    crypto_failure("EVP_KDF_CTX_new");
+  }
+  // The OSSL_PARAM constructors take non-const pointers but EVP_KDF_derive only reads them.
+  const std::string& ikm = key.bytes().reveal();
+  const OSSL_PARAM params[] = {
+      OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, const_cast<char*>("SHA256"), 0),
+      OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, const_cast<char*>(ikm.data()),
+                                        ikm.size()),
+      OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, const_cast<char*>(label.data()),
+                                        label.size()),
+      OSSL_PARAM_construct_end(),
+  };
+  std::string out(derived_key_size, '\0');
+  if (EVP_KDF_derive(ctx.get(), bytes_of(out), out.size(), params) != 1) {
+    OPENSSL_cleanse(out.data(), out.size());
+    crypto_failure("EVP_KDF_derive(HKDF)");
+  }
+  Secret derived{std::string_view(out)};
+  OPENSSL_cleanse(out.data(), out.size());
+  return derived;
+}
+
+std::string hmac_sha256(const Secret& key, std::string_view data) {
+  const std::string& k = key.reveal();
+  if (k.size() > static_cast<std::size_t>(INT_MAX)) {
+    crypto_failure("HMAC (key too large)");
+  }
+  std::string out(mac_size, '\0');
+  unsigned int len = 0;
+  if (HMAC(EVP_sha256(), k.data(), static_cast<int>(k.size()), bytes_of(data), data.size(),
+           bytes_of(out), &len) == nullptr ||
+      len != mac_size) {
+    crypto_failure("HMAC");
+  }
+  return out;
+}
+
+bool mac_equal(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
 }
 
 }  // namespace iop::storage

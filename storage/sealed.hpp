@@ -1,7 +1,8 @@
 #pragma once
 // Secrets at rest: AES-256-GCM under a 32-byte master key, with associated data binding each
 // ciphertext to where it belongs (the account's email and the column), so a ciphertext copied to
-// another row or column fails to decrypt.
+// another row or column fails to decrypt. Also the subkeys and MACs that authenticate the
+// non-secret columns deciding where a secret goes (credentials_store.cpp, the row MAC).
 
 #include <filesystem>
 #include <string>
@@ -42,5 +43,18 @@ std::string seal(const MasterKey& key, const Secret& plaintext, std::string_view
 // truncated or altered blob, unknown version) fails with Errc::credentials_corrupt; no partial
 // plaintext is ever returned.
 Result<Secret> open_sealed(const MasterKey& key, std::string_view blob, std::string_view aad);
+
+// A 32-byte key for one purpose, derived from the master key: HKDF-SHA256 (RFC 5869) with no salt
+// (the master key is already uniformly random, RFC 5869 3.1) and `label` as the info. Distinct
+// labels give independent keys, so a MAC made for one purpose never verifies for another, and
+// the master key itself is only ever used for AES-GCM.
+Secret derive_key(const MasterKey& key, std::string_view label);
+
+// HMAC-SHA256 (RFC 2104) of `data` under `key`: 32 raw bytes.
+std::string hmac_sha256(const Secret& key, std::string_view data);
+
+// Compares two MACs in time that does not depend on where they differ (CRYPTO_memcmp), so a
+// forger learns nothing from how long a rejection took. Different lengths are unequal.
+bool mac_equal(std::string_view a, std::string_view b);
 
 }  // namespace iop::storage

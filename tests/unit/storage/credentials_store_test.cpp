@@ -42,6 +42,32 @@ class RawDb {
     sqlite3_free(err);
   }
 
+  // Runs one statement with blobs bound to ?1, ?2, ...
+  void exec_with_blobs(const std::string& sql, const std::vector<std::string>& blobs) {
+    sqlite3_stmt* stmt = nullptr;
+    ASSERT_EQ(sqlite3_prepare_v2(db_, sql.c_str(), -1, &stmt, nullptr), SQLITE_OK) << sql;
+    for (std::size_t i = 0; i < blobs.size(); ++i) {
+      sqlite3_bind_blob(stmt, static_cast<int>(i + 1), blobs[i].data(),
+                        static_cast<int>(blobs[i].size()), SQLITE_TRANSIENT);
+    }
+    EXPECT_EQ(sqlite3_step(stmt), SQLITE_DONE) << sqlite3_errmsg(db_);
+    sqlite3_finalize(stmt);
+  }
+
+  // The first column of the first row, as bytes.
+  std::string query_blob(const std::string& sql) {
+    sqlite3_stmt* stmt = nullptr;
+    EXPECT_EQ(sqlite3_prepare_v2(db_, sql.c_str(), -1, &stmt, nullptr), SQLITE_OK) << sql;
+    std::string out;
+    if (sqlite3_step(stmt) == SQLITE_ROW) {
+      const void* data = sqlite3_column_blob(stmt, 0);
+      out.assign(static_cast<const char*>(data),
+                 static_cast<std::size_t>(sqlite3_column_bytes(stmt, 0)));
+    }
+    sqlite3_finalize(stmt);
+    return out;
+  }
+
   // The first column of the first row, as text.
   std::string query(const std::string& sql) {
     sqlite3_stmt* stmt = nullptr;
@@ -87,7 +113,7 @@ TEST_F(CredentialsStoreTest, CreatesSchemaWithWalAndPrivateFile) {
   ASSERT_NE(store, nullptr);
   RawDb raw(db_path());
   EXPECT_EQ(raw.query("PRAGMA journal_mode"), "wal");
-  EXPECT_EQ(raw.query("PRAGMA user_version"), "3");
+  EXPECT_EQ(raw.query("PRAGMA user_version"), "4");
   EXPECT_EQ(raw.query("SELECT count(*) FROM sqlite_master WHERE name = 'mail_credentials'"), "1");
   EXPECT_EQ(raw.query("SELECT count(*) FROM meta WHERE key = 'key_check'"), "1");
   EXPECT_EQ(fs::status(db_path()).permissions() & (fs::perms::group_all | fs::perms::others_all),
@@ -108,7 +134,7 @@ TEST_F(CredentialsStoreTest, ReopenIsIdempotent) {
     EXPECT_EQ(row->refresh_token.reveal(), "rt-a");
   }
   RawDb raw(db_path());
-  EXPECT_EQ(raw.query("PRAGMA user_version"), "3");
+  EXPECT_EQ(raw.query("PRAGMA user_version"), "4");
   EXPECT_EQ(raw.query("SELECT count(*) FROM meta"), "1");
 }
 
@@ -520,6 +546,319 @@ TEST_F(CredentialsStoreTest, StatusCheckConstraint) {
       SQLITE_CONSTRAINT);
   sqlite3_free(err);
   sqlite3_close_v2(db);
+}
+
+// --- Row MAC (issue #7 item 4): the columns deciding where a secret goes are authenticated ---
+
+// An account using every decisive column, so an edit of any of them changes a value in use.
+Credentials full_row(const std::string& email) {
+  Credentials row = oauth_row(email, "rt-" + email);
+  row.upstream_host = "imap.example.net";
+  row.upstream_port = 993;
+  row.provider = "microsoft";
+  row.tenant = "contoso.com";
+  row.client_id = "client-123";
+  row.signed_in_as = "owner@x.com";
+  return row;
+}
+
+void expect_untrusted(const Result<Credentials>& got, const std::string& email) {
+  ASSERT_FALSE(got.has_value());
+  EXPECT_EQ(got.error().code, Errc::credentials_corrupt);
+  EXPECT_NE(got.error().message.find(email), std::string::npos) << got.error().message;
+  EXPECT_NE(got.error().message.find("row MAC"), std::string::npos) << got.error().message;
+  EXPECT_NE(got.error().message.find("account remove " + email), std::string::npos)
+      << got.error().message;
+}
+
+bool listed_as_verified(CredentialsStore& store, const std::string& email) {
+  // Named: a range-for over list().value() would iterate a destroyed temporary.
+  const auto accounts = store.list();
+  EXPECT_TRUE(accounts.has_value());
+  for (const auto& a : accounts.value()) {
+    if (a.email == email) {
+      return a.verified;
+    }
+  }
+  ADD_FAILURE() << email << " not listed";
+  return false;
+}
+
+struct Tamper {
+  const char* what;
+  const char* set;  // the SET clause of a raw UPDATE on a@x.com
+  bool needs_reauth_first = false;
+};
+
+TEST_F(CredentialsStoreTest, EditingAnyDecisiveColumnMakesOnlyThatAccountCorrupt) {
+  const std::vector<Tamper> edits = {
+      {"upstream_host", "upstream_host = 'imap.attacker.example'"},
+      {"upstream_host cleared", "upstream_host = NULL"},
+      {"upstream_port", "upstream_port = 4993"},
+      {"provider", "provider = 'google'"},
+      {"tenant", "tenant = 'attacker.onmicrosoft.com'"},
+      {"client_id", "client_id = 'attacker-client'"},
+      {"signed_in_as", "signed_in_as = 'mallory@x.com'"},
+      {"use_oauth", "use_oauth = 0"},
+      {"local_password_hash", "local_password_hash = '$scrypt$attacker'"},
+      {"local_password_hash cleared", "local_password_hash = NULL"},
+      {"status needs_reauth -> active", "status = 'active'", true},
+      {"status active -> needs_reauth", "status = 'needs_reauth'"},
+      {"refresh_token removed", "refresh_token = NULL"},
+      {"row_mac removed", "row_mac = NULL"},
+      {"row_mac of another row",
+       "row_mac = (SELECT row_mac FROM mail_credentials WHERE email = 'b@x.com')"},
+  };
+  auto store = open_store();
+  ASSERT_NE(store, nullptr);
+  ASSERT_TRUE(store->upsert_account(full_row("b@x.com")).has_value());
+  for (const auto& edit : edits) {
+    SCOPED_TRACE(edit.what);
+    // A clean account a@x.com each time (removing first: re-adding over a bad row is tested
+    // elsewhere).
+    store->remove("a@x.com");
+    ASSERT_TRUE(store->upsert_account(full_row("a@x.com")).has_value());
+    ASSERT_TRUE(store->set_local_password_hash("a@x.com", "$scrypt$owner").has_value());
+    if (edit.needs_reauth_first) {
+      ASSERT_TRUE(store->mark_needs_reauth("a@x.com", "invalid_grant").has_value());
+    }
+    ASSERT_TRUE(store->get("a@x.com").has_value());
+    ASSERT_TRUE(listed_as_verified(*store, "a@x.com"));
+
+    RawDb(db_path()).exec(std::string("UPDATE mail_credentials SET ") + edit.set +
+                          " WHERE email = 'a@x.com'");
+
+    expect_untrusted(store->get("a@x.com"), "a@x.com");
+    auto b = store->get("b@x.com");
+    ASSERT_TRUE(b.has_value()) << b.error().message;
+    EXPECT_EQ(b->upstream_host, "imap.example.net");
+    // Still listed, flagged.
+    EXPECT_FALSE(listed_as_verified(*store, "a@x.com"));
+    EXPECT_TRUE(listed_as_verified(*store, "b@x.com"));
+    EXPECT_EQ(store->list()->size(), 2u);
+  }
+}
+
+TEST_F(CredentialsStoreTest, RowCopiedFromAnotherAccountIsCorrupt) {
+  auto store = open_store();
+  ASSERT_NE(store, nullptr);
+  // No secrets, so the AES-GCM associated data cannot catch the move: only the MAC can.
+  Credentials bare;
+  bare.email = "b@x.com";
+  bare.upstream_host = "imap.b.example";
+  ASSERT_TRUE(store->upsert_account(bare).has_value());
+  ASSERT_TRUE(store->set_local_password_hash("b@x.com", "$scrypt$b").has_value());
+  RawDb(db_path()).exec(
+      "INSERT INTO mail_credentials SELECT 'a@x.com', use_oauth, access_token, refresh_token, "
+      "token_expiry, refreshed_at_ms, password, local_password_hash, upstream_host, "
+      "upstream_port, status, status_reason, created_at, updated_at, provider, tenant, "
+      "client_id, client_secret, client_certificate, signed_in_as, row_mac "
+      "FROM mail_credentials WHERE email = 'b@x.com'");
+  expect_untrusted(store->get("a@x.com"), "a@x.com");
+  EXPECT_TRUE(store->get("b@x.com").has_value());
+
+  // Renaming the row (email change) fails the same way.
+  RawDb(db_path()).exec("UPDATE mail_credentials SET email = 'c@x.com' WHERE email = 'b@x.com'");
+  expect_untrusted(store->get("c@x.com"), "c@x.com");
+}
+
+TEST_F(CredentialsStoreTest, RowInsertedWithoutTheStoreIsCorrupt) {
+  auto store = open_store();
+  ASSERT_NE(store, nullptr);
+  RawDb(db_path()).exec(
+      "INSERT INTO mail_credentials (email, use_oauth, local_password_hash, upstream_host, "
+      "created_at, updated_at) VALUES ('c@x.com', 0, '$scrypt$attacker', 'evil.example', 0, 0)");
+  expect_untrusted(store->get("c@x.com"), "c@x.com");
+  EXPECT_FALSE(listed_as_verified(*store, "c@x.com"));
+  // Reopening does not adopt it: only the v3 -> v4 migration fills in missing MACs.
+  store.reset();
+  store = open_store();
+  ASSERT_NE(store, nullptr);
+  expect_untrusted(store->get("c@x.com"), "c@x.com");
+}
+
+TEST_F(CredentialsStoreTest, WritesNeverBlessATamperedRow) {
+  auto store = open_store();
+  ASSERT_NE(store, nullptr);
+  ASSERT_TRUE(store->upsert_account(full_row("a@x.com")).has_value());
+  ASSERT_TRUE(store->mark_needs_reauth("a@x.com", "invalid_grant").has_value());
+  RawDb(db_path()).exec(
+      "UPDATE mail_credentials SET upstream_host = 'imap.attacker.example', status = 'active' "
+      "WHERE email = 'a@x.com'");
+
+  TokenUpdate update;
+  update.access_token = secret_of("access-new");
+  update.refresh_token = secret_of("rt-new");
+  update.refreshed_at_ms = 9'000;
+  auto refreshed = store->update_tokens("a@x.com", update);
+  ASSERT_FALSE(refreshed.has_value());
+  EXPECT_EQ(refreshed.error().code, Errc::credentials_corrupt);
+  EXPECT_EQ(store->mark_needs_reauth("a@x.com", "x").error().code, Errc::credentials_corrupt);
+  EXPECT_EQ(store->set_local_password_hash("a@x.com", "$scrypt$h").error().code,
+            Errc::credentials_corrupt);
+  expect_untrusted(store->get("a@x.com"), "a@x.com");
+  RawDb raw(db_path());
+  EXPECT_EQ(raw.query("SELECT upstream_host FROM mail_credentials"), "imap.attacker.example");
+  EXPECT_EQ(raw.query("SELECT refreshed_at_ms FROM mail_credentials"), "1000");
+}
+
+TEST_F(CredentialsStoreTest, AddingAgainOverATamperedRowKeepsNothingOfIt) {
+  auto store = open_store();
+  ASSERT_NE(store, nullptr);
+  ASSERT_TRUE(store->upsert_account(full_row("a@x.com")).has_value());
+  ASSERT_TRUE(store->set_local_password_hash("a@x.com", "$scrypt$owner").has_value());
+  RawDb(db_path()).exec(
+      "UPDATE mail_credentials SET local_password_hash = '$scrypt$attacker', created_at = 7");
+  expect_untrusted(store->get("a@x.com"), "a@x.com");
+
+  ASSERT_TRUE(store->upsert_account(full_row("a@x.com")).has_value());
+  auto got = store->get("a@x.com");
+  ASSERT_TRUE(got.has_value()) << got.error().message;
+  EXPECT_EQ(got->local_password_hash, "");  // the attacker's hash is gone, not kept
+  EXPECT_NE(got->created_at, 7);
+  EXPECT_TRUE(listed_as_verified(*store, "a@x.com"));
+}
+
+TEST_F(CredentialsStoreTest, EveryStoreWriteKeepsTheRowVerifying) {
+  auto first = open_store();
+  auto second = open_store();  // another process's connection
+  ASSERT_NE(first, nullptr);
+  ASSERT_NE(second, nullptr);
+  auto expect_ok = [&](const char* step) {
+    SCOPED_TRACE(step);
+    for (auto* store : {first.get(), second.get()}) {
+      for (const char* email : {"a@x.com", "b@x.com"}) {
+        auto got = store->get(email);
+        EXPECT_TRUE(got.has_value()) << email << ": " << got.error().message;
+        EXPECT_TRUE(listed_as_verified(*store, email)) << email;
+      }
+    }
+  };
+  ASSERT_TRUE(first->upsert_account(full_row("a@x.com")).has_value());
+  Credentials b;
+  b.email = "b@x.com";
+  b.use_oauth = false;
+  b.password = secret_of("upstream-password");
+  ASSERT_TRUE(first->upsert_account(b).has_value());
+  expect_ok("upsert");
+  ASSERT_TRUE(second->set_local_password_hash("a@x.com", "$scrypt$a").has_value());
+  expect_ok("set_local_password_hash");
+  ASSERT_TRUE(first->mark_needs_reauth("a@x.com", "invalid_grant").has_value());
+  expect_ok("mark_needs_reauth");
+  TokenUpdate update;
+  update.access_token = secret_of("access-2");
+  update.refreshed_at_ms = 2'000;
+  ASSERT_EQ(second->update_tokens("a@x.com", update), true);
+  expect_ok("update_tokens");
+  update.refresh_token = secret_of("rt-3");
+  update.refreshed_at_ms = 3'000;
+  ASSERT_EQ(first->update_tokens("a@x.com", update), true);
+  expect_ok("update_tokens with rotation");
+  update.refreshed_at_ms = 2'500;
+  ASSERT_EQ(second->update_tokens("a@x.com", update), false);
+  expect_ok("stale update_tokens");
+  ASSERT_TRUE(first->set_local_password_hash("a@x.com", "").has_value());
+  expect_ok("local password cleared");
+  Credentials again = full_row("a@x.com");
+  again.upstream_host = "imap2.example.net";
+  ASSERT_TRUE(second->upsert_account(again).has_value());
+  expect_ok("upsert over an existing account");
+  // Columns that decide nothing about where a secret goes are not covered: editing them by hand
+  // (as tests and operators do) keeps the row usable.
+  RawDb(db_path()).exec(
+      "UPDATE mail_credentials SET status_reason = 'edited', token_expiry = 1, "
+      "refreshed_at_ms = 1, created_at = 1, updated_at = 1");
+  expect_ok("bookkeeping columns edited");
+  first.reset();
+  second.reset();
+  first = open_store();
+  second = open_store();
+  ASSERT_NE(first, nullptr);
+  ASSERT_NE(second, nullptr);
+  expect_ok("reopened");
+  auto got = first->get("a@x.com");
+  ASSERT_TRUE(got.has_value());
+  EXPECT_EQ(got->upstream_host, "imap2.example.net");
+  EXPECT_EQ(got->status, AccountStatus::active);
+}
+
+// Makes the file look as schema v3 left it: no row_mac column, user_version 3, and the v1 key
+// check that v3 code wrote.
+void downgrade_to_v3(const fs::path& path, const MasterKey& key) {
+  RawDb raw(path);
+  raw.exec("ALTER TABLE mail_credentials DROP COLUMN row_mac; PRAGMA user_version = 3;");
+  raw.exec_with_blobs(
+      "UPDATE meta SET value = ?1 WHERE key = 'key_check'",
+      {seal(key, secret_of("imap-oauth2-proxy master key check v1"), "meta:key_check")});
+}
+
+std::string key_check_plaintext(RawDb& raw, const MasterKey& key) {
+  auto plain = open_sealed(key, raw.query_blob("SELECT value FROM meta WHERE key = 'key_check'"),
+                           "meta:key_check");
+  return plain ? plain->reveal() : std::string("(does not open)");
+}
+
+TEST_F(CredentialsStoreTest, VersionThreeDatabaseGetsItsMacsWithNoUserAction) {
+  {
+    auto store = open_store();
+    ASSERT_NE(store, nullptr);
+    ASSERT_TRUE(store->upsert_account(full_row("a@x.com")).has_value());
+    ASSERT_TRUE(store->set_local_password_hash("a@x.com", "$scrypt$a").has_value());
+    Credentials b;
+    b.email = "b@x.com";
+    b.use_oauth = false;
+    b.password = secret_of("upstream-password");
+    ASSERT_TRUE(store->upsert_account(b).has_value());
+    ASSERT_TRUE(store->mark_needs_reauth("b@x.com", "reason").has_value());
+  }
+  downgrade_to_v3(db_path(), key_of('k'));
+  {
+    RawDb raw(db_path());
+    ASSERT_EQ(raw.query("PRAGMA user_version"), "3");
+    ASSERT_EQ(key_check_plaintext(raw, key_of('k')), "imap-oauth2-proxy master key check v1");
+  }
+
+  auto store = open_store();
+  ASSERT_NE(store, nullptr);
+  {
+    RawDb raw(db_path());
+    EXPECT_EQ(raw.query("PRAGMA user_version"), "4");
+    EXPECT_EQ(raw.query("SELECT count(*) FROM mail_credentials WHERE row_mac IS NULL"), "0");
+    EXPECT_EQ(key_check_plaintext(raw, key_of('k')), "imap-oauth2-proxy master key check v2");
+  }
+  auto a = store->get("a@x.com");
+  ASSERT_TRUE(a.has_value()) << a.error().message;
+  EXPECT_EQ(a->upstream_host, "imap.example.net");
+  EXPECT_EQ(a->local_password_hash, "$scrypt$a");
+  EXPECT_EQ(a->refresh_token.reveal(), "rt-a@x.com");
+  auto b = store->get("b@x.com");
+  ASSERT_TRUE(b.has_value()) << b.error().message;
+  EXPECT_EQ(b->status, AccountStatus::needs_reauth);
+  EXPECT_TRUE(listed_as_verified(*store, "a@x.com"));
+  EXPECT_TRUE(listed_as_verified(*store, "b@x.com"));
+
+  // Filled once: a MAC removed afterwards is not filled in again on the next open.
+  store.reset();
+  RawDb(db_path()).exec("UPDATE mail_credentials SET row_mac = NULL WHERE email = 'a@x.com'");
+  store = open_store();
+  ASSERT_NE(store, nullptr);
+  expect_untrusted(store->get("a@x.com"), "a@x.com");
+  EXPECT_TRUE(store->get("b@x.com").has_value());
+}
+
+TEST_F(CredentialsStoreTest, FakingAVersionThreeDatabaseDoesNotBlessAnEdit) {
+  {
+    auto store = open_store();
+    ASSERT_NE(store, nullptr);
+    ASSERT_TRUE(store->upsert_account(full_row("a@x.com")).has_value());
+  }
+  // Without the key the sealed key check stays v2, whatever else is rolled back.
+  RawDb(db_path()).exec(
+      "ALTER TABLE mail_credentials DROP COLUMN row_mac; PRAGMA user_version = 3; "
+      "UPDATE mail_credentials SET upstream_host = 'imap.attacker.example'");
+  auto store = open_store();
+  ASSERT_NE(store, nullptr);
+  expect_untrusted(store->get("a@x.com"), "a@x.com");
 }
 
 TEST(AccountStatusTest, ToString) {

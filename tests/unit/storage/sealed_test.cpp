@@ -215,5 +215,48 @@ TEST(MasterKey, GroupOrOtherAccessIsRefused) {
   EXPECT_TRUE(MasterKey::load(path).has_value());
 }
 
+std::string hex(std::string_view bytes) {
+  static constexpr char digits[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned char c : bytes) {
+    out.push_back(digits[c >> 4]);
+    out.push_back(digits[c & 0x0f]);
+  }
+  return out;
+}
+
+// The expected value was computed with an independent HKDF (RFC 5869 section 2, written with
+// Python's hmac module): PRK = HMAC-SHA256(32 zero bytes, IKM), OKM = HMAC-SHA256(PRK, info | 1).
+TEST(DeriveKey, IsHkdfSha256WithNoSaltAndTheLabelAsInfo) {
+  const Secret derived = derive_key(key_of('k'), "imap-oauth2-proxy mail_credentials row mac v1");
+  EXPECT_EQ(hex(derived.reveal()),
+            "7e3f089863d93cee235235779368c193b054bb7b452c365d0330d72e8490fb03");
+}
+
+TEST(DeriveKey, DistinctLabelsAndKeysGiveDistinctKeys) {
+  const MasterKey key = key_of('k');
+  const Secret a = derive_key(key, "label a");
+  EXPECT_EQ(a.size(), 32u);
+  EXPECT_EQ(a.reveal(), derive_key(key, "label a").reveal());  // deterministic
+  EXPECT_NE(a.reveal(), derive_key(key, "label b").reveal());
+  EXPECT_NE(a.reveal(), derive_key(key_of('j'), "label a").reveal());
+  // Never the master key itself.
+  EXPECT_NE(a.reveal(), key.bytes().reveal());
+}
+
+// RFC 4231 section 4.3, test case 2.
+TEST(HmacSha256, Rfc4231TestCase2) {
+  EXPECT_EQ(hex(hmac_sha256(secret_of("Jefe"), "what do ya want for nothing?")),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+}
+
+TEST(MacEqual, ComparesContentAndLength) {
+  EXPECT_TRUE(mac_equal("abc", "abc"));
+  EXPECT_TRUE(mac_equal("", ""));
+  EXPECT_FALSE(mac_equal("abc", "abd"));
+  EXPECT_FALSE(mac_equal("abc", "ab"));
+  EXPECT_FALSE(mac_equal("", "a"));
+}
+
 }  // namespace
 }  // namespace iop::storage
