@@ -223,7 +223,9 @@ int run_account_authorize(const AuthorizeFlags& f, bool reauth, const Options& o
 
   storage::Credentials row;
   row.email = email;
-  if (existing) {
+  // A row that fails its MAC (edited behind the store's back) gives nothing to keep: its
+  // upstream or provider may be an attacker's, and writing them again would bless them.
+  if (existing && existing->verified) {
     row.provider = existing->provider;
     row.tenant = existing->tenant;
     row.client_id = existing->client_id;

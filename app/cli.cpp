@@ -150,7 +150,8 @@ int cmd_account_list(const std::string& format, const Options& opts) {
                      {"client_id", a.client_id},
                      {"flow", flow},
                      {"signed_in_as", a.signed_in_as},
-                     {"status", storage::to_string(a.status)},
+                     {"status", a.verified ? storage::to_string(a.status) : "corrupt"},
+                     {"verified", a.verified},
                      {"status_reason", a.status_reason},
                      {"token_expiry", a.token_expiry},
                      {"last_refresh_ms", a.refreshed_at_ms},
@@ -169,7 +170,7 @@ int cmd_account_list(const std::string& format, const Options& opts) {
     const auto [provider, flow] = provider_columns(config, a);
     std::cout << fmt::format("{:<36} {:<8} {:<24} {:<10} {:<12} {:<21} {:<21} {}\n", a.email,
                              a.use_oauth ? "oauth" : "password", provider, flow,
-                             storage::to_string(a.status),
+                             a.verified ? storage::to_string(a.status) : "corrupt",
                              a.use_oauth ? format_time(a.token_expiry) : "-",
                              a.use_oauth ? format_time(a.refreshed_at_ms / 1000) : "-",
                              a.has_local_password ? "set" : "not set");

@@ -161,6 +161,14 @@ Check server_certificate_check(const std::filesystem::path& cert, const Certific
 Check account_check(const storage::AccountSummary& account, bool app_only,
                     std::chrono::milliseconds keepalive, system_clock::time_point now) {
   Check c{"account " + account.email, CheckStatus::ok, {}, {}};
+  if (!account.verified) {
+    // The row MAC failed: someone changed it without the master key (issue #7 item 4).
+    c.status = CheckStatus::fail;
+    c.detail = "the stored row does not verify under the master key (changed outside "
+               "imap-oauth2-proxy)";
+    c.fix = fmt::format("imap-oauth2-proxy account remove {} and add it again", account.email);
+    return c;
+  }
   const auto now_s = unix_seconds(now);
   if (!account.use_oauth) {
     c.detail = fmt::format("{}, upstream password", storage::to_string(account.status));
