@@ -12,12 +12,27 @@ namespace iop::auth {
 
 LocalAuthenticator::LocalAuthenticator(storage::CredentialsStore& store,
                                        net::any_io_executor blocking, LocalAuthSettings settings)
-    : store_(store), blocking_(std::move(blocking)), settings_(settings) {
+    : store_(store),
+      blocking_(std::move(blocking)),
+      settings_(settings),
+      limiter_(settings.limits) {
   std::string key(32, '\0');
   if (RAND_bytes(reinterpret_cast<unsigned char*>(key.data()), static_cast<int>(key.size())) != 1) {
     throw std::runtime_error("no random bytes for the login cache key");
   }
   hmac_key_ = Secret(std::move(key));
+  // A hash of a random password nobody knows, with the parameters of new hashes: checking a
+  // password against it costs what checking against a real account's hash costs.
+  std::string random(24, '\0');
+  if (RAND_bytes(reinterpret_cast<unsigned char*>(random.data()),
+                 static_cast<int>(random.size())) != 1) {
+    throw std::runtime_error("no random bytes for the dummy password hash");
+  }
+  auto dummy = hash_password(Secret(std::move(random)), settings_.hash_params);
+  if (!dummy) {
+    throw std::runtime_error("cannot compute the dummy password hash: " + dummy.error().message);
+  }
+  dummy_hash_ = std::move(*dummy);
 }
 
 std::string LocalAuthenticator::cache_key(std::string_view email, std::string_view stored_hash,
@@ -37,126 +52,172 @@ std::string LocalAuthenticator::cache_key(std::string_view email, std::string_vi
   return std::string(reinterpret_cast<const char*>(mac), mac_len);
 }
 
-bool LocalAuthenticator::rate_limited(const std::string& address) {
+void LocalAuthenticator::settle(const LoginLimiter::Ticket& ticket, LoginLimiter::Outcome outcome) {
   std::lock_guard lock(mutex_);
-  auto it = failures_.find(address);
-  if (it == failures_.end()) {
-    return false;
-  }
-  if (std::chrono::steady_clock::now() - it->second.window_start > settings_.failure_window) {
-    failures_.erase(it);
-    return false;
-  }
-  return it->second.count >= settings_.max_failures;
+  limiter_.finish(ticket, outcome, std::chrono::steady_clock::now());
 }
 
-void LocalAuthenticator::record_failure(const std::string& address) {
-  std::lock_guard lock(mutex_);
-  const auto now = std::chrono::steady_clock::now();
-  auto& f = failures_[address];
-  if (f.count == 0 || now - f.window_start > settings_.failure_window) {
-    f = Failures{0, now};
-  }
-  ++f.count;
-  // Keep the table bounded under a scan from many addresses.
-  if (failures_.size() > 100'000) {
-    std::erase_if(failures_, [&](const auto& entry) {
-      return now - entry.second.window_start > settings_.failure_window;
-    });
-  }
-}
-
-awaitable<LocalAuthOutcome> LocalAuthenticator::fail_slowly(LocalAuthOutcome outcome,
-                                                            LocalAuthResult why,
-                                                            std::string client_address) {
-  record_failure(client_address);
+awaitable<void> LocalAuthenticator::failure_pause() {
   net::steady_timer delay(co_await net::this_coro::executor);
   delay.expires_after(settings_.failure_delay);
   boost::system::error_code ec;
   co_await delay.async_wait(net::redirect_error(net::use_awaitable, ec));
-  outcome.result = why;
-  co_return outcome;
+}
+
+awaitable<std::string> LocalAuthenticator::upgrade_hash(const std::string& email,
+                                                        const std::string& stored_hash,
+                                                        const Secret& password) {
+  if (!needs_rehash(stored_hash, settings_.hash_params)) {
+    co_return stored_hash;
+  }
+  auto& store = store_;
+  const ScryptParams params = settings_.hash_params;
+  auto rehash = [&store, &email, &stored_hash, &password,
+                 params]() -> awaitable<Result<std::string>> {
+    auto fresh = hash_password(password, params);
+    if (!fresh) {
+      co_return fresh;
+    }
+    // Not if the hash changed meanwhile (`account passwd` while this login was checked): the
+    // password proved here may be the old one. The store has no compare-and-set; this re-read
+    // narrows the window to one database round trip.
+    auto current = store.get(email);
+    if (!current) {
+      co_return fail(current.error().code, current.error().message);
+    }
+    if (current->local_password_hash != stored_hash) {
+      co_return std::string();  // changed meanwhile: leave the new one alone
+    }
+    auto saved = store.set_local_password_hash(email, *fresh);
+    if (!saved) {
+      co_return fail(saved.error().code, saved.error().message);
+    }
+    co_return fresh;
+  };
+  auto upgraded = co_await net::co_spawn(blocking_, std::move(rehash), net::use_awaitable);
+  if (!upgraded) {
+    spdlog::warn("login of {}: the local password hash was not upgraded: {}", email,
+                 upgraded.error().message);
+    co_return stored_hash;
+  }
+  if (upgraded->empty()) {
+    spdlog::info("login of {}: the local password changed during the login; not upgraded", email);
+    co_return stored_hash;
+  }
+  spdlog::info("login of {}: local password hash upgraded to scrypt N=2^{}", email, params.log2_n);
+  co_return std::move(*upgraded);
 }
 
 awaitable<LocalAuthOutcome> LocalAuthenticator::check(std::string username, Secret password,
                                                       std::string client_address) {
   LocalAuthOutcome outcome;
-  if (rate_limited(client_address)) {
-    spdlog::warn("login refused for {}: too many failed logins from {}", username, client_address);
-    {
-      auto failed = co_await fail_slowly(std::move(outcome), LocalAuthResult::rate_limited,
-                                         std::move(client_address));
-      co_return failed;
-    }
-  }
   auto email = normalize_email(username);
-  if (!email || password.empty()) {
-    {
-      auto failed = co_await fail_slowly(std::move(outcome), LocalAuthResult::bad_credentials,
-                                         std::move(client_address));
-      co_return failed;
-    }
-  }
-  outcome.email = *email;
+  // Every username that is not an email shares one key: none of them is an account, so its
+  // delay slows nobody, and it takes one entry.
+  const std::string account_key = email ? *email : std::string("(not an email address)");
 
-  auto& store = store_;
-  auto row = co_await net::co_spawn(
-      blocking_,
-      [&store, &email]() -> awaitable<Result<storage::Credentials>> {
-        co_return store.get(*email);
-      },
-      net::use_awaitable);
-  if (!row) {
-    if (row.error().code == Errc::not_found) {
-      {
-        auto failed = co_await fail_slowly(std::move(outcome), LocalAuthResult::bad_credentials,
-                                           std::move(client_address));
-        co_return failed;
-      }
-    }
-    spdlog::error("login of {}: cannot read the account: {}", *email, row.error());
-    outcome.result = LocalAuthResult::unavailable;
-    co_return outcome;
-  }
-  outcome.upstream_host = row->upstream_host;
-  outcome.upstream_port = row->upstream_port;
-  outcome.provider = row->provider;
-  const std::string stored_hash = row->local_password_hash;
-  if (stored_hash.empty()) {
-    spdlog::warn("login of {}: no local password is set (imap-oauth2-proxy account passwd {})",
-                 *email, *email);
-    {
-      auto failed = co_await fail_slowly(std::move(outcome), LocalAuthResult::bad_credentials,
-                                         std::move(client_address));
-      co_return failed;
-    }
-  }
-
-  const auto key = cache_key(*email, stored_hash, password);
+  LoginLimiter::Ticket ticket;
   {
     std::lock_guard lock(mutex_);
-    auto it = verified_.find(key);
-    if (it != verified_.end()) {
-      if (std::chrono::steady_clock::now() < it->second) {
-        outcome.result = LocalAuthResult::ok;
-        outcome.from_cache = true;
-        co_return outcome;
+    ticket = limiter_.begin(client_address, account_key, std::chrono::steady_clock::now());
+  }
+  // Whatever happens below (an exception from the pool included), the slot is released.
+  struct Release {
+    LocalAuthenticator* self;
+    const LoginLimiter::Ticket* ticket;
+    bool settled = false;
+    void operator()(LoginLimiter::Outcome o) {
+      settled = true;
+      self->settle(*ticket, o);
+    }
+    ~Release() {
+      if (!settled) self->settle(*ticket, LoginLimiter::Outcome::neutral);
+    }
+  } release{this, &ticket};
+
+  if (!ticket.admitted) {
+    // Only the address (from the socket) is logged: the username is the client's to choose.
+    spdlog::warn("login refused without a check: too many failed logins from {}", client_address);
+    co_await failure_pause();
+    outcome.result = LocalAuthResult::rate_limited;
+    co_return outcome;
+  }
+  if (ticket.delay.count() > 0) {
+    outcome.delay = ticket.delay;
+    net::steady_timer wait(co_await net::this_coro::executor);
+    wait.expires_after(ticket.delay);
+    boost::system::error_code ec;
+    co_await wait.async_wait(net::redirect_error(net::use_awaitable, ec));
+  }
+
+  std::string stored_hash;
+  if (email) {
+    outcome.email = *email;
+    auto& store = store_;
+    auto read = [&store, &email]() -> awaitable<Result<storage::Credentials>> {
+      co_return store.get(*email);
+    };
+    auto row = co_await net::co_spawn(blocking_, std::move(read), net::use_awaitable);
+    if (row) {
+      outcome.upstream_host = row->upstream_host;
+      outcome.upstream_port = row->upstream_port;
+      outcome.provider = row->provider;
+      stored_hash = row->local_password_hash;
+      if (stored_hash.empty()) {
+        spdlog::warn("login of {}: no local password is set (imap-oauth2-proxy account passwd {})",
+                     *email, *email);
       }
-      verified_.erase(it);
+    } else if (row.error().code != Errc::not_found) {
+      spdlog::error("login of {}: cannot read the account: {}", *email, row.error());
+      release(LoginLimiter::Outcome::neutral);
+      outcome.result = LocalAuthResult::unavailable;
+      co_return outcome;
     }
   }
-  const bool match = co_await net::co_spawn(
-      blocking_,
-      [&password, &stored_hash]() -> awaitable<bool> {
-        co_return verify_password(password, stored_hash);
-      },
-      net::use_awaitable);
-  if (!match) {
+
+  const bool real = !stored_hash.empty() && !password.empty();
+  std::string key;
+  if (real) {
+    key = cache_key(*email, stored_hash, password);
+    bool cached = false;
     {
-      auto failed = co_await fail_slowly(std::move(outcome), LocalAuthResult::bad_credentials,
-                                         std::move(client_address));
-      co_return failed;
+      std::lock_guard lock(mutex_);
+      auto it = verified_.find(key);
+      if (it != verified_.end()) {
+        cached = std::chrono::steady_clock::now() < it->second;
+        if (!cached) {
+          verified_.erase(it);
+        }
+      }
     }
+    if (cached) {
+      release(LoginLimiter::Outcome::success);
+      outcome.result = LocalAuthResult::ok;
+      outcome.from_cache = true;
+      co_return outcome;
+    }
+  }
+
+  // Unknown account, no local password, not an email, empty password: the same scrypt work
+  // against the dummy hash, and the same answer as a wrong password (issue #7, item 8).
+  const std::string& against = real ? stored_hash : dummy_hash_;
+  auto& counter = verifications_;
+  auto verify = [&password, &against, &counter]() -> awaitable<bool> {
+    ++counter;
+    co_return verify_password(password, against);
+  };
+  const bool verified = co_await net::co_spawn(blocking_, std::move(verify), net::use_awaitable);
+  if (!(real && verified)) {
+    release(LoginLimiter::Outcome::failure);
+    co_await failure_pause();
+    outcome.result = LocalAuthResult::bad_credentials;
+    co_return outcome;
+  }
+  release(LoginLimiter::Outcome::success);
+
+  const std::string current_hash = co_await upgrade_hash(*email, stored_hash, password);
+  if (current_hash != stored_hash) {
+    key = cache_key(*email, current_hash, password);
   }
   {
     std::lock_guard lock(mutex_);
