@@ -10,6 +10,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build_dir=${FUZZ_BUILD_DIR:-build-fuzz}
+# Symbolized stacks in crash reports (Debian's llvm-16 puts the symbolizer outside PATH).
+for s in /usr/lib/llvm-*/bin/llvm-symbolizer; do
+  [[ -x $s ]] && export ASAN_SYMBOLIZER_PATH=${ASAN_SYMBOLIZER_PATH:-$s}
+done
 
 targets() {
   for f in fuzz/*_fuzzer.cpp; do

@@ -22,12 +22,14 @@
 // First input byte: options (bit 0: small limits). Second byte: seed for the read sizes. The
 // rest: the server's bytes.
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "proxy/imap_response.hpp"
