@@ -29,14 +29,14 @@ for t in "${targets[@]}"; do
     continue
   fi
   end=$(date +%s.%N)
-  # "#10000000 DONE cov: 812 ft: 2905 corp: 310/19Kb lim: 4096 exec/s: 52631 rss: 61Mb"
-  done_line=$(grep -E '^#[0-9]+ +DONE' "$log" | tail -1)
+  # "#10000000<TAB>DONE   cov: 812 ft: 2905 corp: 310/19Kb lim: 4096 exec/s: 52631 rss: 61Mb"
+  done_line=$(grep -E '^#[0-9]+[[:space:]]+DONE' "$log" | tail -1 || true)
   execs=$(sed -E 's/^#([0-9]+).*/\1/' <<<"$done_line")
   cov=$(sed -E 's/.* cov: ([0-9]+).*/\1/' <<<"$done_line")
   ft=$(sed -E 's/.* ft: ([0-9]+).*/\1/' <<<"$done_line")
   corp=$(sed -E 's/.* corp: ([^ ]+).*/\1/' <<<"$done_line")
   seconds=$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.0f", b - a }')
-  rate=$(awk -v n="$execs" -v s="$start" -v e="$end" 'BEGIN { printf "%.0f", n / (e - s) }')
+  rate=$(sed -nE 's/^stat::average_exec_per_sec: *([0-9]+)/\1/p' "$log")
   printf '%-26s %10s %7s %9s %7s %7s %s\n' "$t" "$execs" "$seconds" "$rate" "$cov" "$ft" "$corp"
 done
 echo "($(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg) at the end)"

@@ -73,7 +73,7 @@ case ${1:-} in
     for t in $(targets); do
       start=$SECONDS
       if run "$t" -max_total_time="$seconds" >"$build_dir/$t.log" 2>&1; then
-        echo "fuzz: $t ok ($((SECONDS - start)) s): $(grep -E '^#[0-9]+ +DONE' "$build_dir/$t.log" | tail -1)"
+        echo "fuzz: $t ok ($((SECONDS - start)) s): $(grep -E '^#[0-9]+[[:space:]]+DONE' "$build_dir/$t.log" | tail -1)"
       else
         echo "fuzz: $t FAILED, log follows (crash input in $build_dir/artifacts/)"
         tail -60 "$build_dir/$t.log"
