@@ -142,8 +142,9 @@ void check_xoauth2(std::string_view input) {
   require(decoded.has_value());
   std::string expected = "user=";
   expected += user;
-  expected += "\x01"
-              "auth=Bearer ";
+  expected +=
+      "\x01"
+      "auth=Bearer ";
   expected += token;
   expected += "\x01\x01";
   require(*decoded == expected);
