@@ -46,6 +46,7 @@ void require(bool condition) {
 
 struct Limits {
   std::size_t max_response_bytes = 1 << 20;  // upstream.cpp: per line without CRLF, per literal
+  std::size_t max_total_bytes = 4 << 20;     // upstream.cpp: max_login_exchange_bytes
 };
 
 // LineReader's framing, fed by the caller instead of reading a socket.
@@ -56,9 +57,12 @@ class ResponseFramer {
   // Appends one read; returns the responses it completed. After a limit is hit, nothing more.
   std::vector<std::string> feed(std::string_view bytes) {
     std::vector<std::string> out;
-    if (failed_) {
+    // As LineReader::fill(): no read once max_total_bytes have been read.
+    if (failed_ || total_ >= limits_.max_total_bytes) {
+      failed_ = true;
       return out;
     }
+    total_ += bytes.size();
     buffer_.append(bytes);
     for (;;) {
       if (literal_) {
@@ -100,6 +104,7 @@ class ResponseFramer {
   std::string buffer_;
   std::string line_;
   std::optional<std::size_t> literal_;
+  std::size_t total_ = 0;
   bool failed_ = false;
 };
 
@@ -213,6 +218,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   Limits limits;
   if ((data[0] & 1) != 0) {
     limits.max_response_bytes = 48;
+    limits.max_total_bytes = 256;
   }
   std::uint32_t seed = data[1];
   const std::string_view input(reinterpret_cast<const char*>(data + 2), size - 2);
