@@ -83,26 +83,9 @@ void check_plain(std::string_view message) {
 }
 
 // Whether `text`, accepted by a decoder, is `canonical` (the encoder's output for the same bytes).
-// Known deviation, reported in issue #7: the decoders ignore the unused low bits of the last
-// character before the padding (RFC 4648 §3.5 lets a decoder reject them; base64.hpp promises to),
-// so "dB==" decodes like "dA==". Until base64.cpp rejects those, only that difference is allowed;
-// IOP_FUZZ_STRICT_BASE64 turns it into a failure.
-bool same_encoding(std::string_view text, std::string_view canonical) {
-  if (text == canonical) {
-    return true;
-  }
-#ifdef IOP_FUZZ_STRICT_BASE64
-  return false;
-#else
-  if (text.size() != canonical.size()) {
-    return false;
-  }
-  auto end = canonical.find('=');
-  end = end == std::string_view::npos ? canonical.size() : end;
-  return end > 0 && text.substr(0, end - 1) == canonical.substr(0, end - 1) &&
-         text.substr(end) == canonical.substr(end);
-#endif
-}
+// RFC 4648 §3.5: the decoders accept only canonical text, so a decoded value re-encodes to
+// exactly what was read.
+bool same_encoding(std::string_view text, std::string_view canonical) { return text == canonical; }
 
 void check_base64(std::string_view input) {
   if (const auto decoded = auth::base64_decode(input)) {

@@ -29,6 +29,12 @@ TEST(Base64, RejectsNonCanonicalInput) {
   for (const char* bad : {"Zg", "Zg=", "Z===", "Zm9v\n", "Zm 9v", "Zg==Zg==", "=Zg=", "Zm9*"}) {
     EXPECT_EQ(base64_decode(bad), std::nullopt) << bad;
   }
+  // RFC 4648 §3.5: bits left over before the padding must be zero ("Zg==" is "f"; "Zh==" and
+  // "Zm9=" carry stray bits).
+  for (const char* bad : {"Zh==", "Zm9=", "AGFsaWNlAHNlY3JldB=="}) {
+    EXPECT_EQ(base64_decode(bad), std::nullopt) << bad;
+  }
+  EXPECT_EQ(base64_decode("Zm8="), std::optional<std::string>("fo"));
 }
 
 }  // namespace
