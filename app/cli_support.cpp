@@ -139,6 +139,7 @@ void apply_log_flags(Config& config, const Options& opts) {
 
 Config load(const Options& opts) {
   auto config = check(load_effective_config(opts.config));
+  config.warnings = config_file_warnings(config);
   apply_log_flags(config, opts);
   return config;
 }

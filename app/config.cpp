@@ -1,6 +1,5 @@
 #include "app/config.hpp"
 
-#include <sys/stat.h>
 #include <toml++/toml.h>
 
 #include <algorithm>
@@ -13,7 +12,6 @@
 
 #include "auth/http_client.hpp"
 #include "common/duration.hpp"
-#include "storage/token_cache.hpp"
 
 namespace iop::app {
 namespace fs = std::filesystem;
@@ -479,24 +477,6 @@ Result<Config> parse_config(std::string_view toml_text, const fs::path& base_dir
   return c;
 }
 
-bool Config::holds_secret() const {
-  if (!oauth.client_secret.empty()) {
-    return true;
-  }
-  for (const auto& [name, profile] : providers) {
-    if (!profile.client_secret.empty()) {
-      return true;
-    }
-  }
-  if (!redis.url.empty()) {
-    auto address = storage::parse_redis_url(redis.url);
-    if (address && !address->password.empty()) {
-      return true;
-    }
-  }
-  return false;
-}
-
 Result<Config> load_config(const fs::path& file) {
   std::ifstream in(file, std::ios::binary);
   if (!in) {
@@ -508,14 +488,6 @@ Result<Config> load_config(const fs::path& file) {
   auto config = parse_config(text.str(), absolute.parent_path(), file.string());
   if (config) {
     config->file = absolute;
-    struct stat st {};
-    if (config->holds_secret() && ::stat(absolute.c_str(), &st) == 0 &&
-        (st.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
-      config->warnings.push_back(
-          fmt::format("{} holds a secret and other users can read it (mode {:04o}): run "
-                      "'chmod 600 {}'",
-                      absolute.string(), st.st_mode & 0777, absolute.string()));
-    }
   }
   return config;
 }

@@ -129,6 +129,10 @@ Result<std::optional<std::filesystem::path>> locate_config(
 // ~/.local/share, /imap-oauth2-proxy) when there is none.
 Result<Config> load_effective_config(const std::optional<std::filesystem::path>& flag);
 
+// Warnings about the loaded file itself (a secret in a file others can read). Defined in
+// app/config_secrets.cpp.
+std::vector<std::string> config_file_warnings(const Config& config);
+
 // The commented file `init` writes.
 std::string default_config_text();
 

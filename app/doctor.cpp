@@ -195,6 +195,8 @@ void run_bounded(const std::shared_ptr<ImapProbe>& probe, net::ssl::context& tls
       probe->stage += std::string(" (") + e.what() + ")";
     }
   }
+  // The stream's timers and socket belong to `ioc`: destroy them before it (found by ASan).
+  probe->stream.reset();
 }
 
 // A plain TCP connect within `limit`: the error, or success.

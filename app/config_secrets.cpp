@@ -1,0 +1,41 @@
+// What the configuration says about secrets: kept apart from config.cpp, which the config
+// fuzzer compiles on its own, because it needs the Redis URL parser (storage).
+
+#include <sys/stat.h>
+
+#include "app/config.hpp"
+#include "storage/token_cache.hpp"
+
+namespace iop::app {
+
+bool Config::holds_secret() const {
+  if (!oauth.client_secret.empty()) {
+    return true;
+  }
+  for (const auto& [name, profile] : providers) {
+    if (!profile.client_secret.empty()) {
+      return true;
+    }
+  }
+  if (!redis.url.empty()) {
+    auto address = storage::parse_redis_url(redis.url);
+    if (address && !address->password.empty()) {
+      return true;
+    }
+  }
+  return false;
+}
+
+std::vector<std::string> config_file_warnings(const Config& config) {
+  std::vector<std::string> warnings;
+  struct stat st {};
+  if (!config.file.empty() && config.holds_secret() && ::stat(config.file.c_str(), &st) == 0 &&
+      (st.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
+    warnings.push_back(fmt::format(
+        "{} holds a secret and other users can read it (mode {:04o}): run 'chmod 600 {}'",
+        config.file.string(), st.st_mode & 0777, config.file.string()));
+  }
+  return warnings;
+}
+
+}  // namespace iop::app
