@@ -1,5 +1,7 @@
 #include "app/audit_command.hpp"
 
+#include "app/cli_support.hpp"
+
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
@@ -21,23 +23,6 @@ namespace iop::app {
 namespace fs = std::filesystem;
 
 namespace {
-
-// A failed command: the one-line reason goes to stderr.
-struct AuditError {
-  std::string message;
-};
-
-[[noreturn]] void die(std::string message) { throw AuditError{std::move(message)}; }
-
-template <class T>
-T check(Result<T> r) {
-  if (!r) {
-    die(r.error().message);
-  }
-  if constexpr (!std::is_void_v<T>) {
-    return std::move(*r);
-  }
-}
 
 // Reads `count` decimal digits at `pos`; nullopt unless all are digits.
 std::optional<int> digits_at(std::string_view text, std::size_t pos, std::size_t count) {
@@ -366,9 +351,9 @@ CLI::App* add_audit_command(CLI::App& app, AuditOptions& options) {
 int run_audit(const AuditOptions& options) {
   try {
     return audit(options);
-  } catch (const AuditError& e) {
+  } catch (const CommandError& e) {
     std::cerr << "imap-oauth2-proxy: " << e.message << "\n";
-    return 1;
+    return e.exit_code;
   }
 }
 
