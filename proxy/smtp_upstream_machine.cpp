@@ -98,6 +98,11 @@ void UpstreamLoginMachine::on_reply(const Reply& reply, std::vector<Action>& out
         step_ = Step::starttls;
         return;
       }
+      if (options_.mechanism.empty()) {
+        step_ = Step::finished;
+        out.emplace_back(std::in_place_type<Done>, std::move(extensions_), reader_.take_buffered());
+        return;
+      }
       if (!offers_sasl_mechanism(extensions_, options_.mechanism)) {
         fail(out, FailureKind::protocol,
              fmt::format("upstream does not offer AUTH {} (it offers: AUTH {})", options_.mechanism,

@@ -29,8 +29,9 @@ struct UpstreamLoginOptions {
   bool tls_active = true;
   // The name in our EHLO (the client's, when usable).
   std::string ehlo_name = "localhost";
-  std::string mechanism = "XOAUTH2";  // or "PLAIN"
-  Secret initial_response;            // base64, as it goes on the wire
+  // "XOAUTH2" or "PLAIN"; empty: a probe, Done after the EHLO (over TLS) without AUTH.
+  std::string mechanism = "XOAUTH2";
+  Secret initial_response;  // base64, as it goes on the wire
   std::size_t max_command_line = 512;
   ReplyLimits limits;
   // Everything the server may send before the login completes (issue #7 item 3).

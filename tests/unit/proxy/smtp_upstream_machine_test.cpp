@@ -117,6 +117,15 @@ TEST(SmtpUpstreamMachine, ClassifiesFailures) {
             "<Failed protocol 0 upstream reply: malformed reply line (not a three-digit code)>\n");
 }
 
+TEST(SmtpUpstreamMachine, ProbeStopsAfterTheEhloOverTls) {
+  auto o = options(false);
+  o.mechanism.clear();
+  EXPECT_EQ(run(std::move(o), {"220 hi\r\n", "250-h\r\n250 STARTTLS\r\n", "220 go\r\n",
+                               "250-h\r\n250-SIZE 5\r\n250 AUTH XOAUTH2\r\n"}),
+            "C: EHLO client.example\r\nC: STARTTLS\r\n<StartTls>\nC: EHLO client.example\r\n"
+            "<Done 2 pending=>\n");
+}
+
 TEST(SmtpUpstreamMachine, BoundsWhatTheServerMaySend) {
   auto o = options(true);
   o.max_total_bytes = 1000;
