@@ -344,6 +344,40 @@ TEST_F(SubmissionTest, EverySessionIsInTheConnectionLog) {
   EXPECT_TRUE(found);
 }
 
+TEST_F(SubmissionTest, DoctorChecksEachSmtpUpstreamAndTheListeners) {
+  const auto r = run_cli(env->config, {"doctor"});
+  EXPECT_EQ(r.exit_code, 1) << r.out;  // the downsmtp provider's server is not there
+  const std::string starttls =
+      "smtp upstream localhost:" + std::to_string(env->dovecot->submission_port());
+  const std::string implicit =
+      "smtp upstream localhost:" + std::to_string(env->dovecot->submissions_port());
+  for (const auto& name : {starttls, implicit}) {
+    const auto at = r.out.find(name);
+    ASSERT_NE(at, std::string::npos) << r.out;
+    const auto line = r.out.substr(at, r.out.find('\n', at) - at);
+    EXPECT_NE(line.find("offers AUTH XOAUTH2"), std::string::npos) << line;
+  }
+  EXPECT_NE(r.out.find("starttls TLS certificate verified"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("implicit TLS certificate verified"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("smtp upstream 127.0.0.1:"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("in use by a running imap-oauth2-proxy (listen_submissions)"),
+            std::string::npos)
+      << r.out;
+}
+
+TEST_F(SubmissionTest, TokenRefusedUpstreamIsRefreshedOnceAndTheAuthRetried) {
+  // The access token the proxy holds (memory and Redis) is revoked at the endpoint: Dovecot
+  // refuses it, the proxy refreshes once and the message goes through.
+  ASSERT_TRUE(env->send(alice, local_pass, {}).value("ok", false));
+  env->peer.revoke_access_tokens(alice);
+  const auto refreshes = env->peer.stats()["per_account"].value(alice, 0);
+  const auto before = env->sink.messages().size();
+  const auto r = env->send(alice, local_pass, {});
+  ASSERT_TRUE(r.value("ok", false)) << r.dump();
+  EXPECT_EQ(env->peer.stats()["per_account"].value(alice, 0), refreshes + 1);
+  EXPECT_EQ(new_messages(before, 1).size(), 1u);
+}
+
 TEST_F(SubmissionTest, RevokedRefreshTokenIs535WithTheReauthHint) {
   // A new account, never used, so no access token of it is cached in the proxy's memory.
   const std::string erin = "erin@example.com";
