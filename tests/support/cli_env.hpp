@@ -3,9 +3,11 @@
 
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "storage/credentials_store.hpp"
 #include "tests/support/process.hpp"
 
 namespace iop::test {
@@ -50,6 +52,24 @@ inline CommandResult run_cli(const std::filesystem::path& config, std::vector<st
   argv.push_back("--config");
   argv.push_back(config.string());
   return run_command(argv, stdin_data);
+}
+
+// `serve` with `config`, in the background, stdout and stderr in `log`. Wait for it with
+// wait_until / poll_until (accepts_connections on one of its ports, or a line in `log`).
+inline Process start_serve(const std::filesystem::path& config, const std::filesystem::path& log) {
+  return Process::start({binary_path(), "serve", "--config", config.string()}, log);
+}
+
+// The credentials database that `init` / `account add` made under `dir` (the layout
+// write_cli_config and the other test configs use: data/master.key, data/credentials.db),
+// opened with its key as a restarted process would.
+inline Result<std::unique_ptr<storage::CredentialsStore>> open_cli_store(
+    const std::filesystem::path& dir) {
+  auto key = storage::MasterKey::load(dir / "data/master.key");
+  if (!key) {
+    return std::unexpected(key.error());
+  }
+  return storage::CredentialsStore::open(dir / "data/credentials.db", std::move(*key));
 }
 
 }  // namespace iop::test

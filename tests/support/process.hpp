@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace iop::test {
@@ -50,6 +51,17 @@ CommandResult run_command(const std::vector<std::string>& argv, const std::strin
 
 // A TCP port on 127.0.0.1 that was free a moment ago.
 int free_port();
+
+// Whether something accepts a TCP connection on 127.0.0.1:`port` right now (the connection is
+// closed at once). With wait_until: "the proxy is listening".
+bool accepts_connections(int port);
+
+// The whole content of `path`, bytes as they are; "" when it cannot be read (not written yet).
+std::string read_file(const std::filesystem::path& path);
+
+// How many times `needle` occurs in `text` (overlapping occurrences count): "one warning, not
+// one per retry".
+std::size_t count_of(std::string_view text, std::string_view needle);
 
 // A fresh folder under the system temp dir, removed at destruction.
 class TempDir {
