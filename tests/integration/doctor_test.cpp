@@ -23,6 +23,7 @@
 #include "tests/support/dovecot_server.hpp"
 #include "tests/support/redis_server.hpp"
 #include "tests/support/token_endpoint_peer.hpp"
+#include "tests/support/wait_until.hpp"
 
 namespace iop::test {
 namespace {
@@ -277,10 +278,7 @@ TEST_F(DoctorTest, AWorldReadableConfigHoldingASecretFailsUntilChmod600) {
 
 TEST_F(DoctorTest, AnAccountThatNeedsReauthorizationNamesTheCommand) {
   {
-    auto key = storage::MasterKey::load(dir_.path() / "data/master.key").value();
-    auto store =
-        storage::CredentialsStore::open(dir_.path() / "data/credentials.db", std::move(key))
-            .value();
+    auto store = open_cli_store(dir_.path()).value();
     ASSERT_TRUE(store->mark_needs_reauth(alice, "AADSTS700082: expired").has_value());
   }
   const auto r = expect_fail("account " + alice, "needs_reauth");
@@ -323,22 +321,11 @@ TEST_F(DoctorTest, AListenPortHeldByAnotherProgramFails) {
 }
 
 TEST_F(DoctorTest, AListenPortHeldByARunningProxyIsOurs) {
-  auto proxy = Process::start({binary_path(), "serve", "--config", config().string()},
-                              dir_.path() / "serve.log");
+  auto proxy = start_serve(config(), dir_.path() / "serve.log");
   // Wait (bounded) until `serve` accepts connections, as the proxy tests do.
-  bool listening = false;
-  for (int i = 0; i < 500 && !listening; ++i) {
-    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(static_cast<std::uint16_t>(setup_.listen_port));
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    listening = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
-    ::close(fd);
-    if (!listening) {
-      std::this_thread::sleep_for(20ms);
-    }
-  }
+  const bool listening =
+      wait_until([this] { return accepts_connections(setup_.listen_port); }, 10s,
+                 "serve listening on port " + std::to_string(setup_.listen_port));
   ASSERT_TRUE(listening) << "serve did not start listening";
   const auto r = doctor();
   const auto line = line_of(r.out, "listen 127.0.0.1:" + std::to_string(setup_.listen_port));
