@@ -366,13 +366,9 @@ void DovecotServer::stop() {
 
 void DovecotServer::wait_until_ready(std::chrono::milliseconds limit) {
   std::string last;
-  bool exited = false;
-  const bool ready = poll_until(
+  const auto started = wait_for_start(
+      process_,
       [&] {
-        exited = !process_.running();
-        if (exited) {
-          return true;
-        }
         const int plain = connect_loopback(imap_port_, 500ms);
         if (plain < 0) {
           last = "imap port refused";
@@ -392,10 +388,10 @@ void DovecotServer::wait_until_ready(std::chrono::milliseconds limit) {
         return true;
       },
       limit);
-  if (exited) {
+  if (started == StartUp::exited) {
     throw std::runtime_error("dovecot exited at startup; its log:\n" + log_tail(4000));
   }
-  if (!ready) {
+  if (started == StartUp::timed_out) {
     throw std::runtime_error(
         fmt::format("dovecot on ports {}/{} did not become ready in time (last: {}); its log:\n{}",
                     imap_port_, imaps_port_, last, log_tail(4000)));

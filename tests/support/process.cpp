@@ -206,6 +206,19 @@ CommandResult run_command(const std::vector<std::string>& argv, const std::strin
   return result;
 }
 
+StartUp wait_for_start(Process& process, const std::function<bool()>& ready,
+                       std::chrono::milliseconds limit) {
+  bool exited = false;
+  const bool done = poll_until(
+      [&] {
+        exited = !process.running();
+        return exited || ready();
+      },
+      limit);
+  if (exited) return StartUp::exited;
+  return done ? StartUp::ready : StartUp::timed_out;
+}
+
 int free_port() {
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};

@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -38,6 +39,14 @@ class Process {
   pid_t pid_ = -1;
   std::optional<int> status_;
 };
+
+// How a peer's start-up ended.
+enum class StartUp { ready, exited, timed_out };
+
+// Waits (poll_until) for a started peer: until `ready` holds, `process` exits (checked first in
+// each round, so a peer that dies at start-up is told apart from a slow one), or `limit` passes.
+StartUp wait_for_start(Process& process, const std::function<bool()>& ready,
+                       std::chrono::milliseconds limit);
 
 struct CommandResult {
   int exit_code = -1;

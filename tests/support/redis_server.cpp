@@ -9,8 +9,6 @@
 
 #include <hiredis/hiredis.h>
 
-#include "tests/support/wait_until.hpp"
-
 namespace iop::test {
 
 namespace {
@@ -112,23 +110,19 @@ void RedisServer::start() {
 
 void RedisServer::wait_until_ready(std::chrono::milliseconds limit) {
   std::string error;
-  bool exited = false;
-  const bool ready = poll_until(
+  const auto started = wait_for_start(
+      process_,
       [&] {
-        exited = !process_.running();
-        if (exited) {
-          return true;
-        }
         auto context = connect(port_, password_, error);
         return context && command(context.get(), {"PING"}, error) != nullptr;
       },
       limit);
-  if (exited) {
+  if (started == StartUp::exited) {
     throw std::runtime_error("redis-server on port " + std::to_string(port_) +
                              " exited at startup; its log:\n" +
                              read_file(dir_.path() / "redis.log"));
   }
-  if (!ready) {
+  if (started == StartUp::timed_out) {
     throw std::runtime_error("redis-server on port " + std::to_string(port_) +
                              " did not answer PING in time (" + error + "); its log:\n" +
                              read_file(dir_.path() / "redis.log"));

@@ -10,8 +10,6 @@
 #include <stdexcept>
 #include <string_view>
 
-#include "tests/support/wait_until.hpp"
-
 namespace iop::test {
 
 namespace {
@@ -122,22 +120,21 @@ TokenEndpointPeer::TokenEndpointPeer() {
                       "--port-file", port_file.string()},
                      log);
   // Python's start-up takes a few hundred ms on a busy machine; the bound only stops a hang.
-  bool exited = false;
-  const bool published = poll_until(
+  const auto started = wait_for_start(
+      process_,
       [&] {
-        if (std::filesystem::exists(port_file)) {
-          port_ = std::stoi(read_file(port_file));
-          return true;
+        if (!std::filesystem::exists(port_file)) {
+          return false;
         }
-        exited = !process_.running();
-        return exited;
+        port_ = std::stoi(read_file(port_file));
+        return true;
       },
       20s);
-  if (exited) {
+  if (started == StartUp::exited) {
     throw std::runtime_error("the test token endpoint exited at startup; its log:\n" +
                              read_file(log));
   }
-  if (!published) {
+  if (started == StartUp::timed_out) {
     throw std::runtime_error(
         "the test token endpoint did not publish its port in time; its log:\n" + read_file(log));
   }
