@@ -124,32 +124,23 @@ class DoctorTest : public ::testing::Test {
   fs::path cert() const { return dir_.path() / "certs/server.crt"; }
 
   void write_config() {
-    std::ofstream out(config(), std::ios::trunc);
-    out << "[server]\n"
-        << "listen_tls = \"127.0.0.1:" << setup_.listen_port << "\"\n"
-        << "certificate = \"certs/server.crt\"\n"
-        << "private_key = \"certs/server.key\"\n"
-        << "[upstream]\n"
-        << "host = \"127.0.0.1\"\n"
-        << "port = " << dovecot_->imaps_port() << "\n"
-        << "timeout = \"10s\"\n";
-    if (setup_.trust_upstream_ca) {
-      out << "ca_file = \"" << dovecot_->ca_file().string() << "\"\n";
-    }
-    out << "[oauth]\n"
-        << "token_endpoint = \"" << peer_->token_url() << "\"\n"
-        << "client_id = \"test-client\"\n"
-        << "http_timeout = \"5s\"\n";
-    if (setup_.with_client_secret) {
-      out << "client_secret = \"" << client_secret << "\"\n";
-    }
-    out << "[storage]\n"
-        << "database = \"data/credentials.db\"\n"
-        << "key_file = \"data/master.key\"\n"
-        << "[redis]\n"
-        << "url = \"" << setup_.redis_url << "\"\n"
-        << "timeout = \"1s\"\n";
-    out.close();
+    write_serve_config(
+        dir_.path(),
+        {.tls_port = setup_.listen_port,
+         .server_extra = "certificate = \"certs/server.crt\"\n"
+                         "private_key = \"certs/server.key\"\n",
+         .upstream_host = "127.0.0.1",
+         .upstream_port = dovecot_->imaps_port(),
+         .upstream_ca_file = setup_.trust_upstream_ca ? dovecot_->ca_file() : fs::path(),
+         .upstream_extra = "timeout = \"10s\"\n",
+         .token_url = peer_->token_url(),
+         .oauth_extra = setup_.with_client_secret ? "client_secret = \"" + client_secret + "\"\n"
+                                                  : std::string(),
+         .redis_url = setup_.redis_url,
+         .redis_extra = "timeout = \"1s\"\n",
+         .more = "[storage]\n"
+                 "database = \"data/credentials.db\"\n"
+                 "key_file = \"data/master.key\"\n"});
     fs::permissions(config(), fs::perms::owner_read | fs::perms::owner_write);
   }
 

@@ -116,27 +116,21 @@ class OnboardingTest : public ::testing::Test {
     peer_->set_device_script(json::object());
     peer_->configure({{"client_id", "test-client"}, {"client_secret", ""}, {"rotation", "keep"}});
     tls_port_ = free_port();
-    config_ = dir_.path() / "imap-oauth2-proxy.toml";
     const std::string base = peer_->base_url();
-    std::ofstream(config_) << "[server]\n"
-                           << "listen_tls = \"127.0.0.1:" << tls_port_ << "\"\n"
-                           << "auth_failure_delay = \"50ms\"\n"
-                           << "[upstream]\n"
-                           << "host = \"localhost\"\n"
-                           << "port = " << dovecot_->imaps_port() << "\n"
-                           << "ca_file = \"" << dovecot_->ca_file().string() << "\"\n"
-                           << "[oauth]\n"
-                           << "token_endpoint = \"" << peer_->token_url() << "\"\n"
-                           << "authorize_endpoint = \"" << peer_->authorize_url_base() << "\"\n"
-                           << "device_endpoint = \"" << peer_->device_url() << "\"\n"
-                           << "client_id = \"test-client\"\n"
-                           << "http_timeout = \"5s\"\n"
-                           << "[providers.microsoft-app]\n"
-                           << "token_endpoint = \"" << base << "/{tenant}/oauth2/v2.0/token\"\n"
-                           << "client_id = \"app-client\"\n"
-                           << "upstream_host = \"localhost\"\n"
-                           << "upstream_port = " << dovecot_->imaps_port() << "\n"
-                           << "[log]\nlevel = \"debug\"\n";
+    config_ = write_serve_config(
+        dir_.path(), {.tls_port = tls_port_,
+                      .server_extra = "auth_failure_delay = \"50ms\"\n",
+                      .upstream_port = dovecot_->imaps_port(),
+                      .upstream_ca_file = dovecot_->ca_file(),
+                      .token_url = peer_->token_url(),
+                      .oauth_extra = "authorize_endpoint = \"" + peer_->authorize_url_base() +
+                                     "\"\n" + "device_endpoint = \"" + peer_->device_url() + "\"\n",
+                      .log_level = "debug",
+                      .more = "[providers.microsoft-app]\n"
+                              "token_endpoint = \"" +
+                              base + "/{tenant}/oauth2/v2.0/token\"\n" +
+                              "client_id = \"app-client\"\n" + "upstream_host = \"localhost\"\n" +
+                              "upstream_port = " + std::to_string(dovecot_->imaps_port()) + "\n"});
   }
 
   CommandResult cli(std::vector<std::string> args, const std::string& in = {}) {

@@ -110,26 +110,19 @@ struct Env {
     dovecot = std::make_unique<DovecotServer>(peer.introspect_url(), legacy, legacy_upstream_pass);
     tls_port = free_port();
     starttls_port = free_port();
-    config = dir.path() / "imap-oauth2-proxy.toml";
-    std::ofstream(config) << "[server]\n"
-                          << "listen_tls = \"127.0.0.1:" << tls_port << "\"\n"
-                          << "listen_starttls = \"127.0.0.1:" << starttls_port << "\"\n"
-                          << "preauth_timeout = \"" << preauth_timeout << "\"\n"
-                          << "auth_failure_delay = \"" << failure_delay << "\"\n"
-                          << "shutdown_grace = \"2s\"\n"
-                          << extra_server << "[upstream]\n"
-                          << "host = \"localhost\"\n"
-                          << "port = " << dovecot->imaps_port() << "\n"
-                          << "ca_file = \"" << dovecot->ca_file().string() << "\"\n"
-                          << "timeout = \"10s\"\n"
-                          << "[oauth]\n"
-                          << "token_endpoint = \"" << peer.token_url() << "\"\n"
-                          << "client_id = \"test-client\"\n"
-                          << "http_timeout = \"5s\"\n"
-                          << "[redis]\n"
-                          << "url = \"" << redis.url() << "\"\n"
-                          << "[log]\nlevel = \"debug\"\n"
-                          << "[hide_capabilities]\n\"" << legacy << "\" = [\"IDLE\"]\n";
+    config = write_serve_config(
+        dir.path(), {.tls_port = tls_port,
+                     .starttls_port = starttls_port,
+                     .server_extra = "preauth_timeout = \"" + preauth_timeout + "\"\n" +
+                                     "auth_failure_delay = \"" + failure_delay + "\"\n" +
+                                     "shutdown_grace = \"2s\"\n" + extra_server,
+                     .upstream_port = dovecot->imaps_port(),
+                     .upstream_ca_file = dovecot->ca_file(),
+                     .upstream_extra = "timeout = \"10s\"\n",
+                     .token_url = peer.token_url(),
+                     .redis_url = redis.url(),
+                     .log_level = "debug",
+                     .more = "[hide_capabilities]\n\"" + legacy + "\" = [\"IDLE\"]\n"});
     add_accounts();
     start_proxy();
   }
@@ -822,15 +815,11 @@ TEST_F(ProxyLimitsTest, UpstreamByeWithABareLfIsSanitizedInTheCloseReason) {
 class LowFdLimitServe {
  public:
   LowFdLimitServe(int open_files, const std::string& extra_server) : port_(free_port()) {
-    config_ = dir_.path() / "imap-oauth2-proxy.toml";
-    std::ofstream(config_) << "[server]\n"
-                           << "listen_tls = \"\"\n"
-                           << "listen_starttls = \"127.0.0.1:" << port_ << "\"\n"
-                           << "preauth_timeout = \"2s\"\n"
-                           << extra_server << "[upstream]\nhost = \"localhost\"\nport = 1\n"
-                           << "[oauth]\ntoken_endpoint = \"http://127.0.0.1:1/token\"\n"
-                           << "client_id = \"test-client\"\n"
-                           << "[log]\nlevel = \"info\"\n";
+    config_ = write_serve_config(dir_.path(),
+                                 {.starttls_port = port_,
+                                  .server_extra = "preauth_timeout = \"2s\"\n" + extra_server,
+                                  .token_url = "http://127.0.0.1:1/token",
+                                  .log_level = "info"});
     // ulimit -n sets the soft and the hard limit: serve cannot raise it.
     proxy_ = Process::start(
         {"sh", "-c",
