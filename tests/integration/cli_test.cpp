@@ -34,9 +34,7 @@ class CliTest : public ::testing::Test {
   }
 
   storage::Credentials row(const std::string& email) {
-    auto key = storage::MasterKey::load(dir_.path() / "data/master.key").value();
-    auto store = storage::CredentialsStore::open(dir_.path() / "data/credentials.db", key).value();
-    return store->get(email).value();
+    return open_cli_store(dir_.path()).value()->get(email).value();
   }
 
   TempDir dir_;
@@ -175,8 +173,7 @@ TEST_F(CliTest, ConcurrentProcessesRefreshOnceThroughTheRedisLock) {
   add_oauth("erin@example.com");
   // Expire the stored token and forget the cached one, so every process wants a refresh.
   {
-    auto key = storage::MasterKey::load(dir_.path() / "data/master.key").value();
-    auto store = storage::CredentialsStore::open(dir_.path() / "data/credentials.db", key).value();
+    auto store = open_cli_store(dir_.path()).value();
     auto r = store->get("erin@example.com").value();
     r.token_expiry = 1;
     ASSERT_TRUE(store->upsert_account(r).has_value());

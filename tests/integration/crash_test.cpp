@@ -75,8 +75,7 @@ TEST_P(CrashTest, DatabaseAlwaysHoldsAWorkingRefreshToken) {
     child.wait();
 
     // What a restarted process would find.
-    auto key = storage::MasterKey::load(dir.path() / "data/master.key").value();
-    auto store = storage::CredentialsStore::open(dir.path() / "data/credentials.db", key);
+    auto store = open_cli_store(dir.path());
     ASSERT_TRUE(store.has_value()) << store.error().message;
     const auto row = (*store)->get(email);
     ASSERT_TRUE(row.has_value()) << row.error().message;

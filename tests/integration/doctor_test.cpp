@@ -23,6 +23,7 @@
 #include "tests/support/dovecot_server.hpp"
 #include "tests/support/redis_server.hpp"
 #include "tests/support/token_endpoint_peer.hpp"
+#include "tests/support/wait_until.hpp"
 
 namespace iop::test {
 namespace {
@@ -123,32 +124,23 @@ class DoctorTest : public ::testing::Test {
   fs::path cert() const { return dir_.path() / "certs/server.crt"; }
 
   void write_config() {
-    std::ofstream out(config(), std::ios::trunc);
-    out << "[server]\n"
-        << "listen_tls = \"127.0.0.1:" << setup_.listen_port << "\"\n"
-        << "certificate = \"certs/server.crt\"\n"
-        << "private_key = \"certs/server.key\"\n"
-        << "[upstream]\n"
-        << "host = \"127.0.0.1\"\n"
-        << "port = " << dovecot_->imaps_port() << "\n"
-        << "timeout = \"10s\"\n";
-    if (setup_.trust_upstream_ca) {
-      out << "ca_file = \"" << dovecot_->ca_file().string() << "\"\n";
-    }
-    out << "[oauth]\n"
-        << "token_endpoint = \"" << peer_->token_url() << "\"\n"
-        << "client_id = \"test-client\"\n"
-        << "http_timeout = \"5s\"\n";
-    if (setup_.with_client_secret) {
-      out << "client_secret = \"" << client_secret << "\"\n";
-    }
-    out << "[storage]\n"
-        << "database = \"data/credentials.db\"\n"
-        << "key_file = \"data/master.key\"\n"
-        << "[redis]\n"
-        << "url = \"" << setup_.redis_url << "\"\n"
-        << "timeout = \"1s\"\n";
-    out.close();
+    write_serve_config(
+        dir_.path(),
+        {.tls_port = setup_.listen_port,
+         .server_extra = "certificate = \"certs/server.crt\"\n"
+                         "private_key = \"certs/server.key\"\n",
+         .upstream_host = "127.0.0.1",
+         .upstream_port = dovecot_->imaps_port(),
+         .upstream_ca_file = setup_.trust_upstream_ca ? dovecot_->ca_file() : fs::path(),
+         .upstream_extra = "timeout = \"10s\"\n",
+         .token_url = peer_->token_url(),
+         .oauth_extra = setup_.with_client_secret ? "client_secret = \"" + client_secret + "\"\n"
+                                                  : std::string(),
+         .redis_url = setup_.redis_url,
+         .redis_extra = "timeout = \"1s\"\n",
+         .more = "[storage]\n"
+                 "database = \"data/credentials.db\"\n"
+                 "key_file = \"data/master.key\"\n"});
     fs::permissions(config(), fs::perms::owner_read | fs::perms::owner_write);
   }
 
@@ -277,10 +269,7 @@ TEST_F(DoctorTest, AWorldReadableConfigHoldingASecretFailsUntilChmod600) {
 
 TEST_F(DoctorTest, AnAccountThatNeedsReauthorizationNamesTheCommand) {
   {
-    auto key = storage::MasterKey::load(dir_.path() / "data/master.key").value();
-    auto store =
-        storage::CredentialsStore::open(dir_.path() / "data/credentials.db", std::move(key))
-            .value();
+    auto store = open_cli_store(dir_.path()).value();
     ASSERT_TRUE(store->mark_needs_reauth(alice, "AADSTS700082: expired").has_value());
   }
   const auto r = expect_fail("account " + alice, "needs_reauth");
@@ -323,22 +312,11 @@ TEST_F(DoctorTest, AListenPortHeldByAnotherProgramFails) {
 }
 
 TEST_F(DoctorTest, AListenPortHeldByARunningProxyIsOurs) {
-  auto proxy = Process::start({binary_path(), "serve", "--config", config().string()},
-                              dir_.path() / "serve.log");
+  auto proxy = start_serve(config(), dir_.path() / "serve.log");
   // Wait (bounded) until `serve` accepts connections, as the proxy tests do.
-  bool listening = false;
-  for (int i = 0; i < 500 && !listening; ++i) {
-    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(static_cast<std::uint16_t>(setup_.listen_port));
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    listening = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
-    ::close(fd);
-    if (!listening) {
-      std::this_thread::sleep_for(20ms);
-    }
-  }
+  const bool listening =
+      wait_until([this] { return accepts_connections(setup_.listen_port); }, 10s,
+                 "serve listening on port " + std::to_string(setup_.listen_port));
   ASSERT_TRUE(listening) << "serve did not start listening";
   const auto r = doctor();
   const auto line = line_of(r.out, "listen 127.0.0.1:" + std::to_string(setup_.listen_port));

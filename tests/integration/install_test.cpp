@@ -23,13 +23,6 @@ unsigned mode_of(const fs::path& p) {
   return st.st_mode & 07777;
 }
 
-std::string read_file(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::ostringstream out;
-  out << in.rdbuf();
-  return out.str();
-}
-
 // A program in PATH, or empty.
 fs::path find_in_path(const std::string& name) {
   const char* path = std::getenv("PATH");

@@ -11,12 +11,12 @@
 
 #include <fstream>
 #include <nlohmann/json.hpp>
-#include <thread>
 
 #include "storage/credentials_store.hpp"
 #include "tests/support/cli_env.hpp"
 #include "tests/support/dovecot_server.hpp"
 #include "tests/support/token_endpoint_peer.hpp"
+#include "tests/support/wait_until.hpp"
 
 namespace iop::test {
 namespace {
@@ -28,11 +28,6 @@ using namespace std::chrono_literals;
 const std::string alice = "alice@example.com";
 const std::string shared = "shared@example.com";
 const std::string mailbox_app = "box@example.com";
-
-std::string read_file(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
 
 // The binary running in the background, stdout and stderr in one file.
 class Running {
@@ -62,19 +57,24 @@ class Running {
 
   // Waits (bounded) until a line of the output contains `needle`; returns that line.
   std::string wait_for_line(std::string_view needle) {
-    for (int i = 0; i < 1500; ++i) {
-      std::istringstream lines(output());
-      for (std::string line; std::getline(lines, line);) {
-        if (line.find(needle) != std::string::npos) {
-          return line;
-        }
-      }
-      if (!process_.running()) {
-        break;
-      }
-      std::this_thread::sleep_for(20ms);
+    std::string found;
+    // Stops early when the program has exited: the line will not come any more.
+    poll_until(
+        [&] {
+          std::istringstream lines(output());
+          for (std::string line; std::getline(lines, line);) {
+            if (line.find(needle) != std::string::npos) {
+              found = line;
+              return true;
+            }
+          }
+          return !process_.running();
+        },
+        30s);
+    if (found.empty()) {
+      throw std::runtime_error("no line with '" + std::string(needle) + "' in: " + output());
     }
-    throw std::runtime_error("no line with '" + std::string(needle) + "' in: " + output());
+    return found;
   }
 
   // The authorize URL the program printed.
@@ -116,37 +116,28 @@ class OnboardingTest : public ::testing::Test {
     peer_->set_device_script(json::object());
     peer_->configure({{"client_id", "test-client"}, {"client_secret", ""}, {"rotation", "keep"}});
     tls_port_ = free_port();
-    config_ = dir_.path() / "imap-oauth2-proxy.toml";
     const std::string base = peer_->base_url();
-    std::ofstream(config_) << "[server]\n"
-                           << "listen_tls = \"127.0.0.1:" << tls_port_ << "\"\n"
-                           << "auth_failure_delay = \"50ms\"\n"
-                           << "[upstream]\n"
-                           << "host = \"localhost\"\n"
-                           << "port = " << dovecot_->imaps_port() << "\n"
-                           << "ca_file = \"" << dovecot_->ca_file().string() << "\"\n"
-                           << "[oauth]\n"
-                           << "token_endpoint = \"" << peer_->token_url() << "\"\n"
-                           << "authorize_endpoint = \"" << peer_->authorize_url_base() << "\"\n"
-                           << "device_endpoint = \"" << peer_->device_url() << "\"\n"
-                           << "client_id = \"test-client\"\n"
-                           << "http_timeout = \"5s\"\n"
-                           << "[providers.microsoft-app]\n"
-                           << "token_endpoint = \"" << base << "/{tenant}/oauth2/v2.0/token\"\n"
-                           << "client_id = \"app-client\"\n"
-                           << "upstream_host = \"localhost\"\n"
-                           << "upstream_port = " << dovecot_->imaps_port() << "\n"
-                           << "[log]\nlevel = \"debug\"\n";
+    config_ = write_serve_config(
+        dir_.path(), {.tls_port = tls_port_,
+                      .server_extra = "auth_failure_delay = \"50ms\"\n",
+                      .upstream_port = dovecot_->imaps_port(),
+                      .upstream_ca_file = dovecot_->ca_file(),
+                      .token_url = peer_->token_url(),
+                      .oauth_extra = "authorize_endpoint = \"" + peer_->authorize_url_base() +
+                                     "\"\n" + "device_endpoint = \"" + peer_->device_url() + "\"\n",
+                      .log_level = "debug",
+                      .more = "[providers.microsoft-app]\n"
+                              "token_endpoint = \"" +
+                              base + "/{tenant}/oauth2/v2.0/token\"\n" +
+                              "client_id = \"app-client\"\n" + "upstream_host = \"localhost\"\n" +
+                              "upstream_port = " + std::to_string(dovecot_->imaps_port()) + "\n"});
   }
 
   CommandResult cli(std::vector<std::string> args, const std::string& in = {}) {
     return run_cli(config_, std::move(args), in);
   }
 
-  std::unique_ptr<storage::CredentialsStore> store() {
-    auto key = storage::MasterKey::load(dir_.path() / "data/master.key").value();
-    return storage::CredentialsStore::open(dir_.path() / "data/credentials.db", key).value();
-  }
+  std::unique_ptr<storage::CredentialsStore> store() { return open_cli_store(dir_.path()).value(); }
 
   [[nodiscard]] bool stored(const std::string& email) {
     if (!fs::exists(dir_.path() / "data/master.key")) {
@@ -171,28 +162,27 @@ class OnboardingTest : public ::testing::Test {
 
   // Logs in through the proxy (started here) and lists the folders.
   json proxy_login(const std::string& user, const std::string& password) {
-    Process proxy = Process::start({binary_path(), "serve", "--config", config_.string()},
-                                   dir_.path() / "proxy.log");
+    Process proxy = start_serve(config_, dir_.path() / "proxy.log");
     json result;
-    for (int i = 0; i < 250; ++i) {
-      const auto r = run_command(
-          {"python3", std::string(IOP_SOURCE_DIR) + "/tests/peers/imap_client.py", "--port",
-           std::to_string(tls_port_), "--cafile", (dir_.path() / "certs/ca.crt").string(), "--user",
-           user, "--password", password, "login", "list"},
-          "", 60s);
-      try {
-        result = json::parse(r.out);
-      } catch (const std::exception&) {
-        result = json{{"ok", false}, {"error", r.out + r.err}};
-      }
-      // Still starting: not listening yet, or its CA file not written yet.
-      const auto error = result.value("error", std::string());
-      if (result.value("ok", false) || (error.find("Connection refused") == std::string::npos &&
-                                        error.find("No such file") == std::string::npos)) {
-        break;
-      }
-      std::this_thread::sleep_for(20ms);  // the proxy is still starting
-    }
+    wait_until(
+        [&] {
+          const auto r = run_command(
+              {"python3", std::string(IOP_SOURCE_DIR) + "/tests/peers/imap_client.py", "--port",
+               std::to_string(tls_port_), "--cafile", (dir_.path() / "certs/ca.crt").string(),
+               "--user", user, "--password", password, "login", "list"},
+              "", 60s);
+          try {
+            result = json::parse(r.out);
+          } catch (const std::exception&) {
+            result = json{{"ok", false}, {"error", r.out + r.err}};
+          }
+          // Still starting: not listening yet, or its CA file not written yet.
+          const auto error = result.value("error", std::string());
+          return result.value("ok", false) ||
+                 (error.find("Connection refused") == std::string::npos &&
+                  error.find("No such file") == std::string::npos);
+        },
+        60s, "the proxy to finish starting (listening, its CA file written)");
     proxy.signal(SIGTERM);
     proxy.wait(10s);
     result["proxy_log"] = read_file(dir_.path() / "proxy.log");
@@ -381,9 +371,8 @@ TEST_F(OnboardingTest, CtrlCDuringDeviceCodeStoresNothing) {
   peer_->set_device_script({{"steps", {"pending"}}, {"interval", 1}});
   Running cmd(dir_.path(), config_, {"account", "add", alice, "--device-code"});
   cmd.wait_for_line("enter the code");
-  for (int i = 0; i < 500 && peer_->device_polls().empty(); ++i) {
-    std::this_thread::sleep_for(20ms);
-  }
+  ASSERT_TRUE(wait_until([&] { return !peer_->device_polls().empty(); }, 10s,
+                         "a device-code poll at the token endpoint"));
   ASSERT_FALSE(peer_->device_polls().empty());
   cmd.signal(SIGINT);
   EXPECT_EQ(cmd.wait(), 128 + SIGINT);

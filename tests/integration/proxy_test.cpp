@@ -27,6 +27,7 @@
 #include "tests/support/redis_server.hpp"
 #include "tests/support/run_coro.hpp"
 #include "tests/support/token_endpoint_peer.hpp"
+#include "tests/support/wait_until.hpp"
 
 namespace iop::test {
 namespace {
@@ -109,26 +110,19 @@ struct Env {
     dovecot = std::make_unique<DovecotServer>(peer.introspect_url(), legacy, legacy_upstream_pass);
     tls_port = free_port();
     starttls_port = free_port();
-    config = dir.path() / "imap-oauth2-proxy.toml";
-    std::ofstream(config) << "[server]\n"
-                          << "listen_tls = \"127.0.0.1:" << tls_port << "\"\n"
-                          << "listen_starttls = \"127.0.0.1:" << starttls_port << "\"\n"
-                          << "preauth_timeout = \"" << preauth_timeout << "\"\n"
-                          << "auth_failure_delay = \"" << failure_delay << "\"\n"
-                          << "shutdown_grace = \"2s\"\n"
-                          << extra_server << "[upstream]\n"
-                          << "host = \"localhost\"\n"
-                          << "port = " << dovecot->imaps_port() << "\n"
-                          << "ca_file = \"" << dovecot->ca_file().string() << "\"\n"
-                          << "timeout = \"10s\"\n"
-                          << "[oauth]\n"
-                          << "token_endpoint = \"" << peer.token_url() << "\"\n"
-                          << "client_id = \"test-client\"\n"
-                          << "http_timeout = \"5s\"\n"
-                          << "[redis]\n"
-                          << "url = \"" << redis.url() << "\"\n"
-                          << "[log]\nlevel = \"debug\"\n"
-                          << "[hide_capabilities]\n\"" << legacy << "\" = [\"IDLE\"]\n";
+    config = write_serve_config(
+        dir.path(), {.tls_port = tls_port,
+                     .starttls_port = starttls_port,
+                     .server_extra = "preauth_timeout = \"" + preauth_timeout + "\"\n" +
+                                     "auth_failure_delay = \"" + failure_delay + "\"\n" +
+                                     "shutdown_grace = \"2s\"\n" + extra_server,
+                     .upstream_port = dovecot->imaps_port(),
+                     .upstream_ca_file = dovecot->ca_file(),
+                     .upstream_extra = "timeout = \"10s\"\n",
+                     .token_url = peer.token_url(),
+                     .redis_url = redis.url(),
+                     .log_level = "debug",
+                     .more = "[hide_capabilities]\n\"" + legacy + "\" = [\"IDLE\"]\n"});
     add_accounts();
     start_proxy();
   }
@@ -145,23 +139,13 @@ struct Env {
   }
 
   void start_proxy() {
-    proxy = Process::start({binary_path(), "serve", "--config", config.string()},
-                           dir.path() / "proxy.log");
-    for (int i = 0; i < 500; ++i) {
-      try {
-        RawConnection c(starttls_port);
-        return;
-      } catch (const std::exception&) {
-        std::this_thread::sleep_for(20ms);
-      }
+    proxy = start_serve(config, dir.path() / "proxy.log");
+    if (!poll_until([this] { return accepts_connections(starttls_port); }, 10s)) {
+      throw std::runtime_error("the proxy did not start: " + proxy_log());
     }
-    throw std::runtime_error("the proxy did not start: " + proxy_log());
   }
 
-  std::string proxy_log() const {
-    std::ifstream in(dir.path() / "proxy.log");
-    return std::string(std::istreambuf_iterator<char>(in), {});
-  }
+  std::string proxy_log() const { return read_file(dir.path() / "proxy.log"); }
 
   std::filesystem::path proxy_ca() const { return dir.path() / "certs/ca.crt"; }
 
@@ -223,10 +207,7 @@ struct Env {
     redis.flushall();
   }
 
-  std::unique_ptr<storage::CredentialsStore> store() {
-    auto key = storage::MasterKey::load(dir.path() / "data/master.key").value();
-    return storage::CredentialsStore::open(dir.path() / "data/credentials.db", key).value();
-  }
+  std::unique_ptr<storage::CredentialsStore> store() { return open_cli_store(dir.path()).value(); }
 
   std::vector<storage::ConnectionRecord> audit_rows() {
     auto log = storage::AuditLog::open(dir.path() / "data/credentials.db").value();
@@ -236,13 +217,19 @@ struct Env {
   // The connection log row of the connection from local port `port`, once the session has
   // written it (rows are written when a connection ends, asynchronously).
   std::optional<storage::ConnectionRecord> audit_row_for(int port) {
-    for (int i = 0; i < 200; ++i) {
-      for (const auto& row : audit_rows()) {
-        if (row.client_port == port) return row;
-      }
-      std::this_thread::sleep_for(50ms);
-    }
-    return std::nullopt;
+    std::optional<storage::ConnectionRecord> found;
+    wait_until(
+        [&] {
+          for (const auto& row : audit_rows()) {
+            if (row.client_port == port) {
+              found = row;
+              return true;
+            }
+          }
+          return false;
+        },
+        10s, "the connection log row of client port " + std::to_string(port));
+    return found;
   }
 };
 
@@ -461,11 +448,12 @@ TEST_F(ProxyTest, EveryConnectionIsInTheConnectionLogWithoutSecrets) {
   env->client(alice, "wrong-password", {"login"});
   // Rows are written at close; give the proxy a moment to finish both.
   std::vector<storage::ConnectionRecord> rows;
-  for (int i = 0; i < 100; ++i) {
-    rows = env->audit_rows();
-    if (!rows.empty() && rows.back().outcome == storage::ConnectionOutcome::auth_failed) break;
-    std::this_thread::sleep_for(50ms);
-  }
+  wait_until(
+      [&] {
+        rows = env->audit_rows();
+        return !rows.empty() && rows.back().outcome == storage::ConnectionOutcome::auth_failed;
+      },
+      10s, "the failed login's connection log row");
   ASSERT_GE(rows.size(), 2u);
   const auto& failed = rows.back();
   EXPECT_EQ(failed.outcome, storage::ConnectionOutcome::auth_failed);
@@ -507,18 +495,22 @@ Env* ProxyLimitsTest::limited = nullptr;
 // Sessions end asynchronously after their client goes away (earlier tests, the readiness probe):
 // wait until `count` connections in a row are greeted, and keep them open.
 std::vector<std::unique_ptr<RawConnection>> greeted_connections(int port, int count) {
-  for (int attempt = 0; attempt < 100; ++attempt) {
-    std::vector<std::unique_ptr<RawConnection>> held;
-    bool all_greeted = true;
-    for (int i = 0; i < count && all_greeted; ++i) {
-      held.push_back(std::make_unique<RawConnection>(port));
-      all_greeted = held.back()->read_some().find("* OK") != std::string::npos;
-    }
-    if (all_greeted) return held;
-    held.clear();
-    std::this_thread::sleep_for(50ms);
-  }
-  throw std::runtime_error("the proxy never had room for the connections");
+  std::vector<std::unique_ptr<RawConnection>> held;
+  const bool all_greeted = poll_until(
+      [&] {
+        held.clear();
+        for (int i = 0; i < count; ++i) {
+          held.push_back(std::make_unique<RawConnection>(port));
+          if (held.back()->read_some().find("* OK") == std::string::npos) {
+            held.clear();  // no room yet: free what this attempt holds before the next one
+            return false;
+          }
+        }
+        return true;
+      },
+      10s);
+  if (!all_greeted) throw std::runtime_error("the proxy never had room for the connections");
+  return held;
 }
 
 TEST_F(ProxyLimitsTest, MaxConnectionsAnswersWithBye) {
@@ -823,45 +815,28 @@ TEST_F(ProxyLimitsTest, UpstreamByeWithABareLfIsSanitizedInTheCloseReason) {
 class LowFdLimitServe {
  public:
   LowFdLimitServe(int open_files, const std::string& extra_server) : port_(free_port()) {
-    config_ = dir_.path() / "imap-oauth2-proxy.toml";
-    std::ofstream(config_) << "[server]\n"
-                           << "listen_tls = \"\"\n"
-                           << "listen_starttls = \"127.0.0.1:" << port_ << "\"\n"
-                           << "preauth_timeout = \"2s\"\n"
-                           << extra_server << "[upstream]\nhost = \"localhost\"\nport = 1\n"
-                           << "[oauth]\ntoken_endpoint = \"http://127.0.0.1:1/token\"\n"
-                           << "client_id = \"test-client\"\n"
-                           << "[log]\nlevel = \"info\"\n";
+    config_ = write_serve_config(dir_.path(),
+                                 {.starttls_port = port_,
+                                  .server_extra = "preauth_timeout = \"2s\"\n" + extra_server,
+                                  .token_url = "http://127.0.0.1:1/token",
+                                  .log_level = "info"});
     // ulimit -n sets the soft and the hard limit: serve cannot raise it.
     proxy_ = Process::start(
         {"sh", "-c",
          "ulimit -n " + std::to_string(open_files) + " && exec \"$0\" serve --config \"$1\"",
          binary_path(), config_.string()},
         dir_.path() / "proxy.log");
-    for (int i = 0; i < 500; ++i) {
-      if (log().find("listening on") != std::string::npos) return;
-      std::this_thread::sleep_for(20ms);
+    if (!poll_until([this] { return log().find("listening on") != std::string::npos; }, 10s)) {
+      throw std::runtime_error("serve did not start: " + log());
     }
-    throw std::runtime_error("serve did not start: " + log());
   }
   [[nodiscard]] int port() const { return port_; }
-  std::string log() const {
-    std::ifstream in(dir_.path() / "proxy.log");
-    return std::string(std::istreambuf_iterator<char>(in), {});
-  }
-  std::size_t count(const std::string& needle) const {
-    const auto text = log();
-    std::size_t n = 0;
-    for (auto at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++n;
-    return n;
-  }
+  std::string log() const { return read_file(dir_.path() / "proxy.log"); }
+  std::size_t count(const std::string& needle) const { return count_of(log(), needle); }
   // Waits until the log holds `needle`.
   bool wait_for_log(const std::string& needle) const {
-    for (int i = 0; i < 500; ++i) {
-      if (log().find(needle) != std::string::npos) return true;
-      std::this_thread::sleep_for(20ms);
-    }
-    return false;
+    return wait_until([&] { return log().find(needle) != std::string::npos; }, 10s,
+                      "'" + needle + "' in the serve log");
   }
 
  private:

@@ -10,7 +10,6 @@
 #include <iterator>
 #include <memory>
 #include <string>
-#include <thread>
 
 #include <nlohmann/json.hpp>
 
@@ -21,6 +20,7 @@
 #include "tests/support/redis_server.hpp"
 #include "tests/support/smtp_sink.hpp"
 #include "tests/support/token_endpoint_peer.hpp"
+#include "tests/support/wait_until.hpp"
 
 namespace iop::test {
 namespace {
@@ -35,11 +35,6 @@ const std::string local_pass = "local-pass-1";
 
 std::string script(const char* name) {
   return std::string(IOP_SOURCE_DIR) + "/tests/peers/" + name;
-}
-
-std::string read_text(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
 struct Env {
@@ -58,51 +53,34 @@ struct Env {
                                               DovecotOptions{sink.port()});
     submission_port = free_port();
     submissions_port = free_port();
-    config = dir.path() / "imap-oauth2-proxy.toml";
-    std::ofstream(config) << "[server]\n"
-                          << "listen_tls = \"127.0.0.1:" << free_port() << "\"\n"
-                          << "listen_submission = \"127.0.0.1:" << submission_port << "\"\n"
-                          << "listen_submissions = \"127.0.0.1:" << submissions_port << "\"\n"
-                          << "preauth_timeout = \"10s\"\n"
-                          << "auth_failure_delay = \"50ms\"\n"
-                          << "shutdown_grace = \"2s\"\n"
-                          << "[upstream]\n"
-                          << "host = \"localhost\"\n"
-                          << "port = " << dovecot->imaps_port() << "\n"
-                          << "smtp_host = \"localhost\"\n"
-                          << "smtp_port = " << dovecot->submission_port() << "\n"
-                          << "smtp_tls = \"starttls\"\n"
-                          << "ca_file = \"" << dovecot->ca_file().string() << "\"\n"
-                          << "timeout = \"10s\"\n"
-                          << "[oauth]\n"
-                          << "token_endpoint = \"" << peer.token_url() << "\"\n"
-                          << "client_id = \"test-client\"\n"
-                          << "http_timeout = \"5s\"\n"
-                          << "[redis]\n"
-                          << "url = \"" << redis.url() << "\"\n"
-                          << "[log]\nlevel = \"debug\"\n"
-                          << "[providers.implicitsmtp]\n"
-                          << "smtp_host = \"localhost\"\n"
-                          << "smtp_port = " << dovecot->submissions_port() << "\n"
-                          << "smtp_tls = \"implicit\"\n"
-                          << "[providers.downsmtp]\n"
-                          << "smtp_host = \"127.0.0.1\"\n"
-                          << "smtp_port = " << free_port() << "\n";
+    ServeConfig c;
+    c.tls_port = free_port();
+    c.server_extra = "listen_submission = \"127.0.0.1:" + std::to_string(submission_port) +
+                     "\"\nlisten_submissions = \"127.0.0.1:" + std::to_string(submissions_port) +
+                     "\"\npreauth_timeout = \"10s\"\nauth_failure_delay = \"50ms\"\n"
+                     "shutdown_grace = \"2s\"\n";
+    c.upstream_port = dovecot->imaps_port();
+    c.upstream_ca_file = dovecot->ca_file();
+    c.upstream_extra =
+        "smtp_host = \"localhost\"\nsmtp_port = " + std::to_string(dovecot->submission_port()) +
+        "\nsmtp_tls = \"starttls\"\ntimeout = \"10s\"\n";
+    c.token_url = peer.token_url();
+    c.redis_url = redis.url();
+    c.log_level = "debug";
+    c.more = "[providers.implicitsmtp]\nsmtp_host = \"localhost\"\nsmtp_port = " +
+             std::to_string(dovecot->submissions_port()) +
+             "\nsmtp_tls = \"implicit\"\n[providers.downsmtp]\nsmtp_host = \"127.0.0.1\"\n"
+             "smtp_port = " +
+             std::to_string(free_port()) + "\n";
+    config = write_serve_config(dir.path(), c);
     add_account(alice, {});
     add_account(carol, {"--provider", "implicitsmtp"});
     add_account(dave, {"--provider", "downsmtp"});
-    proxy = Process::start({binary_path(), "serve", "--config", config.string()},
-                           dir.path() / "proxy.log");
-    for (int i = 0; i < 500 && !std::filesystem::exists(proxy_ca()); ++i) {
-      std::this_thread::sleep_for(20ms);
+    proxy = start_serve(config, dir.path() / "proxy.log");
+    if (!poll_until([this] { return accepts_connections(submissions_port); }, 30s) ||
+        !send(alice, local_pass, {"--count", "0"}).value("ok", false)) {
+      throw std::runtime_error("the proxy did not start: " + proxy_log());
     }
-    for (int i = 0; i < 500; ++i) {
-      if (send(alice, local_pass, {"--count", "0"}).value("ok", false)) {
-        return;
-      }
-      std::this_thread::sleep_for(20ms);
-    }
-    throw std::runtime_error("the proxy did not start: " + proxy_log());
   }
 
   void add_account(const std::string& email, std::vector<std::string> extra) {
@@ -116,7 +94,8 @@ struct Env {
     }
   }
 
-  // An account whose stored access token has long expired and is not cached.
+  // Marks the stored access token long expired and empties Redis. The proxy's memory may still
+  // hold a token of an account it has used: expire only accounts it has not.
   void expire(const std::string& email) {
     auto s = store();
     auto row = s->get(email).value();
@@ -127,12 +106,9 @@ struct Env {
     redis.flushall();
   }
 
-  std::unique_ptr<storage::CredentialsStore> store() {
-    auto key = storage::MasterKey::load(dir.path() / "data/master.key").value();
-    return storage::CredentialsStore::open(dir.path() / "data/credentials.db", key).value();
-  }
+  std::unique_ptr<storage::CredentialsStore> store() { return open_cli_store(dir.path()).value(); }
 
-  std::string proxy_log() const { return read_text(dir.path() / "proxy.log"); }
+  std::string proxy_log() const { return read_file(dir.path() / "proxy.log"); }
   std::filesystem::path proxy_ca() const { return dir.path() / "certs/ca.crt"; }
 
   // tests/peers/smtp_send.py against the implicit-TLS listener (or, with "--starttls" in
@@ -236,7 +212,7 @@ TEST_F(SubmissionTest, SwaksMsmtpAndCurlSend) {
                    "--tls-trust-file=" + env->proxy_ca().string(), "--tls-host-override=localhost",
                    "--auth=plain", "--user=" + alice, "--passwordeval=echo " + local_pass,
                    "--from=" + alice, "rcpt@example.net"},
-                  read_text(message), 60s);
+                  read_file(message), 60s);
   EXPECT_EQ(msmtp.exit_code, 0) << msmtp.out << msmtp.err;
   const auto curl = run_command(
       {"curl", "-sS", "--url", "smtps://localhost:" + std::to_string(env->submissions_port),
@@ -272,20 +248,25 @@ TEST_F(SubmissionTest, WrongLocalPasswordIs535) {
 }
 
 TEST_F(SubmissionTest, ExpiredTokenIsRefreshedAndTheMessageSent) {
-  env->expire(alice);
-  const auto refreshes = env->peer.stats()["per_account"].value(alice, 0);
-  const auto r = env->send(alice, local_pass, {});
+  // A new account (no token of it in the proxy's memory) whose stored token has expired.
+  const std::string gina = "gina@example.com";
+  env->add_account(gina, {});
+  env->expire(gina);
+  const auto refreshes = env->peer.stats()["per_account"].value(gina, 0);
+  const auto r = env->send(gina, local_pass, {});
   ASSERT_TRUE(r.value("ok", false)) << r.dump();
-  EXPECT_EQ(env->peer.stats()["per_account"].value(alice, 0), refreshes + 1);
+  EXPECT_EQ(env->peer.stats()["per_account"].value(gina, 0), refreshes + 1);
 }
 
 TEST_F(SubmissionTest, HundredSimultaneousSubmissionsOfAnExpiredAccountRefreshOnce) {
-  env->expire(carol);
-  const auto refreshes = env->peer.stats()["per_account"].value(carol, 0);
+  const std::string hank = "hank@example.com";
+  env->add_account(hank, {"--provider", "implicitsmtp"});
+  env->expire(hank);
+  const auto refreshes = env->peer.stats()["per_account"].value(hank, 0);
   const auto before = env->sink.messages().size();
-  const auto r = env->send(carol, local_pass, {"--concurrent", "100"});
+  const auto r = env->send(hank, local_pass, {"--concurrent", "100"});
   ASSERT_TRUE(r.value("ok", false)) << r.dump().substr(0, 2000);
-  EXPECT_EQ(env->peer.stats()["per_account"].value(carol, 0), refreshes + 1);
+  EXPECT_EQ(env->peer.stats()["per_account"].value(hank, 0), refreshes + 1);
   EXPECT_EQ(new_messages(before, 100).size(), 100u);
 }
 
@@ -331,17 +312,18 @@ TEST_F(SubmissionTest, UpstreamDownIs421) {
 TEST_F(SubmissionTest, EverySessionIsInTheConnectionLog) {
   ASSERT_TRUE(env->send(alice, local_pass, {}).value("ok", false));
   const std::string listener = "submissions:127.0.0.1:" + std::to_string(env->submissions_port);
-  bool found = false;
-  for (int i = 0; i < 200 && !found; ++i) {
-    for (const auto& row : env->audit_rows()) {
-      if (row.listener == listener && row.account == alice &&
-          row.outcome == storage::ConnectionOutcome::ok && row.bytes_client_to_upstream > 0) {
-        found = true;
-      }
-    }
-    if (!found) std::this_thread::sleep_for(50ms);
-  }
-  EXPECT_TRUE(found);
+  // Rows are written when a connection ends, asynchronously.
+  EXPECT_TRUE(wait_until(
+      [&] {
+        for (const auto& row : env->audit_rows()) {
+          if (row.listener == listener && row.account == alice &&
+              row.outcome == storage::ConnectionOutcome::ok && row.bytes_client_to_upstream > 0) {
+            return true;
+          }
+        }
+        return false;
+      },
+      10s, "the submission's connection-log row"));
 }
 
 TEST_F(SubmissionTest, DoctorChecksEachSmtpUpstreamAndTheListeners) {

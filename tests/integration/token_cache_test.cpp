@@ -19,11 +19,14 @@
 
 #include "tests/support/log_capture.hpp"
 #include "tests/support/redis_server.hpp"
+#include "tests/support/wait_until.hpp"
 
 namespace iop::storage {
 namespace {
 
 using namespace std::chrono_literals;
+using test::count_of;
+using test::wait_until;
 
 constexpr const char* alice = "alice@example.com";
 constexpr const char* bob = "bob@example.com";
@@ -48,28 +51,6 @@ SystemTime now() { return std::chrono::system_clock::now(); }
 CachedToken token_expiring_in(std::chrono::seconds left, std::string access = "at.alpha-123") {
   return CachedToken{Secret(std::move(access)), to_unix_seconds(now() + left),
                      Secret(std::string("rt.bravo-456")), to_unix_millis(now())};
-}
-
-// Polls `condition` until it holds or `limit` passes; for waiting out the reconnect backoff
-// without guessing its length.
-template <class F>
-bool eventually(F condition, std::chrono::milliseconds limit = 10s) {
-  const auto deadline = std::chrono::steady_clock::now() + limit;
-  while (!condition()) {
-    if (std::chrono::steady_clock::now() >= deadline) {
-      return false;
-    }
-    std::this_thread::sleep_for(10ms);
-  }
-  return true;
-}
-
-std::size_t count_of(const std::string& text, std::string_view needle) {
-  std::size_t n = 0;
-  for (auto pos = text.find(needle); pos != std::string::npos; pos = text.find(needle, pos + 1)) {
-    ++n;
-  }
-  return n;
 }
 
 class TokenCacheTest : public testing::Test {
@@ -205,7 +186,9 @@ TEST_F(TokenCacheTest, StoppedRedisIsAMissThenRecoversWithoutANewCache) {
   }
 
   redis_.start();
-  ASSERT_TRUE(eventually([&] { return cache_->put(alice, token_expiring_in(1h), now()); }));
+  // Waits out the reconnect backoff without guessing its length.
+  ASSERT_TRUE(wait_until([&] { return cache_->put(alice, token_expiring_in(1h), now()); }, 10s,
+                         "a put to succeed once Redis is back"));
   EXPECT_TRUE(cache_->healthy());
   const auto got = cache_->get(alice);
   ASSERT_TRUE(got.has_value());
@@ -293,8 +276,9 @@ TEST_F(TokenCacheTest, LockIsExclusiveAndOnlyTheOwnerUnlocks) {
 TEST_F(TokenCacheTest, LockExpiresByItsTtl) {
   ASSERT_EQ(cache_->try_lock(alice, "owner-a", 50ms), TokenCache::Lock::acquired);
   EXPECT_LE(redis_.ttl_ms(alice_lock_key), 50);
-  EXPECT_TRUE(eventually(
-      [&] { return cache_->try_lock(alice, "owner-b", 10s) == TokenCache::Lock::acquired; }));
+  EXPECT_TRUE(wait_until(
+      [&] { return cache_->try_lock(alice, "owner-b", 10s) == TokenCache::Lock::acquired; }, 10s,
+      "the first owner's lock to expire"));
   // The first owner's late unlock must not release the second owner's lock.
   cache_->unlock(alice, "owner-a");
   EXPECT_EQ(redis_.raw_get(alice_lock_key), "owner-b");

@@ -21,6 +21,7 @@
 #include "tests/support/redis_server.hpp"
 #include "tests/support/run_coro.hpp"
 #include "tests/support/token_endpoint_peer.hpp"
+#include "tests/support/wait_until.hpp"
 
 namespace iop::auth {
 namespace {
@@ -29,35 +30,10 @@ using namespace std::chrono_literals;
 using storage::AccountStatus;
 using storage::Credentials;
 using test::run_coro;
+using test::wait_until;
 
 std::int64_t now_s() { return to_unix_seconds(std::chrono::system_clock::now()); }
 std::int64_t now_ms() { return to_unix_millis(std::chrono::system_clock::now()); }
-
-// Polls `condition` until it holds or `limit` passes.
-template <class F>
-bool eventually(F condition, std::chrono::milliseconds limit = 20s) {
-  const auto deadline = std::chrono::steady_clock::now() + limit;
-  while (!condition()) {
-    if (std::chrono::steady_clock::now() >= deadline) {
-      return false;
-    }
-    std::this_thread::sleep_for(20ms);
-  }
-  return true;
-}
-
-std::size_t count_of(const std::string& text, std::string_view needle) {
-  std::size_t n = 0;
-  for (auto pos = text.find(needle); pos != std::string::npos; pos = text.find(needle, pos + 1)) {
-    ++n;
-  }
-  return n;
-}
-
-std::string read_text(const std::filesystem::path& path) {
-  std::ifstream in(path);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
 
 constexpr const char* fail_updates_sql =
     "CREATE TRIGGER fail_updates BEFORE UPDATE ON mail_credentials BEGIN "
@@ -409,12 +385,14 @@ TEST_F(TokenServiceTest, RedisFlushedOrKilledMidRunLosesNothing) {
   }
   EXPECT_EQ(failures, 0);
   // Back: Redis is re-filled by the next calls once the cache's backoff has passed.
-  bool refilled = false;
-  for (int i = 0; i < 200 && !refilled; ++i) {
-    ASSERT_TRUE(get("lena@example.com").has_value());
-    refilled = !redis_.raw_get("test:token:lena@example.com").empty();
-    if (!refilled) std::this_thread::sleep_for(25ms);
-  }
+  bool served = true;
+  const bool refilled = wait_until(
+      [&] {
+        served = get("lena@example.com").has_value();
+        return !served || !redis_.raw_get("test:token:lena@example.com").empty();
+      },
+      10s, "the token back in Redis");
+  ASSERT_TRUE(served);
   EXPECT_TRUE(refilled);
   EXPECT_EQ(requests_for("lena@example.com"), 0);
 }
@@ -549,7 +527,7 @@ TEST_F(TokenServiceTest, ForeignRedisLockIsLoggedAndWaitedForOnlyUpToLockWait) {
   ASSERT_TRUE(token.has_value()) << token.error().message;
   EXPECT_EQ(token->source, TokenSource::refresh);
   const auto text = log.text();
-  EXPECT_EQ(count_of(text, "refresh of quinn@example.com waits up to 300 ms"), 1u) << text;
+  EXPECT_EQ(test::count_of(text, "refresh of quinn@example.com waits up to 300 ms"), 1u) << text;
   EXPECT_NE(text.find("Redis key test:lock:quinn@example.com is held by 'other-host:4242:7'"),
             std::string::npos)
       << text;
@@ -622,7 +600,8 @@ TEST(ServicesTest, SlowTokenEndpointCallsDoNotDelayLoginsThatNeedNoRefresh) {
   }
   std::thread runner([&slow_ioc] { slow_ioc.run(); });
   const bool all_waiting =
-      eventually([&peer] { return peer.stats()["in_flight"].get<int>() == slow; });
+      wait_until([&peer] { return peer.stats()["in_flight"].get<int>() == slow; }, 20s,
+                 "the slow refreshes all in flight at the endpoint");
   const auto cached = run_coro<Result<FreshToken>>(
       [&services] { return services.tokens->ensure_fresh_token("cached@example.com"); });
   const int in_flight_after = peer.stats()["in_flight"].get<int>();
@@ -655,34 +634,38 @@ TEST(ServeShutdownTest, PendingTokenWriteIsRetriedAndPersistedAtShutdown) {
                                    peer.add_account(email) + "\n");
   ASSERT_EQ(added.exit_code, 0) << added.err;
   const auto db = dir.path() / "data/credentials.db";
-  auto key = storage::MasterKey::load(dir.path() / "data/master.key").value();
-  const auto before = storage::CredentialsStore::open(db, key).value()->get(email).value();
+  const auto before = test::open_cli_store(dir.path()).value()->get(email).value();
   // Last refreshed 8 days ago: the background refresher's first pass refreshes it (keepalive).
   exec_sql(db, "UPDATE mail_credentials SET refreshed_at_ms = refreshed_at_ms - " +
                    std::to_string(8LL * 24 * 3600 * 1000) + ";");
   exec_sql(db, fail_updates_sql);
 
   const auto log_path = dir.path() / "serve.log";
-  auto proxy =
-      test::Process::start({test::binary_path(), "serve", "--config", config.string()}, log_path);
-  ASSERT_TRUE(eventually([&] {
-    return read_text(log_path).find("Error persisting tokens to database for " + email) !=
-           std::string::npos;
-  })) << read_text(log_path);
+  auto proxy = test::start_serve(config, log_path);
+  ASSERT_TRUE(wait_until(
+      [&] {
+        return test::read_file(log_path).find("Error persisting tokens to database for " + email) !=
+               std::string::npos;
+      },
+      20s, "the failed database write in the log"))
+      << test::read_file(log_path);
   proxy.signal(SIGTERM);
-  ASSERT_TRUE(eventually([&] {
-    return read_text(log_path).find("not yet in the database; retrying the write") !=
-           std::string::npos;
-  })) << read_text(log_path);
+  ASSERT_TRUE(wait_until(
+      [&] {
+        return test::read_file(log_path).find("not yet in the database; retrying the write") !=
+               std::string::npos;
+      },
+      20s, "the shutdown retry in the log"))
+      << test::read_file(log_path);
   exec_sql(db, "DROP TRIGGER fail_updates;");
   EXPECT_EQ(proxy.wait(30s), std::optional<int>(0));
 
-  const auto log = read_text(log_path);
+  const auto log = test::read_file(log_path);
   EXPECT_NE(log.find("Token for " + email + " persisted to database (after an earlier failure)"),
             std::string::npos)
       << log;
   EXPECT_EQ(log.find("NOT persisted"), std::string::npos) << log;
-  const auto row = storage::CredentialsStore::open(db, key).value()->get(email).value();
+  const auto row = test::open_cli_store(dir.path()).value()->get(email).value();
   EXPECT_NE(row.refresh_token.reveal(), before.refresh_token.reveal());
   EXPECT_TRUE(peer.check(row.refresh_token.reveal())["valid"].get<bool>());
   EXPECT_EQ(log.find(row.refresh_token.reveal()), std::string::npos) << "a token reached the log";

@@ -15,12 +15,12 @@
 #include <fstream>
 #include <iterator>
 #include <stdexcept>
-#include <thread>
 #include <vector>
 
 #include <fmt/format.h>
 
 #include "certs/local_cert.hpp"
+#include "tests/support/wait_until.hpp"
 
 namespace iop::test {
 
@@ -28,11 +28,6 @@ namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 
 namespace {
-
-std::string read_file(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
 
 void write_file(const fs::path& path, const std::string& text, fs::perms perms) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
@@ -402,54 +397,58 @@ void DovecotServer::stop() {
   ::kill(-group, SIGKILL);
   process_.kill_and_wait();
   // Children still running would keep the listening sockets: wait until they are gone.
-  const auto deadline = std::chrono::steady_clock::now() + 10s;
-  while (live_members(group) > 0 && std::chrono::steady_clock::now() < deadline) {
-    ::kill(-group, SIGKILL);
-    std::this_thread::sleep_for(5ms);
-  }
+  poll_until(
+      [group] {
+        if (live_members(group) == 0) {
+          return true;
+        }
+        ::kill(-group, SIGKILL);
+        return false;
+      },
+      10s);
 }
 
 void DovecotServer::wait_until_ready(std::chrono::milliseconds limit) {
-  const auto deadline = std::chrono::steady_clock::now() + limit;
   std::string last;
-  for (;;) {
-    if (!process_.running()) {
-      throw std::runtime_error("dovecot exited at startup; its log:\n" + log_tail(4000));
-    }
-    const int plain = connect_loopback(imap_port_, 500ms);
-    if (plain >= 0) {
-      last = read_line(plain, 2s);
-      ::close(plain);
-      if (last.rfind("* OK", 0) == 0) {
-        const int tls = connect_loopback(imaps_port_, 500ms);
-        if (tls >= 0) {
-          ::close(tls);
-          if (submission_port_ == 0) {
-            return;
-          }
-          const int smtp = connect_loopback(submission_port_, 500ms);
-          if (smtp >= 0) {
-            last = read_line(smtp, 2s);
-            ::close(smtp);
-            if (last.rfind("220", 0) == 0) {
-              return;
-            }
-          } else {
-            last = "submission port refused";
-          }
-        } else {
-          last = "imaps port refused";
+  const auto started = wait_for_start(
+      process_,
+      [&] {
+        const int plain = connect_loopback(imap_port_, 500ms);
+        if (plain < 0) {
+          last = "imap port refused";
+          return false;
         }
-      }
-    } else {
-      last = "imap port refused";
-    }
-    if (std::chrono::steady_clock::now() >= deadline) {
-      throw std::runtime_error(fmt::format(
-          "dovecot on ports {}/{} did not become ready in time (last: {}); its log:\n{}",
-          imap_port_, imaps_port_, last, log_tail(4000)));
-    }
-    std::this_thread::sleep_for(20ms);
+        last = read_line(plain, 2s);
+        ::close(plain);
+        if (last.rfind("* OK", 0) != 0) {
+          return false;
+        }
+        const int tls = connect_loopback(imaps_port_, 500ms);
+        if (tls < 0) {
+          last = "imaps port refused";
+          return false;
+        }
+        ::close(tls);
+        if (submission_port_ == 0) {
+          return true;
+        }
+        const int smtp = connect_loopback(submission_port_, 500ms);
+        if (smtp < 0) {
+          last = "submission port refused";
+          return false;
+        }
+        last = read_line(smtp, 2s);
+        ::close(smtp);
+        return last.rfind("220", 0) == 0;
+      },
+      limit);
+  if (started == StartUp::exited) {
+    throw std::runtime_error("dovecot exited at startup; its log:\n" + log_tail(4000));
+  }
+  if (started == StartUp::timed_out) {
+    throw std::runtime_error(
+        fmt::format("dovecot on ports {}/{} did not become ready in time (last: {}); its log:\n{}",
+                    imap_port_, imaps_port_, last, log_tail(4000)));
   }
 }
 

@@ -13,8 +13,12 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <iterator>
 #include <stdexcept>
 #include <thread>
+
+#include "tests/support/wait_until.hpp"
 
 extern char** environ;
 
@@ -121,11 +125,7 @@ void Process::signal(int sig) {
 
 std::optional<int> Process::wait(std::chrono::milliseconds timeout) {
   if (pid_ <= 0) return status_;
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (running()) {
-    if (std::chrono::steady_clock::now() >= deadline) return std::nullopt;
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
-  }
+  if (!poll_until([this] { return !running(); }, timeout)) return std::nullopt;
   return status_;
 }
 
@@ -206,6 +206,19 @@ CommandResult run_command(const std::vector<std::string>& argv, const std::strin
   return result;
 }
 
+StartUp wait_for_start(Process& process, const std::function<bool()>& ready,
+                       std::chrono::milliseconds limit) {
+  bool exited = false;
+  const bool done = poll_until(
+      [&] {
+        exited = !process.running();
+        return exited || ready();
+      },
+      limit);
+  if (exited) return StartUp::exited;
+  return done ? StartUp::ready : StartUp::timed_out;
+}
+
 int free_port() {
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};
@@ -220,6 +233,31 @@ int free_port() {
   ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
   ::close(fd);
   return ntohs(addr.sin_port);
+}
+
+bool accepts_connections(int port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return false;
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<std::uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  const bool connected = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+  ::close(fd);
+  return connected;
+}
+
+std::string read_file(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+std::size_t count_of(std::string_view text, std::string_view needle) {
+  std::size_t n = 0;
+  for (auto at = text.find(needle); at != std::string_view::npos; at = text.find(needle, at + 1)) {
+    ++n;
+  }
+  return n;
 }
 
 TempDir::TempDir() {

@@ -6,8 +6,10 @@
 
 #include <chrono>
 #include <filesystem>
+#include <functional>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace iop::test {
@@ -38,6 +40,14 @@ class Process {
   std::optional<int> status_;
 };
 
+// How a peer's start-up ended.
+enum class StartUp { ready, exited, timed_out };
+
+// Waits (poll_until) for a started peer: until `ready` holds, `process` exits (checked first in
+// each round, so a peer that dies at start-up is told apart from a slow one), or `limit` passes.
+StartUp wait_for_start(Process& process, const std::function<bool()>& ready,
+                       std::chrono::milliseconds limit);
+
 struct CommandResult {
   int exit_code = -1;
   std::string out;
@@ -50,6 +60,17 @@ CommandResult run_command(const std::vector<std::string>& argv, const std::strin
 
 // A TCP port on 127.0.0.1 that was free a moment ago.
 int free_port();
+
+// Whether something accepts a TCP connection on 127.0.0.1:`port` right now (the connection is
+// closed at once). With wait_until: "the proxy is listening".
+bool accepts_connections(int port);
+
+// The whole content of `path`, bytes as they are; "" when it cannot be read (not written yet).
+std::string read_file(const std::filesystem::path& path);
+
+// How many times `needle` occurs in `text` (overlapping occurrences count): "one warning, not
+// one per retry".
+std::size_t count_of(std::string_view text, std::string_view needle);
 
 // A fresh folder under the system temp dir, removed at destruction.
 class TempDir {

@@ -6,7 +6,6 @@
 #include <iterator>
 #include <memory>
 #include <stdexcept>
-#include <thread>
 
 #include <hiredis/hiredis.h>
 
@@ -66,11 +65,6 @@ ContextPtr connect(int port, const std::string& password, std::string& error) {
   return context;
 }
 
-std::string read_file(const std::filesystem::path& path) {
-  std::ifstream in(path);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
 }  // namespace
 
 RedisServer::RedisServer(std::string password) : password_(std::move(password)) {
@@ -115,25 +109,23 @@ void RedisServer::start() {
 }
 
 void RedisServer::wait_until_ready(std::chrono::milliseconds limit) {
-  const auto deadline = std::chrono::steady_clock::now() + limit;
   std::string error;
-  for (;;) {
-    if (!process_.running()) {
-      throw std::runtime_error("redis-server on port " + std::to_string(port_) +
-                               " exited at startup; its log:\n" +
-                               read_file(dir_.path() / "redis.log"));
-    }
-    if (auto context = connect(port_, password_, error)) {
-      if (auto reply = command(context.get(), {"PING"}, error)) {
-        return;
-      }
-    }
-    if (std::chrono::steady_clock::now() >= deadline) {
-      throw std::runtime_error("redis-server on port " + std::to_string(port_) +
-                               " did not answer PING in time (" + error + "); its log:\n" +
-                               read_file(dir_.path() / "redis.log"));
-    }
-    std::this_thread::sleep_for(10ms);
+  const auto started = wait_for_start(
+      process_,
+      [&] {
+        auto context = connect(port_, password_, error);
+        return context && command(context.get(), {"PING"}, error) != nullptr;
+      },
+      limit);
+  if (started == StartUp::exited) {
+    throw std::runtime_error("redis-server on port " + std::to_string(port_) +
+                             " exited at startup; its log:\n" +
+                             read_file(dir_.path() / "redis.log"));
+  }
+  if (started == StartUp::timed_out) {
+    throw std::runtime_error("redis-server on port " + std::to_string(port_) +
+                             " did not answer PING in time (" + error + "); its log:\n" +
+                             read_file(dir_.path() / "redis.log"));
   }
 }
 

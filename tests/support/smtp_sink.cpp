@@ -7,12 +7,11 @@
 
 #include <algorithm>
 #include <filesystem>
-#include <fstream>
-#include <iterator>
 #include <stdexcept>
-#include <thread>
 
 #include <fmt/format.h>
+
+#include "tests/support/wait_until.hpp"
 
 namespace iop::test {
 
@@ -20,11 +19,6 @@ namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 
 namespace {
-
-std::string read_file(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
 
 // The first bytes 127.0.0.1:`port` sends, or "" when nothing listens there yet.
 std::string greeting(int port) {
@@ -65,12 +59,10 @@ SmtpSink::SmtpSink() {
         {"/usr/bin/python3", "-m", "aiosmtpd", "-n", "-l", fmt::format("127.0.0.1:{}", port_), "-c",
          "aiosmtpd.handlers.Mailbox", (dir_.path() / "Maildir").string()},
         dir_.path() / "sink.out");
-    const auto deadline = std::chrono::steady_clock::now() + 20s;
-    while (process_.running() && std::chrono::steady_clock::now() < deadline) {
-      if (greeting(port_).rfind("220", 0) == 0) {
-        return;
-      }
-      std::this_thread::sleep_for(20ms);
+    if (wait_for_start(
+            process_, [this] { return greeting(port_).rfind("220", 0) == 0; }, 20s) ==
+        StartUp::ready) {
+      return;
     }
     process_.kill_and_wait();
   }
@@ -95,14 +87,7 @@ std::vector<std::string> SmtpSink::messages() const {
 }
 
 bool SmtpSink::wait_for_messages(std::size_t count, std::chrono::milliseconds limit) const {
-  const auto deadline = std::chrono::steady_clock::now() + limit;
-  while (messages().size() < count) {
-    if (std::chrono::steady_clock::now() >= deadline) {
-      return false;
-    }
-    std::this_thread::sleep_for(20ms);
-  }
-  return true;
+  return poll_until([&] { return messages().size() >= count; }, limit);
 }
 
 std::string message_body(const std::string& message) {

@@ -9,7 +9,6 @@
 #include <mutex>
 #include <stdexcept>
 #include <string_view>
-#include <thread>
 
 namespace iop::test {
 
@@ -45,11 +44,6 @@ std::string form_encode(const std::string& value) {
     }
   }
   return out;
-}
-
-std::string read_file(const std::filesystem::path& path) {
-  std::ifstream in(path);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
 std::size_t keep_location(char* data, std::size_t size, std::size_t count, void* user) {
@@ -126,23 +120,23 @@ TokenEndpointPeer::TokenEndpointPeer() {
                       "--port-file", port_file.string()},
                      log);
   // Python's start-up takes a few hundred ms on a busy machine; the bound only stops a hang.
-  const auto deadline = std::chrono::steady_clock::now() + 20s;
-  while (port_ == 0) {
-    if (std::filesystem::exists(port_file)) {
-      port_ = std::stoi(read_file(port_file));
-      break;
-    }
-    if (!process_.running()) {
-      throw std::runtime_error("the test token endpoint exited at startup; its log:\n" +
-                               read_file(log));
-    }
-    if (std::chrono::steady_clock::now() >= deadline) {
-      throw std::runtime_error(
-          "the test token endpoint did not publish its port in time; its "
-          "log:\n" +
-          read_file(log));
-    }
-    std::this_thread::sleep_for(10ms);
+  const auto started = wait_for_start(
+      process_,
+      [&] {
+        if (!std::filesystem::exists(port_file)) {
+          return false;
+        }
+        port_ = std::stoi(read_file(port_file));
+        return true;
+      },
+      20s);
+  if (started == StartUp::exited) {
+    throw std::runtime_error("the test token endpoint exited at startup; its log:\n" +
+                             read_file(log));
+  }
+  if (started == StartUp::timed_out) {
+    throw std::runtime_error(
+        "the test token endpoint did not publish its port in time; its log:\n" + read_file(log));
   }
 }
 
