@@ -147,6 +147,11 @@ Setter optional_endpoint_into(std::string_view section, std::string_view key, st
   };
 }
 
+// smtp_tls: "" (by port), "starttls" or "implicit".
+bool valid_smtp_tls(std::string_view value) {
+  return value.empty() || value == "starttls" || value == "implicit";
+}
+
 // Applies one [providers.NAME] table to `profile`.
 Result<void> apply_provider_table(const toml::table& table, auth::ProviderProfile& profile,
                                   const std::string& section) {
@@ -165,6 +170,9 @@ Result<void> apply_provider_table(const toml::table& table, auth::ProviderProfil
       {"tenant", string_into(s, "tenant", profile.tenant)},
       {"upstream_host", string_into(s, "upstream_host", profile.upstream_host)},
       {"upstream_port", int_into(s, "upstream_port", profile.upstream_port, 1, 65535)},
+      {"smtp_host", string_into(s, "smtp_host", profile.smtp_host)},
+      {"smtp_port", int_into(s, "smtp_port", profile.smtp_port, 1, 65535)},
+      {"smtp_tls", string_into(s, "smtp_tls", profile.smtp_tls)},
   };
   for (const auto& [key, value] : table) {
     auto setter = keys.find(key.str());
@@ -192,6 +200,10 @@ Result<void> validate_profile(const auth::ProviderProfile& p, std::string_view s
   }
   if (p.upstream_host.empty()) {
     return bad(section, "upstream_host", "must not be empty");
+  }
+  if (!valid_smtp_tls(p.smtp_tls)) {
+    return bad(section, "smtp_tls",
+               fmt::format("expected \"starttls\" or \"implicit\", got \"{}\"", p.smtp_tls));
   }
   // Microsoft issues a refresh token only for offline_access; Google has its own parameter
   // (access_type=offline), which the google profile sends.
@@ -250,6 +262,9 @@ Result<Config> parse_config(std::string_view toml_text, const fs::path& base_dir
       {s,
        {{"listen_tls", listen_into(s, "listen_tls", c.server.listen_tls)},
         {"listen_starttls", listen_into(s, "listen_starttls", c.server.listen_starttls)},
+        {"listen_submission", listen_into(s, "listen_submission", c.server.listen_submission)},
+        {"listen_submissions", listen_into(s, "listen_submissions", c.server.listen_submissions)},
+        {"hostname", string_into(s, "hostname", c.server.hostname)},
         {"certificate", path_into(s, "certificate", c.server.certificate, base_dir)},
         {"private_key", path_into(s, "private_key", c.server.private_key, base_dir)},
         {"max_connections", int_into(s, "max_connections", c.server.max_connections, 0, 1'000'000)},
@@ -266,7 +281,10 @@ Result<Config> parse_config(std::string_view toml_text, const fs::path& base_dir
                        {"port", int_into(u, "port", c.upstream.port, 1, 65535)},
                        {"ca_file", path_into(u, "ca_file", c.upstream.ca_file, base_dir)},
                        {"timeout", duration_into(u, "timeout", c.upstream.timeout)},
-                       {"probe", bool_into(u, "probe", c.upstream.probe)}}});
+                       {"probe", bool_into(u, "probe", c.upstream.probe)},
+                       {"smtp_host", string_into(u, "smtp_host", c.upstream.smtp_host)},
+                       {"smtp_port", int_into(u, "smtp_port", c.upstream.smtp_port, 1, 65535)},
+                       {"smtp_tls", string_into(u, "smtp_tls", c.upstream.smtp_tls)}}});
   sections.push_back(
       {o,
        {{"token_endpoint", endpoint_into(o, "token_endpoint", c.oauth.token_endpoint)},
@@ -414,6 +432,18 @@ Result<Config> parse_config(std::string_view toml_text, const fs::path& base_dir
   fallback.scope = c.oauth.scope;
   fallback.upstream_host = c.upstream.host;
   fallback.upstream_port = c.upstream.port;
+  fallback.smtp_host = c.upstream.smtp_host;
+  fallback.smtp_port = c.upstream.smtp_port;
+  fallback.smtp_tls = c.upstream.smtp_tls;
+  if (!valid_smtp_tls(c.upstream.smtp_tls)) {
+    return bad(
+        u, "smtp_tls",
+        fmt::format("expected \"starttls\" or \"implicit\", got \"{}\"", c.upstream.smtp_tls));
+  }
+  if (c.server.hostname.empty() ||
+      c.server.hostname.find_first_of(" \t\r\n") != std::string::npos) {
+    return bad(s, "hostname", "must be one word (a domain name), not empty");
+  }
   c.providers.emplace(fallback.name, fallback);
   for (const auto& [name, profile] : auth::builtin_profiles()) {
     c.providers.emplace(name, profile);

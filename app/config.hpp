@@ -25,6 +25,12 @@ using iop::HostPort;
 struct ServerConfig {
   std::optional<HostPort> listen_tls = HostPort{"127.0.0.1", 1993};
   std::optional<HostPort> listen_starttls;
+  // Submission (issue #11), off unless set: plain + STARTTLS (RFC 6409) and implicit TLS
+  // (RFC 8314), e.g. "127.0.0.1:1587" and "127.0.0.1:1465".
+  std::optional<HostPort> listen_submission;
+  std::optional<HostPort> listen_submissions;
+  // Our name in the SMTP greeting and EHLO reply.
+  std::string hostname = "localhost";
   std::filesystem::path certificate;
   std::filesystem::path private_key;
   // 0: derived at start from the open-file limit (app/serve.cpp, derived_max_connections()).
@@ -43,6 +49,10 @@ struct UpstreamConfig {
   std::filesystem::path ca_file;  // empty: the system trust store
   std::chrono::milliseconds timeout{std::chrono::seconds(30)};
   bool probe = true;  // LIST "" "" after login (Exchange's "authenticated but not connected")
+  // The default profile's SMTP submission server (issue #11); smtp_tls "" follows the port.
+  std::string smtp_host = "smtp.office365.com";
+  int smtp_port = 587;
+  std::string smtp_tls;
 };
 
 struct OAuthConfig {

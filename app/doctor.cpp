@@ -9,9 +9,11 @@
 #include <memory>
 #include <optional>
 #include <set>
+#include <tuple>
 
 #include "app/config.hpp"
 #include "app/doctor_report.hpp"
+#include "app/serve.hpp"
 #include "app/services.hpp"
 #include "auth/http_client.hpp"
 #include "certs/local_cert.hpp"
@@ -20,6 +22,8 @@
 #include "common/log.hpp"
 #include "proxy/imap_response.hpp"
 #include "proxy/imap_stream.hpp"
+#include "proxy/smtp_session.hpp"
+#include "proxy/smtp_upstream.hpp"
 #include "storage/credentials_store.hpp"
 #include "storage/token_cache.hpp"
 
@@ -425,6 +429,45 @@ Check check_upstream(const Config& config, const std::string& host, int port,
   return warn(name, facts + ", no AUTH=XOAUTH2 (fine for its password accounts)");
 }
 
+// The submission upstream: connect, TLS as configured (certificate verified), EHLO; it must
+// offer AUTH XOAUTH2 for OAuth accounts (issue #11).
+Check check_smtp_upstream(const Config& config, const proxy::SmtpEndpoint& endpoint,
+                          net::ssl::context* tls, const std::string& tls_error) {
+  const std::string name = "smtp upstream " + host_port(endpoint.host, endpoint.port);
+  if (tls == nullptr) {
+    return failed(name, tls_error, "fix [upstream] ca_file");
+  }
+  net::io_context ioc;
+  std::optional<std::expected<std::vector<proxy::smtp::Extension>, proxy::UpstreamError>> result;
+  net::co_spawn(
+      ioc, proxy::probe_smtp_upstream(*tls, endpoint, config.upstream.timeout),
+      [&result](std::exception_ptr e,
+                std::expected<std::vector<proxy::smtp::Extension>, proxy::UpstreamError> r) {
+        if (!e) {
+          result = std::move(r);
+        }
+      });
+  ioc.run();
+  const std::string mode(proxy::to_string(endpoint.tls));
+  if (!result) {
+    return failed(name, "internal error while probing", "run with --verbose and report it");
+  }
+  if (!*result) {
+    return failed(name, result->error().detail,
+                  fmt::format("check [upstream] smtp_host, smtp_port and smtp_tls (\"{}\" here), "
+                              "the firewall, and ca_file when it uses a private CA",
+                              mode));
+  }
+  const bool xoauth2 = proxy::smtp::offers_sasl_mechanism(**result, "XOAUTH2");
+  const std::string facts = fmt::format("{} TLS certificate verified for {}", mode, endpoint.host);
+  if (xoauth2) {
+    return ok(name, facts + ", offers AUTH XOAUTH2");
+  }
+  return failed(name, facts + ", but it does not offer AUTH XOAUTH2",
+                "point smtp_host at the provider's submission server (smtp.office365.com:587, "
+                "smtp.gmail.com:465); for Exchange Online, enable SMTP AUTH for the mailbox");
+}
+
 Check check_server_certificate(const Config& config) {
   const auto& cert = config.server.certificate;
   const auto& key = config.server.private_key;
@@ -610,12 +653,37 @@ std::vector<Check> run_checks(const Options& opts) {
                                     tls ? tls->get() : nullptr, tls_error));
   }
 
+  if (config->server.listen_submission || config->server.listen_submissions) {
+    // Each SMTP upstream an account sends through: its provider's, else the default.
+    const auto settings = proxy_settings(*config);
+    std::map<std::tuple<std::string, int, proxy::SmtpTls>, proxy::SmtpEndpoint> smtp;
+    auto add = [&smtp](const proxy::SmtpEndpoint& e) {
+      smtp.emplace(std::tuple{e.host, e.port, e.tls}, e);
+    };
+    add(settings.default_smtp);
+    for (const auto& a : accounts) {
+      auth::LocalAuthOutcome who;
+      who.provider = a.provider.empty() ? std::string(auth::default_provider) : a.provider;
+      add(proxy::smtp_upstream_for(who, settings));
+    }
+    for (const auto& [key, endpoint] : smtp) {
+      checks.push_back(
+          check_smtp_upstream(*config, endpoint, tls ? tls->get() : nullptr, tls_error));
+    }
+  }
+
   checks.push_back(check_server_certificate(*config));
   if (config->server.listen_tls) {
     checks.push_back(check_listen("listen_tls", *config->server.listen_tls, true));
   }
   if (config->server.listen_starttls) {
     checks.push_back(check_listen("listen_starttls", *config->server.listen_starttls, false));
+  }
+  if (config->server.listen_submission) {
+    checks.push_back(check_listen("listen_submission", *config->server.listen_submission, false));
+  }
+  if (config->server.listen_submissions) {
+    checks.push_back(check_listen("listen_submissions", *config->server.listen_submissions, true));
   }
 
   const auto now = std::chrono::system_clock::now();

@@ -15,9 +15,21 @@
 #include "certs/tls_context.hpp"
 #include "proxy/listener.hpp"
 #include "proxy/session.hpp"
+#include "proxy/smtp_session.hpp"
 #include "storage/audit_log.hpp"
 
 namespace iop::app {
+
+namespace {
+
+proxy::SmtpEndpoint smtp_endpoint(const std::string& host, int port, std::string_view tls) {
+  const proxy::SmtpTls mode = tls.empty()         ? proxy::default_smtp_tls(port)
+                              : tls == "implicit" ? proxy::SmtpTls::implicit
+                                                  : proxy::SmtpTls::starttls;
+  return {host, port, mode};
+}
+
+}  // namespace
 
 proxy::ProxySettings proxy_settings(const Config& cfg) {
   proxy::ProxySettings s;
@@ -30,9 +42,15 @@ proxy::ProxySettings proxy_settings(const Config& cfg) {
   s.upstream.timeout = cfg.upstream.timeout;
   s.upstream.probe = cfg.upstream.probe;
   s.hide_capabilities = cfg.hide_capabilities;
+  s.hostname = cfg.server.hostname;
   for (const auto& [name, profile] : cfg.providers) {
     s.provider_upstreams[name] = {profile.upstream_host, profile.upstream_port};
+    if (!profile.smtp_host.empty()) {
+      s.provider_smtp[name] = smtp_endpoint(profile.smtp_host, profile.smtp_port, profile.smtp_tls);
+    }
   }
+  s.default_smtp =
+      smtp_endpoint(cfg.upstream.smtp_host, cfg.upstream.smtp_port, cfg.upstream.smtp_tls);
   return s;
 }
 
@@ -137,6 +155,7 @@ int serve(Services& services) {
           open_files);
     }
     proxy::SessionRegistry registry;
+    proxy::SmtpExtensionCache smtp_extensions;
     proxy::SessionDeps deps{*services.tokens,
                             local_auth,
                             *server_tls,
@@ -144,7 +163,8 @@ int serve(Services& services) {
                             settings,
                             audit.get(),
                             services.blocking.get_executor(),
-                            registry};
+                            registry,
+                            &smtp_extensions};
 
     // The main context runs the listeners, signals and the refresher; each worker context runs
     // on one thread and owns the sessions it was given.
@@ -171,6 +191,20 @@ int serve(Services& services) {
           must(proxy::Listener::bind(ioc, cfg.server.listen_starttls->host,
                                      cfg.server.listen_starttls->port, false, deps, pick),
                "[server] listen_starttls"));
+    }
+    if (cfg.server.listen_submission) {
+      listeners.push_back(
+          must(proxy::Listener::bind(ioc, cfg.server.listen_submission->host,
+                                     cfg.server.listen_submission->port, false, deps, pick,
+                                     proxy::ListenerProtocol::submission),
+               "[server] listen_submission"));
+    }
+    if (cfg.server.listen_submissions) {
+      listeners.push_back(
+          must(proxy::Listener::bind(ioc, cfg.server.listen_submissions->host,
+                                     cfg.server.listen_submissions->port, true, deps, pick,
+                                     proxy::ListenerProtocol::submission),
+               "[server] listen_submissions"));
     }
 
     auth::RefresherSettings rs;

@@ -42,6 +42,10 @@ std::map<std::string, ProviderProfile, std::less<>> make_builtins() {
   microsoft.scope = "https://outlook.office.com/IMAP.AccessAsUser.All offline_access";
   microsoft.upstream_host = "outlook.office365.com";
   microsoft.upstream_port = 993;
+  // Exchange Online SMTP AUTH client submission: STARTTLS on 587.
+  microsoft.smtp_host = "smtp.office365.com";
+  microsoft.smtp_port = 587;
+  microsoft.smtp_tls = "starttls";
   out.emplace(microsoft.name, microsoft);
 
   // Client credentials (Office 365 IMAP.AccessAsApp): ".default" asks for every application
@@ -70,6 +74,10 @@ std::map<std::string, ProviderProfile, std::less<>> make_builtins() {
   google.authorize_params = {{"access_type", "offline"}, {"prompt", "consent"}};
   google.upstream_host = "imap.gmail.com";
   google.upstream_port = 993;
+  // https://mail.google.com/ covers SMTP as well as IMAP.
+  google.smtp_host = "smtp.gmail.com";
+  google.smtp_port = 465;
+  google.smtp_tls = "implicit";
   out.emplace(google.name, google);
   return out;
 }

@@ -42,6 +42,11 @@ struct ProviderProfile {
   std::vector<std::pair<std::string, std::string>> authorize_params;
   std::string upstream_host;
   int upstream_port = 993;
+  // Submission (issue #11): the SMTP server, its port, and how TLS starts there: "starttls",
+  // "implicit", or "" for the port's convention (465 implicit, others STARTTLS; RFC 8314 §3.3).
+  std::string smtp_host;
+  int smtp_port = 587;
+  std::string smtp_tls;
 };
 
 // The built-in profiles: microsoft, microsoft-app, google (ARCHITECTURE.md, issue #6).

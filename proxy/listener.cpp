@@ -4,6 +4,8 @@
 
 #include <algorithm>
 
+#include "proxy/smtp_session.hpp"
+
 namespace iop::proxy {
 
 std::atomic<int> Listener::active_{0};
@@ -11,7 +13,7 @@ std::atomic<std::uint64_t> Listener::next_id_{0};
 
 Result<std::unique_ptr<Listener>> Listener::bind(net::io_context& ioc, const std::string& host,
                                                  int port, bool implicit_tls, SessionDeps deps,
-                                                 ExecutorPicker pick) {
+                                                 ExecutorPicker pick, ListenerProtocol protocol) {
   boost::system::error_code ec;
   const auto address = net::ip::make_address(host, ec);
   if (ec) {
@@ -33,8 +35,10 @@ Result<std::unique_ptr<Listener>> Listener::bind(net::io_context& ioc, const std
                 fmt::format("cannot listen on {}:{}: {}", host, port, ec.message()));
   }
   const int bound = acceptor.local_endpoint().port();
-  ListenerInfo info{fmt::format("{}:{}:{}", implicit_tls ? "tls" : "starttls", host, bound),
-                    implicit_tls};
+  const bool smtp = protocol == ListenerProtocol::submission;
+  const std::string_view kind =
+      smtp ? (implicit_tls ? "submissions" : "submission") : (implicit_tls ? "tls" : "starttls");
+  ListenerInfo info{fmt::format("{}:{}:{}", kind, host, bound), implicit_tls, protocol};
   auto listener = std::unique_ptr<Listener>(
       new Listener(std::move(acceptor), std::move(info), deps, std::move(pick)));
   listener->port_ = bound;
@@ -88,17 +92,19 @@ awaitable<void> Listener::run() {
     const bool reject = active_.fetch_add(1) >= deps_.settings.max_connections;
     spdlog::debug("conn={} accepted on {}", id, info_.name);
     auto executor = socket.get_executor();
-    net::co_spawn(executor, run_session(std::move(socket), deps_, info_, id, reject),
-                  [id](std::exception_ptr e) {
-                    --active_;
-                    if (e) {
-                      try {
-                        std::rethrow_exception(e);
-                      } catch (const std::exception& ex) {
-                        spdlog::error("conn={} ended with an internal error: {}", id, ex.what());
-                      }
-                    }
-                  });
+    auto session = info_.protocol == ListenerProtocol::submission
+                       ? run_smtp_session(std::move(socket), deps_, info_, id, reject)
+                       : run_session(std::move(socket), deps_, info_, id, reject);
+    net::co_spawn(executor, std::move(session), [id](std::exception_ptr e) {
+      --active_;
+      if (e) {
+        try {
+          std::rethrow_exception(e);
+        } catch (const std::exception& ex) {
+          spdlog::error("conn={} ended with an internal error: {}", id, ex.what());
+        }
+      }
+    });
   }
   spdlog::info("stopped listening on {}", info_.name);
 }

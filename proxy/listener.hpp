@@ -24,7 +24,8 @@ class Listener {
   // executors `pick` returns. Errc::config_error when it cannot bind.
   static Result<std::unique_ptr<Listener>> bind(net::io_context& ioc, const std::string& host,
                                                 int port, bool implicit_tls, SessionDeps deps,
-                                                ExecutorPicker pick);
+                                                ExecutorPicker pick,
+                                                ListenerProtocol protocol = ListenerProtocol::imap);
 
   // Accepts until stop(). Run it with co_spawn on the io_context.
   awaitable<void> run();

@@ -12,6 +12,7 @@
 #include "auth/local_auth.hpp"
 #include "auth/token_service.hpp"
 #include "common/asio.hpp"
+#include "proxy/smtp_upstream.hpp"
 #include "proxy/upstream.hpp"
 #include "storage/audit_log.hpp"
 
@@ -31,9 +32,17 @@ struct ProxySettings {
   UpstreamOptions upstream;
   // Post-login capabilities clients must not see: by account email, "*" for every account.
   std::map<std::string, std::vector<std::string>> hide_capabilities;
+  // Submission (issue #11): the default SMTP upstream and each provider profile's.
+  SmtpEndpoint default_smtp{"smtp.office365.com", 587, SmtpTls::starttls};
+  std::map<std::string, SmtpEndpoint, std::less<>> provider_smtp;
+  // RFC 5321 §4.5.3.2.7: a server waits at least 5 minutes for the next command.
+  std::chrono::milliseconds smtp_idle_timeout{std::chrono::minutes(10)};
+  // Our name in the SMTP greeting and EHLO reply.
+  std::string hostname = "localhost";
 };
 
 class SessionRegistry;
+class SmtpExtensionCache;
 
 // Long-lived services a session uses; they outlive every session.
 struct SessionDeps {
@@ -45,11 +54,15 @@ struct SessionDeps {
   storage::AuditLog* audit;       // null: no connection log
   net::any_io_executor blocking;  // for audit writes
   SessionRegistry& registry;
+  SmtpExtensionCache* smtp_extensions = nullptr;  // submission listeners: what EHLO advertises
 };
 
+enum class ListenerProtocol { imap, submission };
+
 struct ListenerInfo {
-  std::string name;  // "tls:127.0.0.1:1993"
+  std::string name;  // "tls:127.0.0.1:1993", "submissions:127.0.0.1:1465"
   bool implicit_tls = true;
+  ListenerProtocol protocol = ListenerProtocol::imap;
 };
 
 // Runs the session to its end. Never throws for network trouble; the audit row is written on

@@ -9,7 +9,8 @@ packages=(
   libspdlog-dev libfmt-dev googletest libgtest-dev libgmock-dev
   libcli11-dev libtomlplusplus-dev nlohmann-json3-dev
   redis-server sqlite3 python3 curl openssl
-  dovecot-core dovecot-imapd
+  dovecot-core dovecot-imapd dovecot-submissiond
+  python3-aiosmtpd swaks libnet-ssleay-perl libio-socket-ssl-perl msmtp  # submission tests: the sink, real senders
   clang-16 libclang-rt-16-dev llvm-16  # fuzz/run.sh: libFuzzer targets, symbolized reports
   systemd  # systemd-analyze verify in tests/integration/install_test.cpp (skipped without it)
 )

@@ -169,10 +169,11 @@ Identity identity() {
 }  // namespace
 
 DovecotServer::DovecotServer(std::string introspect_url, std::string password_user,
-                             std::string password)
+                             std::string password, DovecotOptions options)
     : introspect_url_(std::move(introspect_url)),
       password_user_(std::move(password_user)),
-      password_(std::move(password)) {
+      password_(std::move(password)),
+      options_(options) {
   check_passwd_field(password_user_, "password user name");
   check_passwd_field(password_, "password");
   if (run_command({"sh", "-c", "command -v dovecot"}).exit_code != 0) {
@@ -206,6 +207,15 @@ DovecotServer::DovecotServer(std::string introspect_url, std::string password_us
     imaps_port_ = free_port();
     if (imaps_port_ == imap_port_) {
       continue;
+    }
+    if (options_.submission_relay_port != 0) {
+      submission_port_ = free_port();
+      submissions_port_ = free_port();
+      if (submission_port_ == submissions_port_ || submission_port_ == imap_port_ ||
+          submission_port_ == imaps_port_ || submissions_port_ == imap_port_ ||
+          submissions_port_ == imaps_port_) {
+        continue;
+      }
     }
     write_config();
     try {
@@ -331,7 +341,41 @@ service stats {{
       fmt::arg("uid", id.mail_uid), fmt::arg("gid", id.mail_gid),
       fmt::arg("mail", mail_root().string()), fmt::arg("imap", imap_port_),
       fmt::arg("imaps", imaps_port_), fmt::arg("chroot", chroot));
-  write_file(d / "dovecot.conf", conf,
+  // Submission (TESTING.md "SMTP submission peer"): the same passdbs; every accepted message is
+  // relayed to the sink; mail_max_userip_connections applies per protocol, so it is raised
+  // here as well (every proxied submission comes from 127.0.0.1).
+  std::string submission;
+  if (options_.submission_relay_port != 0) {
+    submission = fmt::format(
+        R"(
+protocols = $protocols submission
+hostname = localhost
+submission_relay_host = 127.0.0.1
+submission_relay_port = {relay}
+submission_relay_trusted = yes
+submission_max_mail_size = 64M
+protocol submission {{
+  mail_max_userip_connections = 10000
+}}
+service submission-login {{
+  inet_listener submission {{
+    address = 127.0.0.1
+    port = {submission}
+  }}
+  inet_listener submissions {{
+    address = 127.0.0.1
+    port = {submissions}
+    ssl = yes
+  }}
+{chroot}}}
+service submission {{
+  process_limit = 1024
+}}
+)",
+        fmt::arg("relay", options_.submission_relay_port), fmt::arg("submission", submission_port_),
+        fmt::arg("submissions", submissions_port_), fmt::arg("chroot", chroot));
+  }
+  write_file(d / "dovecot.conf", conf + submission,
              fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read |
                  fs::perms::others_read);
 }
@@ -380,9 +424,22 @@ void DovecotServer::wait_until_ready(std::chrono::milliseconds limit) {
         const int tls = connect_loopback(imaps_port_, 500ms);
         if (tls >= 0) {
           ::close(tls);
-          return;
+          if (submission_port_ == 0) {
+            return;
+          }
+          const int smtp = connect_loopback(submission_port_, 500ms);
+          if (smtp >= 0) {
+            last = read_line(smtp, 2s);
+            ::close(smtp);
+            if (last.rfind("220", 0) == 0) {
+              return;
+            }
+          } else {
+            last = "submission port refused";
+          }
+        } else {
+          last = "imaps port refused";
         }
-        last = "imaps port refused";
       }
     } else {
       last = "imap port refused";

@@ -28,6 +28,13 @@
 
 namespace iop::test {
 
+struct DovecotOptions {
+  // Non-zero: also run Dovecot's submission service (Debian `dovecot-submissiond`, RFC 6409),
+  // with AUTH XOAUTH2 checked by the same introspection as IMAP, relaying every accepted message
+  // to an SMTP server on 127.0.0.1:`submission_relay_port` (a sink). See submission_port().
+  int submission_relay_port = 0;
+};
+
 class DovecotServer {
  public:
   // Writes the configuration and a test certificate (a local CA and a server certificate for
@@ -35,7 +42,8 @@ class DovecotServer {
   // (bounded) until both listeners accept and the plain one greets. `introspect_url` is where
   // the oauth2 passdb validates bearer tokens; `password_user`/`password` is the passwd-file
   // user. Throws std::runtime_error with the tail of Dovecot's log when it does not come up.
-  DovecotServer(std::string introspect_url, std::string password_user, std::string password);
+  DovecotServer(std::string introspect_url, std::string password_user, std::string password,
+                DovecotOptions options = {});
   ~DovecotServer();
   DovecotServer(const DovecotServer&) = delete;
   DovecotServer& operator=(const DovecotServer&) = delete;
@@ -47,6 +55,10 @@ class DovecotServer {
   // from another loopback address (bind the client to 127.0.0.2) to see what a real server
   // does: LOGINDISABLED until STARTTLS, LOGIN refused with NO [PRIVACYREQUIRED].
   [[nodiscard]] int imap_port() const { return imap_port_; }
+  // With options.submission_relay_port: the submission port (plain, STARTTLS; like IMAP, Dovecot
+  // allows AUTH in clear from 127.0.0.1) and the implicit-TLS one (RFC 8314). 0 without.
+  [[nodiscard]] int submission_port() const { return submission_port_; }
+  [[nodiscard]] int submissions_port() const { return submissions_port_; }
   // The CA certificate a client must trust to verify the server as `localhost` or 127.0.0.1.
   [[nodiscard]] std::filesystem::path ca_file() const;
   // The folder holding every user's maildir (`<mail_root>/<user>/Maildir`).
@@ -83,6 +95,9 @@ class DovecotServer {
   std::string password_;
   int imap_port_ = 0;
   int imaps_port_ = 0;
+  DovecotOptions options_;
+  int submission_port_ = 0;
+  int submissions_port_ = 0;
   Process process_;
 };
 
