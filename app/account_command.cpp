@@ -12,6 +12,7 @@
 #include "auth/pkce.hpp"
 #include "common/clock.hpp"
 #include "common/duration.hpp"
+#include "common/host_port.hpp"
 
 namespace iop::app {
 
@@ -144,20 +145,11 @@ std::optional<std::string> local_password_hash(const AuthorizeFlags& f, bool exi
 }
 
 std::pair<std::string, int> parse_upstream(const std::string& upstream) {
-  const auto colon = upstream.rfind(':');
-  if (colon == std::string::npos || colon == 0) {
-    die("--upstream: expected host:port");
+  auto parsed = parse_host_port(upstream);
+  if (!parsed) {
+    die("--upstream: " + parsed.error().message);
   }
-  int port = 0;
-  try {
-    port = std::stoi(upstream.substr(colon + 1));
-  } catch (const std::exception&) {
-    port = 0;
-  }
-  if (port < 1 || port > 65535) {
-    die("--upstream: the port must be from 1 to 65535");
-  }
-  return {upstream.substr(0, colon), port};
+  return {std::move(parsed->host), parsed->port};
 }
 
 }  // namespace

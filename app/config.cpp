@@ -11,7 +11,9 @@
 #include <sstream>
 
 #include "auth/http_client.hpp"
+#include "common/ascii.hpp"
 #include "common/duration.hpp"
+#include "common/host_port.hpp"
 
 namespace iop::app {
 namespace fs = std::filesystem;
@@ -101,47 +103,21 @@ Setter int_into(std::string_view section, std::string_view key, int& out, int mi
   };
 }
 
-Result<std::optional<HostPort>> parse_host_port(std::string_view text) {
-  if (text.empty()) {
-    return std::optional<HostPort>{};
-  }
-  std::string_view host;
-  std::string_view port;
-  if (text.front() == '[') {  // [::1]:1993
-    const auto close = text.find(']');
-    if (close == std::string_view::npos || close + 1 >= text.size() || text[close + 1] != ':') {
-      return fail(Errc::config_error, "expected \"[ipv6]:port\"");
-    }
-    host = text.substr(1, close - 1);
-    port = text.substr(close + 2);
-  } else {
-    const auto colon = text.rfind(':');
-    if (colon == std::string_view::npos) {
-      return fail(Errc::config_error, "expected \"host:port\"");
-    }
-    host = text.substr(0, colon);
-    port = text.substr(colon + 1);
-  }
-  int value = 0;
-  auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), value);
-  if (host.empty() || ec != std::errc{} || end != port.data() + port.size() || value < 1 ||
-      value > 65535) {
-    return fail(Errc::config_error, "expected \"host:port\" with a port from 1 to 65535");
-  }
-  return std::optional<HostPort>(HostPort{std::string(host), value});
-}
-
 Setter listen_into(std::string_view section, std::string_view key, std::optional<HostPort>& out) {
   return [section, key, &out](const toml::node& node) -> Result<void> {
     const auto* s = node.as_string();
     if (s == nullptr) {
       return bad(section, key, fmt::format("expected \"host:port\", got {}", describe(node)));
     }
+    if (s->get().empty()) {  // listening on that kind of port is off
+      out.reset();
+      return {};
+    }
     auto parsed = parse_host_port(s->get());
     if (!parsed) {
       return bad(section, key, fmt::format("{}, got {}", parsed.error().message, describe(node)));
     }
-    out = *parsed;
+    out = std::move(*parsed);
     return {};
   };
 }
@@ -367,10 +343,7 @@ Result<Config> parse_config(std::string_view toml_text, const fs::path& base_dir
           return bad("hide_capabilities", account.str(),
                      fmt::format("expected a list of capability names, got {}", describe(value)));
         }
-        std::string key(account.str());
-        std::transform(key.begin(), key.end(), key.begin(),
-                       [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
-        c.hide_capabilities[key] = std::move(caps);
+        c.hide_capabilities[ascii_lowered(account.str())] = std::move(caps);
       }
       continue;
     }

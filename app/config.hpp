@@ -13,16 +13,14 @@
 #include <vector>
 
 #include "auth/provider.hpp"
+#include "common/host_port.hpp"
 #include "common/log.hpp"
 #include "common/result.hpp"
 #include "common/secret.hpp"
 
 namespace iop::app {
 
-struct HostPort {
-  std::string host;
-  int port = 0;
-};
+using iop::HostPort;
 
 struct ServerConfig {
   std::optional<HostPort> listen_tls = HostPort{"127.0.0.1", 1993};

@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "auth/base64.hpp"
+#include "common/wipe.hpp"
 
 namespace iop::auth {
 
@@ -53,7 +54,7 @@ struct PemBlock {
   PemBlock& operator=(const PemBlock&) = delete;
   ~PemBlock() {
     if (data != nullptr) {
-      OPENSSL_cleanse(data, static_cast<std::size_t>(len));
+      secure_wipe(std::span(data, static_cast<std::size_t>(len)));
     }
     OPENSSL_free(name);
     OPENSSL_free(header);

@@ -9,6 +9,8 @@
 #include <nlohmann/json.hpp>
 
 #include "auth/aadsts.hpp"
+#include "auth/json_seconds.hpp"
+#include "common/ascii.hpp"
 
 namespace iop::auth {
 
@@ -99,26 +101,6 @@ bool web_address(std::string_view uri) {
 }
 
 // A whole number of seconds from an integer or a string of digits (as some servers send it).
-std::optional<std::int64_t> seconds_field(const json& value) {
-  if (value.is_number_unsigned()) {
-    const auto v = value.get<std::uint64_t>();
-    return v > static_cast<std::uint64_t>(max_expires_in) ? max_expires_in + 1
-                                                          : static_cast<std::int64_t>(v);
-  }
-  if (value.is_number_integer()) {
-    return value.get<std::int64_t>();
-  }
-  if (value.is_string()) {
-    const auto& s = value.get_ref<const std::string&>();
-    if (s.empty() || s.size() > 9 ||
-        !std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; })) {
-      return std::nullopt;
-    }
-    return std::stoll(s);
-  }
-  return std::nullopt;
-}
-
 std::unexpected<Error> missing(std::string_view field) {
   return fail(Errc::endpoint_bad_response,
               fmt::format("the device authorization response has no {}", field));
@@ -196,7 +178,7 @@ Result<DeviceAuthorization> parse_device_authorization(int http_status, std::str
   if (exp == doc.end()) {
     return missing("expires_in");
   }
-  const auto expires_in = seconds_field(*exp);
+  const auto expires_in = json_seconds(*exp);
   if (!expires_in || *expires_in < 1 || *expires_in > max_expires_in) {
     return fail(Errc::endpoint_bad_response,
                 "the device authorization response's expires_in is not a whole number of "
@@ -206,7 +188,7 @@ Result<DeviceAuthorization> parse_device_authorization(int http_status, std::str
 
   out.interval = default_interval;
   if (const auto iv = doc.find("interval"); iv != doc.end() && !iv->is_null()) {
-    const auto interval = seconds_field(*iv);
+    const auto interval = json_seconds(*iv);
     if (!interval || *interval < 1 || *interval > max_interval) {
       return fail(Errc::endpoint_bad_response,
                   "the device authorization response's interval is not a whole number of "

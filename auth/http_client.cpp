@@ -8,6 +8,9 @@
 #include <mutex>
 #include <string_view>
 
+#include "common/ascii.hpp"
+#include "common/wipe.hpp"
+
 namespace iop::auth {
 
 namespace {
@@ -15,15 +18,6 @@ namespace {
 // A token answer is a few KiB; anything near this is not a token endpoint talking.
 constexpr std::size_t max_body_bytes = 1024 * 1024;
 constexpr std::size_t max_header_value = 64;
-
-// Overwrites `size` bytes at `data` in a way the optimizer may not drop (the buffers held
-// the refresh token and the client secret).
-void wipe(char* data, std::size_t size) {
-  volatile char* p = data;
-  for (std::size_t i = 0; i < size; ++i) {
-    p[i] = 0;
-  }
-}
 
 struct CurlDeleter {
   void operator()(CURL* handle) const { curl_easy_cleanup(handle); }
@@ -38,7 +32,7 @@ using SlistPtr = std::unique_ptr<curl_slist, SlistDeleter>;
 // curl_easy_escape's output, wiped before it goes back to curl's allocator.
 struct EscapedDeleter {
   void operator()(char* s) const {
-    wipe(s, std::char_traits<char>::length(s));
+    secure_wipe(std::span(s, std::char_traits<char>::length(s)));
     curl_free(s);
   }
 };
@@ -73,13 +67,6 @@ std::size_t on_body(char* data, std::size_t size, std::size_t count, void* user)
   return n;
 }
 
-bool starts_with_nocase(std::string_view s, std::string_view prefix) {
-  return s.size() >= prefix.size() &&
-         std::equal(prefix.begin(), prefix.end(), s.begin(), [](char p, char c) {
-           return p == (c >= 'A' && c <= 'Z' ? char(c - 'A' + 'a') : c);
-         });
-}
-
 std::size_t on_header(char* data, std::size_t size, std::size_t count, void* user) {
   auto* t = static_cast<Transfer*>(user);
   const std::size_t n = size * count;
@@ -90,7 +77,7 @@ std::size_t on_header(char* data, std::size_t size, std::size_t count, void* use
     return n;
   }
   constexpr std::string_view name = "retry-after:";
-  if (starts_with_nocase(line, name)) {
+  if (ascii_istarts_with(line, name)) {
     line.remove_prefix(name.size());
     while (!line.empty() && (line.front() == ' ' || line.front() == '\t')) {
       line.remove_prefix(1);
@@ -111,8 +98,7 @@ bool is_loopback_v4(std::string_view host) {
   while (pos <= host.size()) {
     const std::size_t dot = std::min(host.find('.', pos), host.size());
     const std::string_view part = host.substr(pos, dot - pos);
-    if (part.empty() || part.size() > 3 ||
-        !std::all_of(part.begin(), part.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+    if (part.empty() || part.size() > 3 || !all_ascii_digits(part)) {
       return false;
     }
     int value = 0;
@@ -128,10 +114,7 @@ bool is_loopback_v4(std::string_view host) {
   return parts == 4;
 }
 
-bool is_port(std::string_view s) {
-  return !s.empty() && s.size() <= 5 &&
-         std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
-}
+bool is_port(std::string_view s) { return s.size() <= 5 && all_ascii_digits(s); }
 
 }  // namespace
 
@@ -140,11 +123,11 @@ bool acceptable_endpoint_url(std::string_view url) {
                   [](char c) { return static_cast<unsigned char>(c) <= ' ' || c == 0x7f; })) {
     return false;
   }
-  if (starts_with_nocase(url, "https://")) {
+  if (ascii_istarts_with(url, "https://")) {
     const auto rest = url.substr(8);
     return !rest.empty() && rest.front() != '/';
   }
-  if (!starts_with_nocase(url, "http://")) {
+  if (!ascii_istarts_with(url, "http://")) {
     return false;
   }
   // Plain HTTP only to this machine (tests). Userinfo is refused outright so that
@@ -170,9 +153,7 @@ bool acceptable_endpoint_url(std::string_view url) {
   if (!port.empty() && !(port.front() == ':' && is_port(port.substr(1)))) {
     return false;
   }
-  std::string lower(host);
-  std::transform(lower.begin(), lower.end(), lower.begin(),
-                 [](char c) { return c >= 'A' && c <= 'Z' ? char(c - 'A' + 'a') : c; });
+  const std::string lower = ascii_lowered(host);
   return lower == "localhost" || lower == "[::1]" || is_loopback_v4(lower);
 }
 
@@ -270,11 +251,11 @@ Result<HttpResponse> post_form(const std::string& url,
 
   const CURLcode rc = curl_easy_perform(h);
   if (transfer.too_large) {
-    wipe(transfer.body.data(), transfer.body.size());
+    secure_wipe(transfer.body);
     return fail(Errc::endpoint_bad_response, "the endpoint's answer is larger than 1 MiB");
   }
   if (rc != CURLE_OK) {
-    wipe(transfer.body.data(), transfer.body.size());
+    secure_wipe(transfer.body);
     // The error buffer names the host and the failing step; it never holds the body.
     const std::string detail = error_buffer[0] != '\0' ? error_buffer : curl_easy_strerror(rc);
     return fail(Errc::endpoint_unavailable, "cannot reach the endpoint: " + detail);

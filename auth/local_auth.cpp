@@ -7,6 +7,7 @@
 
 #include "auth/password_hash.hpp"
 #include "common/email.hpp"
+#include "common/wipe.hpp"
 
 namespace iop::auth {
 
@@ -48,7 +49,7 @@ std::string LocalAuthenticator::cache_key(std::string_view email, std::string_vi
   unsigned int mac_len = 0;
   HMAC(EVP_sha256(), hmac_key_.reveal().data(), static_cast<int>(hmac_key_.size()),
        reinterpret_cast<const unsigned char*>(input.data()), input.size(), mac, &mac_len);
-  OPENSSL_cleanse(input.data(), input.size());
+  secure_wipe(input);
   return std::string(reinterpret_cast<const char*>(mac), mac_len);
 }
 

@@ -10,6 +10,8 @@
 #include "auth/aadsts.hpp"
 #include "auth/base64.hpp"
 #include "auth/token_response.hpp"
+#include "common/ascii.hpp"
+#include "common/percent.hpp"
 
 namespace iop::auth {
 
@@ -22,11 +24,8 @@ constexpr std::size_t max_redirect_bytes = 16 * 1024;
 constexpr std::size_t max_description_chars = 200;
 
 bool unreserved(char c) {
-  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
-         c == '.' || c == '_' || c == '~';
+  return is_ascii_alnum(c) || c == '-' || c == '.' || c == '_' || c == '~';
 }
-
-char ascii_lower(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; }
 
 std::string_view trim(std::string_view s) {
   constexpr std::string_view space = " \t\r\n\v\f";
@@ -35,39 +34,6 @@ std::string_view trim(std::string_view s) {
     return {};
   }
   return s.substr(first, s.find_last_not_of(space) - first + 1);
-}
-
-int hex_value(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
-// application/x-www-form-urlencoded decoding of one name or value.
-std::optional<std::string> form_urldecode(std::string_view text) {
-  std::string out;
-  out.reserve(text.size());
-  for (std::size_t i = 0; i < text.size(); ++i) {
-    const char c = text[i];
-    if (c == '+') {
-      out += ' ';
-    } else if (c == '%') {
-      if (i + 2 >= text.size()) {
-        return std::nullopt;
-      }
-      const int hi = hex_value(text[i + 1]);
-      const int lo = hex_value(text[i + 2]);
-      if (hi < 0 || lo < 0) {
-        return std::nullopt;
-      }
-      out += static_cast<char>(hi * 16 + lo);
-      i += 2;
-    } else {
-      out += c;
-    }
-  }
-  return out;
 }
 
 // The parts of an http(s) URL or request-target that decide whether a redirect is ours.
@@ -91,14 +57,11 @@ std::optional<UrlParts> split_url(std::string_view url) {
     }
     const auto scheme = rest.substr(0, sep);
     if (!std::all_of(scheme.begin(), scheme.end(), [](char c) {
-          return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                 c == '+' || c == '-' || c == '.';
+          return is_ascii_alnum(c) || c == '+' || c == '-' || c == '.';
         })) {
       return std::nullopt;
     }
-    for (const char c : scheme) {
-      parts.scheme += ascii_lower(c);
-    }
+    parts.scheme = ascii_lowered(scheme);
     rest.remove_prefix(sep + 3);
     const auto authority_end = rest.find_first_of("/?#");
     const auto authority = rest.substr(0, authority_end);
@@ -132,9 +95,7 @@ std::optional<UrlParts> split_url(std::string_view url) {
         })) {
       return std::nullopt;
     }
-    for (const char c : host) {
-      parts.host += ascii_lower(c);
-    }
+    parts.host = ascii_lowered(host);
     if (port.empty()) {
       parts.port = parts.scheme == "https" ? 443 : parts.scheme == "http" ? 80 : 0;
     } else {
@@ -378,9 +339,9 @@ Result<Secret> parse_redirect(std::string_view pasted_or_target,
       continue;
     }
     const auto eq = pair.find('=');
-    const auto name = form_urldecode(pair.substr(0, eq));
-    const auto value =
-        form_urldecode(eq == std::string_view::npos ? std::string_view() : pair.substr(eq + 1));
+    const auto name = percent_decode(pair.substr(0, eq), PlusIs::space);
+    const auto value = percent_decode(
+        eq == std::string_view::npos ? std::string_view() : pair.substr(eq + 1), PlusIs::space);
     if (!name || !value) {
       return fail(Errc::invalid_argument,
                   "the sign-in answer holds a malformed %-escape; paste the address exactly as "

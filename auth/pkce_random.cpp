@@ -9,6 +9,7 @@
 #include <string>
 
 #include "auth/base64.hpp"
+#include "common/wipe.hpp"
 
 namespace iop::auth {
 
@@ -21,7 +22,7 @@ std::string random_base64url(std::size_t bytes) {
     throw std::runtime_error("the random generator failed");
   }
   std::string encoded = base64url_encode(raw);
-  OPENSSL_cleanse(raw.data(), raw.size());
+  secure_wipe(raw);
   return encoded;
 }
 

@@ -4,6 +4,8 @@
 
 #include <algorithm>
 
+#include "common/ascii.hpp"
+
 namespace iop::auth {
 
 namespace {
@@ -101,10 +103,8 @@ const std::map<std::string, ProviderProfile, std::less<>>& builtin_profiles() {
 
 bool valid_tenant(std::string_view tenant) {
   return !tenant.empty() && tenant.size() <= 256 &&
-         std::all_of(tenant.begin(), tenant.end(), [](char c) {
-           return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                  c == '.' || c == '-';
-         });
+         std::all_of(tenant.begin(), tenant.end(),
+                     [](char c) { return is_ascii_alnum(c) || c == '.' || c == '-'; });
 }
 
 std::string ResolvedProvider::authorization_scope() const {

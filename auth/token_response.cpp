@@ -11,6 +11,8 @@
 #include <nlohmann/json.hpp>
 
 #include "auth/aadsts.hpp"
+#include "auth/json_seconds.hpp"
+#include "common/ascii.hpp"
 #include "common/json_wipe.hpp"
 
 namespace iop::auth {
@@ -56,42 +58,9 @@ std::string id_field(const json& body, const char* name) {
   }
   const auto& value = it->get_ref<const std::string&>();
   const bool ok =
-      !value.empty() && value.size() <= 64 && std::all_of(value.begin(), value.end(), [](char c) {
-        return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F') ||
-               c == '-';
-      });
+      !value.empty() && value.size() <= 64 &&
+      std::all_of(value.begin(), value.end(), [](char c) { return is_ascii_hex(c) || c == '-'; });
   return ok ? value : std::string();
-}
-
-bool iequals(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           const auto lower = [](char c) { return c >= 'A' && c <= 'Z' ? char(c - 'A' + 'a') : c; };
-           return lower(x) == lower(y);
-         });
-}
-
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) {
-    s.remove_prefix(1);
-  }
-  while (!s.empty() &&
-         (s.back() == ' ' || s.back() == '\t' || s.back() == '\r' || s.back() == '\n')) {
-    s.remove_suffix(1);
-  }
-  return s;
-}
-
-// Digits only, no sign, no leading/trailing junk.
-std::optional<std::int64_t> parse_digits(std::string_view s) {
-  if (s.empty() || s.size() > 12) {
-    return std::nullopt;
-  }
-  std::int64_t value = 0;
-  const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), value);
-  if (ec != std::errc() || end != s.data() + s.size() || value < 0 || s.front() == '-') {
-    return std::nullopt;
-  }
-  return value;
 }
 
 // RFC 9110 §10.2.3: Retry-After is an HTTP-date or delay-seconds. Only delay-seconds is used;
@@ -100,7 +69,7 @@ std::optional<std::chrono::seconds> parse_retry_after(std::optional<std::string_
   if (!header) {
     return std::nullopt;
   }
-  const auto value = parse_digits(trim(*header));
+  const auto value = seconds_text(*header);
   if (!value) {
     return std::nullopt;
   }
@@ -229,22 +198,6 @@ TokenError classify_error(int http_status, const json& body,
   return e;
 }
 
-// expires_in as seconds, from an integer or (as some servers send it) a string of digits.
-std::optional<std::int64_t> expires_in_value(const json& value) {
-  if (value.is_number_unsigned()) {
-    const auto v = value.get<std::uint64_t>();
-    return v > static_cast<std::uint64_t>(max_expires_in) ? max_expires_in + 1
-                                                          : static_cast<std::int64_t>(v);
-  }
-  if (value.is_number_integer()) {
-    return value.get<std::int64_t>();
-  }
-  if (value.is_string()) {
-    return parse_digits(trim(value.get_ref<const std::string&>()));
-  }
-  return std::nullopt;
-}
-
 }  // namespace
 
 std::string_view to_string(GrantFailure kind) {
@@ -291,7 +244,7 @@ std::expected<TokenGrant, TokenError> parse_token_response(
   // RFC 6749 §7.1: the type is case-insensitive. A missing token_type is tolerated (it is
   // REQUIRED, but Bearer is the only type Microsoft issues).
   if (const auto it = doc.find("token_type"); it != doc.end()) {
-    if (!it->is_string() || !iequals(it->get_ref<const std::string&>(), "bearer")) {
+    if (!it->is_string() || !ascii_iequals(it->get_ref<const std::string&>(), "bearer")) {
       return std::unexpected(
           bad_response(http_status, "the token endpoint issued a token_type other than Bearer"));
     }
@@ -319,7 +272,7 @@ std::expected<TokenGrant, TokenError> parse_token_response(
                                         "the token endpoint's answer has no "
                                         "expires_in"));
   }
-  const auto seconds = expires_in_value(*exp);
+  const auto seconds = json_seconds(*exp);
   if (!seconds) {
     return std::unexpected(bad_response(
         http_status, "the token endpoint's expires_in is not a whole number of seconds"));

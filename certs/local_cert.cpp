@@ -32,6 +32,8 @@
 #include <openssl/x509v3.h>
 
 #include "certs/detail_openssl.hpp"
+#include "common/durable_file.hpp"
+#include "common/wipe.hpp"
 
 namespace iop::certs {
 
@@ -114,7 +116,7 @@ Result<EvpPkeyPtr> load_private_key(const fs::path& path) {
   // A null passphrase callback and no passphrase: an encrypted key fails here instead of
   // prompting on a terminal the service may not have.
   EvpPkeyPtr key(PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, const_cast<char*>("")));
-  OPENSSL_cleanse(text->data(), text->size());
+  secure_wipe(*text);
   if (!key) {
     return fail(Errc::config_error,
                 fmt::format("{} does not hold an unencrypted PEM private key ({})", quoted(path),
@@ -141,18 +143,9 @@ Result<std::string> private_key_pem(EVP_PKEY* key) {
   char* data = nullptr;
   const long len = BIO_get_mem_data(bio.get(), &data);
   if (len > 0) {
-    OPENSSL_cleanse(data, static_cast<std::size_t>(len));
+    secure_wipe(std::span(data, static_cast<std::size_t>(len)));
   }
   return pem;
-}
-
-// fsyncs a folder so a rename into it survives a crash (fsync(2)).
-void fsync_dir(const fs::path& dir) {
-  const int fd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd >= 0) {
-    ::fsync(fd);
-    ::close(fd);
-  }
 }
 
 // Writes `data` to `path` with `mode`: a temporary file in the same folder (created 0600, so a
@@ -210,7 +203,7 @@ Result<void> write_atomically(const fs::path& path, const std::string& data, mod
     return fail(Errc::storage_unavailable,
                 fmt::format("cannot rename a file to {}: {}", quoted(path), std::strerror(err)));
   }
-  fsync_dir(dir);
+  fsync_dir(dir);  // best effort: the certificate can be made again
   return {};
 }
 
@@ -379,7 +372,7 @@ Result<Ca> obtain_ca(const fs::path& cert_path, const CertificateOptions& option
     return std::unexpected(!key_pem ? key_pem.error() : cert_pem.error());
   }
   auto wrote = write_atomically(ca_key, *key_pem, 0600);
-  OPENSSL_cleanse(key_pem->data(), key_pem->size());
+  secure_wipe(*key_pem);
   if (!wrote) {
     return std::unexpected(wrote.error());
   }
@@ -420,7 +413,7 @@ Result<void> issue_server_certificate(const fs::path& cert_path, const fs::path&
     return fail(Errc::internal, "cannot encode the server certificate or key");
   }
   auto wrote = write_atomically(key_path, *key_pem, 0600);
-  OPENSSL_cleanse(key_pem->data(), key_pem->size());
+  secure_wipe(*key_pem);
   if (!wrote) {
     return wrote;
   }

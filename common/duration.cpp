@@ -6,6 +6,8 @@
 #include <limits>
 #include <utility>
 
+#include "common/ascii.hpp"
+
 namespace iop {
 namespace {
 
@@ -27,7 +29,7 @@ constexpr std::array<Unit, 6> units{{
 
 std::optional<std::chrono::milliseconds> parse_duration(std::string_view text) {
   std::size_t digits = 0;
-  while (digits < text.size() && text[digits] >= '0' && text[digits] <= '9') {
+  while (digits < text.size() && is_ascii_digit(text[digits])) {
     ++digits;
   }
   if (digits == 0) {

@@ -2,20 +2,17 @@
 
 #include <algorithm>
 
+#include "common/ascii.hpp"
+
 namespace iop {
 namespace {
 
 bool allowed_local_char(char c) {
-  if (c >= 'a' && c <= 'z') return true;
-  if (c >= 'A' && c <= 'Z') return true;
-  if (c >= '0' && c <= '9') return true;
+  if (is_ascii_alnum(c)) return true;
   return std::string_view("!#$%&'*+-/=?^_`{|}~.").find(c) != std::string_view::npos;
 }
 
-bool allowed_domain_char(char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
-         c == '.';
-}
+bool allowed_domain_char(char c) { return is_ascii_alnum(c) || c == '-' || c == '.'; }
 
 }  // namespace
 
@@ -54,11 +51,7 @@ Result<std::string> normalize_email(std::string_view text) {
       domain.find("..") != std::string_view::npos || domain.front() == '-') {
     return bad("misplaced '.' or '-' in the domain");
   }
-  std::string out(text);
-  std::transform(out.begin(), out.end(), out.begin(), [](char c) {
-    return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
-  });
-  return out;
+  return ascii_lowered(text);
 }
 
 }  // namespace iop

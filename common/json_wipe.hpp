@@ -8,19 +8,14 @@
 #include <utility>
 #include <vector>
 
-#include "common/secret.hpp"
+#include "common/wipe.hpp"
 
 namespace iop {
 
-// Moves every string value in `doc`, at any depth, into a Secret destroyed at once, so its
-// buffer goes through the project's one wipe (Secret's destructor: OPENSSL_cleanse over the
-// whole capacity). Afterwards every string value is empty; numbers, booleans and object keys
-// (field names, never secrets) are left alone. Iterative: a deeply nested document cannot
-// exhaust the stack.
-//
-// Limit: a string of at most 15 bytes lives inside the std::string object itself (libstdc++'s
-// small-string buffer), and a move copies rather than steals it, leaving bytes behind. Real
-// tokens are far longer (Microsoft's are 1-3 KiB).
+// Wipes every string value in `doc`, at any depth, with the project's one wipe (secure_wipe over
+// the whole capacity, the small-string buffer included). Afterwards every string value is empty;
+// numbers, booleans and object keys (field names, never secrets) are left alone. Iterative: a
+// deeply nested document cannot exhaust the stack.
 template <class Json>
 void wipe_json_strings(Json& doc) {
   std::vector<Json*> pending{&doc};
@@ -28,7 +23,7 @@ void wipe_json_strings(Json& doc) {
     Json* node = pending.back();
     pending.pop_back();
     if (node->is_string()) {
-      const Secret sink(std::move(node->template get_ref<typename Json::string_t&>()));
+      secure_wipe(node->template get_ref<typename Json::string_t&>());
     } else if (node->is_structured()) {
       for (auto& child : *node) {
         pending.push_back(&child);

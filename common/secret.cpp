@@ -2,6 +2,8 @@
 
 #include <openssl/crypto.h>
 
+#include "common/wipe.hpp"
+
 namespace iop {
 
 // Moves leave `other` empty and owning no heap buffer: GCC 12 destroys some by-value coroutine
@@ -28,11 +30,9 @@ Secret& Secret::operator=(Secret&& other) noexcept {
 Secret::~Secret() { wipe(); }
 
 void Secret::wipe() noexcept {
-  // Cleanse the whole buffer, including bytes past size() left by earlier, longer values (and
-  // the small-string buffer a move leaves behind).
-  value_.resize(value_.capacity());
-  OPENSSL_cleanse(value_.data(), value_.size());
-  value_.clear();
+  // The whole buffer, including bytes past size() left by earlier, longer values (and the
+  // small-string buffer a move leaves behind); then the heap buffer is given back.
+  secure_wipe(value_);
   value_.shrink_to_fit();
 }
 

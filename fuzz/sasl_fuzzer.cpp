@@ -21,31 +21,18 @@
 #include <variant>
 
 #include "auth/base64.hpp"
-#include "proxy/sasl_plain.hpp"
+#include "auth/sasl.hpp"
+#include "common/ascii.hpp"
 
 namespace {
 
 using namespace iop;
-using namespace iop::proxy;
+using namespace iop::auth;
 
 void require(bool condition) {
   if (!condition) {
     std::abort();
   }
-}
-
-char lower(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; }
-
-bool same_ignoring_ascii_case(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) {
-    return false;
-  }
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    if (lower(a[i]) != lower(b[i])) {
-      return false;
-    }
-  }
-  return true;
 }
 
 bool well_formed_plain(std::string_view m) {
@@ -68,7 +55,7 @@ void check_plain(std::string_view message) {
   auto parsed = parse_plain(message);
   if (const auto* c = std::get_if<PlainCredentials>(&parsed)) {
     require(well_formed_plain(message));
-    require(c->authzid.empty() || same_ignoring_ascii_case(c->authzid, c->authcid));
+    require(c->authzid.empty() || ascii_iequals(c->authzid, c->authcid));
     std::string joined = c->authzid;
     joined += '\0';
     joined += c->authcid;

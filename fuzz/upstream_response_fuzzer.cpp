@@ -32,6 +32,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/ascii.hpp"
 #include "proxy/imap_response.hpp"
 
 namespace {
@@ -108,26 +109,6 @@ class ResponseFramer {
   bool failed_ = false;
 };
 
-std::string upper(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) {
-    if (c >= 'a' && c <= 'z') {
-      c = static_cast<char>(c - 'a' + 'A');
-    }
-  }
-  return out;
-}
-
-std::string lower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) {
-    if (c >= 'A' && c <= 'Z') {
-      c = static_cast<char>(c - 'A' + 'a');
-    }
-  }
-  return out;
-}
-
 std::optional<std::string> unquote(std::string_view q) {
   if (q.size() < 2 || q.front() != '"' || q.back() != '"') {
     return std::nullopt;
@@ -193,7 +174,7 @@ void check_line(const std::string& text) {
   }
   require(!line->status.empty());
   require(line->status.find(' ') == std::string::npos);
-  require(line->status == upper(line->status));
+  require(line->status == iop::ascii_uppered(line->status));
   if (line->kind == ResponseKind::tagged) {
     require(!line->tag.empty() && line->tag != "*");
     require(line->tag.find(' ') == std::string::npos);
@@ -203,7 +184,8 @@ void check_line(const std::string& text) {
   if (const auto caps = capabilities_in(*line)) {
     for (const auto& cap : *caps) {
       require(!cap.empty() && cap.find(' ') == std::string::npos);
-      require(has_capability(*caps, lower(cap)) && has_capability(*caps, upper(cap)));
+      require(has_capability(*caps, iop::ascii_lowered(cap)) &&
+              has_capability(*caps, iop::ascii_uppered(cap)));
     }
   }
   check_quote(line->text);

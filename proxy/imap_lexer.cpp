@@ -4,47 +4,22 @@
 #include <cstring>
 #include <utility>
 
-#include "proxy/detail_wipe.hpp"
+#include "common/ascii.hpp"
+#include "common/wipe.hpp"
+#include "proxy/imap_chars.hpp"
 
 namespace iop::proxy {
 namespace {
 
-// RFC 9051 §9: ATOM-CHAR = any CHAR except atom-specials, which are "(" ")" "{" SP CTL
-// list-wildcards ("%" "*") quoted-specials (DQUOTE "\") and resp-specials ("]").
-bool is_atom_char(unsigned char c) {
-  if (c <= 0x20 || c >= 0x7f) {
-    return false;
-  }
-  switch (c) {
-    case '(':
-    case ')':
-    case '{':
-    case '%':
-    case '*':
-    case '"':
-    case '\\':
-    case ']':
-      return false;
-    default:
-      return true;
-  }
-}
+using imap::is_atom_char;
+using imap::is_tag_char;
 
-// RFC 9051 §9: tag = 1*<any ASTRING-CHAR except "+">, ASTRING-CHAR = ATOM-CHAR / resp-specials.
-bool is_tag_char(unsigned char c) { return (is_atom_char(c) || c == ']') && c != '+'; }
-
-// Bare arguments are read leniently: everything printable but "(", ")", "{" and DQUOTE, so that
+// Bare arguments are read leniently: every CHAR but CTL, SP, "(", ")", "{" and DQUOTE, so that
 // post-login syntax (LIST patterns with "%" and "*", flags like "\Seen", "BODY[]") reaches the
 // state machine and is answered "not allowed before login" rather than with a syntax error.
 bool is_bare_arg_char(unsigned char c) {
-  if (c <= 0x20 || c >= 0x7f) {
-    return false;
-  }
-  return c != '(' && c != ')' && c != '{' && c != '"';
-}
-
-char to_upper(unsigned char c) {
-  return (c >= 'a' && c <= 'z') ? static_cast<char>(c - 'a' + 'A') : static_cast<char>(c);
+  return imap::is_char(c) && !imap::is_ctl(c) && c != ' ' && c != '(' && c != ')' && c != '{' &&
+         c != '"';
 }
 
 // A skipped line keeps this many of its last bytes, enough to see a trailing "{n+}".
@@ -60,7 +35,7 @@ TailLiteral tail_literal(std::string_view tail, std::uint64_t limit, std::uint64
   }
   tail.remove_suffix(2);
   std::size_t start = tail.size();
-  while (start > 0 && tail[start - 1] >= '0' && tail[start - 1] <= '9') {
+  while (start > 0 && is_ascii_digit(tail[start - 1])) {
     --start;
   }
   if (start == tail.size()) {
@@ -128,8 +103,8 @@ std::string_view to_string(LexError error) {
 ImapLexer::ImapLexer(LexerLimits limits) : limits_(limits) {}
 
 ImapLexer::~ImapLexer() {
-  detail::wipe(buffer_);
-  detail::wipe(token_);
+  secure_wipe(buffer_);
+  secure_wipe(token_);
 }
 
 void ImapLexer::feed(std::string_view bytes) {
@@ -150,7 +125,7 @@ void ImapLexer::feed(std::string_view bytes) {
 void ImapLexer::expect_response_line() { response_line_wanted_ = true; }
 
 void ImapLexer::reset() {
-  detail::wipe(buffer_);
+  secure_wipe(buffer_);
   pos_ = 0;
   overflow_ = false;
   response_line_wanted_ = false;
@@ -170,7 +145,7 @@ void ImapLexer::refuse_literal() {
 
 std::string ImapLexer::take_buffered() {
   std::string rest = buffer_.substr(pos_);
-  detail::wipe(buffer_);
+  secure_wipe(buffer_);
   pos_ = 0;
   return rest;
 }
@@ -258,7 +233,7 @@ ImapLexer::Step ImapLexer::step(unsigned char c, LexResult& out) {
       token_ += static_cast<char>(c);
       return false;
     case State::quoted_escape:
-      if (c == '"' || c == '\\') {
+      if (imap::is_quoted_special(c)) {
         token_ += static_cast<char>(c);
         state_ = State::quoted;
         return false;
@@ -270,7 +245,7 @@ ImapLexer::Step ImapLexer::step(unsigned char c, LexResult& out) {
     case State::literal_count:
       // RFC 9051 §4.3 literal = "{" number64 ["+"] "}" CRLF; the count saturates just above the
       // limit, so a 2^40 or 30-digit count needs no big arithmetic.
-      if (c >= '0' && c <= '9') {
+      if (is_ascii_digit(static_cast<char>(c))) {
         if (literal_count_ <= limits_.max_literal_bytes) {
           literal_count_ = literal_count_ * 10 + (c - '0');
         }
@@ -322,7 +297,7 @@ ImapLexer::Step ImapLexer::step(unsigned char c, LexResult& out) {
         }
         out.status = LexStatus::response_line;
         out.line = Secret(std::move(token_));
-        detail::wipe(token_);
+        secure_wipe(token_);
         state_ = State::line_start;
         line_bytes_ = 0;
         return true;
@@ -352,7 +327,7 @@ ImapLexer::Step ImapLexer::on_token_start(unsigned char c, LexResult& out) {
   }
   if (field_ == 1) {
     if (is_atom_char(c)) {
-      token_ += to_upper(c);
+      token_ += ascii_upper(static_cast<char>(c));
       state_ = State::bare;
       return false;
     }
@@ -430,7 +405,7 @@ ImapLexer::Step ImapLexer::on_bare(unsigned char c, LexResult& out) {
   }
   if (field_ == 1) {
     if (is_atom_char(c)) {
-      token_ += to_upper(c);
+      token_ += ascii_upper(static_cast<char>(c));
       return false;
     }
     if (c == ' ' || c == '\r' || c == '\n') {
@@ -604,7 +579,7 @@ ImapLexer::Step ImapLexer::end_line(LexResult& out) {
 
 void ImapLexer::push_token(ArgKind kind) {
   command_.args.push_back(Argument{kind, Secret(std::move(token_))});
-  detail::wipe(token_);
+  secure_wipe(token_);
 }
 
 ImapLexer::Step ImapLexer::fail(LexError error, bool at_line_end, LexResult& out) {
@@ -633,14 +608,14 @@ ImapLexer::Step ImapLexer::fail_fatal(LexError error, LexResult& out) {
   }
   clear_line();
   state_ = State::dead;
-  detail::wipe(buffer_);
+  secure_wipe(buffer_);
   pos_ = 0;
   return true;
 }
 
 void ImapLexer::clear_line() {
   command_ = Command{};
-  detail::wipe(token_);
+  secure_wipe(token_);
   skip_tail_.clear();
   field_ = 0;
   arg_count_ = 0;

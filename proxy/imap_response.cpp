@@ -3,16 +3,11 @@
 #include <algorithm>
 #include <charconv>
 
+#include "common/ascii.hpp"
+#include "proxy/imap_chars.hpp"
+
 namespace iop::proxy {
 namespace {
-
-std::string upper(std::string_view s) {
-  std::string out(s);
-  std::transform(out.begin(), out.end(), out.begin(), [](char c) {
-    return (c >= 'a' && c <= 'z') ? static_cast<char>(c - 'a' + 'A') : c;
-  });
-  return out;
-}
 
 std::string_view next_word(std::string_view& rest) {
   const auto space = rest.find(' ');
@@ -48,7 +43,7 @@ std::optional<ResponseLine> parse_response_line(std::string_view line) {
   if (status.empty()) {
     return std::nullopt;
   }
-  out.status = upper(status);
+  out.status = ascii_uppered(status);
   if (!rest.empty() && rest.front() == '[') {
     const auto close = rest.find(']');
     if (close != std::string_view::npos) {
@@ -79,16 +74,15 @@ std::optional<std::vector<std::string>> capabilities_in(const ResponseLine& line
     return split_capabilities(line.text);
   }
   std::string_view code = line.code;
-  if (upper(next_word(code)) == "CAPABILITY") {
+  if (ascii_iequals(next_word(code), "CAPABILITY")) {
     return split_capabilities(code);
   }
   return std::nullopt;
 }
 
 bool has_capability(const std::vector<std::string>& caps, std::string_view name) {
-  const auto wanted = upper(name);
   return std::any_of(caps.begin(), caps.end(),
-                     [&](const std::string& c) { return upper(c) == wanted; });
+                     [&](const std::string& c) { return ascii_iequals(c, name); });
 }
 
 std::optional<std::string> quote_string(std::string_view value) {
@@ -98,7 +92,7 @@ std::optional<std::string> quote_string(std::string_view value) {
     if (c == '\r' || c == '\n' || c == '\0' || u >= 0x80) {
       return std::nullopt;
     }
-    if (c == '"' || c == '\\') {
+    if (imap::is_quoted_special(u)) {  // RFC 9051 §4.3: escaped inside a quoted string
       out += '\\';
     }
     out += c;

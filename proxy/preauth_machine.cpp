@@ -3,9 +3,10 @@
 #include <utility>
 
 #include "auth/base64.hpp"
-#include "proxy/detail_wipe.hpp"
+#include "auth/sasl.hpp"
+#include "common/ascii.hpp"
+#include "common/wipe.hpp"
 #include "proxy/responses.hpp"
-#include "proxy/sasl_plain.hpp"
 
 namespace iop::proxy {
 namespace {
@@ -35,16 +36,6 @@ bool is_post_login_command(std::string_view name) {
     }
   }
   return false;
-}
-
-std::string to_upper(std::string_view text) {
-  std::string out(text);
-  for (char& c : out) {
-    if (c >= 'a' && c <= 'z') {
-      c = static_cast<char>(c - 'a' + 'A');
-    }
-  }
-  return out;
 }
 
 // Appends to the last Send if there is one, so a batch of responses is one write.
@@ -349,7 +340,7 @@ void PreauthMachine::handle_authenticate(const Command& command, std::vector<Act
     bad(command.tag, "AUTHENTICATE expects a mechanism and an optional initial response", out);
     return;
   }
-  if (to_upper(args[0].value.reveal()) != "PLAIN") {
+  if (!ascii_iequals(args[0].value.reveal(), "PLAIN")) {
     send(out, tagged_no(command.tag, "Unsupported authentication mechanism"));
     return;
   }
@@ -384,10 +375,10 @@ void PreauthMachine::handle_plain_response(const std::string& tag, std::string_v
     return;
   }
   const Secret message(std::move(*decoded));
-  detail::wipe(*decoded);
-  auto parsed = parse_plain(message.reveal());
-  if (const auto* error = std::get_if<PlainError>(&parsed)) {
-    if (*error == PlainError::authzid_mismatch) {
+  secure_wipe(*decoded);
+  auto parsed = auth::parse_plain(message.reveal());
+  if (const auto* error = std::get_if<auth::PlainError>(&parsed)) {
+    if (*error == auth::PlainError::authzid_mismatch) {
       // RFC 5530 §3: AUTHORIZATIONFAILED; counted as a failed login.
       send(out, tagged_no(tag, "Authorization identity must be empty or the user name",
                           "AUTHORIZATIONFAILED"));
@@ -397,7 +388,7 @@ void PreauthMachine::handle_plain_response(const std::string& tag, std::string_v
     bad(tag, "Malformed SASL PLAIN message", out);
     return;
   }
-  auto& credentials = std::get<PlainCredentials>(parsed);
+  auto& credentials = std::get<auth::PlainCredentials>(parsed);
   check_credentials(tag, std::move(credentials.authcid), std::move(credentials.password),
                     LoginMethod::authenticate_plain, out);
 }

@@ -1,54 +1,9 @@
 #include "proxy/responses.hpp"
 
+#include "proxy/imap_chars.hpp"
+
 namespace iop::proxy {
 namespace {
-
-// RFC 9051 §9: tag = 1*<any ASTRING-CHAR except "+">.
-bool is_tag_char(unsigned char c) {
-  if (c <= 0x20 || c >= 0x7f) {
-    return false;
-  }
-  switch (c) {
-    case '(':
-    case ')':
-    case '{':
-    case '%':
-    case '*':
-    case '"':
-    case '\\':
-    case '+':
-      return false;
-    default:
-      return true;
-  }
-}
-
-bool is_valid_tag(std::string_view tag) {
-  if (tag.empty()) {
-    return false;
-  }
-  for (const char c : tag) {
-    if (!is_tag_char(static_cast<unsigned char>(c))) {
-      return false;
-    }
-  }
-  return true;
-}
-
-// A capability is an atom (RFC 9051 §9 capability = ("AUTH=" auth-type) / atom).
-bool is_capability(std::string_view cap) {
-  if (cap.empty()) {
-    return false;
-  }
-  for (const char ch : cap) {
-    const auto c = static_cast<unsigned char>(ch);
-    if (c <= 0x20 || c >= 0x7f || c == '(' || c == ')' || c == '{' || c == '%' || c == '*' ||
-        c == '"' || c == '\\' || c == ']') {
-      return false;
-    }
-  }
-  return true;
-}
 
 // A response code may hold spaces ("CAPABILITY a b") but no control byte and no "]".
 std::string sanitize_code(std::string_view code) {
@@ -117,7 +72,7 @@ std::string sanitize_text(std::string_view text) {
 
 std::string tagged(std::string_view tag, Status status, std::string_view text,
                    std::string_view code) {
-  return status_line(is_valid_tag(tag) ? tag : "*", status_word(status), text, code);
+  return status_line(imap::is_tag(tag) ? tag : "*", status_word(status), text, code);
 }
 
 std::string tagged_ok(std::string_view tag, std::string_view text, std::string_view code) {
@@ -148,7 +103,8 @@ std::string continuation(std::string_view text) {
 std::string capability_code(const std::vector<std::string>& capabilities) {
   std::string out = "CAPABILITY";
   for (const auto& cap : capabilities) {
-    if (is_capability(cap)) {
+    // RFC 9051 §9: capability = ("AUTH=" auth-type) / atom; anything else is dropped.
+    if (imap::is_atom(cap)) {
       out += ' ';
       out += cap;
     }

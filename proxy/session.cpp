@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "common/ascii.hpp"
 #include "common/clock.hpp"
 #include "common/sanitize.hpp"
 #include "proxy/imap_stream.hpp"
@@ -60,10 +61,7 @@ std::vector<std::string> visible_capabilities(
         continue;
       }
       for (const auto& h : it->second) {
-        if (std::equal(h.begin(), h.end(), cap.begin(), cap.end(), [](char a, char b) {
-              return std::tolower(static_cast<unsigned char>(a)) ==
-                     std::tolower(static_cast<unsigned char>(b));
-            })) {
+        if (ascii_iequals(h, cap)) {
           return true;
         }
       }

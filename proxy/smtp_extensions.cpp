@@ -3,19 +3,10 @@
 #include <algorithm>
 #include <array>
 
+#include "common/ascii.hpp"
+
 namespace iop::proxy::smtp {
 namespace {
-
-char upper(char c) { return c >= 'a' && c <= 'z' ? static_cast<char>(c - 'a' + 'A') : c; }
-
-bool iequal(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(),
-                                            [](char x, char y) { return upper(x) == upper(y); });
-}
-
-bool is_alnum(char c) {
-  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
-}
 
 // Extensions whose meaning does not change when the proxy sits between client and server: the
 // relayed commands reach the upstream unchanged. RFC 1870 SIZE, RFC 2920 PIPELINING, RFC 6152
@@ -34,15 +25,13 @@ std::vector<Extension> parse_ehlo_reply(const Reply& reply) {
     std::string_view line = reply.lines[i];
     const auto space = line.find_first_of(" =");
     const std::string_view keyword = line.substr(0, space);
-    if (keyword.empty() || !is_alnum(keyword.front()) ||
+    if (keyword.empty() || !is_ascii_alnum(keyword.front()) ||
         !std::all_of(keyword.begin(), keyword.end(),
-                     [](char c) { return is_alnum(c) || c == '-'; })) {
+                     [](char c) { return is_ascii_alnum(c) || c == '-'; })) {
       continue;
     }
     Extension ext;
-    for (char c : keyword) {
-      ext.keyword += upper(c);
-    }
+    ext.keyword = ascii_uppered(keyword);
     if (space != std::string_view::npos) {
       ext.params = std::string(line.substr(space + 1));
     }
@@ -54,7 +43,7 @@ std::vector<Extension> parse_ehlo_reply(const Reply& reply) {
 const Extension* find_extension(const std::vector<Extension>& extensions,
                                 std::string_view keyword) {
   for (const auto& ext : extensions) {
-    if (iequal(ext.keyword, keyword)) {
+    if (ascii_iequals(ext.keyword, keyword)) {
       return &ext;
     }
   }
@@ -63,13 +52,13 @@ const Extension* find_extension(const std::vector<Extension>& extensions,
 
 bool offers_sasl_mechanism(const std::vector<Extension>& extensions, std::string_view mechanism) {
   for (const auto& ext : extensions) {
-    if (!iequal(ext.keyword, "AUTH")) {
+    if (!ascii_iequals(ext.keyword, "AUTH")) {
       continue;
     }
     std::string_view params = ext.params;
     while (!params.empty()) {
       const auto space = params.find(' ');
-      if (iequal(params.substr(0, space), mechanism)) {
+      if (ascii_iequals(params.substr(0, space), mechanism)) {
         return true;
       }
       params = space == std::string_view::npos ? std::string_view{} : params.substr(space + 1);

@@ -4,8 +4,9 @@
 #include <utility>
 
 #include "auth/base64.hpp"
-#include "proxy/detail_wipe.hpp"
-#include "proxy/sasl_plain.hpp"
+#include "auth/sasl.hpp"
+#include "common/ascii.hpp"
+#include "common/wipe.hpp"
 
 namespace iop::proxy::smtp {
 namespace {
@@ -21,24 +22,13 @@ std::string usable_client_name(std::string_view name) {
     return {};
   }
   for (const char c : name) {
-    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                    c == '-' || c == '.' || c == '[' || c == ']' || c == ':' || c == '_';
+    const bool ok =
+        is_ascii_alnum(c) || c == '-' || c == '.' || c == '[' || c == ']' || c == ':' || c == '_';
     if (!ok) {
       return {};
     }
   }
   return std::string(name);
-}
-
-char upper(char c) { return c >= 'a' && c <= 'z' ? static_cast<char>(c - 'a' + 'A') : c; }
-
-std::string upper_word(std::string_view word) {
-  std::string out;
-  out.reserve(word.size());
-  for (const char c : word) {
-    out += upper(c);
-  }
-  return out;
 }
 
 // Mail commands, answered "authentication required" (RFC 4954 §6: 530 5.7.0) before AUTH.
@@ -92,7 +82,7 @@ std::vector<Action> ServerMachine::on_tls_started() {
   if (state_ != State::awaiting_tls) {
     return {};
   }
-  detail::wipe(buffer_);
+  secure_wipe(buffer_);
   discarding_ = false;
   discard_bytes_ = 0;
   tls_active_ = true;
@@ -187,12 +177,12 @@ void ServerMachine::pump(std::vector<Action>& out) {
     handle_line(line, out);
   }
   if (state_ == State::awaiting_tls || state_ == State::closed) {
-    detail::wipe(buffer_);
+    secure_wipe(buffer_);
     return;
   }
   // What was consumed may have held a password (an AUTH line): wipe it before it is reused.
   std::string rest = buffer_.substr(used);
-  detail::wipe(buffer_);
+  secure_wipe(buffer_);
   buffer_ = std::move(rest);
 }
 
@@ -215,7 +205,7 @@ void ServerMachine::handle_line(std::string_view line, std::vector<Action>& out)
 
 void ServerMachine::handle_command(std::string_view line, std::vector<Action>& out) {
   const auto space = line.find(' ');
-  const std::string verb = upper_word(line.substr(0, space));
+  const std::string verb = ascii_uppered(line.substr(0, space));
   std::string_view args =
       space == std::string_view::npos ? std::string_view{} : line.substr(space + 1);
   while (!args.empty() && args.front() == ' ') {
@@ -303,7 +293,7 @@ void ServerMachine::handle_auth(std::string_view args, std::vector<Action>& out)
     return;
   }
   const auto space = args.find(' ');
-  const std::string mechanism = upper_word(args.substr(0, space));
+  const std::string mechanism = ascii_uppered(args.substr(0, space));
   const std::string_view initial =
       space == std::string_view::npos ? std::string_view{} : args.substr(space + 1);
   const bool has_initial = space != std::string_view::npos;
@@ -346,7 +336,7 @@ void ServerMachine::handle_sasl_line(const Secret& line, std::vector<Action>& ou
   // malformed one.
   const std::string_view text = line.reveal() == "=" ? std::string_view{} : line.reveal();
   if (was == State::awaiting_plain) {
-    auto credentials = decode_plain(text);
+    auto credentials = auth::decode_plain(text);
     if (!credentials) {
       error(out, 501, "5.5.2 Cannot decode the AUTH PLAIN response");
       return;
@@ -358,7 +348,7 @@ void ServerMachine::handle_sasl_line(const Secret& line, std::vector<Action>& ou
   std::optional<std::string> decoded = auth::base64_decode(text);
   if (!decoded || decoded->empty()) {
     if (decoded) {
-      detail::wipe(*decoded);
+      secure_wipe(*decoded);
     }
     error(out, 501, "5.5.2 Cannot decode the AUTH LOGIN response");
     return;

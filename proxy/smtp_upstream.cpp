@@ -3,8 +3,8 @@
 #include <fmt/format.h>
 
 #include "auth/base64.hpp"
+#include "auth/sasl.hpp"
 #include "common/sanitize.hpp"
-#include "proxy/sasl_plain.hpp"
 #include "proxy/smtp_upstream_machine.hpp"
 
 namespace iop::proxy {
@@ -158,7 +158,7 @@ awaitable<std::expected<SmtpUpstreamConnection, UpstreamError>> connect_smtp_ups
     options.initial_response = plain_initial_response(user, secret);
   } else {
     options.mechanism = "XOAUTH2";
-    options.initial_response = xoauth2_initial_response(user, secret);
+    options.initial_response = auth::xoauth2_initial_response(user, secret);
   }
   if (options.initial_response.empty()) {
     co_return failure(UpstreamFailure::protocol,

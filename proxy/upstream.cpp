@@ -2,9 +2,9 @@
 
 #include <spdlog/spdlog.h>
 
+#include "auth/sasl.hpp"
 #include "common/sanitize.hpp"
 #include "proxy/imap_response.hpp"
-#include "proxy/sasl_plain.hpp"
 
 namespace iop::proxy {
 
@@ -293,7 +293,7 @@ awaitable<std::expected<UpstreamConnection, UpstreamError>> connect_upstream(
       co_return io_failure("LOGIN");
     }
   } else {
-    const Secret ir = xoauth2_initial_response(user, secret);
+    const Secret ir = auth::xoauth2_initial_response(user, secret);
     if (has_capability(caps, "SASL-IR")) {
       const Secret command =
           secret_line({login_tag, " AUTHENTICATE XOAUTH2 ", ir.reveal(), "\r\n"});

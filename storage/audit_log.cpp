@@ -12,6 +12,7 @@
 #include <optional>
 #include <utility>
 
+#include "common/ascii.hpp"
 #include "common/sanitize.hpp"
 #include "storage/database.hpp"
 #include "storage/sqlite.hpp"
@@ -166,7 +167,7 @@ std::optional<Head> parse_head(std::string_view text) {
   }
   head.hash = std::string(text.substr(space + 1));
   if (head.hash.size() != 64 || !std::all_of(head.hash.begin(), head.hash.end(), [](char c) {
-        return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+        return is_ascii_digit(c) || (c >= 'a' && c <= 'f');  // lower-case hex only
       })) {
     return std::nullopt;
   }

@@ -21,6 +21,9 @@
 
 #include <spdlog/spdlog.h>
 
+#include "common/durable_file.hpp"
+#include "common/wipe.hpp"
+
 namespace iop::storage {
 
 namespace {
@@ -105,17 +108,6 @@ bool write_all(int fd, const unsigned char* data, std::size_t size) {
   return true;
 }
 
-// fsyncs a folder so a file just created in it survives a crash (the new directory entry is
-// only durable once the folder itself is synced; see fsync(2)).
-bool fsync_dir(const std::filesystem::path& dir) {
-  int fd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) {
-    return false;
-  }
-  Fd guard(fd);
-  return ::fsync(fd) == 0;
-}
-
 // Creates each missing folder of `dir` with mode 0700: the key's folder must not let others
 // list or swap files.
 Result<void> make_private_dirs(const std::filesystem::path& dir) {
@@ -179,7 +171,7 @@ Result<MasterKey> MasterKey::load(const std::filesystem::path& path) {
         continue;
       }
       int err = errno;
-      OPENSSL_cleanse(buf.data(), buf.size());
+      secure_wipe(buf);
       return fail(Errc::key_error, "cannot read master key file " + p + ": " + errno_text(err));
     }
     if (n == 0) {
@@ -188,14 +180,14 @@ Result<MasterKey> MasterKey::load(const std::filesystem::path& path) {
     got += static_cast<std::size_t>(n);
   }
   if (got != size) {
-    OPENSSL_cleanse(buf.data(), buf.size());
+    secure_wipe(buf);
     std::string actual = got > size ? "more than " + std::to_string(size) : std::to_string(got);
     return fail(Errc::key_error, "master key file " + p + " holds " + actual +
                                      " bytes, expected exactly " + std::to_string(size) +
                                      ": it is not a key written by 'imap-oauth2-proxy init'");
   }
   Secret key{std::string_view(buf.data(), size)};
-  OPENSSL_cleanse(buf.data(), buf.size());
+  secure_wipe(buf);
   return MasterKey(std::move(key));
 }
 
@@ -219,14 +211,14 @@ Result<MasterKey> MasterKey::create(const std::filesystem::path& path) {
   std::string bytes(size, '\0');
   auto give_up = [&](const std::string& what) -> Result<MasterKey> {
     int err = errno;
-    OPENSSL_cleanse(bytes.data(), bytes.size());
+    secure_wipe(bytes);
     // Remove the partial file so a later create() (or load_or_create()) starts clean.
     ::unlink(path.c_str());
     return fail(Errc::key_error,
                 "cannot " + what + " master key file " + p + ": " + errno_text(err));
   };
   if (RAND_bytes(bytes_of(bytes), static_cast<int>(size)) != 1) {
-    OPENSSL_cleanse(bytes.data(), bytes.size());
+    secure_wipe(bytes);
     ::unlink(path.c_str());
     return fail(Errc::key_error, "cannot generate random bytes for master key file " + p);
   }
@@ -247,7 +239,7 @@ Result<MasterKey> MasterKey::create(const std::filesystem::path& path) {
     return give_up("sync the folder of");
   }
   Secret key{std::string_view(bytes)};
-  OPENSSL_cleanse(bytes.data(), bytes.size());
+  secure_wipe(bytes);
   return MasterKey(std::move(key));
 }
 
@@ -345,7 +337,7 @@ Result<Secret> open_sealed(const MasterKey& key, std::string_view blob, std::str
   std::string out(ct_size, '\0');
   // Wipe the decrypted bytes on every failure path: an unauthenticated plaintext must not leak.
   auto reject = [&out]() -> Result<Secret> {
-    OPENSSL_cleanse(out.data(), out.size());
+    secure_wipe(out);
     return fail(Errc::credentials_corrupt,
                 "sealed value does not decrypt (wrong key, moved or altered value)");
   };
@@ -371,7 +363,7 @@ Result<Secret> open_sealed(const MasterKey& key, std::string_view blob, std::str
     return reject();
   }
   Secret plain{std::string_view(out)};
-  OPENSSL_cleanse(out.data(), out.size());
+  secure_wipe(out);
   return plain;
 }
 
@@ -398,11 +390,11 @@ Secret derive_key(const MasterKey& key, std::string_view label) {
   };
   std::string out(derived_key_size, '\0');
   if (EVP_KDF_derive(ctx.get(), bytes_of(out), out.size(), params) != 1) {
-    OPENSSL_cleanse(out.data(), out.size());
+    secure_wipe(out);
     crypto_failure("EVP_KDF_derive(HKDF)");
   }
   Secret derived{std::string_view(out)};
-  OPENSSL_cleanse(out.data(), out.size());
+  secure_wipe(out);
   return derived;
 }
 

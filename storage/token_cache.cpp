@@ -16,7 +16,9 @@
 #include <spdlog/spdlog.h>
 #include <nlohmann/json.hpp>
 
+#include "common/ascii.hpp"
 #include "common/json_wipe.hpp"
+#include "common/percent.hpp"
 
 namespace iop::storage {
 
@@ -54,24 +56,9 @@ timeval to_timeval(std::chrono::milliseconds ms) {
   return tv;
 }
 
-bool starts_with_ci(std::string_view text, std::string_view prefix) {
-  if (text.size() < prefix.size()) {
-    return false;
-  }
-  for (std::size_t i = 0; i < prefix.size(); ++i) {
-    const char c =
-        text[i] >= 'A' && text[i] <= 'Z' ? static_cast<char>(text[i] - 'A' + 'a') : text[i];
-    if (c != prefix[i]) {
-      return false;
-    }
-  }
-  return true;
-}
-
 std::optional<int> parse_int(std::string_view text, int min, int max) {
   int value = 0;
-  if (text.empty() ||
-      !std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+  if (!all_ascii_digits(text)) {
     return std::nullopt;
   }
   const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
@@ -79,42 +66,6 @@ std::optional<int> parse_int(std::string_view text, int min, int max) {
     return std::nullopt;
   }
   return value;
-}
-
-int hex_value(char c) {
-  if (c >= '0' && c <= '9') {
-    return c - '0';
-  }
-  if (c >= 'a' && c <= 'f') {
-    return c - 'a' + 10;
-  }
-  if (c >= 'A' && c <= 'F') {
-    return c - 'A' + 10;
-  }
-  return -1;
-}
-
-// RFC 3986 2.1: a password holding ':', '@' or '/' has to be percent-encoded in a URL.
-std::optional<std::string> percent_decode(std::string_view text) {
-  std::string out;
-  out.reserve(text.size());
-  for (std::size_t i = 0; i < text.size(); ++i) {
-    if (text[i] != '%') {
-      out.push_back(text[i]);
-      continue;
-    }
-    if (i + 2 >= text.size()) {
-      return std::nullopt;
-    }
-    const int hi = hex_value(text[i + 1]);
-    const int lo = hex_value(text[i + 2]);
-    if (hi < 0 || lo < 0) {
-      return std::nullopt;
-    }
-    out.push_back(static_cast<char>(hi * 16 + lo));
-    i += 2;
-  }
-  return out;
 }
 
 // hiredis 0.14 writes with write(2), which raises SIGPIPE when Redis has closed the connection;
@@ -162,13 +113,13 @@ std::string display_address(const RedisAddress& address) {
 
 Result<RedisAddress> parse_redis_url(std::string_view url) {
   constexpr std::string_view scheme = "redis://";
-  if (starts_with_ci(url, "rediss://")) {
+  if (ascii_istarts_with(url, "rediss://")) {
     return fail(Errc::config_error, "Redis URL: TLS (rediss://) is not supported; use redis://");
   }
-  if (starts_with_ci(url, "unix://")) {
+  if (ascii_istarts_with(url, "unix://")) {
     return fail(Errc::config_error, "Redis URL: unix sockets are not supported; use redis://");
   }
-  if (!starts_with_ci(url, scheme)) {
+  if (!ascii_istarts_with(url, scheme)) {
     return fail(Errc::config_error,
                 "Redis URL must look like redis://[:password@]host[:port][/db]");
   }

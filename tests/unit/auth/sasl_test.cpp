@@ -1,4 +1,4 @@
-#include "proxy/sasl_plain.hpp"
+#include "auth/sasl.hpp"
 
 #include <gtest/gtest.h>
 
@@ -7,7 +7,7 @@
 
 #include "auth/base64.hpp"
 
-namespace iop::proxy {
+namespace iop::auth {
 namespace {
 
 using namespace std::string_literals;
@@ -119,4 +119,4 @@ TEST(SaslPlain, BadBase64Rejected) {
 }
 
 }  // namespace
-}  // namespace iop::proxy
+}  // namespace iop::auth

@@ -11,7 +11,7 @@
 
 #include "common/secret.hpp"
 
-namespace iop::proxy {
+namespace iop::auth {
 
 // Longest authzid, authcid or password accepted. RFC 4616 §2 requires at least 255 octets.
 inline constexpr std::size_t max_plain_field_bytes = 1024;
@@ -44,4 +44,4 @@ std::optional<PlainCredentials> decode_plain(std::string_view base64);
 // Secret (which no server accepts), since the string would be ambiguous.
 Secret xoauth2_initial_response(std::string_view user, const Secret& token);
 
-}  // namespace iop::proxy
+}  // namespace iop::auth

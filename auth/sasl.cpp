@@ -1,35 +1,12 @@
-#include "proxy/sasl_plain.hpp"
+#include "auth/sasl.hpp"
 
 #include <utility>
 
 #include "auth/base64.hpp"
-#include "proxy/detail_wipe.hpp"
+#include "common/ascii.hpp"
+#include "common/wipe.hpp"
 
-namespace iop::proxy {
-namespace {
-
-bool equal_ignoring_ascii_case(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) {
-    return false;
-  }
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    char x = a[i];
-    char y = b[i];
-    if (x >= 'A' && x <= 'Z') {
-      x = static_cast<char>(x - 'A' + 'a');
-    }
-    if (y >= 'A' && y <= 'Z') {
-      y = static_cast<char>(y - 'A' + 'a');
-    }
-    if (x != y) {
-      return false;
-    }
-  }
-  return true;
-}
-
-}  // namespace
-
+namespace iop::auth {
 std::variant<PlainCredentials, PlainError> parse_plain(std::string_view message) {
   const std::size_t first = message.find('\0');
   if (first == std::string_view::npos) {
@@ -57,19 +34,19 @@ std::variant<PlainCredentials, PlainError> parse_plain(std::string_view message)
   // RFC 4616 §2: the server decides whether authcid may act as authzid. The proxy has no
   // proxy-authorization, so only "none" or "myself" is accepted; user names are e-mail addresses,
   // compared without regard to ASCII case (issue #3).
-  if (!authzid.empty() && !equal_ignoring_ascii_case(authzid, authcid)) {
+  if (!authzid.empty() && !ascii_iequals(authzid, authcid)) {
     return PlainError::authzid_mismatch;
   }
   return PlainCredentials{std::string(authzid), std::string(authcid), Secret(password)};
 }
 
 std::optional<PlainCredentials> decode_plain(std::string_view base64) {
-  std::optional<std::string> decoded = auth::base64_decode(base64);
+  std::optional<std::string> decoded = base64_decode(base64);
   if (!decoded) {
     return std::nullopt;
   }
   auto parsed = parse_plain(*decoded);
-  detail::wipe(*decoded);
+  secure_wipe(*decoded);
   if (auto* credentials = std::get_if<PlainCredentials>(&parsed)) {
     return std::move(*credentials);
   }
@@ -90,9 +67,9 @@ Secret xoauth2_initial_response(std::string_view user, const Secret& token) {
       "auth=Bearer ";
   raw += token.reveal();
   raw += "\x01\x01";
-  Secret encoded(auth::base64_encode(raw));
-  detail::wipe(raw);
+  Secret encoded(base64_encode(raw));
+  secure_wipe(raw);
   return encoded;
 }
 
-}  // namespace iop::proxy
+}  // namespace iop::auth
