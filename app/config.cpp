@@ -166,6 +166,7 @@ Result<void> apply_provider_table(const toml::table& table, auth::ProviderProfil
       {"client_id", string_into(s, "client_id", profile.client_id)},
       {"client_secret", string_into(s, "client_secret", secret)},
       {"scope", string_into(s, "scope", profile.scope)},
+      {"send_scope", string_into(s, "send_scope", profile.send_scope)},
       {"flow", string_into(s, "flow", flow)},
       {"tenant", string_into(s, "tenant", profile.tenant)},
       {"upstream_host", string_into(s, "upstream_host", profile.upstream_host)},
@@ -293,6 +294,7 @@ Result<Config> parse_config(std::string_view toml_text, const fs::path& base_dir
         {"client_id", string_into(o, "client_id", c.oauth.client_id)},
         {"client_secret", string_into(o, "client_secret", client_secret)},
         {"scope", string_into(o, "scope", c.oauth.scope)},
+        {"send_scope", string_into(o, "send_scope", c.oauth.send_scope)},
         {"refresh_margin", duration_into(o, "refresh_margin", c.oauth.refresh_margin)},
         {"session_min_lifetime",
          duration_into(o, "session_min_lifetime", c.oauth.session_min_lifetime)},
@@ -430,6 +432,7 @@ Result<Config> parse_config(std::string_view toml_text, const fs::path& base_dir
   fallback.client_id = c.oauth.client_id;
   fallback.client_secret = c.oauth.client_secret;
   fallback.scope = c.oauth.scope;
+  fallback.send_scope = c.oauth.send_scope;
   fallback.upstream_host = c.upstream.host;
   fallback.upstream_port = c.upstream.port;
   fallback.smtp_host = c.upstream.smtp_host;
@@ -552,6 +555,11 @@ std::string default_config_text() {
 [server]
 listen_tls      = "127.0.0.1:1993"   # implicit TLS
 listen_starttls = ""                 # e.g. "127.0.0.1:1143": plain + STARTTLS
+# Sending mail (SMTP submission, off unless set): devices and clients authenticate with the
+# account's email and local password; the proxy sends upstream with XOAUTH2.
+# listen_submission  = "127.0.0.1:1587"   # plain + STARTTLS (AUTH only after STARTTLS)
+# listen_submissions = "127.0.0.1:1465"   # implicit TLS
+hostname        = "localhost"        # our name in SMTP greetings
 certificate     = "certs/server.crt"
 private_key     = "certs/server.key"
 max_connections = 0                  # 0: derived from the open-file limit (2 per session)
@@ -568,6 +576,9 @@ port    = 993
 ca_file = ""                         # empty: the system trust store
 timeout = "30s"                      # connect, TLS and login
 probe   = true                       # LIST "" "" after login catches broken mailbox access
+smtp_host = "smtp.office365.com"     # where submission goes
+smtp_port = 587
+smtp_tls  = ""                       # "starttls" or "implicit"; empty: implicit on 465 only
 
 [hide_capabilities]                  # post-login capabilities clients must not see
 # "*" = ["IMAP4rev2"]
@@ -580,6 +591,7 @@ authorize_endpoint   = "https://login.microsoftonline.com/common/oauth2/v2.0/aut
 client_id            = ""            # your app registration's Application (client) ID
 client_secret        = ""            # empty for public clients
 scope                = "https://outlook.office.com/IMAP.AccessAsUser.All offline_access"
+send_scope           = "https://outlook.office.com/SMTP.Send"  # asked at sign-in; "" to not send
 refresh_margin       = "5m"          # refresh when less than this remains
 session_min_lifetime = "45m"         # a token for a new IMAP session must live this long
 keepalive            = "7d"          # refresh every account at least this often
@@ -601,6 +613,9 @@ background_refresh   = "60s"         # how often the background refresher looks
 # scope         = "https://outlook.office.com/IMAP.AccessAsUser.All offline_access"
 # upstream_host = "outlook.office365.com"
 # upstream_port = 993
+# smtp_host     = "smtp.office365.com"
+# smtp_port     = 587
+# smtp_tls      = "starttls"
 
 [storage]
 database = "data/credentials.db"

@@ -62,6 +62,8 @@ struct OAuthConfig {
   std::string client_id;
   Secret client_secret;
   std::string scope = "https://outlook.office.com/IMAP.AccessAsUser.All offline_access";
+  // Asked for in interactive authorizations only (auth/provider.hpp); "" to not ask.
+  std::string send_scope = "https://outlook.office.com/SMTP.Send";
   std::chrono::milliseconds refresh_margin{std::chrono::minutes(5)};
   std::chrono::milliseconds session_min_lifetime{std::chrono::minutes(45)};
   std::chrono::milliseconds keepalive{std::chrono::hours(24 * 7)};

@@ -40,6 +40,7 @@ std::map<std::string, ProviderProfile, std::less<>> make_builtins() {
   microsoft.authorize_endpoint = fmt::format("{}authorize", microsoft_base);
   microsoft.device_endpoint = fmt::format("{}devicecode", microsoft_base);
   microsoft.scope = "https://outlook.office.com/IMAP.AccessAsUser.All offline_access";
+  microsoft.send_scope = "https://outlook.office.com/SMTP.Send";
   microsoft.upstream_host = "outlook.office365.com";
   microsoft.upstream_port = 993;
   // Exchange Online SMTP AUTH client submission: STARTTLS on 587.
@@ -58,6 +59,7 @@ std::map<std::string, ProviderProfile, std::less<>> make_builtins() {
   app.authorize_endpoint.clear();
   app.device_endpoint.clear();
   app.scope = "https://outlook.office365.com/.default";
+  app.send_scope.clear();  // .default covers every permission granted to the app
   app.identity_scope.clear();
   out.emplace(app.name, app);
 
@@ -69,7 +71,8 @@ std::map<std::string, ProviderProfile, std::less<>> make_builtins() {
   google.tenant.clear();
   google.token_endpoint = "https://oauth2.googleapis.com/token";
   google.authorize_endpoint = "https://accounts.google.com/o/oauth2/v2/auth";
-  google.scope = "https://mail.google.com/";
+  google.scope = "https://mail.google.com/";  // IMAP and SMTP alike
+  google.send_scope.clear();
   google.identity_scope = "openid email";
   google.authorize_params = {{"access_type", "offline"}, {"prompt", "consent"}};
   google.upstream_host = "imap.gmail.com";
@@ -108,10 +111,13 @@ bool valid_tenant(std::string_view tenant) {
 }
 
 std::string ResolvedProvider::authorization_scope() const {
-  if (identity_scope.empty()) {
-    return scope;
+  std::string out;
+  for (const auto* part : {&scope, &send_scope, &identity_scope}) {
+    if (!part->empty()) {
+      out += out.empty() ? *part : " " + *part;
+    }
   }
-  return scope.empty() ? identity_scope : fmt::format("{} {}", scope, identity_scope);
+  return out;
 }
 
 Result<ResolvedProvider> resolve_provider(const ProviderProfile& profile, std::string_view tenant,
@@ -160,6 +166,7 @@ Result<ResolvedProvider> resolve_provider(const ProviderProfile& profile, std::s
   }
   r.client_secret = profile.client_secret;
   r.scope = profile.scope;
+  r.send_scope = profile.send_scope;
   r.identity_scope = profile.identity_scope;
   r.authorize_params = profile.authorize_params;
   r.upstream_host = profile.upstream_host;

@@ -34,6 +34,12 @@ struct ProviderProfile {
   std::string client_id;
   Secret client_secret;
   std::string scope;  // what refreshes (and client-credentials grants) ask for
+  // Added to the scope of an interactive authorization so that the account may also send mail
+  // through the submission listener (issue #11). Refreshes keep asking `scope` only: asking for
+  // a scope an older account never consented to fails the refresh (AADSTS65001), while
+  // Microsoft's access tokens carry every scope consented for the resource, so a token refreshed
+  // with `scope` still holds SMTP.Send once the user has consented to it.
+  std::string send_scope;
   // Added to the scope of an interactive authorization so the answer carries an id_token
   // naming who signed in (OpenID Connect Core §5.4).
   std::string identity_scope = "openid profile email";
@@ -64,12 +70,13 @@ struct ResolvedProvider {
   std::string client_id;
   Secret client_secret;
   std::string scope;
+  std::string send_scope;
   std::string identity_scope;
   std::vector<std::pair<std::string, std::string>> authorize_params;
   std::string upstream_host;
   int upstream_port = 993;
 
-  // scope + identity_scope, for interactive authorization requests.
+  // scope + send_scope + identity_scope, for interactive authorization requests.
   [[nodiscard]] std::string authorization_scope() const;
 };
 

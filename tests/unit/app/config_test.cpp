@@ -75,6 +75,40 @@ format = "json"
   EXPECT_EQ(c.log.format, LogFormat::json);
 }
 
+TEST(Config, SubmissionKeys) {
+  const auto c = parse_config(
+                     "[server]\nlisten_submission = \"127.0.0.1:1587\"\n"
+                     "listen_submissions = \"127.0.0.1:1465\"\nhostname = \"mail.local\"\n"
+                     "[upstream]\nsmtp_host = \"smtp.example.org\"\nsmtp_port = 465\n"
+                     "[oauth]\nsend_scope = \"\"\n"
+                     "[providers.own]\nsmtp_host = \"s.example\"\nsmtp_port = 2525\n"
+                     "smtp_tls = \"implicit\"\n",
+                     "/etc/iop")
+                     .value();
+  ASSERT_TRUE(c.server.listen_submission);
+  EXPECT_EQ(c.server.listen_submission->port, 1587);
+  EXPECT_EQ(c.server.listen_submissions->port, 1465);
+  EXPECT_EQ(c.server.hostname, "mail.local");
+  EXPECT_EQ(c.upstream.smtp_host, "smtp.example.org");
+  EXPECT_EQ(c.upstream.smtp_tls, "");  // by port: 465 is implicit (app/serve.cpp)
+  EXPECT_EQ(c.provider("default").value()->smtp_host, "smtp.example.org");
+  EXPECT_EQ(c.provider("default").value()->send_scope, "");
+  EXPECT_EQ(c.provider("own").value()->smtp_port, 2525);
+  EXPECT_EQ(c.provider("own").value()->smtp_tls, "implicit");
+  // Off unless set; the Microsoft default otherwise.
+  const auto d = parse_config("", "/etc/iop").value();
+  EXPECT_FALSE(d.server.listen_submission);
+  EXPECT_EQ(d.upstream.smtp_host, "smtp.office365.com");
+  EXPECT_EQ(d.provider("default").value()->send_scope, "https://outlook.office.com/SMTP.Send");
+
+  EXPECT_EQ(parse_error("[upstream]\nsmtp_tls = \"ssl\"\n"),
+            "[upstream] smtp_tls: expected \"starttls\" or \"implicit\", got \"ssl\"");
+  EXPECT_EQ(parse_error("[providers.x]\nsmtp_tls = \"tls\"\n"),
+            "[providers.x] smtp_tls: expected \"starttls\" or \"implicit\", got \"tls\"");
+  EXPECT_NE(parse_error("[server]\nhostname = \"two words\"\n").find("[server] hostname"),
+            std::string::npos);
+}
+
 TEST(Config, ErrorsNameTheKeyAndWhy) {
   EXPECT_EQ(parse_error("[redis]\ntimeout = \"fast\"\n"),
             "[redis] timeout: expected a duration like \"250ms\", got \"fast\"");

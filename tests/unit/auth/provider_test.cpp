@@ -19,7 +19,12 @@ TEST(Provider, BuiltInProfiles) {
   EXPECT_EQ(ms.scope, "https://outlook.office.com/IMAP.AccessAsUser.All offline_access");
   EXPECT_EQ(ms.upstream_host, "outlook.office365.com");
   EXPECT_EQ(ms.upstream_port, 993);
+  EXPECT_EQ(ms.send_scope, "https://outlook.office.com/SMTP.Send");
+  EXPECT_EQ(ms.smtp_host, "smtp.office365.com");
+  EXPECT_EQ(ms.smtp_port, 587);
+  EXPECT_EQ(ms.smtp_tls, "starttls");
   const auto& app = builtin("microsoft-app");
+  EXPECT_TRUE(app.send_scope.empty());
   EXPECT_EQ(app.flow, Flow::app);
   EXPECT_EQ(app.scope, "https://outlook.office365.com/.default");
   EXPECT_TRUE(app.authorize_endpoint.empty());
@@ -27,6 +32,10 @@ TEST(Provider, BuiltInProfiles) {
   EXPECT_EQ(google.upstream_host, "imap.gmail.com");
   EXPECT_EQ(google.scope, "https://mail.google.com/");
   EXPECT_TRUE(google.device_endpoint.empty());
+  EXPECT_TRUE(google.send_scope.empty());
+  EXPECT_EQ(google.smtp_host, "smtp.gmail.com");
+  EXPECT_EQ(google.smtp_port, 465);
+  EXPECT_EQ(google.smtp_tls, "implicit");
 }
 
 TEST(Provider, TenantReplacesThePlaceholderInEveryEndpoint) {
@@ -38,9 +47,10 @@ TEST(Provider, TenantReplacesThePlaceholderInEveryEndpoint) {
   EXPECT_EQ(r.device_endpoint,
             "https://login.microsoftonline.com/contoso.com/oauth2/v2.0/devicecode");
   EXPECT_EQ(r.client_id, "cid");
+  EXPECT_EQ(r.scope, "https://outlook.office.com/IMAP.AccessAsUser.All offline_access");
   EXPECT_EQ(r.authorization_scope(),
-            "https://outlook.office.com/IMAP.AccessAsUser.All offline_access openid profile "
-            "email");
+            "https://outlook.office.com/IMAP.AccessAsUser.All offline_access "
+            "https://outlook.office.com/SMTP.Send openid profile email");
 }
 
 TEST(Provider, ProfileTenantIsTheDefaultAndClientIdCanBeOverridden) {
