@@ -55,12 +55,9 @@ Result<auth::ResolvedProvider> account_provider(const Config& config,
 }
 
 Result<auth::AccountClient> account_client(const Config& config, const storage::Credentials& row) {
-  auto provider = account_provider(config, row);
-  if (!provider) {
-    return std::unexpected(provider.error());
-  }
-  auth::AccountClient out{oauth_client_settings(config, *provider),
-                          provider->flow == auth::Flow::app};
+  IOP_TRY_ASSIGN(auto provider, account_provider(config, row));
+  auth::AccountClient out{oauth_client_settings(config, provider),
+                          provider.flow == auth::Flow::app};
   if (!row.client_certificate.empty()) {
     out.client.client_certificate = row.client_certificate;
     out.client.client_secret = Secret();

@@ -91,11 +91,8 @@ std::string bio_text(BIO* bio) {
 
 // The first certificate of the PEM file `path`.
 Result<X509Ptr> load_certificate(const fs::path& path) {
-  auto text = read_text(path);
-  if (!text) {
-    return std::unexpected(text.error());
-  }
-  const BioPtr bio = memory_bio(*text);
+  IOP_TRY_ASSIGN(auto text, read_text(path));
+  const BioPtr bio = memory_bio(text);
   X509Ptr cert(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
   if (!cert) {
     return fail(Errc::config_error, fmt::format("{} does not hold a PEM certificate ({})",
@@ -106,15 +103,12 @@ Result<X509Ptr> load_certificate(const fs::path& path) {
 
 // The private key in the PEM file `path`; the file's bytes are wiped after parsing.
 Result<EvpPkeyPtr> load_private_key(const fs::path& path) {
-  auto text = read_text(path);
-  if (!text) {
-    return std::unexpected(text.error());
-  }
-  const BioPtr bio = memory_bio(*text);
+  IOP_TRY_ASSIGN(auto text, read_text(path));
+  const BioPtr bio = memory_bio(text);
   // A null passphrase callback and no passphrase: an encrypted key fails here instead of
   // prompting on a terminal the service may not have.
   EvpPkeyPtr key(PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, const_cast<char*>("")));
-  OPENSSL_cleanse(text->data(), text->size());
+  OPENSSL_cleanse(text.data(), text.size());
   if (!key) {
     return fail(Errc::config_error,
                 fmt::format("{} does not hold an unencrypted PEM private key ({})", quoted(path),
@@ -309,27 +303,22 @@ struct Ca {
 };
 
 Result<Ca> create_ca(const CertificateOptions& options) {
-  auto key = new_p256_key();
-  if (!key) {
-    return std::unexpected(key.error());
-  }
+  IOP_TRY_ASSIGN(auto key, new_p256_key());
   // RFC 5280 §4.2.1.10: name constraints MUST be critical. IP constraints are address/mask.
   const std::string constraints = fmt::format(
       "critical,permitted;DNS:{},permitted;IP:{}/255.255.255.255,"
       "permitted;IP:{}/ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
       local_dns_name, local_ipv4, local_ipv6);
-  auto cert = make_certificate(key->get(), "imap-oauth2-proxy local CA " + random_hex(4),
-                               options.now - backdate, options.now + options.ca_validity, nullptr,
-                               key->get(),
-                               {{NID_basic_constraints, "critical,CA:TRUE,pathlen:0"},
-                                {NID_key_usage, "critical,keyCertSign,cRLSign"},
-                                {NID_subject_key_identifier, "hash"},
-                                {NID_authority_key_identifier, "keyid:always"},
-                                {NID_name_constraints, constraints}});
-  if (!cert) {
-    return std::unexpected(cert.error());
-  }
-  return Ca{std::move(*cert), std::move(*key)};
+  IOP_TRY_ASSIGN(auto cert,
+                 make_certificate(key.get(), "imap-oauth2-proxy local CA " + random_hex(4),
+                                  options.now - backdate, options.now + options.ca_validity,
+                                  nullptr, key.get(),
+                                  {{NID_basic_constraints, "critical,CA:TRUE,pathlen:0"},
+                                   {NID_key_usage, "critical,keyCertSign,cRLSign"},
+                                   {NID_subject_key_identifier, "hash"},
+                                   {NID_authority_key_identifier, "keyid:always"},
+                                   {NID_name_constraints, constraints}}));
+  return Ca{std::move(cert), std::move(key)};
 }
 
 // The existing CA beside `cert_path` when it is complete and usable until at least
@@ -349,22 +338,19 @@ Result<Ca> obtain_ca(const fs::path& cert_path, const CertificateOptions& option
                     quoted(have_cert ? ca_cert : ca_key)));
   }
   if (have_cert) {
-    auto cert = load_certificate(ca_cert);
-    if (!cert) {
-      return std::unexpected(cert.error());
-    }
+    IOP_TRY_ASSIGN(auto cert, load_certificate(ca_cert));
     auto key = load_private_key(ca_key);
     if (!key) {
       return std::unexpected(key.error());
     }
-    if (X509_check_private_key(cert->get(), key->get()) != 1) {
+    if (X509_check_private_key(cert.get(), key->get()) != 1) {
       ERR_clear_error();
       return fail(Errc::config_error, fmt::format("the CA key {} does not belong to {}",
                                                   quoted(ca_key), quoted(ca_cert)));
     }
-    const auto not_after = to_time_point(X509_get0_notAfter(cert->get()));
+    const auto not_after = to_time_point(X509_get0_notAfter(cert.get()));
     if (not_after && *not_after > options.now + options.renew_before) {
-      return Ca{std::move(*cert), std::move(*key)};
+      return Ca{std::move(cert), std::move(*key)};
     }
     // An expiring CA cannot sign anything worth having: replace it (clients must trust the new
     // one; the server certificate chain carries it, and ca.crt is rewritten).
@@ -493,25 +479,19 @@ Result<bool> ensure_server_certificate(const fs::path& cert_path, const fs::path
                             quoted(found), quoted(missing), quoted(found)));
   }
   if (!have_cert) {
-    auto ca = obtain_ca(cert_path, options);
-    if (!ca) {
-      return std::unexpected(ca.error());
-    }
-    if (auto issued = issue_server_certificate(cert_path, key_path, *ca, options); !issued) {
+    IOP_TRY_ASSIGN(auto ca, obtain_ca(cert_path, options));
+    if (auto issued = issue_server_certificate(cert_path, key_path, ca, options); !issued) {
       return std::unexpected(issued.error());
     }
     return true;
   }
 
-  auto cert = load_certificate(cert_path);
-  if (!cert) {
-    return std::unexpected(cert.error());
-  }
+  IOP_TRY_ASSIGN(auto cert, load_certificate(cert_path));
   auto key = load_private_key(key_path);
   if (!key) {
     return std::unexpected(key.error());
   }
-  if (X509_check_private_key(cert->get(), key->get()) != 1) {
+  if (X509_check_private_key(cert.get(), key->get()) != 1) {
     ERR_clear_error();
     return fail(Errc::config_error,
                 fmt::format("the private key {} does not belong to the certificate {}: restore "
@@ -519,8 +499,8 @@ Result<bool> ensure_server_certificate(const fs::path& cert_path, const fs::path
                             "generated",
                             quoted(key_path), quoted(cert_path)));
   }
-  const auto not_before = to_time_point(X509_get0_notBefore(cert->get()));
-  const auto not_after = to_time_point(X509_get0_notAfter(cert->get()));
+  const auto not_before = to_time_point(X509_get0_notBefore(cert.get()));
+  const auto not_after = to_time_point(X509_get0_notAfter(cert.get()));
   if (!not_before || !not_after) {
     return fail(Errc::config_error,
                 fmt::format("{} has validity dates that cannot be read", quoted(cert_path)));
@@ -533,12 +513,9 @@ Result<bool> ensure_server_certificate(const fs::path& cert_path, const fs::path
   if (*not_after > options.now + options.renew_before) {
     return false;
   }
-  if (issued_by_local_ca(cert->get(), cert_path)) {
-    auto ca = obtain_ca(cert_path, options);
-    if (!ca) {
-      return std::unexpected(ca.error());
-    }
-    if (auto issued = issue_server_certificate(cert_path, key_path, *ca, options); !issued) {
+  if (issued_by_local_ca(cert.get(), cert_path)) {
+    IOP_TRY_ASSIGN(auto ca, obtain_ca(cert_path, options));
+    if (auto issued = issue_server_certificate(cert_path, key_path, ca, options); !issued) {
       return std::unexpected(issued.error());
     }
     return true;
@@ -555,11 +532,8 @@ Result<bool> ensure_server_certificate(const fs::path& cert_path, const fs::path
 
 Result<CertificateInfo> inspect_certificate(const fs::path& cert_path) {
   ERR_clear_error();
-  auto cert = load_certificate(cert_path);
-  if (!cert) {
-    return std::unexpected(cert.error());
-  }
-  X509* const x = cert->get();
+  IOP_TRY_ASSIGN(auto cert, load_certificate(cert_path));
+  X509* const x = cert.get();
   CertificateInfo info;
   info.subject = name_text(X509_get_subject_name(x));
   info.issuer = name_text(X509_get_issuer_name(x));
