@@ -371,9 +371,7 @@ Result<Config> parse_config(std::string_view toml_text, const fs::path& base_dir
       if (setter == section->keys.end()) {
         return bad(section->name, key.str(), "unknown key");
       }
-      if (auto ok = setter->second(value); !ok) {
-        return std::unexpected(ok.error());
-      }
+      IOP_TRY(setter->second(value));
     }
   }
 

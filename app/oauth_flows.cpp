@@ -114,13 +114,10 @@ bool desktop_available() {
 Result<auth::TokenGrant> run_browser_flow(const FlowContext& ctx) {
   IOP_TRY(needs_authorize_endpoint(ctx, "--browser"));
   net::io_context ioc;
-  auto listener = auth::LoopbackListener::open(ioc);
-  if (!listener) {
-    return std::unexpected(listener.error());
-  }
+  IOP_TRY_ASSIGN(auto listener, auth::LoopbackListener::open(ioc));
   const auto pkce = auth::make_pkce();
   const auto state = auth::make_state();
-  const std::string redirect_uri = listener->redirect_uri();
+  const std::string redirect_uri = listener.redirect_uri();
   const std::string url = sign_in_url(ctx, redirect_uri, state, pkce);
   std::cout << "Sign in as " << ctx.login_hint << " in your browser:\n\n  " << url << "\n\n"
             << "Waiting for the browser to come back to " << redirect_uri << " (up to "
@@ -131,7 +128,7 @@ Result<auth::TokenGrant> run_browser_flow(const FlowContext& ctx) {
   }
 
   std::optional<Result<Secret>> code;
-  net::co_spawn(ioc, listener->wait_for_code(state, ctx.timeout),
+  net::co_spawn(ioc, listener.wait_for_code(state, ctx.timeout),
                 [&code](std::exception_ptr e, Result<Secret> r) {
                   if (e) {
                     code = fail(Errc::internal, "the sign-in listener failed");

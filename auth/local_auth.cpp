@@ -81,17 +81,11 @@ awaitable<std::string> LocalAuthenticator::upgrade_hash(const std::string& email
     // Not if the hash changed meanwhile (`account passwd` while this login was checked): the
     // password proved here may be the old one. The store has no compare-and-set; this re-read
     // narrows the window to one database round trip.
-    auto current = store.get(email);
-    if (!current) {
-      return fail(current.error().code, current.error().message);
-    }
-    if (current->local_password_hash != stored_hash) {
+    IOP_TRY_ASSIGN(const auto current, store.get(email));
+    if (current.local_password_hash != stored_hash) {
       return std::string();  // changed meanwhile: leave the new one alone
     }
-    auto saved = store.set_local_password_hash(email, *fresh);
-    if (!saved) {
-      return fail(saved.error().code, saved.error().message);
-    }
+    IOP_TRY(store.set_local_password_hash(email, *fresh));
     return fresh;
   };
   auto upgraded = co_await run_on_pool(blocking_, rehash);

@@ -339,68 +339,54 @@ Result<Ca> obtain_ca(const fs::path& cert_path, const CertificateOptions& option
   }
   if (have_cert) {
     IOP_TRY_ASSIGN(auto cert, load_certificate(ca_cert));
-    auto key = load_private_key(ca_key);
-    if (!key) {
-      return std::unexpected(key.error());
-    }
-    if (X509_check_private_key(cert.get(), key->get()) != 1) {
+    IOP_TRY_ASSIGN(auto key, load_private_key(ca_key));
+    if (X509_check_private_key(cert.get(), key.get()) != 1) {
       ERR_clear_error();
       return fail(Errc::config_error, fmt::format("the CA key {} does not belong to {}",
                                                   quoted(ca_key), quoted(ca_cert)));
     }
     const auto not_after = to_time_point(X509_get0_notAfter(cert.get()));
     if (not_after && *not_after > options.now + options.renew_before) {
-      return Ca{std::move(cert), std::move(*key)};
+      return Ca{std::move(cert), std::move(key)};
     }
     // An expiring CA cannot sign anything worth having: replace it (clients must trust the new
     // one; the server certificate chain carries it, and ca.crt is rewritten).
   }
-  auto ca = create_ca(options);
-  if (!ca) {
-    return std::unexpected(ca.error());
-  }
-  auto key_pem = private_key_pem(ca->key.get());
-  auto cert_pem = certificate_pem(ca->cert.get());
+  IOP_TRY_ASSIGN(auto ca, create_ca(options));
+  auto key_pem = private_key_pem(ca.key.get());
+  auto cert_pem = certificate_pem(ca.cert.get());
   if (!key_pem || !cert_pem) {
     return std::unexpected(!key_pem ? key_pem.error() : cert_pem.error());
   }
   auto wrote = write_atomically(ca_key, *key_pem, 0600);
   OPENSSL_cleanse(key_pem->data(), key_pem->size());
-  if (!wrote) {
-    return std::unexpected(wrote.error());
-  }
-  if (wrote = write_atomically(ca_cert, *cert_pem, 0644); !wrote) {
-    return std::unexpected(wrote.error());
-  }
+  IOP_TRY(wrote);
+  IOP_TRY(write_atomically(ca_cert, *cert_pem, 0644));
   return ca;
 }
 
 // Issues a server certificate with `ca` and writes the key, then the chain (server + CA).
 Result<void> issue_server_certificate(const fs::path& cert_path, const fs::path& key_path,
                                       const Ca& ca, const CertificateOptions& options) {
-  auto key = new_p256_key();
-  if (!key) {
-    return std::unexpected(key.error());
-  }
+  IOP_TRY_ASSIGN(auto key, new_p256_key());
   // Never outlive the CA: a chain with an expired CA fails verification anyway.
   Clock::time_point not_after = options.now + options.server_validity;
   if (const auto ca_not_after = to_time_point(X509_get0_notAfter(ca.cert.get()))) {
     not_after = std::min(not_after, *ca_not_after);
   }
-  auto cert = make_certificate(
-      key->get(), local_dns_name, options.now - backdate, not_after, ca.cert.get(), ca.key.get(),
-      {{NID_basic_constraints, "critical,CA:FALSE"},
-       {NID_key_usage, "critical,digitalSignature"},
-       {NID_ext_key_usage, "serverAuth"},
-       {NID_subject_key_identifier, "hash"},
-       {NID_authority_key_identifier, "keyid:always"},
-       {NID_subject_alt_name,
-        fmt::format("DNS:{},IP:{},IP:{}", local_dns_name, local_ipv4, local_ipv6)}});
-  if (!cert) {
-    return std::unexpected(cert.error());
-  }
-  auto key_pem = private_key_pem(key->get());
-  auto leaf_pem = certificate_pem(cert->get());
+  IOP_TRY_ASSIGN(
+      auto cert,
+      make_certificate(
+          key.get(), local_dns_name, options.now - backdate, not_after, ca.cert.get(), ca.key.get(),
+          {{NID_basic_constraints, "critical,CA:FALSE"},
+           {NID_key_usage, "critical,digitalSignature"},
+           {NID_ext_key_usage, "serverAuth"},
+           {NID_subject_key_identifier, "hash"},
+           {NID_authority_key_identifier, "keyid:always"},
+           {NID_subject_alt_name,
+            fmt::format("DNS:{},IP:{},IP:{}", local_dns_name, local_ipv4, local_ipv6)}}));
+  auto key_pem = private_key_pem(key.get());
+  auto leaf_pem = certificate_pem(cert.get());
   auto ca_pem = certificate_pem(ca.cert.get());
   if (!key_pem || !leaf_pem || !ca_pem) {
     return fail(Errc::internal, "cannot encode the server certificate or key");
@@ -480,18 +466,13 @@ Result<bool> ensure_server_certificate(const fs::path& cert_path, const fs::path
   }
   if (!have_cert) {
     IOP_TRY_ASSIGN(auto ca, obtain_ca(cert_path, options));
-    if (auto issued = issue_server_certificate(cert_path, key_path, ca, options); !issued) {
-      return std::unexpected(issued.error());
-    }
+    IOP_TRY(issue_server_certificate(cert_path, key_path, ca, options));
     return true;
   }
 
   IOP_TRY_ASSIGN(auto cert, load_certificate(cert_path));
-  auto key = load_private_key(key_path);
-  if (!key) {
-    return std::unexpected(key.error());
-  }
-  if (X509_check_private_key(cert.get(), key->get()) != 1) {
+  IOP_TRY_ASSIGN(auto key, load_private_key(key_path));
+  if (X509_check_private_key(cert.get(), key.get()) != 1) {
     ERR_clear_error();
     return fail(Errc::config_error,
                 fmt::format("the private key {} does not belong to the certificate {}: restore "
@@ -515,9 +496,7 @@ Result<bool> ensure_server_certificate(const fs::path& cert_path, const fs::path
   }
   if (issued_by_local_ca(cert.get(), cert_path)) {
     IOP_TRY_ASSIGN(auto ca, obtain_ca(cert_path, options));
-    if (auto issued = issue_server_certificate(cert_path, key_path, ca, options); !issued) {
-      return std::unexpected(issued.error());
-    }
+    IOP_TRY(issue_server_certificate(cert_path, key_path, ca, options));
     return true;
   }
   if (*not_after <= options.now) {

@@ -45,12 +45,12 @@ inline std::unexpected<Error> fail(Errc code, std::string message) {
 // and, in the IOP_CO_ forms, a co_await.
 
 // Inside a function returning Result<...>: evaluates `expr` (a Result<void>, or a Result whose
-// value is not needed) and returns its error if it has one.
-#define IOP_TRY(...)                                    \
-  do {                                                  \
-    if (auto iop_try_rc = (__VA_ARGS__); !iop_try_rc) { \
-      return std::unexpected(iop_try_rc.error());       \
-    }                                                   \
+// value is not needed; an lvalue is not copied) and returns its error if it has one.
+#define IOP_TRY(...)                                      \
+  do {                                                    \
+    if (auto&& iop_try_rc = (__VA_ARGS__); !iop_try_rc) { \
+      return std::unexpected(iop_try_rc.error());         \
+    }                                                     \
   } while (false)
 
 // Inside a function returning Result<...>: evaluates `expr` (a Result<T>); returns its error,
@@ -61,11 +61,11 @@ inline std::unexpected<Error> fail(Errc code, std::string message) {
   IOP_TRY_ASSIGN_IMPL_(IOP_CONCAT_(iop_try_value_, __LINE__), return, lhs, __VA_ARGS__)
 
 // The same two for coroutines returning awaitable<Result<...>> (co_return).
-#define IOP_CO_TRY(...)                                 \
-  do {                                                  \
-    if (auto iop_try_rc = (__VA_ARGS__); !iop_try_rc) { \
-      co_return std::unexpected(iop_try_rc.error());    \
-    }                                                   \
+#define IOP_CO_TRY(...)                                   \
+  do {                                                    \
+    if (auto&& iop_try_rc = (__VA_ARGS__); !iop_try_rc) { \
+      co_return std::unexpected(iop_try_rc.error());      \
+    }                                                     \
   } while (false)
 
 #define IOP_CO_TRY_ASSIGN(lhs, ...) \

@@ -309,11 +309,8 @@ Result<std::int64_t> AuditLog::append(const ConnectionRecord& record) {
   } else {
     // No head means nothing was ever appended; rows without a head were put there by hand or
     // the head was deleted. Refuse rather than start a second chain over them.
-    auto rows = count_rows(db);
-    if (!rows) {
-      return std::unexpected(rows.error());
-    }
-    if (*rows != 0) {
+    IOP_TRY_ASSIGN(const std::int64_t rows, count_rows(db));
+    if (rows != 0) {
       return fail(Errc::credentials_corrupt,
                   "database " + db.path() +
                       ": connection_log has rows but no head in meta (deleted?): run "
@@ -357,18 +354,14 @@ Result<std::int64_t> AuditLog::append(const ConnectionRecord& record) {
   IOP_TRY(insert.bind_text(13, row.close_reason));
   IOP_TRY(insert.bind_text(14, row.prev_hash));
   IOP_TRY(insert.bind_text(15, row.hash));
-  if (auto step = insert.step(); !step) {
-    return std::unexpected(step.error());
-  }
+  IOP_TRY(insert.step());
 
   IOP_TRY_ASSIGN(auto move_head,
                  db.prepare("INSERT INTO meta (key, value) VALUES (?1, ?2) "
                             "ON CONFLICT (key) DO UPDATE SET value = excluded.value"));
   IOP_TRY(move_head.bind_text(1, head_key));
   IOP_TRY(move_head.bind_text(2, format_head(Head{row.id, row.hash})));
-  if (auto step = move_head.step(); !step) {
-    return std::unexpected(step.error());
-  }
+  IOP_TRY(move_head.step());
   IOP_TRY(tx.commit());
   return row.id;
 }

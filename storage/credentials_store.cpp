@@ -285,7 +285,7 @@ struct CredentialsStore::Impl {
   // MAC first: re-MACing a row that did not verify would bless whatever an attacker put in it.
   Result<void> write_row(StoredRow& row, bool exists) {
     row.row_mac = row_mac(row);
-    auto stmt = db.prepare(
+    const char* const sql =
         exists ? "UPDATE mail_credentials SET use_oauth = ?2, access_token = ?3, "
                  "refresh_token = ?4, token_expiry = ?5, refreshed_at_ms = ?6, password = ?7, "
                  "local_password_hash = ?8, upstream_host = ?9, upstream_port = ?10, "
@@ -297,39 +297,37 @@ struct CredentialsStore::Impl {
                  "upstream_port, status, status_reason, created_at, updated_at, provider, tenant, "
                  "client_id, client_secret, client_certificate, signed_in_as, row_mac) VALUES "
                  "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, "
-                 "?18, ?19, ?20, ?21)");
-    if (!stmt) {
-      return std::unexpected(stmt.error());
-    }
+                 "?18, ?19, ?20, ?21)";
+    IOP_TRY_ASSIGN(auto stmt, db.prepare(sql));
     // Absent values are NULL, as they always were; reading gives them back as empty.
     auto text = [&stmt](int index, const std::string& value) {
-      return value.empty() ? stmt->bind_null(index) : stmt->bind_text(index, value);
+      return value.empty() ? stmt.bind_null(index) : stmt.bind_text(index, value);
     };
     auto blob = [&stmt](int index, const std::string& value) {
-      return value.empty() ? stmt->bind_null(index) : stmt->bind_blob(index, value);
+      return value.empty() ? stmt.bind_null(index) : stmt.bind_blob(index, value);
     };
-    IOP_TRY(stmt->bind_text(1, row.email));
-    IOP_TRY(stmt->bind_int64(2, row.use_oauth ? 1 : 0));
+    IOP_TRY(stmt.bind_text(1, row.email));
+    IOP_TRY(stmt.bind_int64(2, row.use_oauth ? 1 : 0));
     IOP_TRY(blob(3, row.access_token));
     IOP_TRY(blob(4, row.refresh_token));
-    IOP_TRY(stmt->bind_int64(5, row.token_expiry));
-    IOP_TRY(stmt->bind_int64(6, row.refreshed_at_ms));
+    IOP_TRY(stmt.bind_int64(5, row.token_expiry));
+    IOP_TRY(stmt.bind_int64(6, row.refreshed_at_ms));
     IOP_TRY(blob(7, row.password));
     IOP_TRY(text(8, row.local_password_hash));
     IOP_TRY(text(9, row.upstream_host));
-    IOP_TRY(stmt->bind_int64(10, row.upstream_port));
-    IOP_TRY(stmt->bind_text(11, row.status));
+    IOP_TRY(stmt.bind_int64(10, row.upstream_port));
+    IOP_TRY(stmt.bind_text(11, row.status));
     IOP_TRY(text(12, row.status_reason));
-    IOP_TRY(stmt->bind_int64(13, row.created_at));
-    IOP_TRY(stmt->bind_int64(14, row.updated_at));
-    IOP_TRY(stmt->bind_text(15, row.provider));
+    IOP_TRY(stmt.bind_int64(13, row.created_at));
+    IOP_TRY(stmt.bind_int64(14, row.updated_at));
+    IOP_TRY(stmt.bind_text(15, row.provider));
     IOP_TRY(text(16, row.tenant));
     IOP_TRY(text(17, row.client_id));
     IOP_TRY(blob(18, row.client_secret));
     IOP_TRY(blob(19, row.client_certificate));
     IOP_TRY(text(20, row.signed_in_as));
-    IOP_TRY(stmt->bind_blob(21, *row.row_mac));
-    IOP_TRY(stmt->step());
+    IOP_TRY(stmt.bind_blob(21, *row.row_mac));
+    IOP_TRY(stmt.step());
     if (db.changes() != 1) {
       return fail(Errc::internal, "write of account " + row.email + " changed " +
                                       std::to_string(db.changes()) + " rows");

@@ -122,12 +122,9 @@ void create_private_file(const std::filesystem::path& path) {
 // are set on every open.
 Result<void> configure(Database& db, Durability durability) {
   // WAL lets readers (CLI commands, other proxies) run while the proxy writes.
-  auto mode = db.prepare("PRAGMA journal_mode=WAL");
-  if (!mode) {
-    return std::unexpected(mode.error());
-  }
-  IOP_TRY_ASSIGN(auto step, mode->step());
-  std::string got = step == Statement::Step::row ? mode->column_text(0) : std::string();
+  IOP_TRY_ASSIGN(auto mode, db.prepare("PRAGMA journal_mode=WAL"));
+  IOP_TRY_ASSIGN(auto step, mode.step());
+  std::string got = step == Statement::Step::row ? mode.column_text(0) : std::string();
   if (got != "wal") {
     return fail(Errc::storage_unavailable, "database " + db.path() +
                                                ": cannot use WAL journal mode (got '" + got +
@@ -148,27 +145,24 @@ Result<void> migrate(Database& db) {
     // BEGIN IMMEDIATE takes the write lock before we read the version, so two processes
     // opening a new database at once cannot both run the same step.
     IOP_TRY_ASSIGN(auto tx, Transaction::begin(db));
-    auto version = query_int(db, "PRAGMA user_version");
-    if (!version) {
-      return std::unexpected(version.error());
-    }
-    if (*version > known) {
+    IOP_TRY_ASSIGN(const std::int64_t version, query_int(db, "PRAGMA user_version"));
+    if (version > known) {
       return fail(Errc::storage_unavailable,
-                  "database " + db.path() + " has schema version " + std::to_string(*version) +
+                  "database " + db.path() + " has schema version " + std::to_string(version) +
                       ", newer than this program knows (" + std::to_string(known) +
                       "): it was written by a newer imap-oauth2-proxy; upgrade this one");
     }
-    if (*version < 0) {
+    if (version < 0) {
       return fail(
           Errc::storage_unavailable,
-          "database " + db.path() + " has an invalid schema version " + std::to_string(*version));
+          "database " + db.path() + " has an invalid schema version " + std::to_string(version));
     }
-    if (*version == known) {
+    if (version == known) {
       return tx.commit();
     }
-    IOP_TRY(db.exec(std::string(migrations[static_cast<std::size_t>(*version)])));
+    IOP_TRY(db.exec(std::string(migrations[static_cast<std::size_t>(version)])));
     // PRAGMA cannot take bound parameters; the value is our own integer.
-    IOP_TRY(db.exec("PRAGMA user_version=" + std::to_string(*version + 1)));
+    IOP_TRY(db.exec("PRAGMA user_version=" + std::to_string(version + 1)));
     IOP_TRY(tx.commit());
   }
 }
@@ -182,7 +176,7 @@ Result<sqlite::Database> open_database(const std::filesystem::path& path, Durabi
   IOP_TRY_ASSIGN(auto db, Database::open(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE));
   IOP_TRY(configure(db, durability));
   IOP_TRY(migrate(db));
-  return std::move(db);
+  return db;
 }
 
 }  // namespace iop::storage
