@@ -364,9 +364,7 @@ Result<Config> parse_config(std::string_view toml_text, const fs::path& base_dir
       if (setter == section->keys.end()) {
         return bad(section->name, key.str(), "unknown key");
       }
-      if (auto ok = setter->second(value); !ok) {
-        return std::unexpected(ok.error());
-      }
+      IOP_TRY(setter->second(value));
     }
   }
 
@@ -531,12 +529,9 @@ Result<std::optional<fs::path>> locate_config(const std::optional<fs::path>& fla
 }
 
 Result<Config> load_effective_config(const std::optional<fs::path>& flag) {
-  auto located = locate_config(flag);
-  if (!located) {
-    return std::unexpected(located.error());
-  }
-  if (*located) {
-    return load_config(**located);
+  IOP_TRY_ASSIGN(auto located, locate_config(flag));
+  if (located) {
+    return load_config(*located);
   }
   fs::path data;
   if (const char* x = std::getenv("XDG_DATA_HOME"); x != nullptr && *x != '\0') {

@@ -26,13 +26,12 @@ namespace {
 
 Result<auth::TokenGrant> grant_error(const auth::TokenError& e, std::string_view what) {
   const auto error = auth::to_error(e);
-  return fail(error.code, fmt::format("{} failed, nothing was stored: {}", what, error.message),
-              error.aadsts);
+  return fail(error.code, fmt::format("{} failed, nothing was stored: {}", what, error.message));
 }
 
 // The one-line reason of a failed sign-in, as the piece that failed worded it.
 Result<auth::TokenGrant> sign_in_failed(const Error& e) {
-  return fail(e.code, fmt::format("{}; nothing was stored", e.message), e.aadsts);
+  return fail(e.code, fmt::format("{}; nothing was stored", e.message));
 }
 
 // Waits `d` in small steps so that Ctrl-C is noticed at once. False when interrupted.
@@ -115,13 +114,10 @@ bool desktop_available() {
 Result<auth::TokenGrant> run_browser_flow(const FlowContext& ctx) {
   IOP_TRY(needs_authorize_endpoint(ctx, "--browser"));
   net::io_context ioc;
-  auto listener = auth::LoopbackListener::open(ioc);
-  if (!listener) {
-    return std::unexpected(listener.error());
-  }
+  IOP_TRY_ASSIGN(auto listener, auth::LoopbackListener::open(ioc));
   const auto pkce = auth::make_pkce();
   const auto state = auth::make_state();
-  const std::string redirect_uri = listener->redirect_uri();
+  const std::string redirect_uri = listener.redirect_uri();
   const std::string url = sign_in_url(ctx, redirect_uri, state, pkce);
   std::cout << "Sign in as " << ctx.login_hint << " in your browser:\n\n  " << url << "\n\n"
             << "Waiting for the browser to come back to " << redirect_uri << " (up to "
@@ -132,7 +128,7 @@ Result<auth::TokenGrant> run_browser_flow(const FlowContext& ctx) {
   }
 
   std::optional<Result<Secret>> code;
-  net::co_spawn(ioc, listener->wait_for_code(state, ctx.timeout),
+  net::co_spawn(ioc, listener.wait_for_code(state, ctx.timeout),
                 [&code](std::exception_ptr e, Result<Secret> r) {
                   if (e) {
                     code = fail(Errc::internal, "the sign-in listener failed");
@@ -234,8 +230,7 @@ Result<auth::TokenGrant> run_device_flow(const FlowContext& ctx) {
   if (!device) {
     return fail(
         device.error().code,
-        fmt::format("device sign-in cannot start, nothing was stored: {}", device.error().message),
-        device.error().aadsts);
+        fmt::format("device sign-in cannot start, nothing was stored: {}", device.error().message));
   }
   if (!device->message.empty()) {
     std::cout << device->message << "\n";
@@ -329,10 +324,8 @@ Result<auth::TokenGrant> run_refresh_token_import(const FlowContext& ctx,
   auto grant = ctx.endpoint.grant_once(ctx.client, std::move(fields));
   if (!grant) {
     const auto error = auth::to_error(grant.error());
-    return fail(
-        error.code,
-        fmt::format("the refresh token did not work, nothing was stored: {}", error.message),
-        error.aadsts);
+    return fail(error.code, fmt::format("the refresh token did not work, nothing was stored: {}",
+                                        error.message));
   }
   return std::move(*grant);
 }

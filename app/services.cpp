@@ -55,12 +55,9 @@ Result<auth::ResolvedProvider> account_provider(const Config& config,
 }
 
 Result<auth::AccountClient> account_client(const Config& config, const storage::Credentials& row) {
-  auto provider = account_provider(config, row);
-  if (!provider) {
-    return std::unexpected(provider.error());
-  }
-  auth::AccountClient out{oauth_client_settings(config, *provider),
-                          provider->flow == auth::Flow::app};
+  IOP_TRY_ASSIGN(auto provider, account_provider(config, row));
+  auth::AccountClient out{oauth_client_settings(config, provider),
+                          provider.flow == auth::Flow::app};
   if (!row.client_certificate.empty()) {
     out.client.client_certificate = row.client_certificate;
     out.client.client_secret = Secret();
@@ -80,26 +77,18 @@ Result<std::unique_ptr<Services>> make_services(Config config, KeyPolicy key_pol
   } else {
     key = storage::MasterKey::load(key_path);
   }
-  if (!key) {
-    return std::unexpected(key.error());
-  }
+  IOP_TRY(key);
   std::error_code ec;
   fs::create_directories(db_path.parent_path(), ec);
 
   auto services = std::make_unique<Services>(std::move(config));
   const auto& cfg = services->config;
-  auto store = storage::CredentialsStore::open(db_path, *key);
-  if (!store) {
-    return std::unexpected(store.error());
-  }
-  services->store = std::move(*store);
+  IOP_TRY_ASSIGN(services->store, storage::CredentialsStore::open(db_path, *key));
   if (!cfg.redis.url.empty()) {
-    auto cache = storage::TokenCache::create(
-        storage::RedisSettings{cfg.redis.url, cfg.redis.key_prefix, cfg.redis.timeout}, *key);
-    if (!cache) {
-      return std::unexpected(cache.error());
-    }
-    services->cache = std::move(*cache);
+    IOP_TRY_ASSIGN(
+        services->cache,
+        storage::TokenCache::create(
+            storage::RedisSettings{cfg.redis.url, cfg.redis.key_prefix, cfg.redis.timeout}, *key));
   }
   services->endpoint = std::make_unique<auth::TokenEndpoint>(oauth_client_settings(cfg),
                                                              services->http.get_executor());

@@ -134,8 +134,7 @@ Result<DeviceAuthorization> parse_device_authorization(int http_status, std::str
     const bool transient = e.kind == GrantFailure::transient && http_status != 200;
     return fail(transient ? Errc::endpoint_unavailable : Errc::endpoint_bad_response,
                 fmt::format("the device authorization endpoint refused the request{}: {}",
-                            details_of(e), flow_explanation(e, "device authorization endpoint")),
-                e.aadsts);
+                            details_of(e), flow_explanation(e, "device authorization endpoint")));
   }
   if (!doc.is_object()) {
     return fail(Errc::endpoint_bad_response,

@@ -28,7 +28,7 @@ struct DeviceAuthorization {
 // is a one-line error naming it ("the device authorization response has no user_code");
 // expires_in must be within 1 s .. 24 h and interval within 1 s .. 5 min. An error answer
 // (RFC 8628 §3.2 refers to RFC 6749 §5.2: 400 with error / error_description) is explained,
-// with the AADSTS code when Microsoft sent one (Error::aadsts). Errors: Errc::endpoint_unavailable
+// with the AADSTS code in the message when Microsoft sent one. Errors: Errc::endpoint_unavailable
 // for 408/429/5xx, Errc::endpoint_bad_response otherwise.
 Result<DeviceAuthorization> parse_device_authorization(int http_status, std::string_view body);
 

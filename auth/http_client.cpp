@@ -164,9 +164,7 @@ Result<HttpResponse> post_form(const std::string& url,
     return fail(Errc::invalid_argument,
                 "the endpoint URL must be https:// (http:// only to a loopback host)");
   }
-  if (auto init = global_init(); !init) {
-    return std::unexpected(init.error());
-  }
+  IOP_TRY(global_init());
   CurlPtr curl(curl_easy_init());
   if (!curl) {
     return fail(Errc::internal, "curl_easy_init failed");

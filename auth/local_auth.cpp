@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 
 #include "auth/password_hash.hpp"
+#include "common/blocking.hpp"
 #include "common/email.hpp"
 #include "common/wipe.hpp"
 
@@ -73,29 +74,22 @@ awaitable<std::string> LocalAuthenticator::upgrade_hash(const std::string& email
   }
   auto& store = store_;
   const ScryptParams params = settings_.hash_params;
-  auto rehash = [&store, &email, &stored_hash, &password,
-                 params]() -> awaitable<Result<std::string>> {
+  auto rehash = [&store, &email, &stored_hash, &password, params]() -> Result<std::string> {
     auto fresh = hash_password(password, params);
     if (!fresh) {
-      co_return fresh;
+      return fresh;
     }
     // Not if the hash changed meanwhile (`account passwd` while this login was checked): the
     // password proved here may be the old one. The store has no compare-and-set; this re-read
     // narrows the window to one database round trip.
-    auto current = store.get(email);
-    if (!current) {
-      co_return fail(current.error().code, current.error().message);
+    IOP_TRY_ASSIGN(const auto current, store.get(email));
+    if (current.local_password_hash != stored_hash) {
+      return std::string();  // changed meanwhile: leave the new one alone
     }
-    if (current->local_password_hash != stored_hash) {
-      co_return std::string();  // changed meanwhile: leave the new one alone
-    }
-    auto saved = store.set_local_password_hash(email, *fresh);
-    if (!saved) {
-      co_return fail(saved.error().code, saved.error().message);
-    }
-    co_return fresh;
+    IOP_TRY(store.set_local_password_hash(email, *fresh));
+    return fresh;
   };
-  auto upgraded = co_await net::co_spawn(blocking_, std::move(rehash), net::use_awaitable);
+  auto upgraded = co_await run_on_pool(blocking_, rehash);
   if (!upgraded) {
     spdlog::warn("login of {}: the local password hash was not upgraded: {}", email,
                  upgraded.error().message);
@@ -155,10 +149,7 @@ awaitable<LocalAuthOutcome> LocalAuthenticator::check(std::string username, Secr
   if (email) {
     outcome.email = *email;
     auto& store = store_;
-    auto read = [&store, &email]() -> awaitable<Result<storage::Credentials>> {
-      co_return store.get(*email);
-    };
-    auto row = co_await net::co_spawn(blocking_, std::move(read), net::use_awaitable);
+    auto row = co_await run_on_pool(blocking_, [&store, &email] { return store.get(*email); });
     if (row) {
       outcome.upstream_host = row->upstream_host;
       outcome.upstream_port = row->upstream_port;
@@ -203,11 +194,10 @@ awaitable<LocalAuthOutcome> LocalAuthenticator::check(std::string username, Secr
   // against the dummy hash, and the same answer as a wrong password (issue #7, item 8).
   const std::string& against = real ? stored_hash : dummy_hash_;
   auto& counter = verifications_;
-  auto verify = [&password, &against, &counter]() -> awaitable<bool> {
+  const bool verified = co_await run_on_pool(blocking_, [&password, &against, &counter] {
     ++counter;
-    co_return verify_password(password, against);
-  };
-  const bool verified = co_await net::co_spawn(blocking_, std::move(verify), net::use_awaitable);
+    return verify_password(password, against);
+  });
   if (!(real && verified)) {
     release(LoginLimiter::Outcome::failure);
     co_await failure_pause();

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "auth/pkce.hpp"
+#include "common/deadline.hpp"
 #include "common/duration.hpp"
 
 namespace iop::auth {
@@ -150,13 +151,11 @@ struct WaitState {
 awaitable<void> serve(std::shared_ptr<WaitState> state, std::shared_ptr<tcp::socket> socket) {
   // Asio 1.18 has no per-operation cancellation: a timer closes the socket at the deadline,
   // which ends the pending read or write with an error (STYLE.md §3.3 watchdog).
-  net::steady_timer deadline(co_await net::this_coro::executor);
-  deadline.expires_after(connection_deadline);
-  deadline.async_wait([socket](error_code ec) {
-    if (!ec) {
-      error_code ignored;
-      socket->close(ignored);
-    }
+  // The executor first: no owning temporary inside a co_await expression (GCC 12, PR 100611).
+  const auto executor = co_await net::this_coro::executor;
+  Deadline deadline(executor, connection_deadline, [socket] {
+    error_code ignored;
+    socket->close(ignored);
   });
 
   std::string head;
@@ -167,7 +166,7 @@ awaitable<void> serve(std::shared_ptr<WaitState> state, std::shared_ptr<tcp::soc
     const std::size_t n = co_await socket->async_read_some(
         net::buffer(buffer), net::redirect_error(net::use_awaitable, ec));
     if (ec) {
-      deadline.cancel();
+      deadline.disarm();
       co_return;  // the peer went away, the deadline passed, or the wait is over
     }
     head.append(buffer.data(), n);
@@ -187,7 +186,7 @@ awaitable<void> serve(std::shared_ptr<WaitState> state, std::shared_ptr<tcp::soc
   socket->shutdown(tcp::socket::shutdown_send, ec);
   if (answer->outcome) {
     // The whole head was read (a GET has no body), so closing now sends a FIN, not a reset.
-    deadline.cancel();
+    deadline.disarm();
     socket->close(ec);
     state->finish(std::move(*answer->outcome));
     co_return;
@@ -200,7 +199,7 @@ awaitable<void> serve(std::shared_ptr<WaitState> state, std::shared_ptr<tcp::soc
     drained += co_await socket->async_read_some(net::buffer(buffer),
                                                 net::redirect_error(net::use_awaitable, ec));
   }
-  deadline.cancel();
+  deadline.disarm();
   socket->close(ec);
 }
 

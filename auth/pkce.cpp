@@ -194,8 +194,8 @@ Error explain_redirect_error(std::string_view error, std::string_view descriptio
     explanation = line.empty() ? std::string("the sign-in service refused the request")
                                : "the sign-in service said: " + line;
   }
-  return Error{Errc::invalid_argument, fmt::format("sign-in failed ({}): {}", details, explanation),
-               aadsts};
+  return Error{Errc::invalid_argument,
+               fmt::format("sign-in failed ({}): {}", details, explanation)};
 }
 
 std::string origin_of(const UrlParts& p) {

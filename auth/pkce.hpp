@@ -68,7 +68,7 @@ std::string authorize_url(const AuthorizeRequest& request);
 //   `expected_redirect_uri` (the message names what was expected);
 // - the state is missing or differs from `expected_state` (the answer is not for this request);
 // - an error redirect (RFC 6749 §4.1.2.1): explained from its `error` and, for Microsoft, the
-//   AADSTS code in `error_description` (Error::aadsts is set);
+//   AADSTS code in `error_description` (named in the message, "AADSTS65004");
 // - no code, a malformed code, a malformed %-escape, or a repeated code/state/error parameter.
 Result<Secret> parse_redirect(std::string_view pasted_or_target,
                               std::string_view expected_redirect_uri,

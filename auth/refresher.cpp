@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <set>
 
+#include "common/blocking.hpp"
+
 namespace iop::auth {
 
 Refresher::Refresher(TokenService& service, RefresherSettings settings, WallClock clock)
@@ -43,12 +45,8 @@ awaitable<RefreshPass> Refresher::run_once() {
   pass.pending_writes = co_await service_.retry_pending_writes();
 
   auto& store = service_.store();
-  auto accounts = co_await net::co_spawn(
-      service_.blocking_executor(),
-      [&store]() -> awaitable<Result<std::vector<storage::AccountSummary>>> {
-        co_return store.list();
-      },
-      net::use_awaitable);
+  auto accounts =
+      co_await run_on_pool(service_.blocking_executor(), [&store] { return store.list(); });
   if (!accounts) {
     spdlog::warn("background refresh: cannot list accounts: {}", accounts.error());
     co_return pass;

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "auth/client_assertion.hpp"
+#include "common/blocking.hpp"
 
 namespace iop::auth {
 
@@ -163,15 +164,9 @@ awaitable<std::expected<TokenGrant, TokenError>> TokenEndpoint::with_retries(
   const auto started = std::chrono::steady_clock::now();
   for (int attempt = 1;; ++attempt) {
     // curl blocks, so the call runs on `http_` (its own pool: a hanging endpoint must not hold
-    // up logins that only need the database or Redis); co_spawn keeps the lambda alive in its
-    // own frame and hands the value (or exception) back here. The references stay valid because
-    // this frame waits for the result.
-    GrantResult result = co_await net::co_spawn(
-        http_,
-        [this, &client, &fields]() -> awaitable<GrantResult> {
-          co_return grant_once(client, fields);
-        },
-        net::use_awaitable);
+    // up logins that only need the database or Redis).
+    GrantResult result = co_await run_on_pool(
+        http_, [this, &client, &fields] { return grant_once(client, fields); });
     if (result) {
       co_return result;
     }

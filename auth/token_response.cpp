@@ -341,7 +341,7 @@ Error to_error(const TokenError& e) {
   if (!e.explanation.empty()) {
     message += ": " + e.explanation;
   }
-  return Error{code, std::move(message), e.aadsts};
+  return Error{code, std::move(message)};
 }
 
 }  // namespace iop::auth

@@ -7,7 +7,9 @@
 #include <utility>
 
 #include "auth/aadsts.hpp"
+#include "common/blocking.hpp"
 #include "common/email.hpp"
+#include "common/sanitize.hpp"
 
 namespace iop::auth {
 
@@ -56,19 +58,12 @@ std::chrono::milliseconds poll_delay(int attempt) {
 constexpr std::int64_t usable_seconds = 60;
 
 // A Redis lock value for a log line. Ours are "host:pid:n"; anyone with access to Redis can
-// write anything there, so only short printable ASCII is shown as it is.
-// TODO(#7): use the project's one log sanitizer (item 2) once it lands.
+// write anything there, so it goes through the one log sanitizer (issue #7, item 2).
 std::string printable_owner(const std::optional<std::string>& owner) {
   if (!owner) {
     return "(gone, or Redis unavailable)";
   }
-  const bool printable =
-      !owner->empty() && owner->size() <= 100 &&
-      std::all_of(owner->begin(), owner->end(), [](char c) { return c >= 0x20 && c < 0x7f; });
-  if (!printable) {
-    return fmt::format("(a value of {} bytes that is not printable)", owner->size());
-  }
-  return fmt::format("'{}'", *owner);
+  return fmt::format("'{}'", sanitize_for_log(*owner, 100));
 }
 
 }  // namespace
@@ -83,31 +78,15 @@ TokenService::TokenService(storage::CredentialsStore& store, storage::TokenCache
       settings_(std::move(settings)),
       clock_(std::move(clock)) {}
 
-template <class F>
-auto TokenService::on_blocking(F f) -> awaitable<decltype(f())> {
-  using R = decltype(f());
-  // Asio keeps the callable alive in the spawned frame; the caller awaits, so references it
-  // captured stay valid.
-  co_return co_await net::co_spawn(
-      blocking_, [f = std::move(f)]() mutable -> awaitable<R> { co_return f(); },
-      net::use_awaitable);
-}
-
 awaitable<Result<FreshToken>> TokenService::ensure_fresh_token(std::string email, TokenUse use) {
-  auto normalized = normalize_email(email);
-  if (!normalized) {
-    co_return std::unexpected(normalized.error());
-  }
-  co_return co_await obtain(std::move(*normalized), need_for(settings_.freshness, use));
+  IOP_CO_TRY_ASSIGN(auto normalized, normalize_email(email));
+  co_return co_await obtain(std::move(normalized), need_for(settings_.freshness, use));
 }
 
 awaitable<Result<FreshToken>> TokenService::refresh_now(std::string email) {
-  auto normalized = normalize_email(email);
-  if (!normalized) {
-    co_return std::unexpected(normalized.error());
-  }
+  IOP_CO_TRY_ASSIGN(auto normalized, normalize_email(email));
   const TokenNeed need{std::chrono::seconds(0), to_unix_millis(clock_())};
-  co_return co_await obtain(std::move(*normalized), need);
+  co_return co_await obtain(std::move(normalized), need);
 }
 
 void TokenService::forget(const std::string& email) {
@@ -147,7 +126,7 @@ awaitable<Result<FreshToken>> TokenService::obtain(std::string email, TokenNeed 
   }
   std::optional<CachedToken> cached;
   if (cache_ != nullptr) {
-    cached = co_await on_blocking([this, &email] { return cache_->get(email); });
+    cached = co_await run_on_pool(blocking_, [this, &email] { return cache_->get(email); });
     if (cached && satisfies(need, cached->expiry, cached->refreshed_at_ms, clock_())) {
       FreshToken token{cached->access_token, false, cached->expiry, cached->refreshed_at_ms,
                        TokenSource::redis};
@@ -266,7 +245,7 @@ void TokenService::memory_store(const std::string& email, const FreshToken& toke
 awaitable<Result<FreshToken>> TokenService::load_or_refresh(const std::string& email,
                                                             TokenNeed need,
                                                             std::optional<CachedToken> cached) {
-  auto row = co_await on_blocking([this, &email] { return store_.get(email); });
+  auto row = co_await run_on_pool(blocking_, [this, &email] { return store_.get(email); });
   if (!row) {
     if (row.error().code == Errc::credentials_corrupt) {
       spdlog::error("credentials of {} cannot be read: {}", email, row.error());
@@ -336,8 +315,8 @@ awaitable<Result<FreshToken>> TokenService::refresh_locked(const std::string& em
         persisted = !pending_writes_.contains(email);
       }
       if (best.source == TokenSource::database) {
-        const bool stored = co_await on_blocking(
-            [this, &email, &entry] { return cache_->put(email, entry, clock_()); });
+        const bool stored = co_await run_on_pool(
+            blocking_, [this, &email, &entry] { return cache_->put(email, entry, clock_()); });
         if (stored) {
           spdlog::info("Recovered credentials from database and cached in Redis (account {})",
                        email);
@@ -360,8 +339,9 @@ awaitable<Result<FreshToken>> TokenService::refresh_locked(const std::string& em
   std::string owner;
   if (cache_ != nullptr) {
     owner = fmt::format("{}:{}", settings_.instance_id, ++lock_counter_);
-    lock = co_await on_blocking(
-        [this, &email, &owner] { return cache_->try_lock(email, owner, settings_.lock_ttl); });
+    lock = co_await run_on_pool(blocking_, [this, &email, &owner] {
+      return cache_->try_lock(email, owner, settings_.lock_ttl);
+    });
     if (lock == TokenCache::Lock::held_elsewhere) {
       auto [token, now_lock] = co_await wait_for_other_instance(email, need, owner);
       if (token) {
@@ -381,13 +361,13 @@ awaitable<Result<FreshToken>> TokenService::refresh_locked(const std::string& em
       // Another instance may have refreshed between our read and the lock: the database
       // decides. Redis holds a newer refresh token than the database only when a database
       // write failed after a refresh (here or elsewhere): then that one is the token to use.
-      auto again = co_await on_blocking([this, &email] { return store_.get(email); });
+      auto again = co_await run_on_pool(blocking_, [this, &email] { return store_.get(email); });
       if (!again) {
         result = std::unexpected(again.error());
         reread_ok = false;
       } else {
         row = std::move(*again);
-        cached = co_await on_blocking([this, &email] { return cache_->get(email); });
+        cached = co_await run_on_pool(blocking_, [this, &email] { return cache_->get(email); });
         best = newest(row, cached);
       }
     }
@@ -406,7 +386,7 @@ awaitable<Result<FreshToken>> TokenService::refresh_locked(const std::string& em
     failure = std::current_exception();
   }
   if (lock == TokenCache::Lock::acquired) {
-    co_await on_blocking([this, &email, &owner] { cache_->unlock(email, owner); });
+    co_await run_on_pool(blocking_, [this, &email, &owner] { cache_->unlock(email, owner); });
   }
   if (failure) {
     std::rethrow_exception(failure);
@@ -421,8 +401,8 @@ TokenService::wait_for_other_instance(const std::string& email, const TokenNeed&
   const auto deadline = started + settings_.lock_wait;
   // Whoever holds the lock, the wait shows in the log: a lock key left by a dead process or
   // written by someone else would otherwise stall logins without a word (issue #7, item 9).
-  const auto holder =
-      printable_owner(co_await on_blocking([this, &email] { return cache_->lock_owner(email); }));
+  const auto holder = printable_owner(
+      co_await run_on_pool(blocking_, [this, &email] { return cache_->lock_owner(email); }));
   spdlog::warn("refresh of {} waits up to {} ms for another refresh: Redis key {} is held by {}",
                email, settings_.lock_wait.count(), cache_->lock_key(email), holder);
   net::steady_timer timer(co_await net::this_coro::executor);
@@ -430,7 +410,7 @@ TokenService::wait_for_other_instance(const std::string& email, const TokenNeed&
   for (int attempt = 0; std::chrono::steady_clock::now() < deadline; ++attempt) {
     timer.expires_after(poll_delay(attempt));
     co_await timer.async_wait(net::use_awaitable);
-    auto cached = co_await on_blocking([this, &email] { return cache_->get(email); });
+    auto cached = co_await run_on_pool(blocking_, [this, &email] { return cache_->get(email); });
     if (cached && satisfies(need, cached->expiry, cached->refreshed_at_ms, clock_())) {
       co_return std::pair{
           std::optional<FreshToken>(FreshToken{cached->access_token, false, cached->expiry,
@@ -439,8 +419,9 @@ TokenService::wait_for_other_instance(const std::string& email, const TokenNeed&
     }
     // No usable token yet: is the other instance still at it? When its lock is gone (done
     // without a usable token, failed, or died), take over.
-    lock = co_await on_blocking(
-        [this, &email, &owner] { return cache_->try_lock(email, owner, settings_.lock_ttl); });
+    lock = co_await run_on_pool(blocking_, [this, &email, &owner] {
+      return cache_->try_lock(email, owner, settings_.lock_ttl);
+    });
     if (lock != TokenCache::Lock::held_elsewhere) {
       break;
     }
@@ -459,11 +440,8 @@ awaitable<Result<FreshToken>> TokenService::refresh_with(const std::string& emai
                                                          const Credentials& row, Candidate best) {
   AccountClient client{endpoint_.settings(), false};
   if (settings_.resolve_client) {
-    auto resolved = settings_.resolve_client(row);
-    if (!resolved) {
-      co_return std::unexpected(resolved.error());
-    }
-    client = std::move(*resolved);
+    IOP_CO_TRY_ASSIGN(auto resolved, settings_.resolve_client(row));
+    client = std::move(resolved);
   }
   if (!client.app_only && best.refresh_token.empty()) {
     co_return fail(Errc::needs_reauth, reauth_message(email, "no refresh token is stored"));
@@ -487,7 +465,7 @@ awaitable<Result<FreshToken>> TokenService::refresh_with(const std::string& emai
       error.message = name_account(error.message, email);
       // Refused because another process (without the Redis lock) has rotated it meanwhile? Then
       // the stored token is newer and the account is fine: do not lock it out.
-      auto current = co_await on_blocking([this, &email] { return store_.get(email); });
+      auto current = co_await run_on_pool(blocking_, [this, &email] { return store_.get(email); });
       if (current && current->refreshed_at_ms > best.refreshed_at_ms) {
         spdlog::warn(
             "refresh for {} refused ({}), but a newer refresh token is stored; not "
@@ -497,17 +475,18 @@ awaitable<Result<FreshToken>> TokenService::refresh_with(const std::string& emai
                        fmt::format("refresh for {} raced with another process; try again", email));
       }
       // Keep the refresh token for inspection; only the status changes.
-      auto marked = co_await on_blocking(
-          [this, &email, &error] { return store_.mark_needs_reauth(email, error.message); });
+      auto marked = co_await run_on_pool(blocking_, [this, &email, &error] {
+        return store_.mark_needs_reauth(email, error.message);
+      });
       if (!marked) {
         spdlog::error("could not mark {} as needing re-authorization: {}", email, marked.error());
       }
       if (cache_ != nullptr) {
-        co_await on_blocking([this, &email] { return cache_->erase(email); });
+        co_await run_on_pool(blocking_, [this, &email] { return cache_->erase(email); });
       }
       forget(email);
       spdlog::error("account {} needs re-authorization: {}", email, error.message);
-      co_return fail(Errc::needs_reauth, reauth_message(email, error.message), error.aadsts);
+      co_return fail(Errc::needs_reauth, reauth_message(email, error.message));
     }
     // Transient, bad answer or our configuration: nothing stored changes. A token that is still
     // valid for a while is better than no token.
@@ -583,8 +562,8 @@ awaitable<std::optional<FreshToken>> TokenService::hold_unpersisted(const std::s
 }
 
 awaitable<bool> TokenService::persist(const std::string& email, storage::TokenUpdate& update) {
-  auto written =
-      co_await on_blocking([this, &email, &update] { return store_.update_tokens(email, update); });
+  auto written = co_await run_on_pool(
+      blocking_, [this, &email, &update] { return store_.update_tokens(email, update); });
   std::lock_guard lock(mutex_);
   if (!written) {
     auto& pending = pending_writes_[email];
@@ -623,15 +602,13 @@ awaitable<void> TokenService::cache_put(const std::string& email, const CachedTo
   // outlives this process: keep it past the access token's expiry (storage/token_cache.hpp).
   const auto retention =
       persisted ? storage::Retention::until_expiry : storage::Retention::refresh_pending;
-  co_await on_blocking(
-      [this, &email, &entry, retention] { return cache_->put(email, entry, clock_(), retention); });
+  co_await run_on_pool(blocking_, [this, &email, &entry, retention] {
+    return cache_->put(email, entry, clock_(), retention);
+  });
 }
 
 awaitable<Result<void>> TokenService::save_authorization(const Credentials& row) {
-  auto written = co_await on_blocking([this, &row] { return store_.upsert_account(row); });
-  if (!written) {
-    co_return std::unexpected(written.error());
-  }
+  IOP_CO_TRY(co_await run_on_pool(blocking_, [this, &row] { return store_.upsert_account(row); }));
   {
     // The new authorization supersedes whatever this process still held for the account.
     std::lock_guard lock(mutex_);
@@ -641,10 +618,10 @@ awaitable<Result<void>> TokenService::save_authorization(const Credentials& row)
   if (cache_ != nullptr) {
     if (row.use_oauth && !row.access_token.empty()) {
       CachedToken entry{row.access_token, row.token_expiry, row.refresh_token, row.refreshed_at_ms};
-      co_await on_blocking(
-          [this, &row, &entry] { return cache_->put(row.email, entry, clock_()); });
+      co_await run_on_pool(
+          blocking_, [this, &row, &entry] { return cache_->put(row.email, entry, clock_()); });
     } else {
-      co_await on_blocking([this, &row] { return cache_->erase(row.email); });
+      co_await run_on_pool(blocking_, [this, &row] { return cache_->erase(row.email); });
     }
   }
   if (row.use_oauth && !row.access_token.empty()) {
@@ -714,8 +691,8 @@ awaitable<std::size_t> TokenService::retry_pending_once(bool log_failures) {
   }
   for (auto& [email, entry] : pending) {
     auto& update = entry.update;
-    auto written = co_await on_blocking(
-        [this, &email = email, &update] { return store_.update_tokens(email, update); });
+    auto written = co_await run_on_pool(
+        blocking_, [this, &email = email, &update] { return store_.update_tokens(email, update); });
     std::lock_guard lock(mutex_);
     auto it = pending_writes_.find(email);
     if (!written) {

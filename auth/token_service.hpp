@@ -174,9 +174,6 @@ class TokenService {
   std::optional<FreshToken> memory_lookup(const std::string& email, const TokenNeed& need);
   void memory_store(const std::string& email, const FreshToken& token);
 
-  template <class F>
-  auto on_blocking(F f) -> awaitable<decltype(f())>;
-
   storage::CredentialsStore& store_;
   storage::TokenCache* cache_;
   TokenEndpoint& endpoint_;

@@ -93,11 +93,8 @@ std::string bio_text(BIO* bio) {
 
 // The first certificate of the PEM file `path`.
 Result<X509Ptr> load_certificate(const fs::path& path) {
-  auto text = read_text(path);
-  if (!text) {
-    return std::unexpected(text.error());
-  }
-  const BioPtr bio = memory_bio(*text);
+  IOP_TRY_ASSIGN(auto text, read_text(path));
+  const BioPtr bio = memory_bio(text);
   X509Ptr cert(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
   if (!cert) {
     return fail(Errc::config_error, fmt::format("{} does not hold a PEM certificate ({})",
@@ -108,15 +105,12 @@ Result<X509Ptr> load_certificate(const fs::path& path) {
 
 // The private key in the PEM file `path`; the file's bytes are wiped after parsing.
 Result<EvpPkeyPtr> load_private_key(const fs::path& path) {
-  auto text = read_text(path);
-  if (!text) {
-    return std::unexpected(text.error());
-  }
-  const BioPtr bio = memory_bio(*text);
+  IOP_TRY_ASSIGN(auto text, read_text(path));
+  const BioPtr bio = memory_bio(text);
   // A null passphrase callback and no passphrase: an encrypted key fails here instead of
   // prompting on a terminal the service may not have.
   EvpPkeyPtr key(PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, const_cast<char*>("")));
-  secure_wipe(*text);
+  secure_wipe(text);
   if (!key) {
     return fail(Errc::config_error,
                 fmt::format("{} does not hold an unencrypted PEM private key ({})", quoted(path),
@@ -302,27 +296,22 @@ struct Ca {
 };
 
 Result<Ca> create_ca(const CertificateOptions& options) {
-  auto key = new_p256_key();
-  if (!key) {
-    return std::unexpected(key.error());
-  }
+  IOP_TRY_ASSIGN(auto key, new_p256_key());
   // RFC 5280 §4.2.1.10: name constraints MUST be critical. IP constraints are address/mask.
   const std::string constraints = fmt::format(
       "critical,permitted;DNS:{},permitted;IP:{}/255.255.255.255,"
       "permitted;IP:{}/ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
       local_dns_name, local_ipv4, local_ipv6);
-  auto cert = make_certificate(key->get(), "imap-oauth2-proxy local CA " + random_hex(4),
-                               options.now - backdate, options.now + options.ca_validity, nullptr,
-                               key->get(),
-                               {{NID_basic_constraints, "critical,CA:TRUE,pathlen:0"},
-                                {NID_key_usage, "critical,keyCertSign,cRLSign"},
-                                {NID_subject_key_identifier, "hash"},
-                                {NID_authority_key_identifier, "keyid:always"},
-                                {NID_name_constraints, constraints}});
-  if (!cert) {
-    return std::unexpected(cert.error());
-  }
-  return Ca{std::move(*cert), std::move(*key)};
+  IOP_TRY_ASSIGN(auto cert,
+                 make_certificate(key.get(), "imap-oauth2-proxy local CA " + random_hex(4),
+                                  options.now - backdate, options.now + options.ca_validity,
+                                  nullptr, key.get(),
+                                  {{NID_basic_constraints, "critical,CA:TRUE,pathlen:0"},
+                                   {NID_key_usage, "critical,keyCertSign,cRLSign"},
+                                   {NID_subject_key_identifier, "hash"},
+                                   {NID_authority_key_identifier, "keyid:always"},
+                                   {NID_name_constraints, constraints}}));
+  return Ca{std::move(cert), std::move(key)};
 }
 
 // The existing CA beside `cert_path` when it is complete and usable until at least
@@ -342,72 +331,55 @@ Result<Ca> obtain_ca(const fs::path& cert_path, const CertificateOptions& option
                     quoted(have_cert ? ca_cert : ca_key)));
   }
   if (have_cert) {
-    auto cert = load_certificate(ca_cert);
-    if (!cert) {
-      return std::unexpected(cert.error());
-    }
-    auto key = load_private_key(ca_key);
-    if (!key) {
-      return std::unexpected(key.error());
-    }
-    if (X509_check_private_key(cert->get(), key->get()) != 1) {
+    IOP_TRY_ASSIGN(auto cert, load_certificate(ca_cert));
+    IOP_TRY_ASSIGN(auto key, load_private_key(ca_key));
+    if (X509_check_private_key(cert.get(), key.get()) != 1) {
       ERR_clear_error();
       return fail(Errc::config_error, fmt::format("the CA key {} does not belong to {}",
                                                   quoted(ca_key), quoted(ca_cert)));
     }
-    const auto not_after = to_time_point(X509_get0_notAfter(cert->get()));
+    const auto not_after = to_time_point(X509_get0_notAfter(cert.get()));
     if (not_after && *not_after > options.now + options.renew_before) {
-      return Ca{std::move(*cert), std::move(*key)};
+      return Ca{std::move(cert), std::move(key)};
     }
     // An expiring CA cannot sign anything worth having: replace it (clients must trust the new
     // one; the server certificate chain carries it, and ca.crt is rewritten).
   }
-  auto ca = create_ca(options);
-  if (!ca) {
-    return std::unexpected(ca.error());
-  }
-  auto key_pem = private_key_pem(ca->key.get());
-  auto cert_pem = certificate_pem(ca->cert.get());
+  IOP_TRY_ASSIGN(auto ca, create_ca(options));
+  auto key_pem = private_key_pem(ca.key.get());
+  auto cert_pem = certificate_pem(ca.cert.get());
   if (!key_pem || !cert_pem) {
     return std::unexpected(!key_pem ? key_pem.error() : cert_pem.error());
   }
   auto wrote = write_atomically(ca_key, *key_pem, 0600);
   secure_wipe(*key_pem);
-  if (!wrote) {
-    return std::unexpected(wrote.error());
-  }
-  if (wrote = write_atomically(ca_cert, *cert_pem, 0644); !wrote) {
-    return std::unexpected(wrote.error());
-  }
+  IOP_TRY(wrote);
+  IOP_TRY(write_atomically(ca_cert, *cert_pem, 0644));
   return ca;
 }
 
 // Issues a server certificate with `ca` and writes the key, then the chain (server + CA).
 Result<void> issue_server_certificate(const fs::path& cert_path, const fs::path& key_path,
                                       const Ca& ca, const CertificateOptions& options) {
-  auto key = new_p256_key();
-  if (!key) {
-    return std::unexpected(key.error());
-  }
+  IOP_TRY_ASSIGN(auto key, new_p256_key());
   // Never outlive the CA: a chain with an expired CA fails verification anyway.
   Clock::time_point not_after = options.now + options.server_validity;
   if (const auto ca_not_after = to_time_point(X509_get0_notAfter(ca.cert.get()))) {
     not_after = std::min(not_after, *ca_not_after);
   }
-  auto cert = make_certificate(
-      key->get(), local_dns_name, options.now - backdate, not_after, ca.cert.get(), ca.key.get(),
-      {{NID_basic_constraints, "critical,CA:FALSE"},
-       {NID_key_usage, "critical,digitalSignature"},
-       {NID_ext_key_usage, "serverAuth"},
-       {NID_subject_key_identifier, "hash"},
-       {NID_authority_key_identifier, "keyid:always"},
-       {NID_subject_alt_name,
-        fmt::format("DNS:{},IP:{},IP:{}", local_dns_name, local_ipv4, local_ipv6)}});
-  if (!cert) {
-    return std::unexpected(cert.error());
-  }
-  auto key_pem = private_key_pem(key->get());
-  auto leaf_pem = certificate_pem(cert->get());
+  IOP_TRY_ASSIGN(
+      auto cert,
+      make_certificate(
+          key.get(), local_dns_name, options.now - backdate, not_after, ca.cert.get(), ca.key.get(),
+          {{NID_basic_constraints, "critical,CA:FALSE"},
+           {NID_key_usage, "critical,digitalSignature"},
+           {NID_ext_key_usage, "serverAuth"},
+           {NID_subject_key_identifier, "hash"},
+           {NID_authority_key_identifier, "keyid:always"},
+           {NID_subject_alt_name,
+            fmt::format("DNS:{},IP:{},IP:{}", local_dns_name, local_ipv4, local_ipv6)}}));
+  auto key_pem = private_key_pem(key.get());
+  auto leaf_pem = certificate_pem(cert.get());
   auto ca_pem = certificate_pem(ca.cert.get());
   if (!key_pem || !leaf_pem || !ca_pem) {
     return fail(Errc::internal, "cannot encode the server certificate or key");
@@ -486,25 +458,14 @@ Result<bool> ensure_server_certificate(const fs::path& cert_path, const fs::path
                             quoted(found), quoted(missing), quoted(found)));
   }
   if (!have_cert) {
-    auto ca = obtain_ca(cert_path, options);
-    if (!ca) {
-      return std::unexpected(ca.error());
-    }
-    if (auto issued = issue_server_certificate(cert_path, key_path, *ca, options); !issued) {
-      return std::unexpected(issued.error());
-    }
+    IOP_TRY_ASSIGN(auto ca, obtain_ca(cert_path, options));
+    IOP_TRY(issue_server_certificate(cert_path, key_path, ca, options));
     return true;
   }
 
-  auto cert = load_certificate(cert_path);
-  if (!cert) {
-    return std::unexpected(cert.error());
-  }
-  auto key = load_private_key(key_path);
-  if (!key) {
-    return std::unexpected(key.error());
-  }
-  if (X509_check_private_key(cert->get(), key->get()) != 1) {
+  IOP_TRY_ASSIGN(auto cert, load_certificate(cert_path));
+  IOP_TRY_ASSIGN(auto key, load_private_key(key_path));
+  if (X509_check_private_key(cert.get(), key.get()) != 1) {
     ERR_clear_error();
     return fail(Errc::config_error,
                 fmt::format("the private key {} does not belong to the certificate {}: restore "
@@ -512,8 +473,8 @@ Result<bool> ensure_server_certificate(const fs::path& cert_path, const fs::path
                             "generated",
                             quoted(key_path), quoted(cert_path)));
   }
-  const auto not_before = to_time_point(X509_get0_notBefore(cert->get()));
-  const auto not_after = to_time_point(X509_get0_notAfter(cert->get()));
+  const auto not_before = to_time_point(X509_get0_notBefore(cert.get()));
+  const auto not_after = to_time_point(X509_get0_notAfter(cert.get()));
   if (!not_before || !not_after) {
     return fail(Errc::config_error,
                 fmt::format("{} has validity dates that cannot be read", quoted(cert_path)));
@@ -526,14 +487,9 @@ Result<bool> ensure_server_certificate(const fs::path& cert_path, const fs::path
   if (*not_after > options.now + options.renew_before) {
     return false;
   }
-  if (issued_by_local_ca(cert->get(), cert_path)) {
-    auto ca = obtain_ca(cert_path, options);
-    if (!ca) {
-      return std::unexpected(ca.error());
-    }
-    if (auto issued = issue_server_certificate(cert_path, key_path, *ca, options); !issued) {
-      return std::unexpected(issued.error());
-    }
+  if (issued_by_local_ca(cert.get(), cert_path)) {
+    IOP_TRY_ASSIGN(auto ca, obtain_ca(cert_path, options));
+    IOP_TRY(issue_server_certificate(cert_path, key_path, ca, options));
     return true;
   }
   if (*not_after <= options.now) {
@@ -548,11 +504,8 @@ Result<bool> ensure_server_certificate(const fs::path& cert_path, const fs::path
 
 Result<CertificateInfo> inspect_certificate(const fs::path& cert_path) {
   ERR_clear_error();
-  auto cert = load_certificate(cert_path);
-  if (!cert) {
-    return std::unexpected(cert.error());
-  }
-  X509* const x = cert->get();
+  IOP_TRY_ASSIGN(auto cert, load_certificate(cert_path));
+  X509* const x = cert.get();
   CertificateInfo info;
   info.subject = name_text(X509_get_subject_name(x));
   info.issuer = name_text(X509_get_issuer_name(x));

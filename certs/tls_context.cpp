@@ -58,9 +58,7 @@ Result<std::shared_ptr<net::ssl::context>> make_server_context(
     const std::filesystem::path& cert_chain, const std::filesystem::path& key) {
   ERR_clear_error();
   auto ctx = std::make_shared<ssl::context>(ssl::context::tls_server);
-  if (auto hardened = harden(*ctx); !hardened) {
-    return std::unexpected(hardened.error());
-  }
+  IOP_TRY(harden(*ctx));
   boost::system::error_code ec;
   ctx->use_certificate_chain_file(cert_chain.string(), ec);
   if (ec) {
@@ -85,9 +83,7 @@ Result<std::shared_ptr<net::ssl::context>> make_client_context(
     const std::filesystem::path& ca_file) {
   ERR_clear_error();
   auto ctx = std::make_shared<ssl::context>(ssl::context::tls_client);
-  if (auto hardened = harden(*ctx); !hardened) {
-    return std::unexpected(hardened.error());
-  }
+  IOP_TRY(harden(*ctx));
   ctx->set_verify_mode(ssl::verify_peer);
   boost::system::error_code ec;
   if (ca_file.empty()) {

@@ -3,6 +3,7 @@
 #include <openssl/ssl.h>
 
 #include "certs/tls_context.hpp"
+#include "common/deadline.hpp"
 
 namespace iop::proxy {
 
@@ -50,21 +51,13 @@ awaitable<void> ImapStream::shutdown(std::chrono::milliseconds limit) {
   if (tls_ && stream_.next_layer().is_open()) {
     // async_shutdown waits for the peer's close_notify, which a peer that already went away
     // never sends: bound it.
-    net::steady_timer timer(stream_.get_executor());
-    timer.expires_after(limit);
-    // The flag outlives this frame: an expiry already queued when the shutdown finishes must
-    // not touch a socket that may be gone by then.
-    auto done = std::make_shared<bool>(false);
-    timer.async_wait([socket = &stream_.next_layer(), done](const boost::system::error_code& ec) {
-      if (!ec && !*done) {
-        boost::system::error_code ignored;
-        socket->close(ignored);
-      }
+    Deadline deadline(stream_.get_executor(), limit, [socket = &stream_.next_layer()] {
+      boost::system::error_code ignored;
+      socket->close(ignored);
     });
     boost::system::error_code ec;
     co_await stream_.async_shutdown(net::redirect_error(net::use_awaitable, ec));
-    *done = true;
-    timer.cancel();
+    deadline.disarm();
   }
   close();
 }

@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "common/ascii.hpp"
+#include "common/blocking.hpp"
 #include "common/clock.hpp"
 #include "common/sanitize.hpp"
 #include "proxy/imap_stream.hpp"
@@ -199,10 +200,8 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     // A named job, not a temporary inside the co_await: GCC 12 destroys some temporaries of a
     // co_await expression twice (GCC PR 100611), fatal for captures that own memory.
-    auto job = [audit = deps_.audit, record = record_]() -> awaitable<Result<std::int64_t>> {
-      co_return audit->append(record);
-    };
-    const auto written = co_await net::co_spawn(deps_.blocking, std::move(job), net::use_awaitable);
+    auto job = [audit = deps_.audit, record = record_] { return audit->append(record); };
+    const auto written = co_await run_on_pool(deps_.blocking, std::move(job));
     if (!written) {
       spdlog::error("conn={} connection log write failed: {}", id_, written.error());
     }

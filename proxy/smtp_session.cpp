@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "common/blocking.hpp"
 #include "common/clock.hpp"
 #include "common/sanitize.hpp"
 #include "proxy/relay.hpp"
@@ -141,10 +142,8 @@ class SmtpSession : public std::enable_shared_from_this<SmtpSession> {
       co_return;
     }
     // A named job, not a temporary inside the co_await (GCC PR 100611; see session.cpp).
-    auto job = [audit = deps_.audit, record = record_]() -> awaitable<Result<std::int64_t>> {
-      co_return audit->append(record);
-    };
-    const auto written = co_await net::co_spawn(deps_.blocking, std::move(job), net::use_awaitable);
+    auto job = [audit = deps_.audit, record = record_] { return audit->append(record); };
+    const auto written = co_await run_on_pool(deps_.blocking, std::move(job));
     if (!written) {
       spdlog::error("conn={} connection log write failed: {}", id_, written.error());
     }

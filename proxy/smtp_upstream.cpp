@@ -4,7 +4,9 @@
 
 #include "auth/base64.hpp"
 #include "auth/sasl.hpp"
+#include "common/deadline.hpp"
 #include "common/sanitize.hpp"
+#include "common/wipe.hpp"
 #include "proxy/smtp_upstream_machine.hpp"
 
 namespace iop::proxy {
@@ -44,7 +46,7 @@ Secret plain_initial_response(std::string_view user, const Secret& password) {
   raw += '\0';
   raw += password.reveal();
   Secret encoded(auth::base64_encode(raw));
-  Secret wipe_raw(std::move(raw));  // wiped when it goes out of scope
+  secure_wipe(raw);
   return encoded;
 }
 
@@ -57,38 +59,18 @@ awaitable<std::expected<SmtpUpstreamConnection, UpstreamError>> run_exchange(
   boost::system::error_code ec;
   auto stream = std::make_unique<ImapStream>(tcp::socket(executor), tls);
 
-  // One deadline for the whole exchange: when it passes, the socket is closed and whatever step
-  // is waiting fails. The shared guard keeps a late timer from touching a finished exchange.
-  struct Guard {
-    bool done = false;
-    bool timed_out = false;
-    tcp::socket* socket = nullptr;
-    tcp::resolver* resolver = nullptr;
-  };
-  auto guard = std::make_shared<Guard>(Guard{false, false, &stream->socket(), &resolver});
-  net::steady_timer deadline(executor);
-  deadline.expires_after(timeout);
-  deadline.async_wait([guard](boost::system::error_code e) {
-    if (!e && !guard->done) {
-      guard->timed_out = true;
-      guard->resolver->cancel();
-      boost::system::error_code ignored;
-      guard->socket->close(ignored);
-    }
+  // One deadline for the whole exchange: when it passes, the socket is closed (and the
+  // resolver cancelled) and whatever step is waiting fails.
+  Deadline deadline(executor, timeout, [&resolver, &stream] {
+    resolver.cancel();
+    boost::system::error_code ignored;
+    stream->socket().close(ignored);
   });
-  struct FinishOnExit {
-    Guard& guard;
-    net::steady_timer& timer;
-    ~FinishOnExit() {
-      guard.done = true;
-      timer.cancel();
-    }
-  } finish_on_exit{*guard, deadline};
 
   const auto where = fmt::format("{}:{}", endpoint.host, endpoint.port);
   auto io_failure = [&](std::string_view step) {
     return failure(UpstreamFailure::unavailable,
-                   guard->timed_out ? fmt::format("timed out {} {}", step, where)
+                   deadline.fired() ? fmt::format("timed out {} {}", step, where)
                                     : fmt::format("{} {}: {}", step, where, ec.message()));
   };
   const auto results = co_await resolver.async_resolve(endpoint.host, std::to_string(endpoint.port),

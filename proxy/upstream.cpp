@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include "auth/sasl.hpp"
+#include "common/deadline.hpp"
 #include "common/sanitize.hpp"
 #include "proxy/imap_response.hpp"
 
@@ -190,40 +191,19 @@ awaitable<std::expected<UpstreamConnection, UpstreamError>> connect_upstream(
   auto stream = std::make_unique<ImapStream>(tcp::socket(executor), tls);
 
   // One deadline for the whole exchange: when it passes, the socket is closed and whatever
-  // step is waiting fails. The shared guard keeps a late timer from touching a finished exchange.
-  struct Guard {
-    bool done = false;
-    bool timed_out = false;
-    tcp::socket* socket = nullptr;
-    tcp::resolver* resolver = nullptr;
-  };
-  auto guard = std::make_shared<Guard>(Guard{false, false, &stream->socket(), &resolver});
-  net::steady_timer deadline(executor);
-  deadline.expires_after(options.timeout);
-  deadline.async_wait([guard](boost::system::error_code e) {
-    if (!e && !guard->done) {
-      guard->timed_out = true;
-      guard->resolver->cancel();
-      boost::system::error_code ignored;
-      guard->socket->close(ignored);
-    }
+  // step is waiting fails. It is disarmed when this frame ends (declared after what it closes).
+  const Deadline deadline(executor, options.timeout, [&resolver, socket = &stream->socket()] {
+    resolver.cancel();
+    boost::system::error_code ignored;
+    socket->close(ignored);
   });
-  struct FinishOnExit {
-    Guard& guard;
-    net::steady_timer& timer;
-    ~FinishOnExit() {
-      guard.done = true;
-      timer.cancel();
-    }
-  } finish_on_exit{*guard, deadline};
-  const bool* timed_out = &guard->timed_out;
 
   const auto where = fmt::format("{}:{}", endpoint.host, endpoint.port);
   const auto results = co_await resolver.async_resolve(endpoint.host, std::to_string(endpoint.port),
                                                        net::redirect_error(net::use_awaitable, ec));
   if (ec) {
     co_return failure(UpstreamFailure::unavailable,
-                      *timed_out
+                      deadline.fired()
                           ? fmt::format("timed out resolving {}", endpoint.host)
                           : fmt::format("cannot resolve {}: {}", endpoint.host, ec.message()));
   }
@@ -231,20 +211,22 @@ awaitable<std::expected<UpstreamConnection, UpstreamError>> connect_upstream(
                               net::redirect_error(net::use_awaitable, ec));
   if (ec) {
     co_return failure(UpstreamFailure::unavailable,
-                      *timed_out ? fmt::format("timed out connecting to {}", where)
-                                 : fmt::format("cannot connect to {}: {}", where, ec.message()));
+                      deadline.fired()
+                          ? fmt::format("timed out connecting to {}", where)
+                          : fmt::format("cannot connect to {}: {}", where, ec.message()));
   }
   stream->socket().set_option(tcp::no_delay(true), ec);
   co_await stream->connect_tls(endpoint.host, ec);
   if (ec) {
     co_return failure(UpstreamFailure::unavailable,
-                      *timed_out ? fmt::format("timed out in the TLS handshake with {}", where)
-                                 : fmt::format("TLS with {} failed: {}", where, ec.message()));
+                      deadline.fired()
+                          ? fmt::format("timed out in the TLS handshake with {}", where)
+                          : fmt::format("TLS with {} failed: {}", where, ec.message()));
   }
 
   Exchange x{*stream, LineReader(*stream), {}, false, 0, {}};
   auto io_failure = [&](std::string_view step) {
-    x.timed_out = *timed_out;
+    x.timed_out = deadline.fired();
     return std::unexpected(x.io_error(fmt::format("{} with {}", step, where)));
   };
 

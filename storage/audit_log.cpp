@@ -177,20 +177,14 @@ std::optional<Head> parse_head(std::string_view text) {
 // The stored head: nullopt when there is none (no row was ever appended), an error when it is
 // there but malformed.
 Result<std::optional<Head>> read_head(Database& db) {
-  auto stmt = db.prepare("SELECT value FROM meta WHERE key = ?1");
-  if (!stmt) {
-    return std::unexpected(stmt.error());
-  }
-  IOP_TRY(stmt->bind_text(1, head_key));
-  auto step = stmt->step();
-  if (!step) {
-    return std::unexpected(step.error());
-  }
-  if (*step != Statement::Step::row) {
+  IOP_TRY_ASSIGN(auto stmt, db.prepare("SELECT value FROM meta WHERE key = ?1"));
+  IOP_TRY(stmt.bind_text(1, head_key));
+  IOP_TRY_ASSIGN(auto step, stmt.step());
+  if (step != Statement::Step::row) {
     return std::optional<Head>();
   }
   // The value column is a BLOB affinity column; read it as bytes whatever was stored.
-  auto head = parse_head(stmt->column_blob(0));
+  auto head = parse_head(stmt.column_blob(0));
   if (!head) {
     return fail(Errc::credentials_corrupt, "database " + db.path() +
                                                ": the connection log head in meta is malformed "
@@ -200,15 +194,9 @@ Result<std::optional<Head>> read_head(Database& db) {
 }
 
 Result<std::int64_t> count_rows(Database& db) {
-  auto stmt = db.prepare("SELECT count(*) FROM connection_log");
-  if (!stmt) {
-    return std::unexpected(stmt.error());
-  }
-  auto step = stmt->step();
-  if (!step) {
-    return std::unexpected(step.error());
-  }
-  return *step == Statement::Step::row ? stmt->column_int64(0) : 0;
+  IOP_TRY_ASSIGN(auto stmt, db.prepare("SELECT count(*) FROM connection_log"));
+  IOP_TRY_ASSIGN(auto step, stmt.step());
+  return step == Statement::Step::row ? stmt.column_int64(0) : 0;
 }
 
 constexpr std::string_view select_columns =
@@ -305,11 +293,8 @@ AuditLog::~AuditLog() = default;
 Result<std::unique_ptr<AuditLog>> AuditLog::open(const std::filesystem::path& path) {
   // NORMAL, not FULL: one fsync per closed connection would be the writer thread's main cost,
   // and a power failure can only drop the newest rows together with their head (audit_log.hpp).
-  auto db = open_database(path, Durability::normal);
-  if (!db) {
-    return std::unexpected(db.error());
-  }
-  return std::unique_ptr<AuditLog>(new AuditLog(std::make_unique<Impl>(std::move(*db))));
+  IOP_TRY_ASSIGN(auto db, open_database(path, Durability::normal));
+  return std::unique_ptr<AuditLog>(new AuditLog(std::make_unique<Impl>(std::move(db))));
 }
 
 Result<std::int64_t> AuditLog::append(const ConnectionRecord& record) {
@@ -317,25 +302,16 @@ Result<std::int64_t> AuditLog::append(const ConnectionRecord& record) {
   Database& db = impl_->db;
   // IMMEDIATE: the write lock is held from reading the head to moving it, so appends from other
   // connections (another proxy process on the same file) cannot fork the chain.
-  auto tx = Transaction::begin(db);
-  if (!tx) {
-    return std::unexpected(tx.error());
-  }
-  auto stored_head = read_head(db);
-  if (!stored_head) {
-    return std::unexpected(stored_head.error());
-  }
+  IOP_TRY_ASSIGN(auto tx, Transaction::begin(db));
+  IOP_TRY_ASSIGN(auto stored_head, read_head(db));
   Head head{0, audit_genesis_hash()};
-  if (stored_head->has_value()) {
-    head = std::move(**stored_head);
+  if (stored_head.has_value()) {
+    head = std::move(*stored_head);
   } else {
     // No head means nothing was ever appended; rows without a head were put there by hand or
     // the head was deleted. Refuse rather than start a second chain over them.
-    auto rows = count_rows(db);
-    if (!rows) {
-      return std::unexpected(rows.error());
-    }
-    if (*rows != 0) {
+    IOP_TRY_ASSIGN(const std::int64_t rows, count_rows(db));
+    if (rows != 0) {
       return fail(Errc::credentials_corrupt,
                   "database " + db.path() +
                       ": connection_log has rows but no head in meta (deleted?): run "
@@ -357,45 +333,37 @@ Result<std::int64_t> AuditLog::append(const ConnectionRecord& record) {
   row.prev_hash = head.hash;
   row.hash = row_hash(row);
 
-  auto insert = db.prepare(
-      "INSERT INTO connection_log (id, started_at_ms, ended_at_ms, client_address, client_port, "
-      "listener, username, account, outcome, token_source, bytes_client_to_upstream, "
-      "bytes_upstream_to_client, close_reason, prev_hash, hash) "
-      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)");
-  if (!insert) {
-    return std::unexpected(insert.error());
-  }
-  IOP_TRY(insert->bind_int64(1, row.id));
-  IOP_TRY(insert->bind_int64(2, row.started_at_ms));
-  IOP_TRY(insert->bind_int64(3, row.ended_at_ms));
-  IOP_TRY(insert->bind_text(4, row.client_address));
-  IOP_TRY(insert->bind_int64(5, row.client_port));
-  IOP_TRY(insert->bind_text(6, row.listener));
-  IOP_TRY(insert->bind_text(7, row.username));
-  IOP_TRY(insert->bind_text(8, row.account));
-  IOP_TRY(insert->bind_text(9, row.outcome));
-  IOP_TRY(insert->bind_text(10, row.token_source));
-  IOP_TRY(insert->bind_int64(11, row.bytes_client_to_upstream));
-  IOP_TRY(insert->bind_int64(12, row.bytes_upstream_to_client));
-  IOP_TRY(insert->bind_text(13, row.close_reason));
-  IOP_TRY(insert->bind_text(14, row.prev_hash));
-  IOP_TRY(insert->bind_text(15, row.hash));
-  if (auto step = insert->step(); !step) {
-    return std::unexpected(step.error());
-  }
+  IOP_TRY_ASSIGN(
+      auto insert,
+      db.prepare("INSERT INTO connection_log (id, started_at_ms, ended_at_ms, client_address, "
+                 "client_port, "
+                 "listener, username, account, outcome, token_source, bytes_client_to_upstream, "
+                 "bytes_upstream_to_client, close_reason, prev_hash, hash) "
+                 "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"));
+  IOP_TRY(insert.bind_int64(1, row.id));
+  IOP_TRY(insert.bind_int64(2, row.started_at_ms));
+  IOP_TRY(insert.bind_int64(3, row.ended_at_ms));
+  IOP_TRY(insert.bind_text(4, row.client_address));
+  IOP_TRY(insert.bind_int64(5, row.client_port));
+  IOP_TRY(insert.bind_text(6, row.listener));
+  IOP_TRY(insert.bind_text(7, row.username));
+  IOP_TRY(insert.bind_text(8, row.account));
+  IOP_TRY(insert.bind_text(9, row.outcome));
+  IOP_TRY(insert.bind_text(10, row.token_source));
+  IOP_TRY(insert.bind_int64(11, row.bytes_client_to_upstream));
+  IOP_TRY(insert.bind_int64(12, row.bytes_upstream_to_client));
+  IOP_TRY(insert.bind_text(13, row.close_reason));
+  IOP_TRY(insert.bind_text(14, row.prev_hash));
+  IOP_TRY(insert.bind_text(15, row.hash));
+  IOP_TRY(insert.step());
 
-  auto move_head = db.prepare(
-      "INSERT INTO meta (key, value) VALUES (?1, ?2) "
-      "ON CONFLICT (key) DO UPDATE SET value = excluded.value");
-  if (!move_head) {
-    return std::unexpected(move_head.error());
-  }
-  IOP_TRY(move_head->bind_text(1, head_key));
-  IOP_TRY(move_head->bind_text(2, format_head(Head{row.id, row.hash})));
-  if (auto step = move_head->step(); !step) {
-    return std::unexpected(step.error());
-  }
-  IOP_TRY(tx->commit());
+  IOP_TRY_ASSIGN(auto move_head,
+                 db.prepare("INSERT INTO meta (key, value) VALUES (?1, ?2) "
+                            "ON CONFLICT (key) DO UPDATE SET value = excluded.value"));
+  IOP_TRY(move_head.bind_text(1, head_key));
+  IOP_TRY(move_head.bind_text(2, format_head(Head{row.id, row.hash})));
+  IOP_TRY(move_head.step());
+  IOP_TRY(tx.commit());
   return row.id;
 }
 
@@ -422,31 +390,25 @@ Result<std::vector<ConnectionRecord>> AuditLog::query(const AuditQuery& filter) 
   sql += where;
   // Newest first so LIMIT keeps the newest rows; reversed below.
   sql += " ORDER BY id DESC LIMIT ?4";
-  auto stmt = db.prepare(sql);
-  if (!stmt) {
-    return std::unexpected(stmt.error());
-  }
+  IOP_TRY_ASSIGN(auto stmt, db.prepare(sql));
   if (filter.since_ms) {
-    IOP_TRY(stmt->bind_int64(1, *filter.since_ms));
+    IOP_TRY(stmt.bind_int64(1, *filter.since_ms));
   }
   if (filter.until_ms) {
-    IOP_TRY(stmt->bind_int64(2, *filter.until_ms));
+    IOP_TRY(stmt.bind_int64(2, *filter.until_ms));
   }
   if (filter.account) {
-    IOP_TRY(stmt->bind_text(3, *filter.account));
+    IOP_TRY(stmt.bind_text(3, *filter.account));
   }
-  IOP_TRY(stmt->bind_int64(4, filter.limit > 0 ? filter.limit : -1));  // -1: no limit
+  IOP_TRY(stmt.bind_int64(4, filter.limit > 0 ? filter.limit : -1));  // -1: no limit
 
   std::vector<ConnectionRecord> out;
   for (;;) {
-    auto step = stmt->step();
-    if (!step) {
-      return std::unexpected(step.error());
-    }
-    if (*step == Statement::Step::done) {
+    IOP_TRY_ASSIGN(auto step, stmt.step());
+    if (step == Statement::Step::done) {
       break;
     }
-    StoredRow r = read_row(*stmt);
+    StoredRow r = read_row(stmt);
     auto outcome = parse_connection_outcome(r.outcome);
     auto source = parse_token_source(r.token_source);
     if (!outcome || !source) {
@@ -488,37 +450,28 @@ Result<VerifyReport> AuditLog::verify() {
   Database& db = impl_->db;
   // One read transaction: the head and the rows come from the same snapshot even while a proxy
   // appends (WAL readers do not block the writer).
-  auto tx = Transaction::begin(db, "BEGIN DEFERRED");
-  if (!tx) {
-    return std::unexpected(tx.error());
-  }
+  IOP_TRY_ASSIGN(auto tx, Transaction::begin(db, "BEGIN DEFERRED"));
   auto stored_head = read_head(db);
   const bool head_malformed = !stored_head && stored_head.error().code == Errc::credentials_corrupt;
   if (!stored_head && !head_malformed) {
     return std::unexpected(stored_head.error());
   }
-  auto stmt = db.prepare(std::string(select_columns) + " ORDER BY id");
-  if (!stmt) {
-    return std::unexpected(stmt.error());
-  }
+  IOP_TRY_ASSIGN(auto stmt, db.prepare(std::string(select_columns) + " ORDER BY id"));
 
   std::int64_t expected_id = 1;
   std::string expected_prev = audit_genesis_hash();
   std::int64_t rows = 0;
   std::optional<VerifyReport> first_break;
   for (;;) {
-    auto step = stmt->step();
-    if (!step) {
-      return std::unexpected(step.error());
-    }
-    if (*step == Statement::Step::done) {
+    IOP_TRY_ASSIGN(auto step, stmt.step());
+    if (step == Statement::Step::done) {
       break;
     }
     ++rows;
     if (first_break) {
       continue;  // keep counting rows for the report
     }
-    const StoredRow r = read_row(*stmt);
+    const StoredRow r = read_row(stmt);
     if (r.id != expected_id) {
       // Ids only grow (ORDER BY a primary key), so r.id > expected_id: rows are missing.
       const std::string missing =
@@ -586,7 +539,7 @@ Result<VerifyReport> AuditLog::verify() {
     return broken(rows, std::max<std::int64_t>(last, 1),
                   "the hash of the last row differs from the log head (rewritten)");
   }
-  IOP_TRY(tx->commit());
+  IOP_TRY(tx.commit());
   VerifyReport report;
   report.rows = rows;
   report.head_hash = expected_prev;

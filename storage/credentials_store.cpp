@@ -257,37 +257,25 @@ struct CredentialsStore::Impl {
 
   // The row of `email`, or nullopt when there is none.
   Result<std::optional<StoredRow>> load_row(std::string_view email) {
-    auto stmt = db.prepare(std::string(select_rows) + " WHERE email = ?1");
-    if (!stmt) {
-      return std::unexpected(stmt.error());
-    }
-    IOP_TRY(stmt->bind_text(1, email));
-    auto step = stmt->step();
-    if (!step) {
-      return std::unexpected(step.error());
-    }
-    if (*step != Statement::Step::row) {
+    IOP_TRY_ASSIGN(auto stmt, db.prepare(std::string(select_rows) + " WHERE email = ?1"));
+    IOP_TRY(stmt.bind_text(1, email));
+    IOP_TRY_ASSIGN(auto step, stmt.step());
+    if (step != Statement::Step::row) {
       return std::nullopt;
     }
-    return read_row(*stmt);
+    return read_row(stmt);
   }
 
   // Every row, by email.
   Result<std::vector<StoredRow>> load_rows() {
-    auto stmt = db.prepare(std::string(select_rows) + " ORDER BY email");
-    if (!stmt) {
-      return std::unexpected(stmt.error());
-    }
+    IOP_TRY_ASSIGN(auto stmt, db.prepare(std::string(select_rows) + " ORDER BY email"));
     std::vector<StoredRow> rows;
     for (;;) {
-      auto step = stmt->step();
-      if (!step) {
-        return std::unexpected(step.error());
-      }
-      if (*step == Statement::Step::done) {
+      IOP_TRY_ASSIGN(auto step, stmt.step());
+      if (step == Statement::Step::done) {
         return rows;
       }
-      rows.push_back(read_row(*stmt));
+      rows.push_back(read_row(stmt));
     }
   }
 
@@ -297,7 +285,7 @@ struct CredentialsStore::Impl {
   // MAC first: re-MACing a row that did not verify would bless whatever an attacker put in it.
   Result<void> write_row(StoredRow& row, bool exists) {
     row.row_mac = row_mac(row);
-    auto stmt = db.prepare(
+    const char* const sql =
         exists ? "UPDATE mail_credentials SET use_oauth = ?2, access_token = ?3, "
                  "refresh_token = ?4, token_expiry = ?5, refreshed_at_ms = ?6, password = ?7, "
                  "local_password_hash = ?8, upstream_host = ?9, upstream_port = ?10, "
@@ -309,42 +297,37 @@ struct CredentialsStore::Impl {
                  "upstream_port, status, status_reason, created_at, updated_at, provider, tenant, "
                  "client_id, client_secret, client_certificate, signed_in_as, row_mac) VALUES "
                  "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, "
-                 "?18, ?19, ?20, ?21)");
-    if (!stmt) {
-      return std::unexpected(stmt.error());
-    }
+                 "?18, ?19, ?20, ?21)";
+    IOP_TRY_ASSIGN(auto stmt, db.prepare(sql));
     // Absent values are NULL, as they always were; reading gives them back as empty.
     auto text = [&stmt](int index, const std::string& value) {
-      return value.empty() ? stmt->bind_null(index) : stmt->bind_text(index, value);
+      return value.empty() ? stmt.bind_null(index) : stmt.bind_text(index, value);
     };
     auto blob = [&stmt](int index, const std::string& value) {
-      return value.empty() ? stmt->bind_null(index) : stmt->bind_blob(index, value);
+      return value.empty() ? stmt.bind_null(index) : stmt.bind_blob(index, value);
     };
-    IOP_TRY(stmt->bind_text(1, row.email));
-    IOP_TRY(stmt->bind_int64(2, row.use_oauth ? 1 : 0));
+    IOP_TRY(stmt.bind_text(1, row.email));
+    IOP_TRY(stmt.bind_int64(2, row.use_oauth ? 1 : 0));
     IOP_TRY(blob(3, row.access_token));
     IOP_TRY(blob(4, row.refresh_token));
-    IOP_TRY(stmt->bind_int64(5, row.token_expiry));
-    IOP_TRY(stmt->bind_int64(6, row.refreshed_at_ms));
+    IOP_TRY(stmt.bind_int64(5, row.token_expiry));
+    IOP_TRY(stmt.bind_int64(6, row.refreshed_at_ms));
     IOP_TRY(blob(7, row.password));
     IOP_TRY(text(8, row.local_password_hash));
     IOP_TRY(text(9, row.upstream_host));
-    IOP_TRY(stmt->bind_int64(10, row.upstream_port));
-    IOP_TRY(stmt->bind_text(11, row.status));
+    IOP_TRY(stmt.bind_int64(10, row.upstream_port));
+    IOP_TRY(stmt.bind_text(11, row.status));
     IOP_TRY(text(12, row.status_reason));
-    IOP_TRY(stmt->bind_int64(13, row.created_at));
-    IOP_TRY(stmt->bind_int64(14, row.updated_at));
-    IOP_TRY(stmt->bind_text(15, row.provider));
+    IOP_TRY(stmt.bind_int64(13, row.created_at));
+    IOP_TRY(stmt.bind_int64(14, row.updated_at));
+    IOP_TRY(stmt.bind_text(15, row.provider));
     IOP_TRY(text(16, row.tenant));
     IOP_TRY(text(17, row.client_id));
     IOP_TRY(blob(18, row.client_secret));
     IOP_TRY(blob(19, row.client_certificate));
     IOP_TRY(text(20, row.signed_in_as));
-    IOP_TRY(stmt->bind_blob(21, *row.row_mac));
-    auto step = stmt->step();
-    if (!step) {
-      return std::unexpected(step.error());
-    }
+    IOP_TRY(stmt.bind_blob(21, *row.row_mac));
+    IOP_TRY(stmt.step());
     if (db.changes() != 1) {
       return fail(Errc::internal, "write of account " + row.email + " changed " +
                                       std::to_string(db.changes()) + " rows");
@@ -355,27 +338,18 @@ struct CredentialsStore::Impl {
   // Checks the key (Errc::key_error when it is not this database's) and, for a database from
   // schema v3 or earlier, gives every row its MAC, in one IMMEDIATE transaction.
   Result<void> check_key_and_backfill() {
-    auto tx = Transaction::begin(db);
-    if (!tx) {
-      return std::unexpected(tx.error());
-    }
-    auto select = db.prepare("SELECT value FROM meta WHERE key = ?1");
-    if (!select) {
-      return std::unexpected(select.error());
-    }
-    IOP_TRY(select->bind_text(1, key_check_name));
-    auto step = select->step();
-    if (!step) {
-      return std::unexpected(step.error());
-    }
-    if (*step != Statement::Step::row) {
+    IOP_TRY_ASSIGN(auto tx, Transaction::begin(db));
+    IOP_TRY_ASSIGN(auto select, db.prepare("SELECT value FROM meta WHERE key = ?1"));
+    IOP_TRY(select.bind_text(1, key_check_name));
+    IOP_TRY_ASSIGN(auto step, select.step());
+    if (step != Statement::Step::row) {
       // First open: remember which key this database belongs to. Any row already there was not
       // written by the store (it writes the key check before its first row), so it gets no MAC.
       IOP_TRY(write_key_check(false));
-      return tx->commit();
+      return tx.commit();
     }
-    auto plain = open_sealed(key, select->column_blob(0), key_check_aad);
-    select->reset();
+    auto plain = open_sealed(key, select.column_blob(0), key_check_aad);
+    select.reset();
     if (!plain || (plain->reveal() != key_check_v1 && plain->reveal() != key_check_v2)) {
       return fail(Errc::key_error, "the master key does not match the database " + db.path() +
                                        ": use the key file this database was created with");
@@ -384,7 +358,7 @@ struct CredentialsStore::Impl {
       IOP_TRY(backfill_row_macs());
       IOP_TRY(write_key_check(true));
     }
-    return tx->commit();
+    return tx.commit();
   }
 
   // The one place a NULL row MAC is filled in: a database whose sealed key check is still v1
@@ -392,41 +366,28 @@ struct CredentialsStore::Impl {
   // as they were before. In the same transaction the key check becomes v2, so this never runs
   // again on this database; from then on a NULL MAC is a corrupt row (check_row).
   Result<void> backfill_row_macs() {
-    auto rows = load_rows();
-    if (!rows) {
-      return std::unexpected(rows.error());
-    }
-    for (auto& row : *rows) {
+    IOP_TRY_ASSIGN(auto rows, load_rows());
+    for (auto& row : rows) {
       if (row.row_mac) {
         continue;  // cannot happen before v2 except by an edit; left for check_row to judge
       }
-      auto stmt = db.prepare("UPDATE mail_credentials SET row_mac = ?2 WHERE email = ?1");
-      if (!stmt) {
-        return std::unexpected(stmt.error());
-      }
-      IOP_TRY(stmt->bind_text(1, row.email));
-      IOP_TRY(stmt->bind_blob(2, row_mac(row)));
-      auto done = stmt->step();
-      if (!done) {
-        return std::unexpected(done.error());
-      }
+      IOP_TRY_ASSIGN(auto stmt,
+                     db.prepare("UPDATE mail_credentials SET row_mac = ?2 WHERE email = ?1"));
+      IOP_TRY(stmt.bind_text(1, row.email));
+      IOP_TRY(stmt.bind_blob(2, row_mac(row)));
+      IOP_TRY(stmt.step());
     }
     return {};
   }
 
   // Writes the sealed key check, v2 (every row has a MAC). `replace`: over a v1 one.
   Result<void> write_key_check(bool replace) {
-    auto stmt = db.prepare(replace ? "UPDATE meta SET value = ?2 WHERE key = ?1"
-                                   : "INSERT INTO meta (key, value) VALUES (?1, ?2)");
-    if (!stmt) {
-      return std::unexpected(stmt.error());
-    }
-    IOP_TRY(stmt->bind_text(1, key_check_name));
-    IOP_TRY(stmt->bind_blob(2, seal(key, Secret(key_check_v2), key_check_aad)));
-    auto done = stmt->step();
-    if (!done) {
-      return std::unexpected(done.error());
-    }
+    IOP_TRY_ASSIGN(auto stmt,
+                   db.prepare(replace ? "UPDATE meta SET value = ?2 WHERE key = ?1"
+                                      : "INSERT INTO meta (key, value) VALUES (?1, ?2)"));
+    IOP_TRY(stmt.bind_text(1, key_check_name));
+    IOP_TRY(stmt.bind_blob(2, seal(key, Secret(key_check_v2), key_check_aad)));
+    IOP_TRY(stmt.step());
     return {};
   }
 
@@ -443,11 +404,8 @@ CredentialsStore::~CredentialsStore() = default;
 Result<std::unique_ptr<CredentialsStore>> CredentialsStore::open(const std::filesystem::path& path,
                                                                  MasterKey key) {
   // Durability::full: a refresh token the endpoint just rotated must survive a power failure.
-  auto db = open_database(path, Durability::full);
-  if (!db) {
-    return std::unexpected(db.error());
-  }
-  auto impl = std::make_unique<Impl>(std::move(*db), std::move(key));
+  IOP_TRY_ASSIGN(auto db, open_database(path, Durability::full));
+  auto impl = std::make_unique<Impl>(std::move(db), std::move(key));
   // Migrations run without the key (open_database), so the MACs of rows from schema v3 are
   // computed here, after the key is known to be right.
   IOP_TRY(impl->check_key_and_backfill());
@@ -456,45 +414,25 @@ Result<std::unique_ptr<CredentialsStore>> CredentialsStore::open(const std::file
 
 Result<Credentials> CredentialsStore::get(std::string_view email) {
   std::lock_guard lock(impl_->mu);
-  auto loaded = impl_->load_row(email);
+  IOP_TRY_ASSIGN(auto loaded, impl_->load_row(email));
   if (!loaded) {
-    return std::unexpected(loaded.error());
-  }
-  if (!*loaded) {
     return fail(Errc::not_found, "no account " + std::string(email));
   }
-  const StoredRow& stored = **loaded;
+  const StoredRow& stored = *loaded;
 
   Credentials row;
   row.email = stored.email;
   // Secrets first: a ciphertext moved from another row or column is reported by name. Opening
   // before the MAC check is safe: AES-GCM authenticates each one on its own.
-  auto access = impl_->open_secret(stored.access_token, row.email, column_access_token);
-  if (!access) {
-    return std::unexpected(access.error());
-  }
-  row.access_token = std::move(*access);
-  auto refresh = impl_->open_secret(stored.refresh_token, row.email, column_refresh_token);
-  if (!refresh) {
-    return std::unexpected(refresh.error());
-  }
-  row.refresh_token = std::move(*refresh);
-  auto password = impl_->open_secret(stored.password, row.email, column_password);
-  if (!password) {
-    return std::unexpected(password.error());
-  }
-  row.password = std::move(*password);
-  auto client_secret = impl_->open_secret(stored.client_secret, row.email, column_client_secret);
-  if (!client_secret) {
-    return std::unexpected(client_secret.error());
-  }
-  row.client_secret = std::move(*client_secret);
-  auto certificate =
-      impl_->open_secret(stored.client_certificate, row.email, column_client_certificate);
-  if (!certificate) {
-    return std::unexpected(certificate.error());
-  }
-  row.client_certificate = std::move(*certificate);
+  IOP_TRY_ASSIGN(row.access_token,
+                 impl_->open_secret(stored.access_token, row.email, column_access_token));
+  IOP_TRY_ASSIGN(row.refresh_token,
+                 impl_->open_secret(stored.refresh_token, row.email, column_refresh_token));
+  IOP_TRY_ASSIGN(row.password, impl_->open_secret(stored.password, row.email, column_password));
+  IOP_TRY_ASSIGN(row.client_secret,
+                 impl_->open_secret(stored.client_secret, row.email, column_client_secret));
+  IOP_TRY_ASSIGN(row.client_certificate, impl_->open_secret(stored.client_certificate, row.email,
+                                                            column_client_certificate));
   // Then the columns that say where those secrets go and who may use them.
   IOP_TRY(impl_->check_row(stored));
 
@@ -528,13 +466,10 @@ Result<std::vector<AccountSummary>> CredentialsStore::list() {
   std::lock_guard lock(impl_->mu);
   // Decrypts nothing: listing works even for rows whose secrets are corrupt. Each row's MAC is
   // checked (one HMAC) so that a row whose settings were changed outside the program is flagged.
-  auto rows = impl_->load_rows();
-  if (!rows) {
-    return std::unexpected(rows.error());
-  }
+  IOP_TRY_ASSIGN(auto rows, impl_->load_rows());
   std::vector<AccountSummary> out;
-  out.reserve(rows->size());
-  for (const auto& r : *rows) {
+  out.reserve(rows.size());
+  for (const auto& r : rows) {
     AccountSummary s;
     s.email = r.email;
     s.use_oauth = r.use_oauth;
@@ -561,14 +496,8 @@ Result<void> CredentialsStore::upsert_account(const Credentials& row) {
     return fail(Errc::invalid_argument, "account email is empty");
   }
   std::lock_guard lock(impl_->mu);
-  auto tx = Transaction::begin(impl_->db);
-  if (!tx) {
-    return std::unexpected(tx.error());
-  }
-  auto loaded = impl_->load_row(row.email);
-  if (!loaded) {
-    return std::unexpected(loaded.error());
-  }
+  IOP_TRY_ASSIGN(auto tx, Transaction::begin(impl_->db));
+  IOP_TRY_ASSIGN(auto loaded, impl_->load_row(row.email));
   const std::string& email = row.email;
   const std::int64_t now = now_seconds();
   StoredRow next;
@@ -590,11 +519,11 @@ Result<void> CredentialsStore::upsert_account(const Credentials& row) {
   next.client_certificate =
       impl_->seal_for(email, column_client_certificate, row.client_certificate);
   next.signed_in_as = row.signed_in_as;
-  const bool exists = loaded->has_value();
-  if (exists && impl_->verifies(**loaded)) {
+  const bool exists = loaded.has_value();
+  if (exists && impl_->verifies(*loaded)) {
     // An existing account keeps its local password and creation time.
-    next.local_password_hash = (*loaded)->local_password_hash;
-    next.created_at = (*loaded)->created_at;
+    next.local_password_hash = (loaded)->local_password_hash;
+    next.created_at = (loaded)->created_at;
   } else {
     // A new account, or one whose row does not verify: nothing of the old row is trusted (its
     // local password hash may be an attacker's), so it is written as new. This is how
@@ -603,25 +532,19 @@ Result<void> CredentialsStore::upsert_account(const Credentials& row) {
     next.created_at = now;
   }
   IOP_TRY(impl_->write_row(next, exists));
-  return tx->commit();
+  return tx.commit();
 }
 
 Result<bool> CredentialsStore::update_tokens(std::string_view email, const TokenUpdate& update) {
   std::lock_guard lock(impl_->mu);
   // IMMEDIATE: the write lock is held from the read of refreshed_at_ms (and the MAC check) to the
   // write, so another process cannot commit a newer refresh, or change the row, in between.
-  auto tx = Transaction::begin(impl_->db);
-  if (!tx) {
-    return std::unexpected(tx.error());
-  }
-  auto loaded = impl_->load_row(email);
+  IOP_TRY_ASSIGN(auto tx, Transaction::begin(impl_->db));
+  IOP_TRY_ASSIGN(auto loaded, impl_->load_row(email));
   if (!loaded) {
-    return std::unexpected(loaded.error());
-  }
-  if (!*loaded) {
     return fail(Errc::not_found, "no account " + std::string(email));
   }
-  StoredRow& row = **loaded;
+  StoredRow& row = *loaded;
   if (row.refreshed_at_ms >= update.refreshed_at_ms) {
     // A late or retried refresh: the stored tokens are as new or newer. Overwriting would
     // resurrect a refresh token the endpoint may already have rotated away.
@@ -640,24 +563,18 @@ Result<bool> CredentialsStore::update_tokens(std::string_view email, const Token
   row.status_reason.clear();
   row.updated_at = now_seconds();
   IOP_TRY(impl_->write_row(row, true));
-  IOP_TRY(tx->commit());
+  IOP_TRY(tx.commit());
   return true;
 }
 
 Result<void> CredentialsStore::mark_needs_reauth(std::string_view email, std::string_view reason) {
   std::lock_guard lock(impl_->mu);
-  auto tx = Transaction::begin(impl_->db);
-  if (!tx) {
-    return std::unexpected(tx.error());
-  }
-  auto loaded = impl_->load_row(email);
+  IOP_TRY_ASSIGN(auto tx, Transaction::begin(impl_->db));
+  IOP_TRY_ASSIGN(auto loaded, impl_->load_row(email));
   if (!loaded) {
-    return std::unexpected(loaded.error());
-  }
-  if (!*loaded) {
     return fail(Errc::not_found, "no account " + std::string(email));
   }
-  StoredRow& row = **loaded;
+  StoredRow& row = *loaded;
   IOP_TRY(impl_->check_row(row));
   // Secrets stay: an operator may fix the cause (consent, conditional access) and the stored
   // refresh token can then work again without a new authorization.
@@ -665,43 +582,31 @@ Result<void> CredentialsStore::mark_needs_reauth(std::string_view email, std::st
   row.status_reason = std::string(reason);
   row.updated_at = now_seconds();
   IOP_TRY(impl_->write_row(row, true));
-  return tx->commit();
+  return tx.commit();
 }
 
 Result<void> CredentialsStore::set_local_password_hash(std::string_view email,
                                                        std::string_view hash) {
   std::lock_guard lock(impl_->mu);
-  auto tx = Transaction::begin(impl_->db);
-  if (!tx) {
-    return std::unexpected(tx.error());
-  }
-  auto loaded = impl_->load_row(email);
+  IOP_TRY_ASSIGN(auto tx, Transaction::begin(impl_->db));
+  IOP_TRY_ASSIGN(auto loaded, impl_->load_row(email));
   if (!loaded) {
-    return std::unexpected(loaded.error());
-  }
-  if (!*loaded) {
     return fail(Errc::not_found, "no account " + std::string(email));
   }
-  StoredRow& row = **loaded;
+  StoredRow& row = *loaded;
   IOP_TRY(impl_->check_row(row));
   // Empty clears the local password (stored as NULL, like the other absent values).
   row.local_password_hash = std::string(hash);
   row.updated_at = now_seconds();
   IOP_TRY(impl_->write_row(row, true));
-  return tx->commit();
+  return tx.commit();
 }
 
 Result<bool> CredentialsStore::remove(std::string_view email) {
   std::lock_guard lock(impl_->mu);
-  auto stmt = impl_->db.prepare("DELETE FROM mail_credentials WHERE email = ?1");
-  if (!stmt) {
-    return std::unexpected(stmt.error());
-  }
-  IOP_TRY(stmt->bind_text(1, email));
-  auto step = stmt->step();
-  if (!step) {
-    return std::unexpected(step.error());
-  }
+  IOP_TRY_ASSIGN(auto stmt, impl_->db.prepare("DELETE FROM mail_credentials WHERE email = ?1"));
+  IOP_TRY(stmt.bind_text(1, email));
+  IOP_TRY(stmt.step());
   return impl_->db.changes() > 0;
 }
 

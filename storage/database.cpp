@@ -99,18 +99,12 @@ ALTER TABLE mail_credentials ADD COLUMN row_mac BLOB;
 };
 
 Result<std::int64_t> query_int(Database& db, std::string_view sql) {
-  auto stmt = db.prepare(sql);
-  if (!stmt) {
-    return std::unexpected(stmt.error());
-  }
-  auto step = stmt->step();
-  if (!step) {
-    return std::unexpected(step.error());
-  }
-  if (*step != Statement::Step::row) {
+  IOP_TRY_ASSIGN(auto stmt, db.prepare(sql));
+  IOP_TRY_ASSIGN(auto step, stmt.step());
+  if (step != Statement::Step::row) {
     return fail(Errc::storage_unavailable, "database " + db.path() + ": no result for a query");
   }
-  return stmt->column_int64(0);
+  return stmt.column_int64(0);
 }
 
 // Creates the file with mode 0600 before SQLite does (it would use 0644 minus the umask):
@@ -128,15 +122,9 @@ void create_private_file(const std::filesystem::path& path) {
 // are set on every open.
 Result<void> configure(Database& db, Durability durability) {
   // WAL lets readers (CLI commands, other proxies) run while the proxy writes.
-  auto mode = db.prepare("PRAGMA journal_mode=WAL");
-  if (!mode) {
-    return std::unexpected(mode.error());
-  }
-  auto step = mode->step();
-  if (!step) {
-    return std::unexpected(step.error());
-  }
-  std::string got = *step == Statement::Step::row ? mode->column_text(0) : std::string();
+  IOP_TRY_ASSIGN(auto mode, db.prepare("PRAGMA journal_mode=WAL"));
+  IOP_TRY_ASSIGN(auto step, mode.step());
+  std::string got = step == Statement::Step::row ? mode.column_text(0) : std::string();
   if (got != "wal") {
     return fail(Errc::storage_unavailable, "database " + db.path() +
                                                ": cannot use WAL journal mode (got '" + got +
@@ -156,32 +144,26 @@ Result<void> migrate(Database& db) {
   for (;;) {
     // BEGIN IMMEDIATE takes the write lock before we read the version, so two processes
     // opening a new database at once cannot both run the same step.
-    auto tx = Transaction::begin(db);
-    if (!tx) {
-      return std::unexpected(tx.error());
-    }
-    auto version = query_int(db, "PRAGMA user_version");
-    if (!version) {
-      return std::unexpected(version.error());
-    }
-    if (*version > known) {
+    IOP_TRY_ASSIGN(auto tx, Transaction::begin(db));
+    IOP_TRY_ASSIGN(const std::int64_t version, query_int(db, "PRAGMA user_version"));
+    if (version > known) {
       return fail(Errc::storage_unavailable,
-                  "database " + db.path() + " has schema version " + std::to_string(*version) +
+                  "database " + db.path() + " has schema version " + std::to_string(version) +
                       ", newer than this program knows (" + std::to_string(known) +
                       "): it was written by a newer imap-oauth2-proxy; upgrade this one");
     }
-    if (*version < 0) {
+    if (version < 0) {
       return fail(
           Errc::storage_unavailable,
-          "database " + db.path() + " has an invalid schema version " + std::to_string(*version));
+          "database " + db.path() + " has an invalid schema version " + std::to_string(version));
     }
-    if (*version == known) {
-      return tx->commit();
+    if (version == known) {
+      return tx.commit();
     }
-    IOP_TRY(db.exec(std::string(migrations[static_cast<std::size_t>(*version)])));
+    IOP_TRY(db.exec(std::string(migrations[static_cast<std::size_t>(version)])));
     // PRAGMA cannot take bound parameters; the value is our own integer.
-    IOP_TRY(db.exec("PRAGMA user_version=" + std::to_string(*version + 1)));
-    IOP_TRY(tx->commit());
+    IOP_TRY(db.exec("PRAGMA user_version=" + std::to_string(version + 1)));
+    IOP_TRY(tx.commit());
   }
 }
 
@@ -191,13 +173,10 @@ std::int64_t current_schema_version() { return static_cast<std::int64_t>(migrati
 
 Result<sqlite::Database> open_database(const std::filesystem::path& path, Durability durability) {
   create_private_file(path);
-  auto db = Database::open(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
-  if (!db) {
-    return std::unexpected(db.error());
-  }
-  IOP_TRY(configure(*db, durability));
-  IOP_TRY(migrate(*db));
-  return std::move(*db);
+  IOP_TRY_ASSIGN(auto db, Database::open(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE));
+  IOP_TRY(configure(db, durability));
+  IOP_TRY(migrate(db));
+  return db;
 }
 
 }  // namespace iop::storage

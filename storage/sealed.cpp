@@ -193,9 +193,7 @@ Result<MasterKey> MasterKey::load(const std::filesystem::path& path) {
 
 Result<MasterKey> MasterKey::create(const std::filesystem::path& path) {
   const std::string p = path.string();
-  if (auto dirs = make_private_dirs(path.parent_path()); !dirs) {
-    return std::unexpected(dirs.error());
-  }
+  IOP_TRY(make_private_dirs(path.parent_path()));
 
   // O_EXCL: never overwrite a key; losing it makes every stored secret unreadable.
   int fd = ::open(path.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);

@@ -150,9 +150,7 @@ Result<Statement> Database::prepare(std::string_view sql) {
 std::int64_t Database::changes() const { return sqlite3_changes64(db_.get()); }
 
 Result<Transaction> Transaction::begin(Database& db, const std::string& begin) {
-  if (auto rc = db.exec(begin); !rc) {
-    return std::unexpected(rc.error());
-  }
+  IOP_TRY(db.exec(begin));
   return Transaction(&db);
 }
 

@@ -358,14 +358,11 @@ struct TokenCache::Impl {
 };
 
 Result<std::unique_ptr<TokenCache>> TokenCache::create(RedisSettings settings, MasterKey key) {
-  auto address = parse_redis_url(settings.url);
-  if (!address) {
-    return std::unexpected(address.error());
-  }
+  IOP_TRY_ASSIGN(auto address, parse_redis_url(settings.url));
   if (settings.timeout <= 0ms) {
     return fail(Errc::config_error, "Redis timeout must be positive");
   }
-  auto impl = std::make_unique<Impl>(std::move(settings), std::move(*address), std::move(key));
+  auto impl = std::make_unique<Impl>(std::move(settings), std::move(address), std::move(key));
   return std::unique_ptr<TokenCache>(new TokenCache(std::move(impl)));
 }
 

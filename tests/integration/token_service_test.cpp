@@ -535,16 +535,16 @@ TEST_F(TokenServiceTest, ForeignRedisLockIsLoggedAndWaitedForOnlyUpToLockWait) {
   EXPECT_NE(text.find("refreshing without it"), std::string::npos) << text;
 }
 
-TEST_F(TokenServiceTest, UnprintableLockOwnerIsDescribedNotPrinted) {
+TEST_F(TokenServiceTest, UnprintableLockOwnerIsSanitized) {
   test::LogCapture log;
   make_service(true, 0ms, 100ms);
   seed("sam@example.com", now_s() - 10);
   redis_.set_raw("test:lock:sam@example.com", "x\r\nerror FORGED log line");
   ASSERT_TRUE(get("sam@example.com").has_value());
   const auto text = log.text();
-  EXPECT_EQ(text.find("FORGED"), std::string::npos) << text;
-  EXPECT_NE(text.find("is held by (a value of 24 bytes that is not printable)"), std::string::npos)
-      << text;
+  // The CR LF shows as the four characters \r\n (common/sanitize.hpp): no forged line.
+  EXPECT_EQ(text.find("\nerror FORGED"), std::string::npos) << text;
+  EXPECT_NE(text.find(R"(is held by 'x\r\nerror FORGED log line')"), std::string::npos) << text;
 }
 
 // Issue #7, item 6, through the real wiring (app/services): with as many refreshes hanging at
