@@ -1,0 +1,219 @@
+#include "proxy/connection.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include "common/blocking.hpp"
+#include "common/clock.hpp"
+#include "common/sanitize.hpp"
+#include "proxy/relay.hpp"
+
+namespace iop::proxy {
+
+using storage::ConnectionOutcome;
+using Clock = std::chrono::steady_clock;
+
+Connection::Connection(SessionDeps deps, ListenerInfo listener, std::string id, tcp::socket socket)
+    : deps_(deps),
+      listener_(std::move(listener)),
+      id_(std::move(id)),
+      client_(std::move(socket), deps.server_tls),
+      preauth_timer_(client_.socket().get_executor()),
+      started_(Clock::now()) {
+  boost::system::error_code ec;
+  const auto remote = client_.socket().remote_endpoint(ec);
+  record_.started_at_ms = to_unix_millis(std::chrono::system_clock::now());
+  record_.listener = listener_.name;
+  if (!ec) {
+    record_.client_address = remote.address().to_string();
+    record_.client_port = remote.port();
+    loopback_ = remote.address().is_loopback();
+  }
+  // Until the session says otherwise: a client that leaves after garbage is a protocol error.
+  record_.outcome = ConnectionOutcome::protocol_error;
+}
+
+awaitable<void> Connection::reject(std::string_view refusal) {
+  arm_preauth_timer();
+  boost::system::error_code ec;
+  if (listener_.implicit_tls) {
+    co_await client_.accept_tls(ec);
+  }
+  if (!ec) {
+    co_await send(refusal);
+  }
+  preauth_timer_.cancel();
+  co_await client_.shutdown(std::chrono::seconds(1));
+  record_.outcome = ConnectionOutcome::rejected;
+  record_.close_reason = "max_connections reached";
+  record_.ended_at_ms = to_unix_millis(std::chrono::system_clock::now());
+  spdlog::warn("conn={} rejected: max_connections ({}) reached", id_,
+               deps_.settings.max_connections);
+  co_await write_audit();
+}
+
+awaitable<void> Connection::finish(std::chrono::milliseconds idle_timeout) {
+  preauth_timer_.cancel();
+  if (upstream_) {
+    record_.outcome = ConnectionOutcome::ok;
+    const auto result = co_await relay(client_, *upstream_, idle_timeout);
+    record_.bytes_client_to_upstream += static_cast<std::int64_t>(result.client_to_upstream);
+    record_.bytes_upstream_to_client += static_cast<std::int64_t>(result.upstream_to_client);
+    record_.close_reason = result.close_reason;
+    if (result.idle_timeout) {
+      record_.outcome = ConnectionOutcome::timeout;
+    }
+    if (closed_by_shutdown_) {
+      record_.outcome = ConnectionOutcome::shutdown;
+    }
+  } else {
+    if (preauth_timed_out_) {
+      record_.outcome = ConnectionOutcome::timeout;
+      record_.close_reason = "pre-auth timeout";
+    } else if (closed_by_shutdown_) {
+      record_.outcome = ConnectionOutcome::shutdown;
+    }
+    co_await client_.shutdown(std::chrono::seconds(1));
+  }
+  record_.ended_at_ms = to_unix_millis(std::chrono::system_clock::now());
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started_);
+  spdlog::info(
+      "conn={} closed: outcome={} account={} client={}:{} token={} bytes_in={} bytes_out={} "
+      "duration={}ms reason=\"{}\"",
+      id_, storage::to_string(record_.outcome), record_.account.empty() ? "-" : record_.account,
+      record_.client_address, record_.client_port, storage::to_string(record_.token_source),
+      record_.bytes_client_to_upstream, record_.bytes_upstream_to_client, ms.count(),
+      sanitize_for_log(record_.close_reason, storage::max_audit_text_bytes));
+  co_await write_audit();
+}
+
+awaitable<bool> Connection::accept_tls(std::string_view what) {
+  boost::system::error_code ec;
+  co_await client_.accept_tls(ec);
+  if (ec) {
+    record_.close_reason = fmt::format("{} handshake failed: {}", what, ec.message());
+    spdlog::debug("conn={} {}", id_, record_.close_reason);
+    co_return false;
+  }
+  co_return true;
+}
+
+awaitable<bool> Connection::send(std::string_view bytes) {
+  boost::system::error_code ec;
+  co_await client_.write_all(net::buffer(bytes.data(), bytes.size()), ec);
+  if (ec) {
+    record_.close_reason = "client went away";
+  }
+  co_return !ec;
+}
+
+awaitable<bool> Connection::forward_pending(const std::string& client_pending) {
+  if (!upstream_pending_.empty()) {
+    // What the server said right after the login, after our answer: byte-exact.
+    const bool sent = co_await send(upstream_pending_);
+    if (!sent) {
+      co_return false;
+    }
+    record_.bytes_upstream_to_client += static_cast<std::int64_t>(upstream_pending_.size());
+  }
+  if (!client_pending.empty()) {
+    // Commands the client pipelined after its login go upstream first.
+    boost::system::error_code ec;
+    co_await upstream_->write_all(net::buffer(client_pending), ec);
+    record_.bytes_client_to_upstream += static_cast<std::int64_t>(client_pending.size());
+  }
+  co_return true;
+}
+
+void Connection::arm_preauth_timer() {
+  // One deadline counted from accept, never restarted: restarting it after each failed login
+  // let a client hold a connection max_failed_logins times over (issue #7 item 9).
+  if (!preauth_deadline_) {
+    preauth_deadline_ = Clock::now() + deps_.settings.preauth_timeout;
+  }
+  preauth_timer_.expires_at(*preauth_deadline_);
+  const auto generation = ++preauth_generation_;
+  preauth_timer_.async_wait([weak = weak_from_this(), generation](boost::system::error_code ec) {
+    auto self = weak.lock();
+    if (!ec && self && !self->upstream_ && generation == self->preauth_generation_) {
+      self->preauth_timed_out_ = true;
+      self->client_.cancel();
+      self->client_.close();
+    }
+  });
+}
+
+void Connection::pause_preauth_timer() {
+  preauth_timer_.cancel();
+  ++preauth_generation_;  // even an expiry already queued must not close us mid-login
+}
+
+void Connection::close_now() {
+  closed_by_shutdown_ = true;
+  client_.cancel();
+  client_.close();
+  if (upstream_) {
+    upstream_->cancel();
+    upstream_->close();
+  }
+}
+
+void Connection::fail_internal(std::string_view what) {
+  spdlog::error("conn={} internal error: {}", id_, what);
+  record_.outcome = ConnectionOutcome::internal_error;
+  record_.close_reason = std::string(what);
+  record_.ended_at_ms = to_unix_millis(std::chrono::system_clock::now());
+}
+
+awaitable<void> Connection::write_audit() {
+  if (deps_.audit == nullptr) {
+    co_return;
+  }
+  // A named job, not a temporary inside the co_await: GCC 12 destroys some temporaries of a
+  // co_await expression twice (GCC PR 100611), fatal for captures that own memory.
+  auto job = [audit = deps_.audit, record = record_] { return audit->append(record); };
+  const auto written = co_await run_on_pool(deps_.blocking, std::move(job));
+  if (!written) {
+    spdlog::error("conn={} connection log write failed: {}", id_, written.error());
+  }
+}
+
+awaitable<LoginToken> login_token(auth::TokenService& tokens, const std::string& email,
+                                  bool force_refresh, const std::string& conn_id) {
+  LoginToken out;
+  std::string who = email;
+  if (force_refresh) {
+    out.token = co_await tokens.refresh_now(std::move(who));
+  } else {
+    out.token = co_await tokens.ensure_fresh_token(std::move(who));
+  }
+  if (out.token) {
+    out.trouble = TokenTrouble::none;
+    out.audit_outcome = ConnectionOutcome::ok;
+    co_return out;
+  }
+  const auto& e = out.token.error();
+  switch (e.code) {
+    case Errc::needs_reauth:
+      out.trouble = TokenTrouble::needs_reauth;
+      out.audit_outcome = ConnectionOutcome::needs_reauth;
+      break;
+    case Errc::endpoint_unavailable:
+    case Errc::storage_unavailable:
+      out.trouble = TokenTrouble::temporary;
+      out.audit_outcome = ConnectionOutcome::upstream_unavailable;
+      break;
+    default:
+      out.trouble = TokenTrouble::other;
+      out.audit_outcome = ConnectionOutcome::upstream_unavailable;
+  }
+  // The message may quote the token endpoint's error_description (it holds CRLFs).
+  spdlog::warn("conn={} account={} no token: {}", conn_id, email,
+               sanitize_for_log(e.message, storage::max_audit_text_bytes));
+  co_return out;
+}
+
+std::string reauth_hint(std::string_view email) {
+  return fmt::format("run 'imap-oauth2-proxy account reauth {}'", email);
+}
+
+}  // namespace iop::proxy
