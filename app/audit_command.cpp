@@ -144,6 +144,7 @@ nlohmann::ordered_json to_json(const storage::ConnectionRecord& r) {
           {"outcome", storage::to_string(r.outcome)},
           {"token_source", storage::to_string(r.token_source)},
           {"bytes_client_to_upstream", r.bytes_client_to_upstream},
+          {"messages", r.messages},
           {"bytes_upstream_to_client", r.bytes_upstream_to_client},
           {"close_reason", r.close_reason},
           {"prev_hash", r.prev_hash},

@@ -55,7 +55,7 @@ awaitable<void> Connection::finish(std::chrono::milliseconds idle_timeout) {
   preauth_timer_.cancel();
   if (upstream_) {
     record_.outcome = ConnectionOutcome::ok;
-    const auto result = co_await relay(client_, *upstream_, idle_timeout);
+    const auto result = co_await relay(client_, *upstream_, idle_timeout, observer_);
     record_.bytes_client_to_upstream += static_cast<std::int64_t>(result.client_to_upstream);
     record_.bytes_upstream_to_client += static_cast<std::int64_t>(result.upstream_to_client);
     record_.close_reason = result.close_reason;
@@ -73,6 +73,9 @@ awaitable<void> Connection::finish(std::chrono::milliseconds idle_timeout) {
       record_.outcome = ConnectionOutcome::shutdown;
     }
     co_await client_.shutdown(std::chrono::seconds(1));
+  }
+  if (messages_) {
+    record_.messages = messages_();
   }
   record_.ended_at_ms = to_unix_millis(std::chrono::system_clock::now());
   const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started_);
@@ -109,6 +112,9 @@ awaitable<bool> Connection::send(std::string_view bytes) {
 awaitable<bool> Connection::forward_pending(const std::string& client_pending) {
   if (!upstream_pending_.empty()) {
     // What the server said right after the login, after our answer: byte-exact.
+    if (observer_) {
+      observer_(false, upstream_pending_);
+    }
     const bool sent = co_await send(upstream_pending_);
     if (!sent) {
       co_return false;
@@ -117,11 +123,19 @@ awaitable<bool> Connection::forward_pending(const std::string& client_pending) {
   }
   if (!client_pending.empty()) {
     // Commands the client pipelined after its login go upstream first.
+    if (observer_) {
+      observer_(true, client_pending);
+    }
     boost::system::error_code ec;
     co_await upstream_->write_all(net::buffer(client_pending), ec);
     record_.bytes_client_to_upstream += static_cast<std::int64_t>(client_pending.size());
   }
   co_return true;
+}
+
+void Connection::observe(RelayObserver observer, std::function<std::int64_t()> messages) {
+  observer_ = std::move(observer);
+  messages_ = std::move(messages);
 }
 
 void Connection::arm_preauth_timer() {

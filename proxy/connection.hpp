@@ -16,6 +16,7 @@
 #include "auth/token_service.hpp"
 #include "common/asio.hpp"
 #include "proxy/imap_stream.hpp"
+#include "proxy/relay.hpp"
 #include "proxy/session.hpp"
 #include "storage/audit_log.hpp"
 
@@ -39,6 +40,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // After the login was answered: the upstream's bytes read after its login go to the client,
   // then the client's pipelined bytes go upstream. False when the client went away.
   awaitable<bool> forward_pending(const std::string& client_pending);
+
+  // Sees every byte relayed after login, pending bytes included (see relay.hpp); and, at the
+  // end, the messages to record (submission).
+  void observe(RelayObserver observer, std::function<std::int64_t()> messages);
 
   // The pre-authentication deadline: armed at accept for the configured time; stopped while a
   // login runs (it has its own deadlines); re-armed after a failed one for what is left.
@@ -74,6 +79,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool loopback_ = false;
   bool preauth_timed_out_ = false;
   bool closed_by_shutdown_ = false;
+  RelayObserver observer_;
+  std::function<std::int64_t()> messages_;
 };
 
 // Runs `session` (which has reject(), run() and connection()) to its end with its close

@@ -29,8 +29,9 @@ struct RelayState {
   int running = 2;
   bool stopping = false;
   RelayResult result;
-  std::string bye_tail;  // the end of the last downstream chunk, for a BYE split across reads
-  std::string bye;       // the upstream's last BYE: the close reason that explains the most
+  std::string bye_tail;   // the end of the last downstream chunk, for a BYE split across reads
+  std::string bye;        // the upstream's last BYE: the close reason that explains the most
+  RelayObserver observe;  // may be empty
 
   // Ends both pumps: pending reads and writes complete with operation_aborted.
   void stop(std::string reason) {
@@ -68,6 +69,10 @@ awaitable<void> pump(std::shared_ptr<RelayState> state, bool upward) {
       break;
     }
     state->last_activity = Clock::now();
+    // Before the write: whoever reacts to these bytes finds the observer already past them.
+    if (state->observe) {
+      state->observe(upward, std::string_view(buffer.data(), n));
+    }
     if (!upward) {
       // Keep an upstream BYE's text as the close reason ("Session invalidated -
       // AccessTokenExpired" is how Exchange ends sessions whose token expired).
@@ -135,9 +140,10 @@ std::optional<std::string> find_bye(std::string_view data) {
 }
 
 awaitable<RelayResult> relay(ImapStream& client, ImapStream& upstream,
-                             std::chrono::milliseconds idle_timeout) {
+                             std::chrono::milliseconds idle_timeout, RelayObserver observe) {
   const auto executor = co_await net::this_coro::executor;
   auto state = std::make_shared<RelayState>(client, upstream, idle_timeout, executor);
+  state->observe = std::move(observe);
   for (const bool upward : {true, false}) {
     net::co_spawn(executor, pump(state, upward), [state](std::exception_ptr e) {
       if (e && !state->stopping) {

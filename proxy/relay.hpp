@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -25,8 +26,11 @@ struct RelayResult {
 // Relays until either side closes, an I/O error, `idle_timeout` without traffic either way, or
 // stop_relay() from the session's strand. Both streams are shut down (TLS close_notify) before
 // it returns. Must run on the streams' strand.
+// `observe`, when set, sees every chunk before it is written on (upward: client to upstream):
+// the submission side counts accepted messages with it.
+using RelayObserver = std::function<void(bool upward, std::string_view bytes)>;
 awaitable<RelayResult> relay(ImapStream& client, ImapStream& upstream,
-                             std::chrono::milliseconds idle_timeout);
+                             std::chrono::milliseconds idle_timeout, RelayObserver observe = {});
 
 // The text of the last "* BYE" line in `data` if it has a complete one. Pure.
 std::optional<std::string> find_bye(std::string_view data);

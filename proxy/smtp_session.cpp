@@ -5,6 +5,7 @@
 #include "common/sanitize.hpp"
 #include "proxy/connection.hpp"
 #include "proxy/smtp_server_machine.hpp"
+#include "proxy/smtp_transactions.hpp"
 #include "proxy/smtp_upstream.hpp"
 
 namespace iop::proxy {
@@ -58,6 +59,17 @@ class SmtpSession {
 
   awaitable<void> run() {
     c_->arm_preauth_timer();
+    // Messages the upstream accepted, for the connection log: followed in the relayed bytes.
+    auto counter = std::make_shared<smtp::TransactionCounter>();
+    c_->observe(
+        [counter](bool upward, std::string_view bytes) {
+          if (upward) {
+            counter->client_bytes(bytes);
+          } else {
+            counter->server_bytes(bytes);
+          }
+        },
+        [counter] { return counter->accepted(); });
     co_await preauth_and_login();
     co_await c_->finish(deps_.settings.smtp_idle_timeout);
   }

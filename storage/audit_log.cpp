@@ -71,6 +71,7 @@ struct StoredRow {
   std::string close_reason;
   std::string prev_hash;
   std::string hash;
+  std::int64_t messages = 0;
 };
 
 StoredRow to_stored(const ConnectionRecord& r) {
@@ -88,7 +89,8 @@ StoredRow to_stored(const ConnectionRecord& r) {
                    r.bytes_upstream_to_client,
                    r.close_reason,
                    r.prev_hash,
-                   r.hash};
+                   r.hash,
+                   r.messages};
 }
 
 // 8 bytes, big-endian, two's complement.
@@ -144,6 +146,11 @@ std::string row_hash(const StoredRow& r) {
   put_int(buf, r.bytes_upstream_to_client);
   put_text(buf, r.close_reason);
   put_text(buf, r.prev_hash);
+  // Added in schema v5: only when set, so the rows written before keep their hashes. Every
+  // field before is length-prefixed or fixed-size, so the encoding stays unambiguous.
+  if (r.messages != 0) {
+    put_int(buf, r.messages);
+  }
   return sha256_hex(buf);
 }
 
@@ -202,7 +209,7 @@ Result<std::int64_t> count_rows(Database& db) {
 constexpr std::string_view select_columns =
     "SELECT id, started_at_ms, ended_at_ms, client_address, client_port, listener, username, "
     "account, outcome, token_source, bytes_client_to_upstream, bytes_upstream_to_client, "
-    "close_reason, prev_hash, hash FROM connection_log";
+    "close_reason, prev_hash, hash, messages FROM connection_log";
 
 StoredRow read_row(const Statement& stmt) {
   StoredRow r;
@@ -221,6 +228,7 @@ StoredRow read_row(const Statement& stmt) {
   r.close_reason = stmt.column_text(12);
   r.prev_hash = stmt.column_text(13);
   r.hash = stmt.column_text(14);
+  r.messages = stmt.column_int64(15);
   return r;
 }
 
@@ -338,8 +346,8 @@ Result<std::int64_t> AuditLog::append(const ConnectionRecord& record) {
       db.prepare("INSERT INTO connection_log (id, started_at_ms, ended_at_ms, client_address, "
                  "client_port, "
                  "listener, username, account, outcome, token_source, bytes_client_to_upstream, "
-                 "bytes_upstream_to_client, close_reason, prev_hash, hash) "
-                 "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"));
+                 "bytes_upstream_to_client, close_reason, prev_hash, hash, messages) "
+                 "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"));
   IOP_TRY(insert.bind_int64(1, row.id));
   IOP_TRY(insert.bind_int64(2, row.started_at_ms));
   IOP_TRY(insert.bind_int64(3, row.ended_at_ms));
@@ -355,6 +363,7 @@ Result<std::int64_t> AuditLog::append(const ConnectionRecord& record) {
   IOP_TRY(insert.bind_text(13, row.close_reason));
   IOP_TRY(insert.bind_text(14, row.prev_hash));
   IOP_TRY(insert.bind_text(15, row.hash));
+  IOP_TRY(insert.bind_int64(16, row.messages));
   IOP_TRY(insert.step());
 
   IOP_TRY_ASSIGN(auto move_head,
@@ -439,6 +448,7 @@ Result<std::vector<ConnectionRecord>> AuditLog::query(const AuditQuery& filter) 
     rec.close_reason = std::move(r.close_reason);
     rec.prev_hash = std::move(r.prev_hash);
     rec.hash = std::move(r.hash);
+    rec.messages = r.messages;
     out.push_back(std::move(rec));
   }
   std::reverse(out.begin(), out.end());

@@ -71,9 +71,10 @@ struct ConnectionRecord {
   TokenSource token_source = TokenSource::none;
   std::int64_t bytes_client_to_upstream = 0;
   std::int64_t bytes_upstream_to_client = 0;
-  std::string close_reason;  // "client closed", or the upstream `* BYE` text
-  std::string prev_hash;     // set by append(): lowercase hex SHA-256
-  std::string hash;          // set by append(): lowercase hex SHA-256
+  std::string close_reason;   // "client closed", or the upstream `* BYE` text
+  std::int64_t messages = 0;  // submission: messages the upstream accepted; 0 for IMAP
+  std::string prev_hash;      // set by append(): lowercase hex SHA-256
+  std::string hash;           // set by append(): lowercase hex SHA-256
 };
 
 // append() passes every text field through sanitize_for_log(field, max_audit_text_bytes)

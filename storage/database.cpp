@@ -17,7 +17,7 @@ using sqlite::Transaction;
 
 // Schema history: step i (0-based) brings the database from user_version i to i + 1. Append
 // new steps; never edit a released one, since databases in the field already ran it.
-constexpr std::array<std::string_view, 4> migrations = {
+constexpr std::array<std::string_view, 5> migrations = {
     R"sql(
 CREATE TABLE mail_credentials (
   email TEXT PRIMARY KEY,
@@ -95,6 +95,12 @@ ALTER TABLE mail_credentials ADD COLUMN signed_in_as TEXT;
     // key check into its v2 form; after that a NULL row_mac is a corrupt row.
     R"sql(
 ALTER TABLE mail_credentials ADD COLUMN row_mac BLOB;
+)sql",
+    // v5: messages the upstream accepted in a submission session (issue #11); 0 for IMAP. Rows
+    // before it hash as they did: the hash covers `messages` only when it is not 0
+    // (audit_log.cpp, row_hash).
+    R"sql(
+ALTER TABLE connection_log ADD COLUMN messages INTEGER NOT NULL DEFAULT 0;
 )sql",
 };
 

@@ -310,14 +310,16 @@ TEST_F(SubmissionTest, UpstreamDownIs421) {
 }
 
 TEST_F(SubmissionTest, EverySessionIsInTheConnectionLog) {
-  ASSERT_TRUE(env->send(alice, local_pass, {}).value("ok", false));
+  // One session, two messages: the row counts both.
+  ASSERT_TRUE(env->send(alice, local_pass, {"--count", "2"}).value("ok", false));
   const std::string listener = "submissions:127.0.0.1:" + std::to_string(env->submissions_port);
   // Rows are written when a connection ends, asynchronously.
   EXPECT_TRUE(wait_until(
       [&] {
         for (const auto& row : env->audit_rows()) {
           if (row.listener == listener && row.account == alice &&
-              row.outcome == storage::ConnectionOutcome::ok && row.bytes_client_to_upstream > 0) {
+              row.outcome == storage::ConnectionOutcome::ok && row.bytes_client_to_upstream > 0 &&
+              row.messages == 2) {
             return true;
           }
         }

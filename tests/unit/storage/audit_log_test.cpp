@@ -374,6 +374,28 @@ TEST_F(AuditLogTest, EditedTextAndOutcomeAreDetected) {
   EXPECT_EQ(report.broken_at, 1);
 }
 
+TEST_F(AuditLogTest, MessageCountIsStoredAndCoveredByTheHash) {
+  auto log = AuditLog::open(db_path()).value();
+  auto imap = record(0, 1, "a@x.com");
+  auto smtp = record(1, 2, "a@x.com");
+  smtp.listener = "submissions:127.0.0.1:1465";
+  smtp.messages = 3;
+  ASSERT_TRUE(log->append(imap));
+  ASSERT_TRUE(log->append(smtp));
+  const auto rows = log->query({}).value();
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_EQ(rows[0].messages, 0);
+  EXPECT_EQ(rows[1].messages, 3);
+  EXPECT_TRUE(verify(*log).intact);
+  // Raising it, or setting it to 0 (the pre-v5 encoding), both break the row.
+  RawDb(db_path()).tamper("UPDATE connection_log SET messages = 4 WHERE id = 2");
+  EXPECT_EQ(verify(*log).broken_at, 2);
+  RawDb(db_path()).tamper("UPDATE connection_log SET messages = 0 WHERE id = 2");
+  EXPECT_EQ(verify(*log).broken_at, 2);
+  RawDb(db_path()).tamper("UPDATE connection_log SET messages = 1 WHERE id = 1");
+  EXPECT_EQ(verify(*log).broken_at, 1);
+}
+
 TEST_F(AuditLogTest, EditedHashColumnIsDetected) {
   auto log = log_with(3);
   RawDb(db_path()).tamper("UPDATE connection_log SET hash = '" + std::string(64, 'a') +
@@ -458,7 +480,7 @@ TEST_F(AuditLogTest, RowInsertedOutsideTheLogIsDetected) {
   RawDb(db_path()).exec(
       "INSERT INTO connection_log VALUES (4, 9000, 9500, '127.0.0.1', 50000, "
       "'tls:127.0.0.1:1993', 'a@x.com', 'a@x.com', 'ok', 'redis', 100, 2000, 'client closed', '" +
-      forged.prev_hash + "', '" + forged.hash + "')");
+      forged.prev_hash + "', '" + forged.hash + "', 0)");
   const auto report = verify(*log);
   EXPECT_FALSE(report.intact);
   EXPECT_EQ(report.broken_at, 4);

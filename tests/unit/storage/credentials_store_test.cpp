@@ -9,6 +9,7 @@
 #include <thread>
 #include <vector>
 
+#include "storage/database.hpp"
 #include "tests/support/process.hpp"
 
 namespace iop::storage {
@@ -113,7 +114,7 @@ TEST_F(CredentialsStoreTest, CreatesSchemaWithWalAndPrivateFile) {
   ASSERT_NE(store, nullptr);
   RawDb raw(db_path());
   EXPECT_EQ(raw.query("PRAGMA journal_mode"), "wal");
-  EXPECT_EQ(raw.query("PRAGMA user_version"), "4");
+  EXPECT_EQ(raw.query("PRAGMA user_version"), std::to_string(current_schema_version()));
   EXPECT_EQ(raw.query("SELECT count(*) FROM sqlite_master WHERE name = 'mail_credentials'"), "1");
   EXPECT_EQ(raw.query("SELECT count(*) FROM meta WHERE key = 'key_check'"), "1");
   EXPECT_EQ(fs::status(db_path()).permissions() & (fs::perms::group_all | fs::perms::others_all),
@@ -134,7 +135,7 @@ TEST_F(CredentialsStoreTest, ReopenIsIdempotent) {
     EXPECT_EQ(row->refresh_token.reveal(), "rt-a");
   }
   RawDb raw(db_path());
-  EXPECT_EQ(raw.query("PRAGMA user_version"), "4");
+  EXPECT_EQ(raw.query("PRAGMA user_version"), std::to_string(current_schema_version()));
   EXPECT_EQ(raw.query("SELECT count(*) FROM meta"), "1");
 }
 
@@ -786,7 +787,9 @@ TEST_F(CredentialsStoreTest, EveryStoreWriteKeepsTheRowVerifying) {
 // check that v3 code wrote.
 void downgrade_to_v3(const fs::path& path, const MasterKey& key) {
   RawDb raw(path);
-  raw.exec("ALTER TABLE mail_credentials DROP COLUMN row_mac; PRAGMA user_version = 3;");
+  raw.exec(
+      "ALTER TABLE mail_credentials DROP COLUMN row_mac; "
+      "ALTER TABLE connection_log DROP COLUMN messages; PRAGMA user_version = 3;");
   raw.exec_with_blobs(
       "UPDATE meta SET value = ?1 WHERE key = 'key_check'",
       {seal(key, secret_of("imap-oauth2-proxy master key check v1"), "meta:key_check")});
@@ -822,7 +825,7 @@ TEST_F(CredentialsStoreTest, VersionThreeDatabaseGetsItsMacsWithNoUserAction) {
   ASSERT_NE(store, nullptr);
   {
     RawDb raw(db_path());
-    EXPECT_EQ(raw.query("PRAGMA user_version"), "4");
+    EXPECT_EQ(raw.query("PRAGMA user_version"), std::to_string(current_schema_version()));
     EXPECT_EQ(raw.query("SELECT count(*) FROM mail_credentials WHERE row_mac IS NULL"), "0");
     EXPECT_EQ(key_check_plaintext(raw, key_of('k')), "imap-oauth2-proxy master key check v2");
   }
@@ -854,7 +857,8 @@ TEST_F(CredentialsStoreTest, FakingAVersionThreeDatabaseDoesNotBlessAnEdit) {
   }
   // Without the key the sealed key check stays v2, whatever else is rolled back.
   RawDb(db_path()).exec(
-      "ALTER TABLE mail_credentials DROP COLUMN row_mac; PRAGMA user_version = 3; "
+      "ALTER TABLE mail_credentials DROP COLUMN row_mac; "
+      "ALTER TABLE connection_log DROP COLUMN messages; PRAGMA user_version = 3; "
       "UPDATE mail_credentials SET upstream_host = 'imap.attacker.example'");
   auto store = open_store();
   ASSERT_NE(store, nullptr);
