@@ -302,6 +302,27 @@ TEST_F(SubmissionTest, PipelinedCommandsAndGarbageAroundAuth) {
   EXPECT_EQ(message_body(got[0]), "pipelined body\n");
 }
 
+TEST_F(SubmissionTest, BdatChunksAreRelayedAndCounted) {
+  // RFC 3030 CHUNKING, as the upstream offers it: pipelined BDAT chunks, the last one LAST.
+  const auto before = env->sink.messages().size();
+  const auto raw = env->dir.path() / "bdat.txt";
+  const std::string chunk1 = "Subject: chunked\r\n\r\nfirst part, ";
+  const std::string chunk2 = "second part\r\n";
+  std::ofstream(raw, std::ios::binary)
+      << "EHLO raw.test\r\nAUTH PLAIN {auth}\r\nMAIL FROM:<alice@example.com>\r\n"
+         "RCPT TO:<rcpt@example.net>\r\nBDAT "
+      << chunk1.size() << "\r\n"
+      << chunk1 << "BDAT " << chunk2.size() << " LAST\r\n"
+      << chunk2 << "QUIT\r\n";
+  const auto r = env->send(alice, local_pass, {"--raw", raw.string()});
+  const std::string t = r.value("transcript", "");
+  EXPECT_NE(t.find("CHUNKING"), std::string::npos) << t;  // advertised: Dovecot offers it
+  EXPECT_NE(t.find("221"), std::string::npos) << t;
+  const auto got = new_messages(before, 1);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(message_body(got[0]), "first part, second part\n");
+}
+
 TEST_F(SubmissionTest, UpstreamDownIs421) {
   const auto r = env->send(dave, local_pass, {});
   EXPECT_FALSE(r.value("ok", true));
