@@ -16,6 +16,7 @@
 #include "app/config.hpp"
 #include "common/duration.hpp"
 #include "common/email.hpp"
+#include "common/host_port.hpp"
 #include "common/sanitize.hpp"
 #include "storage/audit_log.hpp"
 
@@ -73,10 +74,7 @@ std::string client_of(const storage::ConnectionRecord& r) {
   if (r.client_address.empty()) {
     return "-";
   }
-  if (r.client_address.find(':') != std::string::npos) {
-    return fmt::format("[{}]:{}", r.client_address, r.client_port);
-  }
-  return fmt::format("{}:{}", r.client_address, r.client_port);
+  return format_host_port(r.client_address, r.client_port);
 }
 
 // For the terminal: rows are sanitized when written, but a row from an older version may still

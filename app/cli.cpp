@@ -29,6 +29,7 @@
 #include "certs/local_cert.hpp"
 #include "common/clock.hpp"
 #include "common/email.hpp"
+#include "common/host_port.hpp"
 #include "common/log.hpp"
 
 namespace iop::app {
@@ -158,7 +159,7 @@ int cmd_account_list(const std::string& format, const Options& opts) {
                      {"local_password", a.has_local_password},
                      {"upstream", a.upstream_host.empty()
                                       ? std::string{}
-                                      : fmt::format("{}:{}", a.upstream_host, a.upstream_port)}});
+                                      : format_host_port(a.upstream_host, a.upstream_port)}});
     }
     std::cout << out.dump(2) << "\n";
     return 0;

@@ -19,6 +19,7 @@
 #include "certs/local_cert.hpp"
 #include "certs/tls_context.hpp"
 #include "common/asio.hpp"
+#include "common/host_port.hpp"
 #include "common/log.hpp"
 #include "proxy/imap_response.hpp"
 #include "proxy/imap_stream.hpp"
@@ -49,11 +50,6 @@ Check warn(std::string name, std::string detail, std::string fix = {}) {
 }
 Check failed(std::string name, std::string detail, std::string fix) {
   return {std::move(name), CheckStatus::fail, std::move(detail), std::move(fix)};
-}
-
-std::string host_port(const std::string& host, int port) {
-  return host.find(':') != std::string::npos ? fmt::format("[{}]:{}", host, port)
-                                             : fmt::format("{}:{}", host, port);
 }
 
 // ---- running a small network exchange with a deadline --------------------------------------
@@ -318,10 +314,11 @@ Check check_redis(const Config& config) {
   if (!address) {
     return failed("redis", address.error().message, "fix [redis] url");
   }
-  const auto where = fmt::format("{}/{}", host_port(address->host, address->port), address->db);
+  const auto where =
+      fmt::format("{}/{}", format_host_port(address->host, address->port), address->db);
   const std::string fix = fmt::format(
       "start Redis at {}, or fix [redis] url, or remove [redis] url to run without the cache",
-      host_port(address->host, address->port));
+      format_host_port(address->host, address->port));
   const auto limit = std::max<std::chrono::milliseconds>(config.redis.timeout, 1s);
   if (const auto ec = tcp_connect(address->host, address->port, limit); ec) {
     return failed("redis", fmt::format("{} unreachable: {}", where, ec.message()), fix);
@@ -387,7 +384,7 @@ struct UpstreamUse {
 
 Check check_upstream(const Config& config, const std::string& host, int port,
                      const UpstreamUse& use, net::ssl::context* tls, const std::string& tls_error) {
-  const std::string name = "upstream " + host_port(host, port);
+  const std::string name = "upstream " + format_host_port(host, port);
   const std::string ca_fix =
       config.upstream.ca_file.empty()
           ? fmt::format(
@@ -414,7 +411,8 @@ Check check_upstream(const Config& config, const std::string& host, int port,
                         : ca_fix);
     }
     return failed(
-        name, fmt::format("{} {}: {}", probe->stage, host_port(host, port), probe->ec.message()),
+        name,
+        fmt::format("{} {}: {}", probe->stage, format_host_port(host, port), probe->ec.message()),
         "check the host name, port, firewall and [upstream] timeout");
   }
   const bool xoauth2 = proxy::has_capability(probe->capabilities, "AUTH=XOAUTH2");
@@ -433,7 +431,7 @@ Check check_upstream(const Config& config, const std::string& host, int port,
 // offer AUTH XOAUTH2 for OAuth accounts (issue #11).
 Check check_smtp_upstream(const Config& config, const proxy::SmtpEndpoint& endpoint,
                           net::ssl::context* tls, const std::string& tls_error) {
-  const std::string name = "smtp upstream " + host_port(endpoint.host, endpoint.port);
+  const std::string name = "smtp upstream " + format_host_port(endpoint.host, endpoint.port);
   if (tls == nullptr) {
     return failed(name, tls_error, "fix [upstream] ca_file");
   }
@@ -499,7 +497,7 @@ Check check_server_certificate(const Config& config) {
 }
 
 Check check_listen(const std::string& what, const HostPort& listen, bool tls) {
-  const std::string name = "listen " + host_port(listen.host, listen.port);
+  const std::string name = "listen " + format_host_port(listen.host, listen.port);
   error_code ec;
   const auto address = net::ip::make_address(listen.host, ec);
   if (ec) {

@@ -9,6 +9,7 @@
 #include <string_view>
 
 #include "common/ascii.hpp"
+#include "common/host_port.hpp"
 #include "common/wipe.hpp"
 
 namespace iop::auth {
@@ -114,8 +115,6 @@ bool is_loopback_v4(std::string_view host) {
   return parts == 4;
 }
 
-bool is_port(std::string_view s) { return s.size() <= 5 && all_ascii_digits(s); }
-
 }  // namespace
 
 bool acceptable_endpoint_url(std::string_view url) {
@@ -137,24 +136,12 @@ bool acceptable_endpoint_url(std::string_view url) {
   if (authority.find('@') != std::string_view::npos) {
     return false;
   }
-  std::string_view host = authority;
-  std::string_view port;
-  if (host.starts_with('[')) {
-    const auto close = host.find(']');
-    if (close == std::string_view::npos) {
-      return false;
-    }
-    port = host.substr(close + 1);
-    host = host.substr(0, close + 1);
-  } else if (const auto colon = host.find(':'); colon != std::string_view::npos) {
-    port = host.substr(colon);
-    host = host.substr(0, colon);
-  }
-  if (!port.empty() && !(port.front() == ':' && is_port(port.substr(1)))) {
+  const auto parsed = parse_authority(authority);
+  if (!parsed) {
     return false;
   }
-  const std::string lower = ascii_lowered(host);
-  return lower == "localhost" || lower == "[::1]" || is_loopback_v4(lower);
+  const std::string host = ascii_lowered(parsed->host);
+  return parsed->bracketed ? host == "::1" : host == "localhost" || is_loopback_v4(host);
 }
 
 Result<HttpResponse> post_form(const std::string& url,

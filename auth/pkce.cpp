@@ -4,13 +4,13 @@
 
 #include <algorithm>
 #include <array>
-#include <charconv>
 #include <optional>
 
 #include "auth/aadsts.hpp"
 #include "auth/base64.hpp"
 #include "auth/token_response.hpp"
 #include "common/ascii.hpp"
+#include "common/host_port.hpp"
 #include "common/percent.hpp"
 
 namespace iop::auth {
@@ -70,41 +70,21 @@ std::optional<UrlParts> split_url(std::string_view url) {
     if (authority.empty() || authority.find('@') != std::string_view::npos) {
       return std::nullopt;
     }
-    std::string_view host = authority;
-    std::string_view port;
-    if (authority.starts_with('[')) {
-      const auto close = authority.find(']');
-      if (close == std::string_view::npos) {
-        return std::nullopt;
-      }
-      host = authority.substr(0, close + 1);
-      const auto after = authority.substr(close + 1);
-      if (!after.empty()) {
-        if (!after.starts_with(':')) {
-          return std::nullopt;
-        }
-        port = after.substr(1);
-      }
-    } else if (const auto colon = authority.find(':'); colon != std::string_view::npos) {
-      host = authority.substr(0, colon);
-      port = authority.substr(colon + 1);
+    const auto parsed = parse_authority(authority);
+    if (!parsed) {
+      return std::nullopt;
     }
+    const std::string host = parsed->bracketed ? "[" + parsed->host + "]" : parsed->host;
     // 253: the longest DNS name; anything longer is not a host we could have been given.
-    if (host.empty() || host.size() > 253 || !std::all_of(host.begin(), host.end(), [](char c) {
+    if (host.size() > 253 || !std::all_of(host.begin(), host.end(), [](char c) {
           return unreserved(c) || c == '[' || c == ']' || c == ':';
         })) {
       return std::nullopt;
     }
     parts.host = ascii_lowered(host);
-    if (port.empty()) {
-      parts.port = parts.scheme == "https" ? 443 : parts.scheme == "http" ? 80 : 0;
-    } else {
-      const auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), parts.port);
-      if (ec != std::errc() || end != port.data() + port.size() || parts.port < 1 ||
-          parts.port > 65535) {
-        return std::nullopt;
-      }
-    }
+    parts.port = parsed->port.value_or(parts.scheme == "https"  ? 443
+                                       : parts.scheme == "http" ? 80
+                                                                : 0);
   }
   if (const auto hash = rest.find('#'); hash != std::string_view::npos) {
     rest = rest.substr(0, hash);

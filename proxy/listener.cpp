@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "common/host_port.hpp"
 #include "proxy/smtp_session.hpp"
 
 namespace iop::proxy {
@@ -32,13 +33,14 @@ Result<std::unique_ptr<Listener>> Listener::bind(net::io_context& ioc, const std
   }
   if (ec) {
     return fail(Errc::config_error,
-                fmt::format("cannot listen on {}:{}: {}", host, port, ec.message()));
+                fmt::format("cannot listen on {}: {}", format_host_port(host, port), ec.message()));
   }
   const int bound = acceptor.local_endpoint().port();
   const bool smtp = protocol == ListenerProtocol::submission;
   const std::string_view kind =
       smtp ? (implicit_tls ? "submissions" : "submission") : (implicit_tls ? "tls" : "starttls");
-  ListenerInfo info{fmt::format("{}:{}:{}", kind, host, bound), implicit_tls, protocol};
+  ListenerInfo info{fmt::format("{}:{}", kind, format_host_port(host, bound)), implicit_tls,
+                    protocol};
   auto listener = std::unique_ptr<Listener>(
       new Listener(std::move(acceptor), std::move(info), deps, std::move(pick)));
   listener->port_ = bound;

@@ -60,7 +60,7 @@ struct SessionDeps {
 enum class ListenerProtocol { imap, submission };
 
 struct ListenerInfo {
-  std::string name;  // "tls:127.0.0.1:1993", "submissions:127.0.0.1:1465"
+  std::string name;  // "tls:127.0.0.1:1993", "submissions:[::1]:1465" (format_host_port)
   bool implicit_tls = true;
   ListenerProtocol protocol = ListenerProtocol::imap;
 };

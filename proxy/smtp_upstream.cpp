@@ -5,6 +5,7 @@
 #include "auth/base64.hpp"
 #include "auth/sasl.hpp"
 #include "common/deadline.hpp"
+#include "common/host_port.hpp"
 #include "common/sanitize.hpp"
 #include "common/wipe.hpp"
 #include "proxy/smtp_upstream_machine.hpp"
@@ -67,7 +68,7 @@ awaitable<std::expected<SmtpUpstreamConnection, UpstreamError>> run_exchange(
     stream->socket().close(ignored);
   });
 
-  const auto where = fmt::format("{}:{}", endpoint.host, endpoint.port);
+  const auto where = format_host_port(endpoint.host, endpoint.port);
   auto io_failure = [&](std::string_view step) {
     return failure(UpstreamFailure::unavailable,
                    deadline.fired() ? fmt::format("timed out {} {}", step, where)

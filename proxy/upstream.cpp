@@ -4,6 +4,7 @@
 
 #include "auth/sasl.hpp"
 #include "common/deadline.hpp"
+#include "common/host_port.hpp"
 #include "common/sanitize.hpp"
 #include "proxy/imap_response.hpp"
 
@@ -198,7 +199,7 @@ awaitable<std::expected<UpstreamConnection, UpstreamError>> connect_upstream(
     socket->close(ignored);
   });
 
-  const auto where = fmt::format("{}:{}", endpoint.host, endpoint.port);
+  const auto where = format_host_port(endpoint.host, endpoint.port);
   const auto results = co_await resolver.async_resolve(endpoint.host, std::to_string(endpoint.port),
                                                        net::redirect_error(net::use_awaitable, ec));
   if (ec) {

@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/ascii.hpp"
+#include "common/host_port.hpp"
 #include "common/json_wipe.hpp"
 #include "common/percent.hpp"
 
@@ -102,13 +103,6 @@ class SigpipeGuard {
   bool was_pending_ = false;
 };
 
-std::string display_address(const RedisAddress& address) {
-  if (address.host.find(':') != std::string::npos) {
-    return fmt::format("[{}]:{}", address.host, address.port);
-  }
-  return fmt::format("{}:{}", address.host, address.port);
-}
-
 }  // namespace
 
 Result<RedisAddress> parse_redis_url(std::string_view url) {
@@ -154,37 +148,15 @@ Result<RedisAddress> parse_redis_url(std::string_view url) {
     address.password = Secret(std::move(*password));
   }
 
-  std::string_view host;
-  if (!rest.empty() && rest.front() == '[') {
-    const auto close = rest.find(']');
-    if (close == std::string_view::npos) {
-      return fail(Errc::config_error, "Redis URL: IPv6 address is missing its closing ']'");
-    }
-    host = rest.substr(1, close - 1);
-    rest = rest.substr(close + 1);
-    if (!rest.empty() && rest.front() != ':' && rest.front() != '/') {
-      return fail(Errc::config_error, "Redis URL: unexpected text after the IPv6 address");
-    }
-  } else {
-    const auto end = rest.find_first_of(":/");
-    host = rest.substr(0, end);
-    rest = end == std::string_view::npos ? std::string_view{} : rest.substr(end);
+  // The authority ends at the first '/' (RFC 3986 §3.2); '?' and '#' were refused above.
+  const auto slash = rest.find('/');
+  auto authority = parse_authority(rest.substr(0, slash));
+  if (!authority) {
+    return fail(Errc::config_error, "Redis URL: " + authority.error().message);
   }
-  if (host.empty()) {
-    return fail(Errc::config_error, "Redis URL: the host is missing");
-  }
-  address.host = std::string(host);
-
-  if (!rest.empty() && rest.front() == ':') {
-    const auto end = rest.find('/');
-    const auto port =
-        parse_int(rest.substr(1, end == std::string_view::npos ? end : end - 1), 1, 65535);
-    if (!port) {
-      return fail(Errc::config_error, "Redis URL: the port must be a number from 1 to 65535");
-    }
-    address.port = *port;
-    rest = end == std::string_view::npos ? std::string_view{} : rest.substr(end);
-  }
+  address.host = std::move(authority->host);
+  address.port = authority->port.value_or(address.port);
+  rest = slash == std::string_view::npos ? std::string_view{} : rest.substr(slash);
 
   if (!rest.empty()) {
     // rest starts with '/' here. "redis://host/" means database 0, as in redis-cli.
@@ -206,7 +178,7 @@ struct TokenCache::Impl {
       : settings(std::move(s)),
         address(std::move(a)),
         key(std::move(k)),
-        display(display_address(address)) {}
+        display(format_host_port(address.host, address.port)) {}
 
   RedisSettings settings;
   RedisAddress address;

@@ -140,6 +140,17 @@ TEST_F(CliTest, PasswordAccountsLocalPasswordsAndRemoval) {
   EXPECT_NE(r.err.find("no account legacy@example.com"), std::string::npos);
 }
 
+TEST_F(CliTest, ListShowsAnIpv6UpstreamInBrackets) {
+  // common/host_port's format_host_port: "[::1]:1993", which parse_host_port reads back, not
+  // "::1:1993".
+  auto r = cli({"account", "add", "v6@example.com", "--password-stdin", "--upstream", "[::1]:1993"},
+               "upstream-secret\n");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto json = nlohmann::json::parse(cli({"account", "list", "--format", "json"}).out);
+  ASSERT_EQ(json.size(), 1u);
+  EXPECT_EQ(json[0]["upstream"], "[::1]:1993");
+}
+
 TEST_F(CliTest, ClearErrors) {
   auto r = cli({"token", "not-an-email"});
   EXPECT_EQ(r.exit_code, 1);

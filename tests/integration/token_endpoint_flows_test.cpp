@@ -12,7 +12,6 @@
 
 #include <gtest/gtest.h>
 
-#include <cctype>
 #include <chrono>
 #include <cstdint>
 #include <map>
@@ -25,6 +24,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "auth/base64.hpp"
+#include "auth/pkce.hpp"
+#include "common/percent.hpp"
 #include "tests/support/token_endpoint_peer.hpp"
 
 namespace iop::test {
@@ -42,86 +44,6 @@ constexpr const char* app_scope = "https://outlook.office365.com/.default";
 constexpr const char* device_grant = "urn:ietf:params:oauth:grant-type:device_code";
 constexpr const char* jwt_bearer = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
-// ---- encodings (RFC 4648 §5 base64url without padding, as JWS and PKCE use it)
-
-std::string b64url(std::string_view bytes) {
-  static constexpr char alphabet[] =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-  std::string out;
-  std::uint32_t buffer = 0;
-  int bits = 0;
-  for (const char c : bytes) {
-    buffer = (buffer << 8) | static_cast<unsigned char>(c);
-    bits += 8;
-    while (bits >= 6) {
-      bits -= 6;
-      out += alphabet[(buffer >> bits) & 63];
-    }
-  }
-  if (bits > 0) {
-    out += alphabet[(buffer << (6 - bits)) & 63];
-  }
-  return out;
-}
-
-std::string b64url_decode(std::string_view text) {
-  std::string out;
-  std::uint32_t buffer = 0;
-  int bits = 0;
-  for (const char c : text) {
-    int v = -1;
-    if (c >= 'A' && c <= 'Z') {
-      v = c - 'A';
-    } else if (c >= 'a' && c <= 'z') {
-      v = c - 'a' + 26;
-    } else if (c >= '0' && c <= '9') {
-      v = c - '0' + 52;
-    } else if (c == '-') {
-      v = 62;
-    } else if (c == '_') {
-      v = 63;
-    } else {
-      throw std::invalid_argument("not base64url");
-    }
-    buffer = (buffer << 6) | static_cast<std::uint32_t>(v);
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      out += static_cast<char>((buffer >> bits) & 0xff);
-    }
-  }
-  return out;
-}
-
-std::string url_encode(std::string_view value) {
-  static constexpr char hex[] = "0123456789ABCDEF";
-  std::string out;
-  for (const char c : value) {
-    const auto u = static_cast<unsigned char>(c);
-    if (std::isalnum(u) != 0 || c == '-' || c == '.' || c == '_' || c == '~') {
-      out += c;
-    } else {
-      out += '%';
-      out += hex[u >> 4];
-      out += hex[u & 15];
-    }
-  }
-  return out;
-}
-
-std::string url_decode(std::string_view value) {
-  std::string out;
-  for (std::size_t i = 0; i < value.size(); ++i) {
-    if (value[i] == '%' && i + 2 < value.size()) {
-      out += static_cast<char>(std::stoi(std::string(value.substr(i + 1, 2)), nullptr, 16));
-      i += 2;
-    } else {
-      out += value[i] == '+' ? ' ' : value[i];
-    }
-  }
-  return out;
-}
-
 // The query parameters of `url` (a redirect the "browser" was sent to).
 std::map<std::string, std::string> query_params(const std::string& url) {
   std::map<std::string, std::string> out;
@@ -135,8 +57,8 @@ std::map<std::string, std::string> query_params(const std::string& url) {
     const auto amp = rest.find('&');
     const auto pair = rest.substr(0, amp);
     const auto eq = pair.find('=');
-    out[url_decode(pair.substr(0, eq))] =
-        eq == std::string_view::npos ? "" : url_decode(pair.substr(eq + 1));
+    out[percent_decode(pair.substr(0, eq)).value()] =
+        eq == std::string_view::npos ? "" : percent_decode(pair.substr(eq + 1)).value();
     rest = amp == std::string_view::npos ? std::string_view() : rest.substr(amp + 1);
   }
   return out;
@@ -172,12 +94,14 @@ std::string random_b64url(int bytes) {
   if (RAND_bytes(reinterpret_cast<unsigned char*>(raw.data()), bytes) != 1) {
     throw std::runtime_error("RAND_bytes failed");
   }
-  return b64url(raw);
+  return auth::base64url_encode(raw);
 }
 
 // RFC 7636 §4.1: 32 random octets give a 43-character verifier; §4.2: S256 challenge.
 std::string new_verifier() { return random_b64url(32); }
-std::string challenge_of(const std::string& verifier) { return b64url(sha256(verifier)); }
+std::string challenge_of(const std::string& verifier) {
+  return auth::base64url_encode(sha256(verifier));
+}
 
 // An app's credential: an RSA key and a self-signed certificate for it, as `az ad app
 // credential reset --create-cert` would make.
@@ -245,8 +169,9 @@ std::int64_t unix_now() {
 
 // A compact JWS: base64url(header).base64url(claims).base64url(RS256 signature).
 std::string signed_jwt(EVP_PKEY* key, const json& header, const json& claims) {
-  const auto input = b64url(header.dump()) + "." + b64url(claims.dump());
-  return input + "." + b64url(rs256(key, input));
+  const auto input =
+      auth::base64url_encode(header.dump()) + "." + auth::base64url_encode(claims.dump());
+  return input + "." + auth::base64url_encode(rs256(key, input));
 }
 
 json body_of(const HttpReply& reply) { return json::parse(reply.body); }
@@ -269,7 +194,7 @@ json jwt_part(const std::string& jwt, std::size_t index) {
   if (parts.size() != 3) {
     throw std::invalid_argument("not a three-part JWT");
   }
-  return json::parse(b64url_decode(parts.at(index)));
+  return json::parse(auth::base64url_decode(parts.at(index)).value());  // throws if malformed
 }
 
 class TokenEndpointFlowsTest : public ::testing::Test {
@@ -290,7 +215,8 @@ class TokenEndpointFlowsTest : public ::testing::Test {
                         {"nonce", "nonce-1"}};
     std::string url = peer_.authorize_url_base() + "?";
     for (const auto& [name, value] : fields) {
-      url += (url.back() == '?' ? "" : "&") + url_encode(name) + "=" + url_encode(value);
+      url += (url.back() == '?' ? "" : "&") + auth::form_urlencode(name) + "=" +
+             auth::form_urlencode(value);
     }
     return url;
   }
@@ -680,7 +606,7 @@ TEST_F(TokenEndpointFlowsTest, ClientCredentialsWithACertificateAssertion) {
   const auto cert = new_certificate("app-cert");
   const auto registered = peer_.register_app(
       {{"client_id", "app-cert"}, {"certificate_pem", cert.pem}, {"mailbox", "box@example.com"}});
-  const auto x5t = b64url(sha256(cert.der));
+  const auto x5t = auth::base64url_encode(sha256(cert.der));
   EXPECT_EQ(registered["x5t#S256"], x5t);
 
   const json header{{"alg", "RS256"}, {"typ", "JWT"}, {"x5t#S256", x5t}};
@@ -740,7 +666,7 @@ TEST_F(TokenEndpointFlowsTest, ClientCredentialsWithACertificateAssertion) {
   const auto other = new_certificate("intruder");
   EXPECT_EQ(refused(signed_jwt(other.key.get(), header, claims("jti-8"))), 700027);
   auto other_header = header;
-  other_header["x5t#S256"] = b64url(sha256(other.der));
+  other_header["x5t#S256"] = auth::base64url_encode(sha256(other.der));
   EXPECT_EQ(refused(signed_jwt(other.key.get(), other_header, claims("jti-9"))), 700027);
   auto hs_header = header;
   hs_header["alg"] = "HS256";

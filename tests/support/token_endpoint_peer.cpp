@@ -2,13 +2,14 @@
 
 #include <curl/curl.h>
 
-#include <cctype>
 #include <fstream>
 #include <iterator>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
 #include <string_view>
+
+#include "common/ascii.hpp"
 
 namespace iop::test {
 
@@ -34,8 +35,7 @@ std::string form_encode(const std::string& value) {
   std::string out;
   for (const char c : value) {
     const auto u = static_cast<unsigned char>(c);
-    if ((u >= '0' && u <= '9') || (u >= 'a' && u <= 'z') || (u >= 'A' && u <= 'Z') || u == '-' ||
-        u == '.' || u == '_' || u == '~') {
+    if (is_ascii_alnum(c) || c == '-' || c == '.' || c == '_' || c == '~') {
       out += c;
     } else {
       out += '%';
@@ -49,18 +49,13 @@ std::string form_encode(const std::string& value) {
 std::size_t keep_location(char* data, std::size_t size, std::size_t count, void* user) {
   const std::string_view line(data, size * count);
   constexpr std::string_view name = "location:";
-  if (line.size() > name.size()) {
-    bool match = true;
-    for (std::size_t i = 0; i < name.size(); ++i) {
-      match = match && std::tolower(static_cast<unsigned char>(line[i])) == name[i];
-    }
-    if (match) {
-      std::string value(line.substr(name.size()));
-      const auto first = value.find_first_not_of(" \t");
-      const auto last = value.find_last_not_of(" \t\r\n");
-      *static_cast<std::string*>(user) =
-          first == std::string::npos ? "" : value.substr(first, last - first + 1);
-    }
+  // Header names ignore case (RFC 9110 §5.1).
+  if (line.size() > name.size() && ascii_istarts_with(line, name)) {
+    std::string value(line.substr(name.size()));
+    const auto first = value.find_first_not_of(" \t");
+    const auto last = value.find_last_not_of(" \t\r\n");
+    *static_cast<std::string*>(user) =
+        first == std::string::npos ? "" : value.substr(first, last - first + 1);
   }
   return size * count;
 }

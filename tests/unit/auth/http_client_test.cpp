@@ -32,6 +32,12 @@ TEST(AcceptableEndpointUrl, PlainHttpOnlyToLoopback) {
   EXPECT_FALSE(acceptable_endpoint_url("http://[::2]/token"));
   EXPECT_FALSE(acceptable_endpoint_url("http://localhost:http/token"));
   EXPECT_FALSE(acceptable_endpoint_url("http://localhost:/token"));
+  // The port rule is common/host_port's parse_authority: 1..65535, not just "five digits".
+  EXPECT_FALSE(acceptable_endpoint_url("http://localhost:0/token"));
+  EXPECT_FALSE(acceptable_endpoint_url("http://127.0.0.1:99999/token"));
+  EXPECT_FALSE(acceptable_endpoint_url("http://[::1/token"));
+  EXPECT_FALSE(acceptable_endpoint_url("http://[::1]x/token"));
+  EXPECT_FALSE(acceptable_endpoint_url("http://[localhost]/token"));
 }
 
 TEST(AcceptableEndpointUrl, OtherSchemesAndJunk) {

@@ -8,6 +8,7 @@
 
 #include "auth/aadsts.hpp"
 #include "auth/base64.hpp"
+#include "common/ascii.hpp"
 
 namespace iop::auth {
 namespace {
@@ -18,8 +19,7 @@ constexpr std::string_view code = "M.C123_BAY.2.U.abc-def~ghi";  // unreserved, 
 
 bool all_unreserved(std::string_view s) {
   return std::all_of(s.begin(), s.end(), [](char c) {
-    return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '.' || c == '_' ||
-           c == '~';
+    return is_ascii_alnum(c) || c == '-' || c == '.' || c == '_' || c == '~';
   });
 }
 

@@ -79,7 +79,7 @@ INSTANTIATE_TEST_SUITE_P(
         InvalidCase{"redis://host#frag", "query"}, InvalidCase{"redis://secret@host", "':'"},
         InvalidCase{"redis://:bad%zzescape@host", "%-escape"},
         InvalidCase{"redis://:bad%4@host", "%-escape"}, InvalidCase{"redis://[::1", "']'"},
-        InvalidCase{"redis://[::1]x", "IPv6"}));
+        InvalidCase{"redis://[::1]x", "IPv6"}, InvalidCase{"redis://[::1/0]", "']'"}));
 
 TEST(RedisUrl, MessagesNeverHoldThePassword) {
   for (const char* url : {"redis://:hunter2@host:notaport", "redis://:hunter2@host/db",
