@@ -110,19 +110,20 @@ struct Env {
     dovecot = std::make_unique<DovecotServer>(peer.introspect_url(), legacy, legacy_upstream_pass);
     tls_port = free_port();
     starttls_port = free_port();
-    config = write_serve_config(
-        dir.path(), {.tls_port = tls_port,
-                     .starttls_port = starttls_port,
-                     .server_extra = "preauth_timeout = \"" + preauth_timeout + "\"\n" +
-                                     "auth_failure_delay = \"" + failure_delay + "\"\n" +
-                                     "shutdown_grace = \"2s\"\n" + extra_server,
-                     .upstream_port = dovecot->imaps_port(),
-                     .upstream_ca_file = dovecot->ca_file(),
-                     .upstream_extra = "timeout = \"10s\"\n",
-                     .token_url = peer.token_url(),
-                     .redis_url = redis.url(),
-                     .log_level = "debug",
-                     .more = "[hide_capabilities]\n\"" + legacy + "\" = [\"IDLE\"]\n"});
+    // Named fields, not designated initializers: GCC 12 warns about the ones left out.
+    ServeConfig c;
+    c.tls_port = tls_port;
+    c.starttls_port = starttls_port;
+    c.server_extra = "preauth_timeout = \"" + preauth_timeout + "\"\n" + "auth_failure_delay = \"" +
+                     failure_delay + "\"\n" + "shutdown_grace = \"2s\"\n" + extra_server;
+    c.upstream_port = dovecot->imaps_port();
+    c.upstream_ca_file = dovecot->ca_file();
+    c.upstream_extra = "timeout = \"10s\"\n";
+    c.token_url = peer.token_url();
+    c.redis_url = redis.url();
+    c.log_level = "debug";
+    c.more = "[hide_capabilities]\n\"" + legacy + "\" = [\"IDLE\"]\n";
+    config = write_serve_config(dir.path(), c);
     add_accounts();
     start_proxy();
   }
@@ -815,11 +816,12 @@ TEST_F(ProxyLimitsTest, UpstreamByeWithABareLfIsSanitizedInTheCloseReason) {
 class LowFdLimitServe {
  public:
   LowFdLimitServe(int open_files, const std::string& extra_server) : port_(free_port()) {
-    config_ = write_serve_config(dir_.path(),
-                                 {.starttls_port = port_,
-                                  .server_extra = "preauth_timeout = \"2s\"\n" + extra_server,
-                                  .token_url = "http://127.0.0.1:1/token",
-                                  .log_level = "info"});
+    ServeConfig c;
+    c.starttls_port = port_;
+    c.server_extra = "preauth_timeout = \"2s\"\n" + extra_server;
+    c.token_url = "http://127.0.0.1:1/token";
+    c.log_level = "info";
+    config_ = write_serve_config(dir_.path(), c);
     // ulimit -n sets the soft and the hard limit: serve cannot raise it.
     proxy_ = Process::start(
         {"sh", "-c",
