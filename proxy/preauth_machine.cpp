@@ -6,6 +6,7 @@
 #include "auth/sasl.hpp"
 #include "common/ascii.hpp"
 #include "common/wipe.hpp"
+#include "proxy/action_batch.hpp"
 #include "proxy/responses.hpp"
 
 namespace iop::proxy {
@@ -38,16 +39,8 @@ bool is_post_login_command(std::string_view name) {
   return false;
 }
 
-// Appends to the last Send if there is one, so a batch of responses is one write.
-void send(std::vector<Action>& out, std::string bytes) {
-  if (!out.empty()) {
-    if (auto* last = std::get_if<Send>(&out.back())) {
-      last->bytes += bytes;
-      return;
-    }
-  }
-  out.push_back(Send{std::move(bytes)});
-}
+// One write per batch of responses (proxy/action_batch.hpp).
+void send(std::vector<Action>& out, std::string bytes) { append_send<Send>(out, std::move(bytes)); }
 
 }  // namespace
 

@@ -7,6 +7,7 @@
 #include "auth/sasl.hpp"
 #include "common/ascii.hpp"
 #include "common/wipe.hpp"
+#include "proxy/action_batch.hpp"
 
 namespace iop::proxy::smtp {
 namespace {
@@ -37,15 +38,8 @@ bool is_mail_command(std::string_view verb) {
          verb == "EXPN" || verb == "ETRN" || verb == "BURL";
 }
 
-void send(std::vector<Action>& out, std::string bytes) {
-  if (!out.empty()) {
-    if (auto* last = std::get_if<Send>(&out.back())) {
-      last->bytes += bytes;
-      return;
-    }
-  }
-  out.push_back(Send{std::move(bytes)});
-}
+// One write per batch of responses (proxy/action_batch.hpp).
+void send(std::vector<Action>& out, std::string bytes) { append_send<Send>(out, std::move(bytes)); }
 
 }  // namespace
 
