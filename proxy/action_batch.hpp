@@ -19,7 +19,7 @@ void append_send(std::vector<std::variant<Actions...>>& out, std::string bytes) 
       return;
     }
   }
-  out.push_back(SendT{std::move(bytes)});
+  out.emplace_back(std::in_place_type<SendT>, std::move(bytes));
 }
 
 }  // namespace iop::proxy

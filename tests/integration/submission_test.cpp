@@ -214,11 +214,11 @@ TEST_F(SubmissionTest, SwaksMsmtpAndCurlSend) {
                    "--from=" + alice, "rcpt@example.net"},
                   read_file(message), 60s);
   EXPECT_EQ(msmtp.exit_code, 0) << msmtp.out << msmtp.err;
-  const auto curl = run_command(
-      {"curl", "-sS", "--url", "smtps://localhost:" + std::to_string(env->submissions_port),
-       "--cacert", env->proxy_ca().string(), "--user", alice + ":" + local_pass, "--mail-from",
-       alice, "--mail-rcpt", "rcpt@example.net", "--upload-file", message.string()},
-      "", 60s);
+  const auto curl =
+      run_command({"curl", "-sS", "--url", "smtp://localhost:" + port, "--ssl-reqd", "--cacert",
+                   env->proxy_ca().string(), "--user", alice + ":" + local_pass, "--mail-from",
+                   alice, "--mail-rcpt", "rcpt@example.net", "--upload-file", message.string()},
+                  "", 60s);
   EXPECT_EQ(curl.exit_code, 0) << curl.out << curl.err;
   const auto got = new_messages(before, 3);
   ASSERT_EQ(got.size(), 3u);
