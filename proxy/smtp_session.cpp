@@ -54,7 +54,10 @@ class SmtpSession {
   [[nodiscard]] const std::shared_ptr<Connection>& connection() const { return c_; }
 
   awaitable<void> reject() {
-    co_await c_->reject(smtp::format_reply(421, "4.7.0 Too many connections, try again later"));
+    // Named, not a temporary inside the co_await (GCC PR 100611; docs/design.md).
+    const std::string refusal =
+        smtp::format_reply(421, "4.7.0 Too many connections, try again later");
+    co_await c_->reject(refusal);
   }
 
   awaitable<void> run() {
