@@ -2,7 +2,11 @@
 // (Python's smtplib, swaks, msmtp, curl) and Dovecot's submission service, which checks XOAUTH2
 // through the test token endpoint and relays into an aiosmtpd sink. Everything on loopback.
 
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -395,6 +399,60 @@ TEST_F(SubmissionTest, RevokedRefreshTokenIs535WithTheReauthHint) {
             std::string::npos)
       << r.dump();
   EXPECT_EQ(env->store()->get(erin).value().status, storage::AccountStatus::needs_reauth);
+}
+
+// A plain TCP connection to 127.0.0.1:`port` that reads the first line (10 s bound).
+class PlainSmtp {
+ public:
+  explicit PlainSmtp(int port) : fd_(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)) {
+    timeval tv{10, 0};
+    ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<std::uint16_t>(port));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+      throw std::runtime_error("connect failed");
+    }
+  }
+  ~PlainSmtp() { ::close(fd_); }
+  std::string first_line() {
+    std::string out;
+    char c = 0;
+    while (out.find("\r\n") == std::string::npos && ::recv(fd_, &c, 1, 0) == 1) {
+      out += c;
+    }
+    return out;
+  }
+
+ private:
+  int fd_;
+};
+
+TEST(SubmissionLimits, OverMaxConnectionsTheClientGets421) {
+  // No peers needed: nobody authenticates.
+  TempDir dir;
+  const int port = free_port();
+  ServeConfig c;
+  c.tls_port = free_port();
+  c.server_extra =
+      "listen_submission = \"127.0.0.1:" + std::to_string(port) + "\"\nmax_connections = 1\n";
+  c.token_url = "http://127.0.0.1:1/token";
+  c.log_level = "info";
+  const auto config = write_serve_config(dir.path(), c);
+  auto proxy = start_serve(config, dir.path() / "proxy.log");
+  // The log line, not a probe connection: a probe would hold the one slot itself.
+  ASSERT_TRUE(wait_until(
+      [&] {
+        return read_file(dir.path() / "proxy.log").find("listening on submission:") !=
+               std::string::npos;
+      },
+      30s, "the submission listener"))
+      << read_file(dir.path() / "proxy.log");
+  PlainSmtp first(port);
+  EXPECT_EQ(first.first_line().rfind("220 localhost ESMTP", 0), 0u);
+  PlainSmtp second(port);
+  EXPECT_EQ(second.first_line(), "421 4.7.0 Too many connections, try again later\r\n");
 }
 
 }  // namespace
