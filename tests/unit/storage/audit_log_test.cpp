@@ -13,72 +13,13 @@
 #include "storage/database.hpp"
 #include "storage/sealed.hpp"
 #include "tests/support/process.hpp"
+#include "tests/support/raw_db.hpp"
 
 namespace iop::storage {
 namespace {
 
 namespace fs = std::filesystem;
-
-// Raw SQL on the database file, bypassing AuditLog, as an attacker or a bug would.
-class RawDb {
- public:
-  explicit RawDb(const fs::path& path) {
-    EXPECT_EQ(
-        sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr),
-        SQLITE_OK);
-    sqlite3_busy_timeout(db_, 5000);
-  }
-  ~RawDb() { sqlite3_close_v2(db_); }
-  RawDb(const RawDb&) = delete;
-  RawDb& operator=(const RawDb&) = delete;
-
-  // Runs `sql`; returns SQLite's error message, empty on success.
-  std::string try_exec(const std::string& sql) {
-    char* err = nullptr;
-    const int rc = sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &err);
-    std::string message = rc == SQLITE_OK ? "" : (err != nullptr ? err : "error");
-    sqlite3_free(err);
-    return message;
-  }
-
-  void exec(const std::string& sql) { EXPECT_EQ(try_exec(sql), "") << " in: " << sql; }
-
-  // The append-only triggers stop casual edits; an attacker simply drops them first.
-  void tamper(const std::string& sql) {
-    exec(
-        "DROP TRIGGER IF EXISTS connection_log_no_update;"
-        "DROP TRIGGER IF EXISTS connection_log_no_delete;" +
-        sql);
-  }
-
-  // Runs `sql` with `blobs` bound to ?1, ?2, ...
-  void exec_with_blobs(const std::string& sql, const std::vector<std::string>& blobs) {
-    sqlite3_stmt* stmt = nullptr;
-    ASSERT_EQ(sqlite3_prepare_v2(db_, sql.c_str(), -1, &stmt, nullptr), SQLITE_OK) << sql;
-    for (std::size_t i = 0; i < blobs.size(); ++i) {
-      sqlite3_bind_blob(stmt, static_cast<int>(i + 1), blobs[i].data(),
-                        static_cast<int>(blobs[i].size()), SQLITE_TRANSIENT);
-    }
-    EXPECT_EQ(sqlite3_step(stmt), SQLITE_DONE) << sqlite3_errmsg(db_);
-    sqlite3_finalize(stmt);
-  }
-
-  // The first column of the first row, as text.
-  std::string query(const std::string& sql) {
-    sqlite3_stmt* stmt = nullptr;
-    EXPECT_EQ(sqlite3_prepare_v2(db_, sql.c_str(), -1, &stmt, nullptr), SQLITE_OK) << sql;
-    std::string out;
-    if (sqlite3_step(stmt) == SQLITE_ROW) {
-      const unsigned char* text = sqlite3_column_text(stmt, 0);
-      out = text != nullptr ? reinterpret_cast<const char*>(text) : "";
-    }
-    sqlite3_finalize(stmt);
-    return out;
-  }
-
- private:
-  sqlite3* db_ = nullptr;
-};
+using test::RawDb;
 
 ConnectionRecord record(std::int64_t started_ms, std::int64_t ended_ms, std::string account,
                         ConnectionOutcome outcome = ConnectionOutcome::ok) {

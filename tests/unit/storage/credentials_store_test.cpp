@@ -11,11 +11,13 @@
 
 #include "storage/database.hpp"
 #include "tests/support/process.hpp"
+#include "tests/support/raw_db.hpp"
 
 namespace iop::storage {
 namespace {
 
 namespace fs = std::filesystem;
+using test::RawDb;
 
 // Secret has constructors from std::string and std::string_view, so a literal is ambiguous.
 Secret secret_of(std::string_view value) { return Secret(value); }
@@ -25,66 +27,6 @@ MasterKey key_of(char fill) {
   EXPECT_TRUE(key.has_value());
   return std::move(*key);
 }
-
-// Raw SQL on the database file, bypassing the store, as an attacker or a bug would.
-class RawDb {
- public:
-  explicit RawDb(const fs::path& path) {
-    EXPECT_EQ(sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READWRITE, nullptr), SQLITE_OK);
-  }
-  ~RawDb() { sqlite3_close_v2(db_); }
-  RawDb(const RawDb&) = delete;
-  RawDb& operator=(const RawDb&) = delete;
-
-  void exec(const std::string& sql) {
-    char* err = nullptr;
-    int rc = sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &err);
-    EXPECT_EQ(rc, SQLITE_OK) << (err != nullptr ? err : "") << " in: " << sql;
-    sqlite3_free(err);
-  }
-
-  // Runs one statement with blobs bound to ?1, ?2, ...
-  void exec_with_blobs(const std::string& sql, const std::vector<std::string>& blobs) {
-    sqlite3_stmt* stmt = nullptr;
-    ASSERT_EQ(sqlite3_prepare_v2(db_, sql.c_str(), -1, &stmt, nullptr), SQLITE_OK) << sql;
-    for (std::size_t i = 0; i < blobs.size(); ++i) {
-      sqlite3_bind_blob(stmt, static_cast<int>(i + 1), blobs[i].data(),
-                        static_cast<int>(blobs[i].size()), SQLITE_TRANSIENT);
-    }
-    EXPECT_EQ(sqlite3_step(stmt), SQLITE_DONE) << sqlite3_errmsg(db_);
-    sqlite3_finalize(stmt);
-  }
-
-  // The first column of the first row, as bytes.
-  std::string query_blob(const std::string& sql) {
-    sqlite3_stmt* stmt = nullptr;
-    EXPECT_EQ(sqlite3_prepare_v2(db_, sql.c_str(), -1, &stmt, nullptr), SQLITE_OK) << sql;
-    std::string out;
-    if (sqlite3_step(stmt) == SQLITE_ROW) {
-      const void* data = sqlite3_column_blob(stmt, 0);
-      out.assign(static_cast<const char*>(data),
-                 static_cast<std::size_t>(sqlite3_column_bytes(stmt, 0)));
-    }
-    sqlite3_finalize(stmt);
-    return out;
-  }
-
-  // The first column of the first row, as text.
-  std::string query(const std::string& sql) {
-    sqlite3_stmt* stmt = nullptr;
-    EXPECT_EQ(sqlite3_prepare_v2(db_, sql.c_str(), -1, &stmt, nullptr), SQLITE_OK) << sql;
-    std::string out;
-    if (sqlite3_step(stmt) == SQLITE_ROW) {
-      const unsigned char* text = sqlite3_column_text(stmt, 0);
-      out = text != nullptr ? reinterpret_cast<const char*>(text) : "";
-    }
-    sqlite3_finalize(stmt);
-    return out;
-  }
-
- private:
-  sqlite3* db_ = nullptr;
-};
 
 Credentials oauth_row(const std::string& email, const std::string& refresh) {
   Credentials row;
