@@ -8,21 +8,17 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <cstdlib>
 #include <filesystem>
 #include <string_view>
 
 #include "app/config.hpp"
+#include "fuzz/require.hpp"
 
 namespace {
 
 using namespace iop;
 
-void require(bool condition) {
-  if (!condition) {
-    std::abort();
-  }
-}
+using iop::fuzz::require;
 
 void require_absolute(const std::filesystem::path& p) { require(p.empty() || p.is_absolute()); }
 

@@ -11,23 +11,19 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <cstdlib>
 #include <string>
 #include <string_view>
 #include <variant>
 #include <vector>
 
+#include "fuzz/require.hpp"
 #include "proxy/preauth_machine.hpp"
 
 namespace {
 
 using namespace iop::proxy;
 
-void require(bool condition) {
-  if (!condition) {
-    std::abort();
-  }
-}
+using iop::fuzz::require;
 
 void check_lines(const std::string& bytes) {
   require(bytes.size() >= 2);

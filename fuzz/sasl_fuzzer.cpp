@@ -15,7 +15,6 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <cstdlib>
 #include <string>
 #include <string_view>
 #include <variant>
@@ -23,17 +22,14 @@
 #include "auth/base64.hpp"
 #include "auth/sasl.hpp"
 #include "common/ascii.hpp"
+#include "fuzz/require.hpp"
 
 namespace {
 
 using namespace iop;
 using namespace iop::auth;
 
-void require(bool condition) {
-  if (!condition) {
-    std::abort();
-  }
-}
+using iop::fuzz::require;
 
 bool well_formed_plain(std::string_view m) {
   const auto first = m.find('\0');

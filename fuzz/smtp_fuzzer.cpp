@@ -18,11 +18,11 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <cstdlib>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "fuzz/require.hpp"
 #include "proxy/smtp_server_machine.hpp"
 #include "proxy/smtp_upstream_machine.hpp"
 
@@ -30,11 +30,7 @@ namespace {
 
 using namespace iop::proxy::smtp;
 
-void require(bool condition) {
-  if (!condition) {
-    std::abort();
-  }
-}
+using iop::fuzz::require;
 
 // Cuts `data` into pieces of 1..64 bytes chosen by a small LCG seeded with `seed`.
 std::vector<std::string_view> cut(std::string_view data, std::uint8_t seed) {

@@ -16,7 +16,6 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
-#include <cstdlib>
 #include <string>
 #include <string_view>
 
@@ -24,17 +23,14 @@
 #include "auth/device_flow.hpp"
 #include "auth/id_token.hpp"
 #include "auth/token_response.hpp"
+#include "fuzz/require.hpp"
 
 namespace {
 
 using namespace iop::auth;
 using std::chrono::seconds;
 
-void require(bool condition) {
-  if (!condition) {
-    std::abort();
-  }
-}
+using iop::fuzz::require;
 
 constexpr std::array<int, 16> statuses = {200, 200, 200, 400, 400, 401, 403, 404,
                                           408, 429, 500, 502, 503, 504, 302, 0};

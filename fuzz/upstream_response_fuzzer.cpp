@@ -25,7 +25,6 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
-#include <cstdlib>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -33,17 +32,14 @@
 #include <vector>
 
 #include "common/ascii.hpp"
+#include "fuzz/require.hpp"
 #include "proxy/imap_response.hpp"
 
 namespace {
 
 using namespace iop::proxy;
 
-void require(bool condition) {
-  if (!condition) {
-    std::abort();
-  }
-}
+using iop::fuzz::require;
 
 struct Limits {
   std::size_t max_response_bytes = 1 << 20;  // upstream.cpp: per line without CRLF, per literal

@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include "proxy/smtp_line.hpp"
+
 namespace iop::proxy::smtp {
 
 std::string Reply::text() const {
@@ -32,7 +34,8 @@ std::optional<Reply> ReplyReader::next() {
   while (!error_) {
     const auto eol = buffer_.find('\n', scan_);
     if (eol == std::string::npos) {
-      if (buffer_.size() - scan_ > limits_.max_line_bytes) {
+      if (unfinished_line_too_long(std::string_view(buffer_).substr(scan_),
+                                   limits_.max_line_bytes)) {
         error_ = fmt::format("reply line longer than {} bytes", limits_.max_line_bytes);
       }
       return std::nullopt;

@@ -8,6 +8,7 @@
 #include "common/ascii.hpp"
 #include "common/wipe.hpp"
 #include "proxy/action_batch.hpp"
+#include "proxy/smtp_line.hpp"
 
 namespace iop::proxy::smtp {
 namespace {
@@ -149,7 +150,7 @@ void ServerMachine::pump(std::vector<Action>& out) {
     }
     const auto eol = rest.find('\n');
     if (eol == std::string_view::npos) {
-      if (rest.size() > options_.max_line_bytes) {
+      if (unfinished_line_too_long(rest, options_.max_line_bytes)) {
         // Drop the over-long line as it arrives; answer once its end is seen.
         if (!discarding_) {
           discarding_ = true;

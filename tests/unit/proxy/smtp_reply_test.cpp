@@ -72,6 +72,15 @@ TEST(SmtpReplyReader, BoundsLineLengthAndLineCount) {
   EXPECT_EQ(read_all({std::string(17, '2')}, limits), "error: reply line longer than 16 bytes\n");
   EXPECT_EQ(read_all({"250-a\r\n250-b\r\n250-c\r\n250 d\r\n"}, limits),
             "error: reply longer than 3 lines\n");
+  // A line of exactly the limit is accepted at every split, the one between its CR and LF too.
+  const std::string longest = "250 " + std::string(12, 'a') + "\r\n";
+  for (std::size_t i = 0; i <= longest.size(); ++i) {
+    EXPECT_EQ(
+        read_all({std::string_view(longest).substr(0, i), std::string_view(longest).substr(i)},
+                 limits),
+        "250:" + std::string(12, 'a') + "\n")
+        << "split at " << i;
+  }
   // A hostile server cannot grow the buffer by sending a line that never ends.
   ReplyReader reader(limits);
   for (int i = 0; i < 100; ++i) {

@@ -258,6 +258,19 @@ TEST(SmtpServerMachine, OverlongLinesAreRefusedWithoutBuffering) {
   EXPECT_EQ(render(m.feed("\r\nNOOP\r\n")), "500 5.5.2 Line too long\r\n250 2.0.0 OK\r\n");
 }
 
+TEST(SmtpServerMachine, LineOfExactlyTheLimitIsAcceptedAtEverySplit) {
+  ServerOptions options = tls_port();
+  options.max_line_bytes = 64;
+  const std::string line = "NOOP " + std::string(59, 'x') + "\r\n";  // 64 bytes before CRLF
+  for (std::size_t i = 0; i <= line.size(); ++i) {
+    ServerMachine m(options);
+    m.start();
+    std::string out = render(m.feed(std::string_view(line).substr(0, i)));
+    out += render(m.feed(std::string_view(line).substr(i)));
+    EXPECT_EQ(out, "250 2.0.0 OK\r\n") << "split at " << i;
+  }
+}
+
 TEST(SmtpServerMachine, PasswordsNeverSentBack) {
   ServerMachine m(tls_port());
   std::string sent = render(m.start());
