@@ -370,6 +370,10 @@ int run_account_authorize(const AuthorizeFlags& f, bool reauth, const Options& o
   if (hash) {
     check(services->store->set_local_password_hash(email, *hash));
   }
+  record_event(
+      *services, existing ? storage::AuditEvent::reauthorized : storage::AuditEvent::account_added,
+      email,
+      row.use_oauth ? fmt::format("provider {}", row.provider) : std::string("password upstream"));
 
   const std::string verb = existing ? "re-authorized" : "added";
   if (!row.use_oauth) {

@@ -11,6 +11,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "app/config.hpp"
@@ -89,19 +90,31 @@ std::string printable(std::string_view text) {
 }
 
 void print_table(const std::vector<storage::ConnectionRecord>& rows) {
-  constexpr std::size_t columns = 12;
-  const std::array<std::string, columns> header = {
-      "ID",      "STARTED (UTC)", "DURATION", "CLIENT", "LISTENER", "USERNAME",
-      "ACCOUNT", "OUTCOME",       "TOKEN",    "C->U",   "U->C",     "CLOSE REASON"};
+  constexpr std::size_t columns = 13;
+  const std::array<std::string, columns> header = {"ID",
+                                                   "STARTED (UTC)",
+                                                   "DURATION",
+                                                   "CLIENT",
+                                                   "LISTENER",
+                                                   "USERNAME",
+                                                   "ACCOUNT",
+                                                   "EVENT",
+                                                   "OUTCOME",
+                                                   "TOKEN",
+                                                   "C->U",
+                                                   "U->C",
+                                                   "CLOSE REASON / DETAIL"};
   std::vector<std::array<std::string, columns>> cells;
   cells.reserve(rows.size());
   for (const auto& r : rows) {
-    cells.push_back(
-        {std::to_string(r.id), iso_time(r.started_at_ms, false),
-         format_span(r.ended_at_ms - r.started_at_ms), client_of(r), printable(r.listener),
-         printable(r.username), printable(r.account), std::string(storage::to_string(r.outcome)),
-         printable(storage::to_string(r.token_source)), std::to_string(r.bytes_client_to_upstream),
-         std::to_string(r.bytes_upstream_to_client), printable(r.close_reason)});
+    cells.push_back({std::to_string(r.id), iso_time(r.started_at_ms, false),
+                     format_span(r.ended_at_ms - r.started_at_ms), client_of(r),
+                     printable(r.listener), printable(r.username), printable(r.account),
+                     r.event.empty() ? std::string("connection") : printable(r.event),
+                     std::string(storage::to_string(r.outcome)),
+                     printable(storage::to_string(r.token_source)),
+                     std::to_string(r.bytes_client_to_upstream),
+                     std::to_string(r.bytes_upstream_to_client), printable(r.close_reason)});
   }
   std::array<std::size_t, columns> width{};
   for (std::size_t c = 0; c < columns; ++c) {
@@ -145,6 +158,7 @@ nlohmann::ordered_json to_json(const storage::ConnectionRecord& r) {
           {"messages", r.messages},
           {"bytes_upstream_to_client", r.bytes_upstream_to_client},
           {"close_reason", r.close_reason},
+          {"event", r.event.empty() ? std::string("connection") : r.event},
           {"prev_hash", r.prev_hash},
           {"hash", r.hash}};
 }
@@ -180,9 +194,9 @@ void print_csv(const std::vector<storage::ConnectionRecord>& rows) {
   // The column names match the JSON keys. RFC 4180 lines end in CRLF.
   std::cout << "id,started_at,ended_at,started_at_ms,ended_at_ms,client_address,client_port,"
                "listener,username,account,outcome,token_source,bytes_client_to_upstream,"
-               "bytes_upstream_to_client,close_reason,prev_hash,hash\r\n";
+               "bytes_upstream_to_client,close_reason,event,prev_hash,hash\r\n";
   for (const auto& r : rows) {
-    const std::array<std::string, 17> fields = {std::to_string(r.id),
+    const std::array<std::string, 18> fields = {std::to_string(r.id),
                                                 iso_time(r.started_at_ms, true),
                                                 iso_time(r.ended_at_ms, true),
                                                 std::to_string(r.started_at_ms),
@@ -197,6 +211,7 @@ void print_csv(const std::vector<storage::ConnectionRecord>& rows) {
                                                 std::to_string(r.bytes_client_to_upstream),
                                                 std::to_string(r.bytes_upstream_to_client),
                                                 r.close_reason,
+                                                r.event.empty() ? "connection" : r.event,
                                                 r.prev_hash,
                                                 r.hash};
     std::string line;
@@ -221,6 +236,103 @@ std::int64_t time_flag(const std::string& flag, const std::string& value, std::i
   return *t;
 }
 
+void print_summary(const std::vector<storage::AccountActivity>& rows, bool json) {
+  if (json) {
+    nlohmann::ordered_json out = nlohmann::ordered_json::array();
+    for (const auto& a : rows) {
+      out.push_back({{"account", a.account},
+                     {"connections", a.connections},
+                     {"failures", a.failures},
+                     {"bytes_client_to_upstream", a.bytes_client_to_upstream},
+                     {"bytes_upstream_to_client", a.bytes_upstream_to_client},
+                     {"distinct_clients", a.distinct_clients},
+                     {"last_seen", a.last_seen_ms ? iso_time(a.last_seen_ms, true) : ""},
+                     {"last_refresh", a.last_refresh_ms ? iso_time(a.last_refresh_ms, true) : ""},
+                     {"status", a.status}});
+    }
+    std::cout << out.dump(2, ' ', false, nlohmann::ordered_json::error_handler_t::replace) << "\n";
+    return;
+  }
+  constexpr std::size_t columns = 9;
+  const std::array<std::string, columns> header = {
+      "ACCOUNT", "CONNECTIONS",     "FAILURES",           "C->U",  "U->C",
+      "CLIENTS", "LAST SEEN (UTC)", "LAST REFRESH (UTC)", "STATUS"};
+  std::vector<std::array<std::string, columns>> cells;
+  for (const auto& a : rows) {
+    cells.push_back({a.account.empty() ? "(no account)" : printable(a.account),
+                     std::to_string(a.connections), std::to_string(a.failures),
+                     std::to_string(a.bytes_client_to_upstream),
+                     std::to_string(a.bytes_upstream_to_client), std::to_string(a.distinct_clients),
+                     a.last_seen_ms ? iso_time(a.last_seen_ms, false) : "-",
+                     a.last_refresh_ms ? iso_time(a.last_refresh_ms, false) : "-",
+                     a.status.empty() ? "-" : a.status});
+  }
+  std::array<std::size_t, columns> width{};
+  for (std::size_t c = 0; c < columns; ++c) {
+    width[c] = header[c].size();
+    for (const auto& row : cells) {
+      width[c] = std::max(width[c], row[c].size());
+    }
+  }
+  auto print_row = [&width](const std::array<std::string, columns>& row) {
+    std::string line;
+    for (std::size_t c = 0; c < columns; ++c) {
+      line += c + 1 == columns ? row[c] : fmt::format("{:<{}}  ", row[c], width[c]);
+    }
+    std::cout << line << "\n";
+  };
+  print_row(header);
+  for (const auto& row : cells) {
+    print_row(row);
+  }
+}
+
+// The log opened with the master key, for --verify and --prune.
+std::unique_ptr<storage::AuditLog> open_keyed(const Config& config) {
+  auto key = storage::MasterKey::load(config.storage.key_file);
+  if (!key) {
+    die(
+        fmt::format("{} (verifying or pruning the connection log needs the master key: the chain "
+                    "is keyed with it)",
+                    key.error().message));
+  }
+  return check(storage::AuditLog::open(config.storage.database, *key));
+}
+
+std::int64_t now_millis() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// --follow: prints rows as they are written, like `tail -f`, until interrupted. Polls: SQLite
+// has no cross-process notification, and a read of the newest ids every half second is cheap.
+[[noreturn]] void follow(storage::AuditLog& log, storage::AuditQuery query,
+                         const std::string& format) {
+  const bool json = format == "json";
+  for (;;) {
+    const auto rows = check(log.query(query));
+    if (!rows.empty()) {
+      if (json) {
+        // JSON Lines: one object per row, so a consumer can parse as rows arrive.
+        for (const auto& r : rows) {
+          std::cout << to_json(r).dump(-1, ' ', false,
+                                       nlohmann::ordered_json::error_handler_t::replace)
+                    << "\n";
+        }
+      } else if (format == "csv") {
+        print_csv(rows);
+      } else {
+        print_table(rows);
+      }
+      std::cout.flush();
+      query.after_id = rows.back().id;
+    }
+    query.limit = 0;  // --limit applies to the rows shown first only
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  }
+}
+
 int audit(const AuditOptions& options) {
   const auto config = check(load_effective_config(options.config));
   const auto& path = config.storage.database;
@@ -231,21 +343,51 @@ int audit(const AuditOptions& options) {
                     "the one `serve` uses",
                     path.string()));
   }
-  auto log = check(storage::AuditLog::open(path));
 
   if (options.verify) {
-    const auto report = check(log->verify());
+    std::optional<storage::AuditAnchor> anchor;
+    if (options.expect_head) {
+      anchor = storage::parse_audit_anchor(*options.expect_head);
+      if (!anchor) {
+        die(
+            fmt::format("--expect-head: expected N:HASH as `audit --verify` prints the head "
+                        "(a row id, a colon and 64 hex digits), got \"{}\"",
+                        *options.expect_head));
+      }
+    }
+    auto log = open_keyed(config);
+    const auto report = check(log->verify(anchor));
     if (!report.intact) {
       std::cerr << fmt::format("audit log BROKEN at row {}: {}\n", report.broken_at, report.reason);
       return 1;
     }
-    std::cout << fmt::format("audit log intact: {} rows\n", report.rows);
+    std::cout << fmt::format("audit log intact: {} rows", report.rows);
+    if (report.first_id > 1) {
+      std::cout << fmt::format(" (rows before {} removed by retention)", report.first_id);
+    }
+    if (anchor) {
+      std::cout << fmt::format(", anchor {}:{} found", anchor->id, anchor->hash);
+    }
+    std::cout << fmt::format("\nhead {}:{}\n", report.head_id, report.head_hash);
     return 0;
   }
 
-  const auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                          std::chrono::system_clock::now().time_since_epoch())
-                          .count();
+  if (options.prune) {
+    if (config.audit.keep_days <= 0) {
+      die("--prune: [audit] keep_days is 0 (keep everything) in the configuration: set it to "
+          "the number of days to keep");
+    }
+    auto log = open_keyed(config);
+    const auto now_ms = now_millis();
+    const auto report =
+        check(log->prune(now_ms - std::int64_t{config.audit.keep_days} * 86'400'000, now_ms));
+    std::cout << fmt::format("pruned {} rows older than {} days; the log starts at row {}\n",
+                             report.deleted, config.audit.keep_days, report.first_kept);
+    return 0;
+  }
+
+  auto log = check(storage::AuditLog::open_for_reading(path));
+  const auto now_ms = now_millis();
   storage::AuditQuery query;
   if (options.since) {
     query.since_ms = time_flag("--since", *options.since, now_ms);
@@ -256,10 +398,40 @@ int audit(const AuditOptions& options) {
   if (query.since_ms && query.until_ms && *query.since_ms >= *query.until_ms) {
     die("--since must be before --until");
   }
+  if (options.summary) {
+    print_summary(check(log->summarize(query.since_ms)), options.format == "json");
+    return 0;
+  }
   if (options.account) {
     query.account = check(normalize_email(*options.account));
   }
+  if (options.outcome) {
+    query.outcome = storage::parse_connection_outcome(*options.outcome);
+    if (!query.outcome) {
+      die(
+          fmt::format("--outcome: unknown outcome \"{}\" (ok, auth_failed, needs_reauth, "
+                      "upstream_unavailable, protocol_error, timeout, internal_error, shutdown, "
+                      "rejected)",
+                      *options.outcome));
+    }
+  }
+  if (options.client) {
+    query.client_address = *options.client;
+  }
+  if (options.event) {
+    if (*options.event != "connection" && !storage::parse_audit_event(*options.event)) {
+      die(
+          fmt::format("--event: unknown event \"{}\" (connection, account_added, "
+                      "account_removed, passwd_changed, refresh_ok, refresh_failed, needs_reauth, "
+                      "reauthorized, audit_rows_dropped, retention, chain_keyed)",
+                      *options.event));
+    }
+    query.event = *options.event;
+  }
   query.limit = options.limit;
+  if (options.follow) {
+    follow(*log, query, options.format);
+  }
   const auto rows = check(log->query(query));
   if (options.format == "json") {
     print_json(rows);
@@ -336,13 +508,45 @@ CLI::App* add_audit_command(CLI::App& app, AuditOptions& options) {
                      ->check(CLI::IsMember({"table", "json", "csv"}));
   auto* limit = cmd->add_option("--limit", options.limit, "only the newest N matching rows")
                     ->check(CLI::NonNegativeNumber);
-  cmd->add_flag("--verify", options.verify,
-                "check the hash chain: exit 0 when intact, 1 naming the first broken row")
-      ->excludes(since)
-      ->excludes(until)
-      ->excludes(account)
-      ->excludes(format)
-      ->excludes(limit);
+  auto* outcome = cmd->add_option("--outcome", options.outcome,
+                                  "only rows with this outcome (ok, auth_failed, needs_reauth...)");
+  auto* client = cmd->add_option("--client", options.client, "only rows from this client address");
+  auto* event = cmd->add_option("--event", options.event,
+                                "only this event (connection, refresh_ok, refresh_failed, "
+                                "needs_reauth, reauthorized, account_added, account_removed, "
+                                "passwd_changed...)");
+  auto* follow = cmd->add_flag("--follow,-f", options.follow,
+                               "keep printing new rows as they are written (like tail -f)");
+  auto* summary = cmd->add_flag("--summary", options.summary,
+                                "per account: connections, failures, bytes, clients, last seen, "
+                                "last refresh, status")
+                      ->excludes(until)
+                      ->excludes(account)
+                      ->excludes(limit)
+                      ->excludes(outcome)
+                      ->excludes(client)
+                      ->excludes(event)
+                      ->excludes(follow);
+  auto* expect =
+      cmd->add_option("--expect-head", options.expect_head,
+                      "with --verify: the head printed by an earlier --verify (N:HASH) must "
+                      "still be in the chain (detects a cut tail or a rewritten log)");
+  auto* prune = cmd->add_flag("--prune", options.prune,
+                              "delete rows older than [audit] keep_days (the chain stays "
+                              "verifiable)");
+  auto* verify =
+      cmd->add_flag("--verify", options.verify,
+                    "check the keyed hash chain: exit 0 when intact (printing the head), 1 naming "
+                    "the first broken row");
+  for (auto* other :
+       {since, until, account, format, limit, outcome, client, event, follow, summary, prune}) {
+    verify->excludes(other);
+  }
+  for (auto* other :
+       {since, until, account, format, limit, outcome, client, event, follow, summary, expect}) {
+    prune->excludes(other);
+  }
+  expect->needs(verify);
   cmd->add_option("--config", options.config, "configuration file");
   return cmd;
 }

@@ -1,12 +1,15 @@
 #pragma once
 // `imap-oauth2-proxy audit`: shows and verifies the connection log (storage/audit_log.hpp).
 //
-//   audit [--since T] [--until T] [--account E] [--format table|json|csv] [--limit N]
-//         [--verify] [--config FILE]
+//   audit [--since T] [--until T] [--account E] [--outcome O] [--client ADDR] [--event NAME]
+//         [--format table|json|csv] [--limit N] [--follow] [--config FILE]
+//   audit --summary [--since T] [--format table|json]
+//   audit --verify [--expect-head N:HASH]
+//   audit --prune                      (deletes rows older than [audit] keep_days)
 //
 // T is a UTC date or date-time (`2026-11-27`, `2026-11-27T10:00:00Z`) or a duration back from
-// now (`24h`, `7d`). Only the database path of the configuration is used: no master key is
-// needed, since the log holds no secrets.
+// now (`24h`, `7d`). Reading needs only the database (the log holds no secrets); --verify and
+// --prune need the master key too, since the chain is keyed with it.
 
 #include <cstdint>
 #include <filesystem>
@@ -26,8 +29,15 @@ struct AuditOptions {
   std::optional<std::string> until;
   std::optional<std::string> account;
   std::string format = "table";
+  std::optional<std::string> outcome;
+  std::optional<std::string> client;
+  std::optional<std::string> event;
   std::int64_t limit = 0;  // 0: every matching row
   bool verify = false;
+  std::optional<std::string> expect_head;  // with --verify: "N:HASH"
+  bool summary = false;
+  bool follow = false;
+  bool prune = false;
   std::optional<std::filesystem::path> config;
 };
 

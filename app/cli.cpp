@@ -194,6 +194,7 @@ int cmd_account_remove(const std::string& email_arg, const Options& opts) {
   if (services->cache) {
     services->cache->erase(email);
   }
+  record_event(*services, storage::AuditEvent::account_removed, email, "");
   std::cout << "removed " << email << "\n";
   return 0;
 }
@@ -210,6 +211,7 @@ int cmd_account_passwd(const std::string& email_arg, const Options& opts) {
   }
   const auto hash = check(auth::hash_password(password));
   check(services->store->set_local_password_hash(email, hash));
+  record_event(*services, storage::AuditEvent::passwd_changed, email, "");
   std::cout << "local password of " << email << " set\n";
   return 0;
 }

@@ -86,6 +86,12 @@ struct RedisConfig {
   std::chrono::milliseconds lock_timeout{std::chrono::seconds(30)};
 };
 
+struct AuditConfig {
+  // Retention: connection-log rows older than this many days are deleted (a whole prefix of the
+  // chain, with a checkpoint so the rest still verifies); 0 keeps everything.
+  int keep_days = 0;
+};
+
 struct LogConfig {
   std::string level = "info";
   LogFormat format = LogFormat::text;
@@ -99,6 +105,7 @@ struct Config {
   OAuthConfig oauth;
   StorageConfig storage;
   RedisConfig redis;
+  AuditConfig audit;
   LogConfig log;
   // [hide_capabilities]: post-login capabilities clients must not see, by account ("*": all).
   std::map<std::string, std::vector<std::string>> hide_capabilities;

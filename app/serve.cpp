@@ -13,6 +13,7 @@
 #include "auth/refresher.hpp"
 #include "certs/local_cert.hpp"
 #include "certs/tls_context.hpp"
+#include "common/blocking.hpp"
 #include "proxy/listener.hpp"
 #include "proxy/session.hpp"
 #include "proxy/smtp_session.hpp"
@@ -21,6 +22,33 @@
 namespace iop::app {
 
 namespace {
+
+// Deletes connection-log rows older than [audit] keep_days now and then every 24 hours, until
+// `timer` is cancelled (shutdown).
+awaitable<void> prune_daily(Services& services, net::steady_timer& timer) {
+  const std::int64_t keep_ms = std::int64_t{services.config.audit.keep_days} * 86'400'000;
+  for (;;) {
+    const std::int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                    std::chrono::system_clock::now().time_since_epoch())
+                                    .count();
+    auto job = [&services, keep_ms, now_ms] {
+      return services.audit->prune(now_ms - keep_ms, now_ms);
+    };
+    const auto pruned = co_await run_on_pool(services.blocking.get_executor(), std::move(job));
+    if (!pruned) {
+      spdlog::error("connection log retention: {}", pruned.error());
+    } else if (pruned->deleted > 0) {
+      spdlog::info("connection log retention: deleted {} row(s) older than {} day(s)",
+                   pruned->deleted, services.config.audit.keep_days);
+    }
+    timer.expires_after(std::chrono::hours(24));
+    boost::system::error_code ec;
+    co_await timer.async_wait(net::redirect_error(net::use_awaitable, ec));
+    if (ec) {
+      co_return;
+    }
+  }
+}
 
 proxy::SmtpEndpoint smtp_endpoint(const std::string& host, int port, std::string_view tls) {
   const proxy::SmtpTls mode = tls.empty()         ? proxy::default_smtp_tls(port)
@@ -131,7 +159,6 @@ int serve(Services& services) {
         must(certs::make_server_context(cfg.server.certificate, cfg.server.private_key),
              "TLS server context");
     auto upstream_tls = must(certs::make_client_context(cfg.upstream.ca_file), "upstream TLS");
-    auto audit = must(storage::AuditLog::open(cfg.storage.database), "connection log");
 
     auth::LocalAuthSettings las;
     las.cache_ttl = cfg.server.login_cache_ttl;
@@ -161,7 +188,7 @@ int serve(Services& services) {
                             *server_tls,
                             *upstream_tls,
                             settings,
-                            audit.get(),
+                            services.audit.get(),
                             services.blocking.get_executor(),
                             registry,
                             &smtp_extensions};
@@ -228,6 +255,12 @@ int serve(Services& services) {
     }
     net::co_spawn(ioc, refresher.run(), log_done("background refresher"));
 
+    // Retention ([audit] keep_days): at start, then daily, on the blocking pool.
+    net::steady_timer retention_timer(ioc);
+    if (cfg.audit.keep_days > 0) {
+      net::co_spawn(ioc, prune_daily(services, retention_timer), log_done("audit retention"));
+    }
+
     // SIGINT/SIGTERM: stop accepting, give sessions the grace period, then close them. A second
     // signal closes them at once. The io_context runs out of work when everything has ended.
     net::signal_set signals(ioc, SIGINT, SIGTERM);
@@ -241,6 +274,7 @@ int serve(Services& services) {
         l->stop();
       }
       refresher.stop();
+      retention_timer.cancel();
       signals.async_wait([&](const boost::system::error_code& e2, int) {
         if (!e2) {
           registry.close_all();

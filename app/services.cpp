@@ -2,6 +2,9 @@
 
 #include <unistd.h>
 
+#include <spdlog/spdlog.h>
+
+#include <chrono>
 #include <filesystem>
 
 namespace iop::app {
@@ -67,6 +70,23 @@ Result<auth::AccountClient> account_client(const Config& config, const storage::
   return out;
 }
 
+void record_event(Services& services, storage::AuditEvent event, const std::string& email,
+                  std::string detail) {
+  if (services.audit == nullptr) {
+    return;
+  }
+  const auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          std::chrono::system_clock::now().time_since_epoch())
+                          .count();
+  net::post(services.blocking,
+            [&services, record = storage::event_record(event, email, std::move(detail), now_ms)] {
+              if (auto written = services.audit->append(record); !written) {
+                spdlog::error("connection log: {} event for {} not written: {}", record.event,
+                              record.account, written.error());
+              }
+            });
+}
+
 Result<std::unique_ptr<Services>> make_services(Config config, KeyPolicy key_policy) {
   namespace fs = std::filesystem;
   const auto key_path = config.storage.key_file;
@@ -83,6 +103,7 @@ Result<std::unique_ptr<Services>> make_services(Config config, KeyPolicy key_pol
 
   auto services = std::make_unique<Services>(std::move(config));
   const auto& cfg = services->config;
+  IOP_TRY_ASSIGN(services->audit, storage::AuditLog::open(db_path, *key));
   IOP_TRY_ASSIGN(services->store, storage::CredentialsStore::open(db_path, *key));
   if (!cfg.redis.url.empty()) {
     IOP_TRY_ASSIGN(
@@ -106,6 +127,11 @@ Result<std::unique_ptr<Services>> make_services(Config config, KeyPolicy key_pol
   ts.instance_id = fmt::format("{}:{}", host, ::getpid());
   // The resolver reads the configuration the services own; it lives as long as they do.
   ts.resolve_client = [&cfg](const storage::Credentials& row) { return account_client(cfg, row); };
+  // Token events go to the connection log off the refreshing coroutine (the call must not block).
+  ts.on_event = [s = services.get()](storage::AuditEvent event, const std::string& email,
+                                     std::string detail) {
+    record_event(*s, event, email, std::move(detail));
+  };
   services->tokens = std::make_unique<auth::TokenService>(*services->store, services->cache.get(),
                                                           *services->endpoint,
                                                           services->blocking.get_executor(), ts);

@@ -8,6 +8,7 @@
 #include "auth/token_endpoint.hpp"
 #include "auth/token_service.hpp"
 #include "common/asio.hpp"
+#include "storage/audit_log.hpp"
 #include "storage/credentials_store.hpp"
 #include "storage/token_cache.hpp"
 
@@ -31,6 +32,9 @@ struct Services {
   // own pool: endpoint calls that hang can fill only this one, never delay a login that needs
   // no refresh (issue #7, item 6).
   net::thread_pool http{http_threads};
+  // The connection log (keyed with the master key), for every command that writes or verifies
+  // it: serve's sessions, the token and account events of every command.
+  std::unique_ptr<storage::AuditLog> audit;
   std::unique_ptr<storage::CredentialsStore> store;
   std::unique_ptr<storage::TokenCache> cache;  // null without [redis] url
   std::unique_ptr<auth::TokenEndpoint> endpoint;
@@ -46,6 +50,12 @@ enum class KeyPolicy {
 // A missing key for an existing database is an error, never a new key.
 Result<std::unique_ptr<Services>> make_services(Config config,
                                                 KeyPolicy key_policy = KeyPolicy::create_if_new);
+
+// Appends a token or account event for `email` to the connection log, off the caller's thread
+// (the blocking pool; Services' destructor waits for it). Never blocks, never fails the caller:
+// a write error is logged.
+void record_event(Services& services, storage::AuditEvent event, const std::string& email,
+                  std::string detail);
 
 // The OAuth client settings of `config` (shared by the token service and the CLI).
 auth::OAuthClientSettings oauth_client_settings(const Config& config);

@@ -38,6 +38,22 @@ struct TokenService::Candidate {
 
 namespace {
 
+// An event's detail for a failed grant: the error class, the OAuth error and the AADSTS code
+// (what an operator looks up), never the endpoint's free text.
+std::string grant_failure_detail(const TokenError& e) {
+  std::string out(to_string(e.kind));
+  if (!e.error.empty()) {
+    out += " " + e.error;
+  }
+  if (e.aadsts != 0) {
+    out += " AADSTS" + std::to_string(e.aadsts);
+  }
+  if (e.http_status != 0) {
+    out += " (HTTP " + std::to_string(e.http_status) + ")";
+  }
+  return out;
+}
+
 std::string reauth_message(std::string_view email, std::string_view reason) {
   // A reason from the endpoint's classifier already names the command (name_account()).
   if (reason.find("imap-oauth2-proxy account reauth") != std::string_view::npos) {
@@ -485,11 +501,13 @@ awaitable<Result<FreshToken>> TokenService::refresh_with(const std::string& emai
         co_await run_on_pool(blocking_, [this, &email] { return cache_->erase(email); });
       }
       forget(email);
+      emit(storage::AuditEvent::needs_reauth, email, grant_failure_detail(e));
       spdlog::error("account {} needs re-authorization: {}", email, error.message);
       co_return fail(Errc::needs_reauth, reauth_message(email, error.message));
     }
     // Transient, bad answer or our configuration: nothing stored changes. A token that is still
     // valid for a while is better than no token.
+    emit(storage::AuditEvent::refresh_failed, email, grant_failure_detail(e));
     if (best.expiry - to_unix_seconds(now) > 60) {
       spdlog::warn("refresh for {} failed ({}); serving the current token until it is due", email,
                    to_error(e));
@@ -510,6 +528,10 @@ awaitable<Result<FreshToken>> TokenService::refresh_with(const std::string& emai
   }
   // The database first: a crash after this line loses nothing.
   const bool persisted = co_await persist(email, update);
+  emit(storage::AuditEvent::refresh_ok, email,
+       std::string(client.app_only ? "client credentials" : "refresh token") +
+           (update.refresh_token ? ", rotated" : "") +
+           (persisted ? "" : ", database write pending"));
 
   Secret refresh_token = update.refresh_token ? *update.refresh_token : best.refresh_token;
   FreshToken token{update.access_token, false, update.token_expiry, update.refreshed_at_ms,
@@ -629,6 +651,13 @@ awaitable<Result<void>> TokenService::save_authorization(const Credentials& row)
                                        row.refreshed_at_ms, TokenSource::refresh});
   }
   co_return Result<void>{};
+}
+
+void TokenService::emit(storage::AuditEvent event, const std::string& email,
+                        std::string detail) const {
+  if (settings_.on_event) {
+    settings_.on_event(event, email, std::move(detail));
+  }
 }
 
 awaitable<std::size_t> TokenService::retry_pending_writes() {

@@ -30,6 +30,7 @@
 #include "common/clock.hpp"
 #include "common/result.hpp"
 #include "common/secret.hpp"
+#include "storage/audit_log.hpp"
 #include "storage/credentials_store.hpp"
 #include "storage/token_cache.hpp"
 #include "storage/token_source.hpp"
@@ -72,6 +73,10 @@ struct TokenServiceSettings {
   std::string instance_id;
   // The OAuth client of each account. Unset: the endpoint's own settings, refresh grants only.
   ClientResolver resolve_client;
+  // Told of each refresh's outcome (refresh_ok; refresh_failed with the error class;
+  // needs_reauth with the AADSTS code), for the connection log. Called on the refreshing
+  // coroutine's thread: it must not block (an enqueue).
+  std::function<void(storage::AuditEvent, const std::string& email, std::string detail)> on_event;
 };
 
 class TokenService {
@@ -168,6 +173,7 @@ class TokenService {
   awaitable<std::pair<std::optional<FreshToken>, storage::TokenCache::Lock>>
   wait_for_other_instance(const std::string& email, const TokenNeed& need,
                           const std::string& owner);
+  void emit(storage::AuditEvent event, const std::string& email, std::string detail) const;
   void complete(const std::string& email, const std::shared_ptr<Flight>& flight,
                 const Result<FreshToken>& result);
 

@@ -33,6 +33,19 @@ constexpr int ascii_hex_value(char c) noexcept {
   return -1;
 }
 
+// `bytes` as lowercase hexadecimal, two digits a byte (digests and MACs in text columns).
+constexpr std::string lower_hex(std::string_view bytes) {
+  constexpr char digits[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(2 * bytes.size());
+  for (const char c : bytes) {
+    const auto b = static_cast<unsigned char>(c);
+    out.push_back(digits[b >> 4]);
+    out.push_back(digits[b & 0x0f]);
+  }
+  return out;
+}
+
 constexpr char ascii_lower(char c) noexcept {
   return is_ascii_upper(c) ? static_cast<char>(c - 'A' + 'a') : c;
 }

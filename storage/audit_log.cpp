@@ -7,12 +7,15 @@
 #include <algorithm>
 #include <array>
 #include <charconv>
+#include <chrono>
 #include <exception>
+#include <limits>
 #include <mutex>
 #include <optional>
 #include <utility>
 
 #include "common/ascii.hpp"
+#include "common/email.hpp"
 #include "common/sanitize.hpp"
 #include "storage/database.hpp"
 #include "storage/sqlite.hpp"
@@ -25,12 +28,33 @@ using sqlite::Database;
 using sqlite::Statement;
 using sqlite::Transaction;
 
-// The meta row holding the head of the chain: "<row count> <hash of the last row>".
+// The meta rows, each "<id> <hash>" and, when keyed, " <MAC of both>" (meta_mac):
+// - the head: the last row's id and hash;
+// - the base, after retention: the last deleted row's id and hash (the next row's prev_hash);
+// - the boundary, for a log keyed after it was written: the first keyed row's id and its
+//   prev_hash; rows before it carry plain SHA-256 hashes.
 constexpr std::string_view head_key = "connection_log_head";
+constexpr std::string_view base_key = "connection_log_base";
+constexpr std::string_view boundary_key = "connection_log_keyed_from";
 
-// Changing the encoding changes every hash: bump the tag and keep the old encoding for old rows.
-constexpr std::string_view hash_domain = "imap-oauth2-proxy connection_log v1";
+// Changing an encoding changes every hash: bump the tag and keep the old encoding for old rows.
+constexpr std::string_view legacy_hash_domain = "imap-oauth2-proxy connection_log v1";
+constexpr std::string_view hash_domain = "imap-oauth2-proxy connection_log v2";
 constexpr std::string_view genesis_input = "imap-oauth2-proxy connection_log genesis v1";
+constexpr std::string_view chain_key_label = "imap-oauth2-proxy connection_log chain";
+
+constexpr std::array<std::pair<AuditEvent, std::string_view>, 10> event_names = {{
+    {AuditEvent::account_added, "account_added"},
+    {AuditEvent::account_removed, "account_removed"},
+    {AuditEvent::passwd_changed, "passwd_changed"},
+    {AuditEvent::refresh_ok, "refresh_ok"},
+    {AuditEvent::refresh_failed, "refresh_failed"},
+    {AuditEvent::needs_reauth, "needs_reauth"},
+    {AuditEvent::reauthorized, "reauthorized"},
+    {AuditEvent::audit_rows_dropped, "audit_rows_dropped"},
+    {AuditEvent::retention, "retention"},
+    {AuditEvent::chain_keyed, "chain_keyed"},
+}};
 
 constexpr std::array<std::pair<ConnectionOutcome, std::string_view>, 9> outcome_names = {{
     {ConnectionOutcome::ok, "ok"},
@@ -72,6 +96,7 @@ struct StoredRow {
   std::string prev_hash;
   std::string hash;
   std::int64_t messages = 0;
+  std::string event;
 };
 
 StoredRow to_stored(const ConnectionRecord& r) {
@@ -90,7 +115,8 @@ StoredRow to_stored(const ConnectionRecord& r) {
                    r.close_reason,
                    r.prev_hash,
                    r.hash,
-                   r.messages};
+                   r.messages,
+                   r.event};
 }
 
 // 8 bytes, big-endian, two's complement.
@@ -116,19 +142,39 @@ std::string sha256_hex(std::string_view data) {
     // would write rows that can never verify.
     std::terminate();
   }
-  static constexpr char hex[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(2 * size);
-  for (unsigned int i = 0; i < size; ++i) {
-    out.push_back(hex[digest[i] >> 4]);
-    out.push_back(hex[digest[i] & 0x0f]);
-  }
-  return out;
+  return lower_hex(std::string_view(reinterpret_cast<const char*>(digest.data()), size));
 }
 
-// The canonical encoding: the domain tag (fixed length), then every field in column order, each
-// integer as 8 bytes and each text length-prefixed; prev_hash is covered, `hash` is not.
-std::string row_hash(const StoredRow& r) {
+// The v1 encoding (schema v5 and older, plain SHA-256): the domain tag, then every field in
+// column order, each integer as 8 bytes and each text length-prefixed; prev_hash is covered,
+// `hash` is not; `messages` only when set (it came in v5), so older rows kept their hashes.
+std::string legacy_row_hash(const StoredRow& r) {
+  std::string buf;
+  buf.reserve(256 + r.username.size() + r.close_reason.size());
+  put_text(buf, legacy_hash_domain);
+  put_int(buf, r.id);
+  put_int(buf, r.started_at_ms);
+  put_int(buf, r.ended_at_ms);
+  put_text(buf, r.client_address);
+  put_int(buf, r.client_port);
+  put_text(buf, r.listener);
+  put_text(buf, r.username);
+  put_text(buf, r.account);
+  put_text(buf, r.outcome);
+  put_text(buf, r.token_source);
+  put_int(buf, r.bytes_client_to_upstream);
+  put_int(buf, r.bytes_upstream_to_client);
+  put_text(buf, r.close_reason);
+  put_text(buf, r.prev_hash);
+  if (r.messages != 0) {
+    put_int(buf, r.messages);
+  }
+  return sha256_hex(buf);
+}
+
+// The v2 encoding: every field, always, then prev_hash; HMAC-SHA256 under the chain key, so only
+// a holder of the master key can write a row that verifies.
+std::string keyed_row_hash(const Secret& key, const StoredRow& r) {
   std::string buf;
   buf.reserve(256 + r.username.size() + r.close_reason.size());
   put_text(buf, hash_domain);
@@ -145,59 +191,102 @@ std::string row_hash(const StoredRow& r) {
   put_int(buf, r.bytes_client_to_upstream);
   put_int(buf, r.bytes_upstream_to_client);
   put_text(buf, r.close_reason);
+  put_int(buf, r.messages);
+  put_text(buf, r.event);
   put_text(buf, r.prev_hash);
-  // Added in schema v5: only when set, so the rows written before keep their hashes. Every
-  // field before is length-prefixed or fixed-size, so the encoding stays unambiguous.
-  if (r.messages != 0) {
-    put_int(buf, r.messages);
-  }
-  return sha256_hex(buf);
+  return lower_hex(hmac_sha256(key, buf));
 }
 
-struct Head {
-  std::int64_t rows = 0;
+// A meta mark: "<id> <hash>", keyed "<id> <hash> <mac>".
+struct Mark {
+  std::int64_t id = 0;
   std::string hash;
+  std::string mac;  // empty: written before the chain was keyed (a v1 head)
 };
 
-std::string format_head(const Head& head) { return std::to_string(head.rows) + " " + head.hash; }
+bool is_lower_hex64(std::string_view text) {
+  return text.size() == 64 && std::all_of(text.begin(), text.end(), [](char c) {
+           return is_ascii_digit(c) || (c >= 'a' && c <= 'f');  // lower-case hex only
+         });
+}
 
-std::optional<Head> parse_head(std::string_view text) {
+std::optional<Mark> parse_mark(std::string_view text) {
   const auto space = text.find(' ');
   if (space == std::string_view::npos) {
     return std::nullopt;
   }
-  Head head;
+  Mark mark;
   const auto digits = text.substr(0, space);
-  auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), head.rows);
-  if (ec != std::errc() || end != digits.data() + digits.size() || head.rows < 0) {
+  auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), mark.id);
+  if (ec != std::errc() || end != digits.data() + digits.size() || mark.id < 0) {
     return std::nullopt;
   }
-  head.hash = std::string(text.substr(space + 1));
-  if (head.hash.size() != 64 || !std::all_of(head.hash.begin(), head.hash.end(), [](char c) {
-        return is_ascii_digit(c) || (c >= 'a' && c <= 'f');  // lower-case hex only
-      })) {
+  text.remove_prefix(space + 1);
+  const auto second = text.find(' ');
+  mark.hash = std::string(text.substr(0, second));
+  if (second != std::string_view::npos) {
+    mark.mac = std::string(text.substr(second + 1));
+    if (!is_lower_hex64(mark.mac)) {
+      return std::nullopt;
+    }
+  }
+  if (!is_lower_hex64(mark.hash)) {
     return std::nullopt;
   }
-  return head;
+  return mark;
 }
 
-// The stored head: nullopt when there is none (no row was ever appended), an error when it is
-// there but malformed.
-Result<std::optional<Head>> read_head(Database& db) {
+// The MAC of a mark binds its name too: a base cannot be passed off as a head.
+std::string mark_mac(const Secret& key, std::string_view name, std::int64_t id,
+                     std::string_view hash) {
+  std::string input;
+  put_text(input, name);
+  put_int(input, id);
+  put_text(input, hash);
+  return lower_hex(hmac_sha256(key, input));
+}
+
+std::string format_mark(const Secret& key, std::string_view name, std::int64_t id,
+                        std::string_view hash) {
+  return std::to_string(id) + " " + std::string(hash) + " " + mark_mac(key, name, id, hash);
+}
+
+bool mark_verifies(const Secret& key, std::string_view name, const Mark& mark) {
+  return !mark.mac.empty() && mac_equal(mark.mac, mark_mac(key, name, mark.id, mark.hash));
+}
+
+// A stored mark: nullopt when there is none, an error naming it when it is malformed.
+Result<std::optional<Mark>> read_mark(Database& db, std::string_view name) {
   IOP_TRY_ASSIGN(auto stmt, db.prepare("SELECT value FROM meta WHERE key = ?1"));
-  IOP_TRY(stmt.bind_text(1, head_key));
+  IOP_TRY(stmt.bind_text(1, name));
   IOP_TRY_ASSIGN(auto step, stmt.step());
   if (step != Statement::Step::row) {
-    return std::optional<Head>();
+    return std::optional<Mark>();
   }
   // The value column is a BLOB affinity column; read it as bytes whatever was stored.
-  auto head = parse_head(stmt.column_blob(0));
-  if (!head) {
-    return fail(Errc::credentials_corrupt, "database " + db.path() +
-                                               ": the connection log head in meta is malformed "
-                                               "(edited?): run 'imap-oauth2-proxy audit --verify'");
+  auto mark = parse_mark(stmt.column_blob(0));
+  if (!mark) {
+    return fail(Errc::credentials_corrupt,
+                "database " + db.path() + ": '" + std::string(name) +
+                    "' in meta is malformed (edited?): run 'imap-oauth2-proxy audit --verify'");
   }
-  return std::optional<Head>(std::move(*head));
+  return std::optional<Mark>(std::move(*mark));
+}
+
+Result<void> write_meta(Database& db, std::string_view name, std::string_view value) {
+  IOP_TRY_ASSIGN(auto stmt, db.prepare("INSERT INTO meta (key, value) VALUES (?1, ?2) "
+                                       "ON CONFLICT (key) DO UPDATE SET value = excluded.value"));
+  IOP_TRY(stmt.bind_text(1, name));
+  IOP_TRY(stmt.bind_text(2, value));
+  IOP_TRY(stmt.step());
+  return {};
+}
+
+Result<void> delete_meta(Database& db, std::string_view name) {
+  IOP_TRY_ASSIGN(auto stmt, db.prepare("DELETE FROM meta WHERE key = ?1"));
+  IOP_TRY(stmt.bind_text(1, name));
+  IOP_TRY(stmt.step());
+  return {};
 }
 
 Result<std::int64_t> count_rows(Database& db) {
@@ -209,7 +298,7 @@ Result<std::int64_t> count_rows(Database& db) {
 constexpr std::string_view select_columns =
     "SELECT id, started_at_ms, ended_at_ms, client_address, client_port, listener, username, "
     "account, outcome, token_source, bytes_client_to_upstream, bytes_upstream_to_client, "
-    "close_reason, prev_hash, hash, messages FROM connection_log";
+    "close_reason, prev_hash, hash, messages, event FROM connection_log";
 
 StoredRow read_row(const Statement& stmt) {
   StoredRow r;
@@ -229,6 +318,7 @@ StoredRow read_row(const Statement& stmt) {
   r.prev_hash = stmt.column_text(13);
   r.hash = stmt.column_text(14);
   r.messages = stmt.column_int64(15);
+  r.event = stmt.column_text(16);
   return r;
 }
 
@@ -239,6 +329,30 @@ VerifyReport broken(std::int64_t rows, std::int64_t at, std::string reason) {
   report.broken_at = at;
   report.reason = std::move(reason);
   return report;
+}
+
+// The append-only triggers (schema v2), dropped and re-created around prune()'s DELETE in the
+// same transaction.
+constexpr std::string_view no_delete_trigger = R"sql(
+CREATE TRIGGER connection_log_no_delete BEFORE DELETE ON connection_log
+BEGIN
+  SELECT RAISE(ABORT, 'connection_log is append-only');
+END;
+)sql";
+
+// What a row keeps of a username that matched no account: the name when it is a plausible
+// email, else only its length (a password typed into the user field must not stay for ever).
+std::string kept_username(const std::string& username, const std::string& account) {
+  if (username.empty() || !account.empty() || normalize_email(username)) {
+    return username;
+  }
+  return "<not an email, " + std::to_string(username.size()) + " bytes>";
+}
+
+std::string key_missing_message(std::string_view what) {
+  return std::string(what) +
+         " needs the master key (the chain is keyed): open the log with the configuration's key "
+         "file ([storage] key_file)";
 }
 
 }  // namespace
@@ -279,8 +393,76 @@ std::optional<TokenSource> parse_token_source(std::string_view text) {
   return std::nullopt;
 }
 
-std::string connection_record_hash(const ConnectionRecord& record) {
-  return row_hash(to_stored(record));
+std::string_view to_string(AuditEvent event) {
+  for (const auto& [value, name] : event_names) {
+    if (value == event) {
+      return name;
+    }
+  }
+  return "";
+}
+
+std::optional<AuditEvent> parse_audit_event(std::string_view text) {
+  for (const auto& [value, name] : event_names) {
+    if (name == text) {
+      return value;
+    }
+  }
+  return std::nullopt;
+}
+
+ConnectionRecord event_record(AuditEvent event, std::string account, std::string detail,
+                              std::int64_t now_ms) {
+  ConnectionRecord r;
+  r.started_at_ms = now_ms;
+  r.ended_at_ms = now_ms;
+  r.event = std::string(to_string(event));
+  r.account = std::move(account);
+  r.close_reason = std::move(detail);
+  switch (event) {
+    case AuditEvent::needs_reauth:
+      r.outcome = ConnectionOutcome::needs_reauth;
+      break;
+    case AuditEvent::refresh_failed:
+      r.outcome = ConnectionOutcome::upstream_unavailable;
+      break;
+    case AuditEvent::audit_rows_dropped:
+      r.outcome = ConnectionOutcome::internal_error;
+      break;
+    default:
+      r.outcome = ConnectionOutcome::ok;
+  }
+  return r;
+}
+
+std::optional<AuditAnchor> parse_audit_anchor(std::string_view text) {
+  const auto colon = text.find(':');
+  if (colon == std::string_view::npos) {
+    return std::nullopt;
+  }
+  AuditAnchor anchor;
+  const auto digits = text.substr(0, colon);
+  auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), anchor.id);
+  if (ec != std::errc() || end != digits.data() + digits.size() || anchor.id < 0) {
+    return std::nullopt;
+  }
+  anchor.hash = ascii_lowered(text.substr(colon + 1));
+  if (!is_lower_hex64(anchor.hash)) {
+    return std::nullopt;
+  }
+  return anchor;
+}
+
+Secret audit_chain_key(const MasterKey& master_key) {
+  return derive_key(master_key, chain_key_label);
+}
+
+std::string connection_record_hash(const ConnectionRecord& record, const Secret& chain_key) {
+  return keyed_row_hash(chain_key, to_stored(record));
+}
+
+std::string legacy_connection_record_hash(const ConnectionRecord& record) {
+  return legacy_row_hash(to_stored(record));
 }
 
 const std::string& audit_genesis_hash() {
@@ -289,31 +471,112 @@ const std::string& audit_genesis_hash() {
 }
 
 struct AuditLog::Impl {
-  explicit Impl(Database database) : db(std::move(database)) {}
+  Impl(Database database, std::optional<Secret> chain_key)
+      : db(std::move(database)), key(std::move(chain_key)) {}
   std::mutex mu;  // one connection, used by one thread at a time
   Database db;
+  std::optional<Secret> key;  // nullopt: opened for reading
+
+  Result<const Secret*> need_key(std::string_view what) {
+    if (!key) {
+      return fail(Errc::key_error, key_missing_message(what));
+    }
+    return &*key;
+  }
+
+  // Inside a write transaction: chains `records` after the head and moves it.
+  Result<std::int64_t> append_locked(std::span<const ConnectionRecord> records);
+  // Inside a transaction: the whole chain against the marks and `anchor`.
+  Result<VerifyReport> verify_locked(const std::optional<AuditAnchor>& anchor);
+  // Inside a write transaction: keys a log written before keying (see audit_log.hpp).
+  Result<void> key_legacy_log();
 };
 
 AuditLog::AuditLog(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 AuditLog::~AuditLog() = default;
 
-Result<std::unique_ptr<AuditLog>> AuditLog::open(const std::filesystem::path& path) {
-  // NORMAL, not FULL: one fsync per closed connection would be the writer thread's main cost,
-  // and a power failure can only drop the newest rows together with their head (audit_log.hpp).
+Result<std::unique_ptr<AuditLog>> AuditLog::open(const std::filesystem::path& path,
+                                                 const MasterKey& master_key) {
+  // NORMAL, not FULL: one fsync per batch would be the writer thread's main cost, and a power
+  // failure can only drop the newest rows together with their head (audit_log.hpp).
   IOP_TRY_ASSIGN(auto db, open_database(path, Durability::normal));
-  return std::unique_ptr<AuditLog>(new AuditLog(std::make_unique<Impl>(std::move(db))));
+  auto impl = std::make_unique<Impl>(std::move(db), audit_chain_key(master_key));
+  {
+    IOP_TRY_ASSIGN(auto tx, Transaction::begin(impl->db));
+    IOP_TRY(impl->key_legacy_log());
+    IOP_TRY(tx.commit());
+  }
+  return std::unique_ptr<AuditLog>(new AuditLog(std::move(impl)));
 }
 
-Result<std::int64_t> AuditLog::append(const ConnectionRecord& record) {
-  std::lock_guard lock(impl_->mu);
-  Database& db = impl_->db;
-  // IMMEDIATE: the write lock is held from reading the head to moving it, so appends from other
-  // connections (another proxy process on the same file) cannot fork the chain.
-  IOP_TRY_ASSIGN(auto tx, Transaction::begin(db));
-  IOP_TRY_ASSIGN(auto stored_head, read_head(db));
-  Head head{0, audit_genesis_hash()};
+Result<std::unique_ptr<AuditLog>> AuditLog::open_for_reading(const std::filesystem::path& path) {
+  IOP_TRY_ASSIGN(auto db, open_database(path, Durability::normal));
+  return std::unique_ptr<AuditLog>(
+      new AuditLog(std::make_unique<Impl>(std::move(db), std::nullopt)));
+}
+
+Result<void> AuditLog::Impl::key_legacy_log() {
+  IOP_TRY_ASSIGN(auto head, read_mark(db, head_key));
+  if (!head || !head->mac.empty()) {
+    return {};  // empty (every row will be keyed) or keyed already
+  }
+  IOP_TRY_ASSIGN(auto boundary, read_mark(db, boundary_key));
+  if (boundary) {
+    return {};  // a keyed log whose head lost its MAC: verify() reports it
+  }
+  // A v1 log: check its plain chain as it stands, then key from the next row on. The MAC'd
+  // boundary says where the plain hashes end; the first keyed row's MAC covers the last plain
+  // hash, so the old rows stay protected.
+  std::string verdict;
+  {
+    IOP_TRY_ASSIGN(auto stmt, db.prepare(std::string(select_columns) + " ORDER BY id"));
+    std::int64_t expected_id = 1;
+    std::string expected_prev = audit_genesis_hash();
+    for (;;) {
+      IOP_TRY_ASSIGN(auto step, stmt.step());
+      if (step == Statement::Step::done) {
+        break;
+      }
+      const StoredRow r = read_row(stmt);
+      if (r.id != expected_id || r.prev_hash != expected_prev || legacy_row_hash(r) != r.hash) {
+        verdict = "BROKEN at row " + std::to_string(r.id);
+        break;
+      }
+      expected_prev = r.hash;
+      ++expected_id;
+    }
+    if (verdict.empty() && (expected_id - 1 != head->id || expected_prev != head->hash)) {
+      verdict = "BROKEN: the head does not match the last row";
+    }
+  }
+  const std::int64_t first_keyed = head->id + 1;
+  IOP_TRY(write_meta(db, boundary_key, format_mark(*key, boundary_key, first_keyed, head->hash)));
+  IOP_TRY(write_meta(db, head_key, format_mark(*key, head_key, head->id, head->hash)));
+  const std::string detail =
+      "rows 1 to " + std::to_string(head->id) + " were written before the chain was keyed (" +
+      (verdict.empty() ? "plain SHA-256 chain intact" : "plain SHA-256 chain " + verdict) +
+      "); keyed from row " + std::to_string(first_keyed);
+  const ConnectionRecord row = event_record(AuditEvent::chain_keyed, "", detail,
+                                            std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                std::chrono::system_clock::now().time_since_epoch())
+                                                .count());
+  IOP_TRY(append_locked(std::span<const ConnectionRecord>(&row, 1)));
+  return {};
+}
+
+Result<std::int64_t> AuditLog::Impl::append_locked(std::span<const ConnectionRecord> records) {
+  IOP_TRY_ASSIGN(const Secret* chain_key, need_key("writing the connection log"));
+  IOP_TRY_ASSIGN(auto stored_head, read_mark(db, head_key));
+  Mark head{0, audit_genesis_hash(), ""};
   if (stored_head.has_value()) {
+    // Chaining onto a head that does not verify would launder whatever was done to it.
+    if (!mark_verifies(*chain_key, head_key, *stored_head)) {
+      return fail(Errc::credentials_corrupt,
+                  "database " + db.path() +
+                      ": the connection log head in meta does not verify (edited, or written "
+                      "with another master key): run 'imap-oauth2-proxy audit --verify'");
+    }
     head = std::move(*stored_head);
   } else {
     // No head means nothing was ever appended; rows without a head were put there by hand or
@@ -327,53 +590,71 @@ Result<std::int64_t> AuditLog::append(const ConnectionRecord& record) {
     }
   }
 
-  // Chain from the head, not from the table's last row: a row deleted at the end then shows
-  // as a gap before the next one instead of being silently written over.
-  StoredRow row = to_stored(record);
-  row.id = head.rows + 1;
-  // Peer-supplied text (a client's username, an upstream's BYE) through the one log sanitizer,
-  // cut to max_audit_text_bytes: a row can neither forge lines in `audit` output or an export
-  // nor hold a 64 KiB "username" (often a password typed into the wrong field).
-  for (std::string* field :
-       {&row.client_address, &row.listener, &row.username, &row.account, &row.close_reason}) {
-    *field = sanitize_for_log(*field, max_audit_text_bytes);
-  }
-  row.prev_hash = head.hash;
-  row.hash = row_hash(row);
-
   IOP_TRY_ASSIGN(
       auto insert,
       db.prepare("INSERT INTO connection_log (id, started_at_ms, ended_at_ms, client_address, "
-                 "client_port, "
-                 "listener, username, account, outcome, token_source, bytes_client_to_upstream, "
-                 "bytes_upstream_to_client, close_reason, prev_hash, hash, messages) "
-                 "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"));
-  IOP_TRY(insert.bind_int64(1, row.id));
-  IOP_TRY(insert.bind_int64(2, row.started_at_ms));
-  IOP_TRY(insert.bind_int64(3, row.ended_at_ms));
-  IOP_TRY(insert.bind_text(4, row.client_address));
-  IOP_TRY(insert.bind_int64(5, row.client_port));
-  IOP_TRY(insert.bind_text(6, row.listener));
-  IOP_TRY(insert.bind_text(7, row.username));
-  IOP_TRY(insert.bind_text(8, row.account));
-  IOP_TRY(insert.bind_text(9, row.outcome));
-  IOP_TRY(insert.bind_text(10, row.token_source));
-  IOP_TRY(insert.bind_int64(11, row.bytes_client_to_upstream));
-  IOP_TRY(insert.bind_int64(12, row.bytes_upstream_to_client));
-  IOP_TRY(insert.bind_text(13, row.close_reason));
-  IOP_TRY(insert.bind_text(14, row.prev_hash));
-  IOP_TRY(insert.bind_text(15, row.hash));
-  IOP_TRY(insert.bind_int64(16, row.messages));
-  IOP_TRY(insert.step());
+                 "client_port, listener, username, account, outcome, token_source, "
+                 "bytes_client_to_upstream, bytes_upstream_to_client, close_reason, prev_hash, "
+                 "hash, messages, event) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, "
+                 "?12, ?13, ?14, ?15, ?16, ?17)"));
+  for (const ConnectionRecord& record : records) {
+    // Chain from the head, not from the table's last row: a row deleted at the end then shows
+    // as a gap before the next one instead of being silently written over.
+    StoredRow row = to_stored(record);
+    row.id = head.id + 1;
+    if (row.event.empty()) {
+      row.username = kept_username(row.username, row.account);
+    }
+    // Peer-supplied text (a client's username, an upstream's BYE) through the one log
+    // sanitizer, cut to max_audit_text_bytes: a row can neither forge lines in `audit` output or
+    // an export nor hold a 64 KiB "username".
+    for (std::string* field : {&row.client_address, &row.listener, &row.username, &row.account,
+                               &row.close_reason, &row.event}) {
+      *field = sanitize_for_log(*field, max_audit_text_bytes);
+    }
+    row.prev_hash = head.hash;
+    row.hash = keyed_row_hash(*chain_key, row);
 
-  IOP_TRY_ASSIGN(auto move_head,
-                 db.prepare("INSERT INTO meta (key, value) VALUES (?1, ?2) "
-                            "ON CONFLICT (key) DO UPDATE SET value = excluded.value"));
-  IOP_TRY(move_head.bind_text(1, head_key));
-  IOP_TRY(move_head.bind_text(2, format_head(Head{row.id, row.hash})));
-  IOP_TRY(move_head.step());
+    insert.reset();
+    IOP_TRY(insert.bind_int64(1, row.id));
+    IOP_TRY(insert.bind_int64(2, row.started_at_ms));
+    IOP_TRY(insert.bind_int64(3, row.ended_at_ms));
+    IOP_TRY(insert.bind_text(4, row.client_address));
+    IOP_TRY(insert.bind_int64(5, row.client_port));
+    IOP_TRY(insert.bind_text(6, row.listener));
+    IOP_TRY(insert.bind_text(7, row.username));
+    IOP_TRY(insert.bind_text(8, row.account));
+    IOP_TRY(insert.bind_text(9, row.outcome));
+    IOP_TRY(insert.bind_text(10, row.token_source));
+    IOP_TRY(insert.bind_int64(11, row.bytes_client_to_upstream));
+    IOP_TRY(insert.bind_int64(12, row.bytes_upstream_to_client));
+    IOP_TRY(insert.bind_text(13, row.close_reason));
+    IOP_TRY(insert.bind_text(14, row.prev_hash));
+    IOP_TRY(insert.bind_text(15, row.hash));
+    IOP_TRY(insert.bind_int64(16, row.messages));
+    IOP_TRY(insert.bind_text(17, row.event));
+    IOP_TRY(insert.step());
+    head = Mark{row.id, row.hash, ""};
+  }
+  IOP_TRY(write_meta(db, head_key, format_mark(*chain_key, head_key, head.id, head.hash)));
+  return head.id;
+}
+
+Result<std::int64_t> AuditLog::append_batch(std::span<const ConnectionRecord> records) {
+  std::lock_guard lock(impl_->mu);
+  if (records.empty()) {
+    return 0;
+  }
+  // IMMEDIATE: the write lock is held from reading the head to moving it, so appends from other
+  // connections (another proxy process on the same file) cannot fork the chain.
+  IOP_TRY_ASSIGN(auto tx, Transaction::begin(impl_->db));
+  IOP_TRY_ASSIGN(const std::int64_t last, impl_->append_locked(records));
   IOP_TRY(tx.commit());
-  return row.id;
+  return last;
+}
+
+Result<std::int64_t> AuditLog::append(const ConnectionRecord& record) {
+  return append_batch(std::span<const ConnectionRecord>(&record, 1));
 }
 
 Result<std::vector<ConnectionRecord>> AuditLog::query(const AuditQuery& filter) {
@@ -396,6 +677,18 @@ Result<std::vector<ConnectionRecord>> AuditLog::query(const AuditQuery& filter) 
   if (filter.account) {
     add("account = ?3");
   }
+  if (filter.outcome) {
+    add("outcome = ?5");
+  }
+  if (filter.client_address) {
+    add("client_address = ?6");
+  }
+  if (filter.event) {
+    add("event = ?7");
+  }
+  if (filter.after_id > 0) {
+    add("id > ?8");
+  }
   sql += where;
   // Newest first so LIMIT keeps the newest rows; reversed below.
   sql += " ORDER BY id DESC LIMIT ?4";
@@ -408,6 +701,18 @@ Result<std::vector<ConnectionRecord>> AuditLog::query(const AuditQuery& filter) 
   }
   if (filter.account) {
     IOP_TRY(stmt.bind_text(3, *filter.account));
+  }
+  if (filter.outcome) {
+    IOP_TRY(stmt.bind_text(5, to_string(*filter.outcome)));
+  }
+  if (filter.client_address) {
+    IOP_TRY(stmt.bind_text(6, *filter.client_address));
+  }
+  if (filter.event) {
+    IOP_TRY(stmt.bind_text(7, *filter.event == "connection" ? std::string() : *filter.event));
+  }
+  if (filter.after_id > 0) {
+    IOP_TRY(stmt.bind_int64(8, filter.after_id));
   }
   IOP_TRY(stmt.bind_int64(4, filter.limit > 0 ? filter.limit : -1));  // -1: no limit
 
@@ -449,110 +754,260 @@ Result<std::vector<ConnectionRecord>> AuditLog::query(const AuditQuery& filter) 
     rec.prev_hash = std::move(r.prev_hash);
     rec.hash = std::move(r.hash);
     rec.messages = r.messages;
+    rec.event = std::move(r.event);
     out.push_back(std::move(rec));
   }
   std::reverse(out.begin(), out.end());
   return out;
 }
 
-Result<VerifyReport> AuditLog::verify() {
+Result<std::vector<AccountActivity>> AuditLog::summarize(std::optional<std::int64_t> since_ms) {
   std::lock_guard lock(impl_->mu);
   Database& db = impl_->db;
-  // One read transaction: the head and the rows come from the same snapshot even while a proxy
-  // appends (WAL readers do not block the writer).
-  IOP_TRY_ASSIGN(auto tx, Transaction::begin(db, "BEGIN DEFERRED"));
-  auto stored_head = read_head(db);
-  const bool head_malformed = !stored_head && stored_head.error().code == Errc::credentials_corrupt;
-  if (!stored_head && !head_malformed) {
-    return std::unexpected(stored_head.error());
-  }
-  IOP_TRY_ASSIGN(auto stmt, db.prepare(std::string(select_columns) + " ORDER BY id"));
-
-  std::int64_t expected_id = 1;
-  std::string expected_prev = audit_genesis_hash();
-  std::int64_t rows = 0;
-  std::optional<VerifyReport> first_break;
+  // Connection rows only (event = ''); the last refresh comes from the refresh_ok events of the
+  // whole log, the status from the account's row (none left: removed).
+  IOP_TRY_ASSIGN(
+      auto stmt,
+      db.prepare("SELECT c.account, count(*), sum(c.outcome <> 'ok'), "
+                 "sum(c.bytes_client_to_upstream), sum(c.bytes_upstream_to_client), "
+                 "count(DISTINCT c.client_address), max(c.ended_at_ms), "
+                 "(SELECT max(r.ended_at_ms) FROM connection_log r WHERE r.event = 'refresh_ok' "
+                 "AND r.account = c.account), "
+                 "(SELECT m.status FROM mail_credentials m WHERE m.email = c.account) "
+                 "FROM connection_log c WHERE c.event = '' AND c.ended_at_ms >= ?1 "
+                 "GROUP BY c.account ORDER BY c.account = '', c.account"));
+  IOP_TRY(stmt.bind_int64(1, since_ms.value_or(std::numeric_limits<std::int64_t>::min())));
+  std::vector<AccountActivity> out;
   for (;;) {
     IOP_TRY_ASSIGN(auto step, stmt.step());
     if (step == Statement::Step::done) {
       break;
     }
-    ++rows;
-    if (first_break) {
-      continue;  // keep counting rows for the report
+    AccountActivity a;
+    a.account = stmt.column_text(0);
+    a.connections = stmt.column_int64(1);
+    a.failures = stmt.column_int64(2);
+    a.bytes_client_to_upstream = stmt.column_int64(3);
+    a.bytes_upstream_to_client = stmt.column_int64(4);
+    a.distinct_clients = stmt.column_int64(5);
+    a.last_seen_ms = stmt.column_int64(6);
+    a.last_refresh_ms = stmt.column_int64(7);  // NULL reads as 0
+    a.status = stmt.column_text(8);
+    if (a.status.empty() && !a.account.empty()) {
+      a.status = "removed";
+    }
+    out.push_back(std::move(a));
+  }
+  return out;
+}
+
+Result<VerifyReport> AuditLog::Impl::verify_locked(const std::optional<AuditAnchor>& anchor) {
+  IOP_TRY_ASSIGN(const Secret* chain_key, need_key("verifying the connection log"));
+  // A malformed mark is a finding, not an I/O error.
+  auto mark = [&](std::string_view name) -> Result<std::optional<Mark>> {
+    auto m = read_mark(db, name);
+    if (!m && m.error().code != Errc::credentials_corrupt) {
+      return std::unexpected(m.error());
+    }
+    return m ? std::move(*m) : std::optional<Mark>(Mark{-1, "", ""});
+  };
+  IOP_TRY_ASSIGN(const std::int64_t rows, count_rows(db));
+  IOP_TRY_ASSIGN(auto head, mark(head_key));
+  IOP_TRY_ASSIGN(auto base, mark(base_key));
+  IOP_TRY_ASSIGN(auto boundary, mark(boundary_key));
+  for (const auto& [name, m] : {std::pair{base_key, &base}, std::pair{boundary_key, &boundary},
+                                std::pair{head_key, &head}}) {
+    if (m->has_value() && (*m)->id < 0) {
+      return broken(rows, 1, "'" + std::string(name) + "' in meta is malformed (edited)");
+    }
+    if (m->has_value() && !mark_verifies(*chain_key, name, **m)) {
+      return broken(rows, std::max<std::int64_t>((*m)->id, 1),
+                    "'" + std::string(name) +
+                        "' in meta does not verify (edited, or written with another master key)");
+    }
+  }
+
+  std::int64_t expected_id = base ? base->id + 1 : 1;
+  std::string expected_prev = base ? base->hash : audit_genesis_hash();
+  std::optional<std::string> anchored_hash;
+  if (anchor && base && anchor->id == base->id) {
+    anchored_hash = base->hash;
+  }
+  IOP_TRY_ASSIGN(auto stmt, db.prepare(std::string(select_columns) + " ORDER BY id"));
+  for (;;) {
+    IOP_TRY_ASSIGN(auto step, stmt.step());
+    if (step == Statement::Step::done) {
+      break;
     }
     const StoredRow r = read_row(stmt);
     if (r.id != expected_id) {
-      // Ids only grow (ORDER BY a primary key), so r.id > expected_id: rows are missing.
+      if (r.id < expected_id) {
+        return broken(rows, r.id,
+                      "the row is older than where the chain starts after retention (row " +
+                          std::to_string(expected_id) + "): inserted, or the base was edited");
+      }
       const std::string missing =
           r.id - 1 == expected_id
               ? "row " + std::to_string(expected_id) + " is"
               : "rows " + std::to_string(expected_id) + " to " + std::to_string(r.id - 1) + " are";
-      first_break =
-          broken(0, expected_id,
-                 missing + " missing (deleted); the log continues at row " + std::to_string(r.id));
-      continue;
+      return broken(
+          rows, expected_id,
+          missing + " missing (deleted); the log continues at row " + std::to_string(r.id));
     }
     if (r.prev_hash != expected_prev) {
-      first_break = broken(0, r.id,
-                           r.id == 1 ? "its prev_hash is not the genesis value (rows replaced)"
-                                     : "its prev_hash does not match the hash of row " +
-                                           std::to_string(r.id - 1) +
-                                           " (rows reordered, replaced or renumbered)");
-      continue;
+      return broken(rows, r.id,
+                    r.id == 1 ? "its prev_hash is not the genesis value (rows replaced)"
+                              : "its prev_hash does not match the hash of row " +
+                                    std::to_string(r.id - 1) +
+                                    " (rows reordered, replaced or renumbered)");
     }
-    if (row_hash(r) != r.hash) {
-      first_break = broken(0, r.id, "its contents do not match its hash (row edited)");
-      continue;
+    if (boundary && r.id == boundary->id && r.prev_hash != boundary->hash) {
+      return broken(rows, r.id, "the first keyed row does not follow the unkeyed rows it sealed");
+    }
+    const bool plain = boundary && r.id < boundary->id;
+    const std::string computed = plain ? legacy_row_hash(r) : keyed_row_hash(*chain_key, r);
+    if (!mac_equal(computed, r.hash)) {
+      return broken(rows, r.id,
+                    plain ? "its contents do not match its hash (row edited)"
+                          : "its contents do not match its MAC (row edited, or rewritten "
+                            "without the key)");
+    }
+    if (anchor && r.id == anchor->id) {
+      anchored_hash = r.hash;
     }
     expected_prev = r.hash;
     ++expected_id;
-  }
-  if (first_break) {
-    first_break->rows = rows;
-    return *first_break;
   }
 
   // The chain of the rows present is sound; the head says whether rows are missing at the end
   // or were added by someone other than AuditLog.
   const std::int64_t last = expected_id - 1;
-  if (head_malformed) {
-    return broken(rows, std::max<std::int64_t>(last, 1),
-                  "the log head in meta ('connection_log_head') is malformed (edited)");
-  }
-  if (!stored_head->has_value()) {
-    if (rows == 0) {
+  if (!head) {
+    if (rows == 0 && !base) {
       VerifyReport report;
       report.head_hash = audit_genesis_hash();
+      if (anchor && anchor->id > 0) {
+        return broken(0, anchor->id,
+                      "the log is empty but the anchor names row " + std::to_string(anchor->id) +
+                          ": it was deleted");
+      }
       return report;
     }
-    return broken(rows, 1,
+    return broken(rows, std::max<std::int64_t>(last, 1),
                   "the log head in meta ('connection_log_head') is missing (deleted), or the "
                   "rows were written outside the audit log");
   }
-  const Head& head = **stored_head;
-  if (head.rows > rows) {
-    const std::string missing =
-        head.rows == last + 1
-            ? "row " + std::to_string(last + 1) + " is"
-            : "rows " + std::to_string(last + 1) + " to " + std::to_string(head.rows) + " are";
+  if (head->id > last) {
+    const std::string missing = head->id == last + 1 ? "row " + std::to_string(last + 1) + " is"
+                                                     : "rows " + std::to_string(last + 1) + " to " +
+                                                           std::to_string(head->id) + " are";
     return broken(rows, last + 1,
-                  missing + " missing (deleted at the end): the log head records " +
-                      std::to_string(head.rows) + " rows");
+                  missing + " missing (deleted at the end): the log head records row " +
+                      std::to_string(head->id));
   }
-  if (head.rows < rows) {
-    return broken(rows, head.rows + 1,
-                  "the row was added outside the audit log: the log head records only " +
-                      std::to_string(head.rows) + " rows");
+  if (head->id < last) {
+    return broken(rows, head->id + 1,
+                  "the row was added outside the audit log: the log head ends at row " +
+                      std::to_string(head->id));
   }
-  if (head.hash != expected_prev) {
+  if (head->hash != expected_prev) {
     return broken(rows, std::max<std::int64_t>(last, 1),
                   "the hash of the last row differs from the log head (rewritten)");
   }
-  IOP_TRY(tx.commit());
+  if (anchor) {
+    const std::int64_t first = base ? base->id + 1 : 1;
+    if (anchor->id > last) {
+      return broken(rows, last + 1,
+                    "the log ends at row " + std::to_string(last) + " but the anchor names row " +
+                        std::to_string(anchor->id) + ": rows were cut off the end");
+    }
+    if (!anchored_hash) {
+      return broken(rows, anchor->id,
+                    "row " + std::to_string(anchor->id) +
+                        " was deleted by retention (the chain "
+                        "now starts at row " +
+                        std::to_string(first) +
+                        "): this anchor can no longer be checked; keep a newer head");
+    }
+    if (!mac_equal(*anchored_hash, anchor->hash)) {
+      return broken(rows, anchor->id,
+                    "row " + std::to_string(anchor->id) +
+                        " differs from the anchor: the log was rewritten from there on (or the "
+                        "tail cut and re-grown)");
+    }
+  }
   VerifyReport report;
   report.rows = rows;
+  report.head_id = last;
   report.head_hash = expected_prev;
+  report.first_id = base ? base->id + 1 : 1;
+  return report;
+}
+
+Result<VerifyReport> AuditLog::verify(std::optional<AuditAnchor> anchor) {
+  std::lock_guard lock(impl_->mu);
+  // One read transaction: the marks and the rows come from the same snapshot even while a proxy
+  // appends (WAL readers do not block the writer).
+  IOP_TRY_ASSIGN(auto tx, Transaction::begin(impl_->db, "BEGIN DEFERRED"));
+  IOP_TRY_ASSIGN(auto report, impl_->verify_locked(anchor));
+  IOP_TRY(tx.commit());
+  return report;
+}
+
+Result<PruneReport> AuditLog::prune(std::int64_t cutoff_ms, std::int64_t now_ms) {
+  std::lock_guard lock(impl_->mu);
+  Database& db = impl_->db;
+  IOP_TRY_ASSIGN(const Secret* chain_key, impl_->need_key("pruning the connection log"));
+  IOP_TRY_ASSIGN(auto tx, Transaction::begin(db));
+  IOP_TRY_ASSIGN(const VerifyReport check, impl_->verify_locked(std::nullopt));
+  if (!check.intact) {
+    return fail(Errc::credentials_corrupt,
+                "database " + db.path() +
+                    ": not pruning the connection log: it does not verify "
+                    "(row " +
+                    std::to_string(check.broken_at) + ": " + check.reason +
+                    "); run 'imap-oauth2-proxy audit --verify'");
+  }
+  // The longest prefix of rows that all ended before the cut-off.
+  std::int64_t last_old = 0;
+  std::string last_old_hash;
+  {
+    IOP_TRY_ASSIGN(auto stmt,
+                   db.prepare("SELECT id, ended_at_ms, hash FROM connection_log ORDER BY id"));
+    for (;;) {
+      IOP_TRY_ASSIGN(auto step, stmt.step());
+      if (step == Statement::Step::done || stmt.column_int64(1) >= cutoff_ms) {
+        break;
+      }
+      last_old = stmt.column_int64(0);
+      last_old_hash = stmt.column_text(2);
+    }
+  }
+  PruneReport report;
+  report.first_kept = check.first_id;
+  if (last_old == 0) {
+    return report;
+  }
+  IOP_TRY(db.exec("DROP TRIGGER IF EXISTS connection_log_no_delete"));
+  IOP_TRY_ASSIGN(auto del, db.prepare("DELETE FROM connection_log WHERE id <= ?1"));
+  IOP_TRY(del.bind_int64(1, last_old));
+  IOP_TRY(del.step());
+  IOP_TRY(db.exec(std::string(no_delete_trigger)));
+  IOP_TRY(write_meta(db, base_key, format_mark(*chain_key, base_key, last_old, last_old_hash)));
+  IOP_TRY_ASSIGN(auto boundary, read_mark(db, boundary_key));
+  if (boundary && boundary->id <= last_old + 1) {
+    IOP_TRY(delete_meta(db, boundary_key));  // no unkeyed row is left
+  }
+  report.deleted = last_old - check.first_id + 1;
+  report.first_kept = last_old + 1;
+  const ConnectionRecord row = event_record(
+      AuditEvent::retention, "",
+      "deleted rows " + std::to_string(check.first_id) + " to " + std::to_string(last_old) +
+          " (ended before the retention cut-off); the chain continues from row " +
+          std::to_string(last_old + 1),
+      now_ms);
+  IOP_TRY(impl_->append_locked(std::span<const ConnectionRecord>(&row, 1)));
+  IOP_TRY(tx.commit());
   return report;
 }
 

@@ -1,40 +1,52 @@
 #pragma once
-// The connection log: one append-only, hash-chained row per client connection, written when the
-// connection closes (table `connection_log`, schema v2; ARCHITECTURE "Storage").
+// The connection log: one append-only, keyed hash-chained row per client connection, written when
+// the connection closes, and one per token or account event (`refresh_ok`, `needs_reauth`,
+// `account_added`...), in one chain (table `connection_log`; ARCHITECTURE "Storage").
 //
-// Nothing secret goes in: the record has no field for a password, token or SASL string.
+// Nothing secret goes in: the record has no field for a password, token or SASL string, and a
+// username that matched no account is kept only when it is a syntactically valid email (people
+// type passwords into the user field): otherwise it is stored as "<not an email, N bytes>".
 //
-// Tamper evidence. Row ids are 1, 2, 3... without gaps. Each row stores `prev_hash` (the hash of
-// the row before it; a fixed genesis value for row 1) and `hash` = SHA-256 over a canonical,
-// length-prefixed encoding of all its fields and prev_hash (audit_log.cpp). The head of the log
-// (row count and last hash) is kept in the `meta` table, updated in the same transaction as the
-// append. verify() then detects, and names the first row affected by:
-//   - an edited row (any column, including its own hash),
-//   - a deleted row in the middle or at the start,
-//   - rows deleted at the end (the head records more rows than there are),
-//   - rows swapped or renumbered,
-//   - a row inserted outside AuditLog (the head records fewer rows),
-//   - an edited or deleted head.
-// Not detectable: someone with write access to the whole database file can recompute every
-// hash and the head, so a rewritten log verifies. The chain proves consistency, not origin;
-// copy the head hash elsewhere (a log line, another machine) to anchor it. Deleting the whole
-// table together with the head is also indistinguishable from a log that was never written to.
+// Tamper evidence. Row ids are consecutive. Each row stores `prev_hash` (the hash of the row
+// before it; a fixed genesis value for row 1) and `hash` = HMAC-SHA256, under a key derived from
+// the master key (audit_chain_key), over a canonical length-prefixed encoding of all its fields
+// and prev_hash. The head of the log (last id and hash) is kept in the `meta` table with its own
+// MAC, moved in the same transaction as each append. verify() detects, and names the first row
+// affected by:
+//   - an edited row (any column, including its own hash), an inserted, deleted, swapped or
+//     renumbered row, anywhere;
+//   - a chain rewritten by someone without the key (every row and the head carry a MAC);
+//   - rows cut off the end with the head rewritten to match (the head's MAC does not verify);
+//   - an old head put back after cutting the tail (a replay) only with an anchor: verify()
+//     reports the head ("N:HASH"); keep it elsewhere and check later with --expect-head.
+// Retention (prune) deletes a whole prefix and records where the chain now starts in a MAC'd
+// `meta` value and in a `retention` event row, so the rest still verifies.
+// Logs written before the chain was keyed (schema v5 and older: plain SHA-256) keep their rows:
+// the first open with the key verifies them, records a MAC'd boundary ("rows before K are
+// unkeyed") and appends a `chain_keyed` row saying whether the old part was intact. Rows before
+// the boundary stay protected by the first keyed row, whose MAC covers their last hash. What
+// stays possible with write access but no key: replacing the whole log with an unkeyed forgery
+// that looks like a log from before keying, which the next open then keys (with a `chain_keyed`
+// row of that time): an anchored head detects it.
 //
-// Durability: the audit connection commits with synchronous=NORMAL (one writer thread, one row
-// per closed connection, no fsync each): a process crash loses nothing committed, a power
-// failure may roll back the last rows, always together with the head, so the chain stays
-// intact. The credentials store's FULL commits on the same file make earlier audit rows durable
-// too (the WAL is one sequential file).
+// Durability: the audit connection commits with synchronous=NORMAL (one writer thread, batched
+// rows, no fsync each): a process crash loses nothing committed, a power failure may roll back
+// the last rows, always together with the head, so the chain stays intact. The credentials
+// store's FULL commits on the same file make earlier audit rows durable too (the WAL is one
+// sequential file).
 
 #include <cstdint>
 #include <filesystem>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "common/result.hpp"
+#include "common/secret.hpp"
+#include "storage/sealed.hpp"
 #include "storage/token_source.hpp"
 
 namespace iop::storage {
@@ -71,11 +83,36 @@ struct ConnectionRecord {
   TokenSource token_source = TokenSource::none;
   std::int64_t bytes_client_to_upstream = 0;
   std::int64_t bytes_upstream_to_client = 0;
-  std::string close_reason;   // "client closed", or the upstream `* BYE` text
+  std::string close_reason;   // "client closed", the upstream `* BYE` text, or an event's detail
   std::int64_t messages = 0;  // submission: messages the upstream accepted; 0 for IMAP
-  std::string prev_hash;      // set by append(): lowercase hex SHA-256
-  std::string hash;           // set by append(): lowercase hex SHA-256
+  // Empty for a connection row; an event name (AuditEvent) for a token or account event, whose
+  // detail (error class, AADSTS code, count) goes in close_reason.
+  std::string event;
+  std::string prev_hash;  // set by append(): lowercase hex SHA-256
+  std::string hash;       // set by append(): lowercase hex SHA-256
 };
+
+// Token and account events, rows of the same chain as the connections (issue #8): an operator
+// sees when and why an account's authorization broke next to its connections.
+enum class AuditEvent {
+  account_added,
+  account_removed,
+  passwd_changed,
+  refresh_ok,
+  refresh_failed,  // transient: detail is the error class
+  needs_reauth,    // detail is the AADSTS code, when the endpoint sent one
+  reauthorized,
+  audit_rows_dropped,  // detail: how many rows the writer had to drop
+  retention,           // detail: which rows prune() deleted
+  chain_keyed,         // detail: whether the unkeyed rows before it verified
+};
+std::string_view to_string(AuditEvent event);
+std::optional<AuditEvent> parse_audit_event(std::string_view text);
+
+// An event row for `account` at `now_ms` (started = ended = now) with `detail`. Its outcome is
+// `ok`, or what the event means for a login (needs_reauth, upstream_unavailable).
+ConnectionRecord event_record(AuditEvent event, std::string account, std::string detail,
+                              std::int64_t now_ms);
 
 // append() passes every text field through sanitize_for_log(field, max_audit_text_bytes)
 // (common/sanitize.hpp): control bytes escaped, cut to this many bytes plus a "…(+N bytes)"
@@ -83,13 +120,40 @@ struct ConnectionRecord {
 inline constexpr std::size_t max_audit_text_bytes = 1024;
 
 // Filters for query(). A row matches when the connection was open at some time in
-// [since_ms, until_ms): ended_at_ms >= since_ms and started_at_ms < until_ms.
+// [since_ms, until_ms): ended_at_ms >= since_ms and started_at_ms < until_ms; and every other set
+// filter matches exactly.
 struct AuditQuery {
   std::optional<std::int64_t> since_ms;
   std::optional<std::int64_t> until_ms;
-  std::optional<std::string> account;  // exact match on the normalized email
-  std::int64_t limit = 0;              // > 0: only the newest `limit` matching rows
+  std::optional<std::string> account;  // the normalized email
+  std::optional<ConnectionOutcome> outcome;
+  std::optional<std::string> client_address;  // "127.0.0.1"
+  std::optional<std::string> event;           // "connection" for connection rows, else a name
+  std::int64_t after_id = 0;                  // > 0: only rows with a larger id (audit --follow)
+  std::int64_t limit = 0;                     // > 0: only the newest `limit` matching rows
 };
+
+// One account's line of `audit --summary`: its connection rows (not events) since the cut-off,
+// and its last refresh event.
+struct AccountActivity {
+  std::string account;  // empty: logins that matched no account
+  std::int64_t connections = 0;
+  std::int64_t failures = 0;  // connections whose outcome is not ok
+  std::int64_t bytes_client_to_upstream = 0;
+  std::int64_t bytes_upstream_to_client = 0;
+  std::int64_t distinct_clients = 0;  // distinct client addresses
+  std::int64_t last_seen_ms = 0;      // 0: no connection in the period
+  std::int64_t last_refresh_ms = 0;   // 0: no refresh_ok event in the log
+  std::string status;                 // from mail_credentials; "removed" when no row is left
+};
+
+// A head an operator kept elsewhere: the chain must still contain row `id` with this hash.
+struct AuditAnchor {
+  std::int64_t id = 0;
+  std::string hash;
+};
+// Parses "N:HASH" (as verify() prints the head); nullopt when malformed.
+std::optional<AuditAnchor> parse_audit_anchor(std::string_view text);
 
 // The result of verify().
 struct VerifyReport {
@@ -97,34 +161,60 @@ struct VerifyReport {
   std::int64_t rows = 0;       // rows in the table
   std::int64_t broken_at = 0;  // when !intact: the id of the first row found missing or altered
   std::string reason;          // when !intact: what is wrong with that row, for operators
+  std::int64_t head_id = 0;    // the last row's id (0 for an empty log)
   std::string head_hash;       // the hash of the last row (the genesis value for an empty log)
+  std::int64_t first_id = 0;   // the first row kept (> 1 after retention)
+};
+
+// What prune() did.
+struct PruneReport {
+  std::int64_t deleted = 0;     // rows deleted (0: nothing was old enough)
+  std::int64_t first_kept = 0;  // the id the chain now starts at
 };
 
 class AuditLog {
  public:
   // Opens its own connection to the database at `path` (creating and migrating it as
-  // CredentialsStore::open does; no master key is needed: the log holds no secrets), with
-  // synchronous=NORMAL (see the top of this file). Errc::storage_unavailable.
-  static Result<std::unique_ptr<AuditLog>> open(const std::filesystem::path& path);
+  // CredentialsStore::open does), with synchronous=NORMAL (see the top of this file). The chain
+  // key is derived from `master_key`. Keys a log written before keying (see the top). Errc::
+  // storage_unavailable.
+  static Result<std::unique_ptr<AuditLog>> open(const std::filesystem::path& path,
+                                                const MasterKey& master_key);
+  // For reading only (query, summary): no key is needed, since the log holds no secrets.
+  // append, prune and verify fail with Errc::key_error naming what is missing.
+  static Result<std::unique_ptr<AuditLog>> open_for_reading(const std::filesystem::path& path);
   ~AuditLog();
   AuditLog(const AuditLog&) = delete;
   AuditLog& operator=(const AuditLog&) = delete;
 
-  // Appends `record` (its id, prev_hash and hash are ignored) as the next row of the chain, and
-  // moves the head, in one IMMEDIATE transaction: safe with several threads and processes.
-  // Returns the new row's id. Text fields are sanitized (see max_audit_text_bytes). Errc::
-  // storage_unavailable (disk, lock held over the busy timeout), Errc::credentials_corrupt when
-  // the stored head is malformed (run verify()). Blocks on disk I/O: call it from a worker.
+  // Appends `records` (their id, prev_hash and hash are ignored) as the next rows of the chain,
+  // and moves the head, in one IMMEDIATE transaction: all or none; safe with several threads
+  // and processes. Returns the last new row's id. Text fields are sanitized (see
+  // max_audit_text_bytes). Errc::storage_unavailable (disk, lock held over the busy timeout),
+  // Errc::credentials_corrupt when the stored head is malformed (run verify()). Blocks on disk
+  // I/O: call it from a worker.
+  Result<std::int64_t> append_batch(std::span<const ConnectionRecord> records);
+  // One row: append_batch of one.
   Result<std::int64_t> append(const ConnectionRecord& record);
 
   // The rows matching `filter`, oldest first. Errc::storage_unavailable; Errc::
   // credentials_corrupt for a row with an unknown outcome or token source (edited). Blocks.
   Result<std::vector<ConnectionRecord>> query(const AuditQuery& filter);
 
-  // Recomputes the whole chain in one read transaction and compares it with the head. Errors
-  // only when the database cannot be read; a broken chain is a VerifyReport with intact=false.
-  // Blocks; reads every row.
-  Result<VerifyReport> verify();
+  // Per account (then the rows that matched no account), connection rows ending at or after
+  // `since_ms`. Blocks.
+  Result<std::vector<AccountActivity>> summarize(std::optional<std::int64_t> since_ms);
+
+  // Recomputes the whole chain in one read transaction and checks it against the head (and
+  // `anchor`, when given). Errors only when the database cannot be read or the key is missing;
+  // a broken chain is a VerifyReport with intact=false. Blocks; reads every row.
+  Result<VerifyReport> verify(std::optional<AuditAnchor> anchor = std::nullopt);
+
+  // Retention: deletes the longest prefix of rows that all ended before `cutoff_ms` (stopping at
+  // the first newer row), records where the chain now starts, and appends a `retention` event
+  // row, in one transaction. Refuses (Errc::credentials_corrupt) when the chain does not verify:
+  // pruning must not launder a tampered row into the MAC'd start. Blocks.
+  Result<PruneReport> prune(std::int64_t cutoff_ms, std::int64_t now_ms);
 
   struct Impl;
 
@@ -133,9 +223,16 @@ class AuditLog {
   std::unique_ptr<Impl> impl_;
 };
 
-// The row hash of `record` given its id and prev_hash fields (lowercase hex SHA-256); exposed so
-// tests and external tools can check the encoding.
-std::string connection_record_hash(const ConnectionRecord& record);
+// The key the chain's MACs use: derive_key(master_key, "imap-oauth2-proxy connection_log chain").
+Secret audit_chain_key(const MasterKey& master_key);
+
+// The row hash of `record` given its id and prev_hash fields (lowercase hex HMAC-SHA256 under
+// `chain_key`); exposed so tests and external tools can check the encoding.
+std::string connection_record_hash(const ConnectionRecord& record, const Secret& chain_key);
+
+// The plain SHA-256 hash rows had before the chain was keyed (schema v5 and older), for tests
+// and tools that check such rows.
+std::string legacy_connection_record_hash(const ConnectionRecord& record);
 
 // prev_hash of row 1: SHA-256 of "imap-oauth2-proxy connection_log genesis v1", in hex.
 const std::string& audit_genesis_hash();

@@ -17,7 +17,7 @@ using sqlite::Transaction;
 
 // Schema history: step i (0-based) brings the database from user_version i to i + 1. Append
 // new steps; never edit a released one, since databases in the field already ran it.
-constexpr std::array<std::string_view, 5> migrations = {
+constexpr std::array<std::string_view, 6> migrations = {
     R"sql(
 CREATE TABLE mail_credentials (
   email TEXT PRIMARY KEY,
@@ -101,6 +101,14 @@ ALTER TABLE mail_credentials ADD COLUMN row_mac BLOB;
     // (audit_log.cpp, row_hash).
     R"sql(
 ALTER TABLE connection_log ADD COLUMN messages INTEGER NOT NULL DEFAULT 0;
+)sql",
+    // v6: token and account events in the same chain (issue #8): `event` names one
+    // (audit_log.hpp, AuditEvent), '' for a connection row. From v6 on rows are MAC'd under a
+    // key derived from the master key (the v2 encoding covers every column); AuditLog::open keys
+    // a log written before, leaving its plain-hashed rows in place behind a MAC'd boundary.
+    R"sql(
+ALTER TABLE connection_log ADD COLUMN event TEXT NOT NULL DEFAULT '';
+CREATE INDEX connection_log_by_event ON connection_log (event) WHERE event <> '';
 )sql",
 };
 

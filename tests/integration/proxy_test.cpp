@@ -211,7 +211,7 @@ struct Env {
   std::unique_ptr<storage::CredentialsStore> store() { return open_cli_store(dir.path()).value(); }
 
   std::vector<storage::ConnectionRecord> audit_rows() {
-    auto log = storage::AuditLog::open(dir.path() / "data/credentials.db").value();
+    auto log = storage::AuditLog::open_for_reading(dir.path() / "data/credentials.db").value();
     return log->query({}).value();
   }
 

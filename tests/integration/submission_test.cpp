@@ -135,7 +135,7 @@ struct Env {
   }
 
   std::vector<storage::ConnectionRecord> audit_rows() {
-    auto log = storage::AuditLog::open(dir.path() / "data/credentials.db").value();
+    auto log = storage::AuditLog::open_for_reading(dir.path() / "data/credentials.db").value();
     return log->query({}).value();
   }
 };

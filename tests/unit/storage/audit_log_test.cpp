@@ -4,6 +4,7 @@
 #include <sqlite3.h>
 
 #include <filesystem>
+#include <limits>
 #include <set>
 #include <string>
 #include <thread>
@@ -49,10 +50,14 @@ AuditQuery make_query(std::optional<std::int64_t> since, std::optional<std::int6
   return q;
 }
 
+MasterKey test_key(char fill = 'k') {
+  return MasterKey::from_bytes(Secret(std::string(MasterKey::size, fill))).value();
+}
+
 class AuditLogTest : public ::testing::Test {
  protected:
   std::unique_ptr<AuditLog> open_log() {
-    auto log = AuditLog::open(db_path());
+    auto log = AuditLog::open(db_path(), key_);
     EXPECT_TRUE(log.has_value()) << log.error().message;
     return log ? std::move(*log) : nullptr;
   }
@@ -76,6 +81,8 @@ class AuditLogTest : public ::testing::Test {
   }
 
   test::TempDir dir_;
+  MasterKey key_ = test_key();
+  Secret chain_key_ = audit_chain_key(key_);
 };
 
 TEST(ConnectionOutcomeTest, NamesRoundTrip) {
@@ -97,6 +104,10 @@ TEST(ConnectionOutcomeTest, NamesRoundTrip) {
 }
 
 TEST(ConnectionRecordHashTest, CoversEveryFieldAndIsUnambiguous) {
+  const Secret key = audit_chain_key(test_key());
+  auto connection_record_hash = [&key](const ConnectionRecord& r) {
+    return storage::connection_record_hash(r, key);
+  };
   ConnectionRecord base = record(1000, 2000, "a@x.com");
   base.id = 7;
   base.prev_hash = audit_genesis_hash();
@@ -107,7 +118,7 @@ TEST(ConnectionRecordHashTest, CoversEveryFieldAndIsUnambiguous) {
   EXPECT_EQ(audit_genesis_hash().size(), 64u);
 
   std::set<std::string> seen{h};
-  auto changed = [&seen](ConnectionRecord r) {
+  auto changed = [&seen, &connection_record_hash](ConnectionRecord r) {
     EXPECT_TRUE(seen.insert(connection_record_hash(r)).second) << "a change left the hash alone";
   };
   auto r = base;
@@ -126,11 +137,16 @@ TEST(ConnectionRecordHashTest, CoversEveryFieldAndIsUnambiguous) {
   r = base, r.bytes_upstream_to_client += 1, changed(r);
   r = base, r.close_reason = "", changed(r);
   r = base, r.prev_hash = std::string(64, '0'), changed(r);
+  r = base, r.messages = 1, changed(r);
+  r = base, r.event = "refresh_ok", changed(r);
   // Moving bytes from one text field into the next must change the hash (length prefixes).
   r = base, r.username = "a@x.co", r.account = "ma@x.com", changed(r);
   // The stored hash itself is not an input.
   r = base, r.hash = "anything";
   EXPECT_EQ(connection_record_hash(r), h);
+  // Keyed: another master key gives another MAC, and the plain v1 hash differs too.
+  EXPECT_NE(storage::connection_record_hash(base, audit_chain_key(test_key('o'))), h);
+  EXPECT_NE(legacy_connection_record_hash(base), h);
 }
 
 TEST_F(AuditLogTest, CreatesTheCurrentSchemaInAPrivateFile) {
@@ -166,10 +182,10 @@ TEST_F(AuditLogTest, AppendChainsRowsAndQueryReturnsThemOldestFirst) {
   ASSERT_EQ(rows.size(), 3u);
   EXPECT_EQ(rows[0].id, 1);
   EXPECT_EQ(rows[0].prev_hash, audit_genesis_hash());
-  EXPECT_EQ(rows[0].hash, connection_record_hash(rows[0]));
+  EXPECT_EQ(rows[0].hash, connection_record_hash(rows[0], chain_key_));
   EXPECT_EQ(rows[1].prev_hash, rows[0].hash);
   EXPECT_EQ(rows[2].prev_hash, rows[1].hash);
-  EXPECT_EQ(rows[2].hash, connection_record_hash(rows[2]));
+  EXPECT_EQ(rows[2].hash, connection_record_hash(rows[2], chain_key_));
 
   EXPECT_EQ(rows[0].started_at_ms, 1000);
   EXPECT_EQ(rows[0].ended_at_ms, 61'000);
@@ -230,7 +246,8 @@ TEST_F(AuditLogTest, QueryFilters) {
 TEST_F(AuditLogTest, LongTextIsCutWithoutSplittingUtf8) {
   auto log = open_log();
   ASSERT_NE(log, nullptr);
-  auto r = record(1, 2, "");
+  // An account row keeps the username as typed (a row without one keeps only its length).
+  auto r = record(1, 2, "a@x.com");
   // 1023 ASCII bytes then a 2-byte character: cutting at 1024 would split it.
   r.username = std::string(max_audit_text_bytes - 1, 'u') + "\xc3\xa9" + std::string(100, 'v');
   r.close_reason = std::string(5000, 'r');
@@ -247,7 +264,7 @@ TEST_F(AuditLogTest, LongTextIsCutWithoutSplittingUtf8) {
 TEST_F(AuditLogTest, PeerSuppliedTextIsSanitizedBeforeItIsStored) {
   auto log = open_log();
   ASSERT_NE(log, nullptr);
-  auto r = record(1, 2, "");
+  auto r = record(1, 2, "a@x.com");
   r.username = "bob\r\n2025-06-01 INFO forged";
   r.close_reason = "upstream BYE: going away\nINFO forged\x1b[31m";
   ASSERT_TRUE(log->append(r));
@@ -304,7 +321,7 @@ TEST_F(AuditLogTest, EditedTextAndOutcomeAreDetected) {
   EXPECT_EQ(verify(*log).broken_at, 2);
 
   test::TempDir other_dir_guard;  // a second, separate log
-  auto log2 = AuditLog::open(other_dir_guard.path() / "db").value();
+  auto log2 = AuditLog::open(other_dir_guard.path() / "db", key_).value();
   for (int i = 0; i < 3; ++i) {
     ASSERT_TRUE(log2->append(record(i, i + 1, "a@x.com")));
   }
@@ -316,7 +333,7 @@ TEST_F(AuditLogTest, EditedTextAndOutcomeAreDetected) {
 }
 
 TEST_F(AuditLogTest, MessageCountIsStoredAndCoveredByTheHash) {
-  auto log = AuditLog::open(db_path()).value();
+  auto log = open_log();
   auto imap = record(0, 1, "a@x.com");
   auto smtp = record(1, 2, "a@x.com");
   smtp.listener = "submissions:127.0.0.1:1465";
@@ -328,7 +345,7 @@ TEST_F(AuditLogTest, MessageCountIsStoredAndCoveredByTheHash) {
   EXPECT_EQ(rows[0].messages, 0);
   EXPECT_EQ(rows[1].messages, 3);
   EXPECT_TRUE(verify(*log).intact);
-  // Raising it, or setting it to 0 (the pre-v5 encoding), both break the row.
+  // Raising it, or setting it to 0, both break the row.
   RawDb(db_path()).tamper("UPDATE connection_log SET messages = 4 WHERE id = 2");
   EXPECT_EQ(verify(*log).broken_at, 2);
   RawDb(db_path()).tamper("UPDATE connection_log SET messages = 0 WHERE id = 2");
@@ -351,7 +368,8 @@ TEST_F(AuditLogTest, EditedAndRehashedRowBreaksTheNextLink) {
   auto rows = log->query({}).value();
   auto forged = rows[1];  // id 2
   forged.account = "someone-else@x.com";
-  const auto new_hash = connection_record_hash(forged);
+  // Even with the key (an insider): the next row's prev_hash still names the old hash.
+  const auto new_hash = connection_record_hash(forged, chain_key_);
   RawDb(db_path()).tamper("UPDATE connection_log SET account = 'someone-else@x.com', hash = '" +
                           new_hash + "' WHERE id = 2");
   const auto report = verify(*log);
@@ -417,11 +435,11 @@ TEST_F(AuditLogTest, RowInsertedOutsideTheLogIsDetected) {
   auto forged = record(9000, 9500, "a@x.com");
   forged.id = 4;
   forged.prev_hash = rows[2].hash;
-  forged.hash = connection_record_hash(forged);
+  forged.hash = connection_record_hash(forged, chain_key_);
   RawDb(db_path()).exec(
       "INSERT INTO connection_log VALUES (4, 9000, 9500, '127.0.0.1', 50000, "
       "'tls:127.0.0.1:1993', 'a@x.com', 'a@x.com', 'ok', 'redis', 100, 2000, 'client closed', '" +
-      forged.prev_hash + "', '" + forged.hash + "', 0)");
+      forged.prev_hash + "', '" + forged.hash + "', 0, '')");
   const auto report = verify(*log);
   EXPECT_FALSE(report.intact);
   EXPECT_EQ(report.broken_at, 4);
@@ -458,22 +476,65 @@ TEST_F(AuditLogTest, UnknownOutcomeFailsQueryAndVerify) {
   EXPECT_EQ(verify(*log).broken_at, 2);
 }
 
-// The documented limit: with write access to the whole file, a consistent rewrite verifies.
-TEST_F(AuditLogTest, RewritingTheWholeChainAndHeadIsNotDetectable) {
+// Write access without the master key: a consistent rewrite of every row and the head under
+// another key does not verify (issue #8: the chain is keyed).
+TEST_F(AuditLogTest, RewritingTheWholeChainWithoutTheKeyIsDetected) {
   auto log = log_with(3);
   auto rows = log->query({}).value();
+  const Secret wrong = audit_chain_key(test_key('w'));
   RawDb raw(db_path());
   std::string prev = audit_genesis_hash();
   for (auto& r : rows) {
     r.account = "rewritten@x.com";
     r.prev_hash = prev;
-    r.hash = connection_record_hash(r);
+    r.hash = connection_record_hash(r, wrong);
     raw.tamper("UPDATE connection_log SET account = 'rewritten@x.com', prev_hash = '" + prev +
                "', hash = '" + r.hash + "' WHERE id = " + std::to_string(r.id));
     prev = r.hash;
   }
+  // A head with a MAC under the wrong key, then one with none at all.
+  raw.exec("UPDATE meta SET value = '3 " + prev + " " + std::string(64, 'a') +
+           "' WHERE key = 'connection_log_head'");
+  auto report = verify(*log);
+  EXPECT_FALSE(report.intact);
+  EXPECT_NE(report.reason.find("does not verify"), std::string::npos) << report.reason;
+  EXPECT_FALSE(log->append(record(1, 2, "a@x.com")).has_value()) << "chained onto a forged head";
   raw.exec("UPDATE meta SET value = '3 " + prev + "' WHERE key = 'connection_log_head'");
+  report = verify(*log);
+  EXPECT_FALSE(report.intact);
+}
+
+// The residual case audit_log.hpp documents: someone without the key replaces the whole log by
+// an unkeyed forgery that looks like a log from before keying. The next open keys it (with a
+// chain_keyed row); an anchor taken before catches it.
+TEST_F(AuditLogTest, AnUnkeyedForgeryIsCaughtByAnAnchor) {
+  auto log = log_with(3);
+  const auto before = verify(*log);
+  ASSERT_TRUE(before.intact);
+  const AuditAnchor anchor{before.head_id, before.head_hash};
+  auto rows = log->query({}).value();
+  RawDb raw(db_path());
+  std::string prev = audit_genesis_hash();
+  for (auto& r : rows) {
+    r.account = "forged@x.com";
+    r.prev_hash = prev;
+    r.hash = legacy_connection_record_hash(r);
+    raw.tamper("UPDATE connection_log SET account = 'forged@x.com', prev_hash = '" + prev +
+               "', hash = '" + r.hash + "' WHERE id = " + std::to_string(r.id));
+    prev = r.hash;
+  }
+  raw.exec("UPDATE meta SET value = '3 " + prev + "' WHERE key = 'connection_log_head'");
+  EXPECT_FALSE(verify(*log).intact) << "an open log is not fooled";
+  log.reset();
+  log = open_log();
+  const auto keyed = log->query({}).value();
+  ASSERT_EQ(keyed.size(), 4u);
+  EXPECT_EQ(keyed[3].event, "chain_keyed");
   EXPECT_TRUE(verify(*log).intact);
+  auto report = log->verify(anchor).value();
+  EXPECT_FALSE(report.intact);
+  EXPECT_EQ(report.broken_at, 3);
+  EXPECT_NE(report.reason.find("differs from the anchor"), std::string::npos) << report.reason;
 }
 
 TEST_F(AuditLogTest, ConcurrentAppendsFromThreadsAndConnectionsKeepTheChain) {
@@ -602,9 +663,258 @@ TEST_F(AuditLogTest, SharesTheFileWithTheCredentialsStore) {
 TEST_F(AuditLogTest, NewerSchemaIsRefused) {
   ASSERT_NE(open_log(), nullptr);
   RawDb(db_path()).exec("PRAGMA user_version = " + std::to_string(current_schema_version() + 1));
-  auto log = AuditLog::open(db_path());
+  auto log = AuditLog::open(db_path(), key_);
   ASSERT_FALSE(log.has_value());
   EXPECT_NE(log.error().message.find("newer"), std::string::npos);
+}
+
+TEST_F(AuditLogTest, UsernamesThatAreNotAnAccountAreKeptOnlyWhenTheyAreEmails) {
+  auto log = open_log();
+  auto typed_password = record(1, 2, "");
+  typed_password.username = "hunter2-my-password";
+  auto unknown_email = record(2, 3, "");
+  unknown_email.username = "Nobody@Example.com";
+  auto account = record(3, 4, "a@x.com");
+  account.username = "A@X.com";
+  ASSERT_TRUE(log->append_batch(std::vector{typed_password, unknown_email, account}));
+  const auto rows = log->query({}).value();
+  ASSERT_EQ(rows.size(), 3u);
+  EXPECT_EQ(rows[0].username, "<not an email, 19 bytes>");
+  EXPECT_EQ(rows[1].username, "Nobody@Example.com");
+  EXPECT_EQ(rows[2].username, "A@X.com");
+  EXPECT_TRUE(verify(*log).intact);
+}
+
+TEST_F(AuditLogTest, EventsAreRowsOfTheSameChainAndFilterable) {
+  auto log = open_log();
+  auto from_a = record(1000, 1500, "a@x.com");
+  auto failed = record(2000, 2500, "b@x.com", ConnectionOutcome::auth_failed);
+  failed.client_address = "10.0.0.9";
+  ASSERT_TRUE(log->append(from_a));
+  ASSERT_TRUE(log->append(event_record(AuditEvent::refresh_ok, "a@x.com", "refresh token", 1600)));
+  ASSERT_TRUE(log->append(failed));
+  ASSERT_TRUE(log->append(event_record(AuditEvent::needs_reauth, "b@x.com",
+                                       "permanent invalid_grant AADSTS70008", 2600)));
+  const auto rows = log->query({}).value();
+  ASSERT_EQ(rows.size(), 4u);
+  EXPECT_EQ(rows[1].event, "refresh_ok");
+  EXPECT_EQ(rows[3].event, "needs_reauth");
+  EXPECT_EQ(rows[3].outcome, ConnectionOutcome::needs_reauth);
+  EXPECT_EQ(rows[3].close_reason, "permanent invalid_grant AADSTS70008");
+  EXPECT_TRUE(verify(*log).intact);
+
+  auto ids = [&log](AuditQuery q) {
+    std::vector<std::int64_t> out;
+    const auto found = log->query(q).value();  // named: a range-for over .value() of a temporary
+    for (const auto& r : found) {              // would dangle
+      out.push_back(r.id);
+    }
+    return out;
+  };
+  using V = std::vector<std::int64_t>;
+  AuditQuery q;
+  q.event = "needs_reauth";
+  EXPECT_EQ(ids(q), V{4});
+  q.event = "connection";
+  EXPECT_EQ(ids(q), (V{1, 3}));
+  q = {};
+  q.outcome = ConnectionOutcome::auth_failed;
+  EXPECT_EQ(ids(q), V{3});
+  q = {};
+  q.client_address = "10.0.0.9";
+  EXPECT_EQ(ids(q), V{3});
+  q = {};
+  q.after_id = 2;
+  EXPECT_EQ(ids(q), (V{3, 4}));
+
+  // The event name is covered by the MAC.
+  RawDb(db_path()).tamper("UPDATE connection_log SET event = 'refresh_failed' WHERE id = 2");
+  EXPECT_EQ(verify(*log).broken_at, 2);
+}
+
+TEST_F(AuditLogTest, AppendBatchIsOneTransaction) {
+  auto log = log_with(2);
+  std::vector<ConnectionRecord> batch;
+  for (int i = 0; i < 50; ++i) {
+    batch.push_back(record(10'000 + i, 10'001 + i, "b@x.com"));
+  }
+  EXPECT_EQ(log->append_batch(batch).value(), 52);
+  EXPECT_EQ(log->append_batch({}).value(), 0);
+  EXPECT_TRUE(verify(*log).intact);
+  // A head that does not verify refuses the whole batch: no row of it is written.
+  RawDb raw(db_path());
+  const std::string head = raw.query("SELECT value FROM meta WHERE key = 'connection_log_head'");
+  raw.exec("UPDATE meta SET value = '52 " + std::string(64, 'b') + " " + std::string(64, 'c') +
+           "' WHERE key = 'connection_log_head'");
+  EXPECT_FALSE(log->append_batch(batch).has_value());
+  EXPECT_EQ(raw.query("SELECT count(*) FROM connection_log"), "52");
+}
+
+TEST_F(AuditLogTest, ReadingNeedsNoKeyButWritingAndVerifyingDo) {
+  { log_with(2); }
+  auto reader = AuditLog::open_for_reading(db_path()).value();
+  EXPECT_EQ(reader->query({}).value().size(), 2u);
+  auto appended = reader->append(record(1, 2, "a@x.com"));
+  ASSERT_FALSE(appended.has_value());
+  EXPECT_EQ(appended.error().code, Errc::key_error);
+  EXPECT_NE(appended.error().message.find("key_file"), std::string::npos);
+  EXPECT_FALSE(reader->verify().has_value());
+  // Another master key: every MAC fails, and nothing is appended onto the chain.
+  auto other = AuditLog::open(db_path(), test_key('o')).value();
+  EXPECT_FALSE(other->verify().value().intact);
+  EXPECT_FALSE(other->append(record(1, 2, "a@x.com")).has_value());
+}
+
+TEST_F(AuditLogTest, TheAnchorCatchesACutTailWithAReplayedHead) {
+  auto log = log_with(3);
+  const auto at3 = verify(*log);
+  const std::string head3 =
+      RawDb(db_path()).query("SELECT value FROM meta WHERE key = 'connection_log_head'");
+  ASSERT_TRUE(log->append(record(9000, 9001, "a@x.com")));
+  ASSERT_TRUE(log->append(record(9002, 9003, "a@x.com")));
+  const auto at5 = verify(*log);
+  ASSERT_TRUE(at5.intact);
+  EXPECT_EQ(at5.head_id, 5);
+  const AuditAnchor anchor5{at5.head_id, at5.head_hash};
+  EXPECT_TRUE(log->verify(anchor5).value().intact);
+  EXPECT_TRUE(log->verify(AuditAnchor{3, at3.head_hash}).value().intact) << "an older anchor";
+  EXPECT_FALSE(log->verify(AuditAnchor{3, std::string(64, '0')}).value().intact);
+
+  // Cut rows 4 and 5 and put back the head saved at row 3: its MAC is genuine, so only the
+  // anchor shows the cut.
+  RawDb raw(db_path());
+  raw.tamper("DELETE FROM connection_log WHERE id > 3");
+  raw.exec("UPDATE meta SET value = '" + head3 + "' WHERE key = 'connection_log_head'");
+  EXPECT_TRUE(verify(*log).intact);
+  const auto report = log->verify(anchor5).value();
+  EXPECT_FALSE(report.intact);
+  EXPECT_EQ(report.broken_at, 4);
+  EXPECT_NE(report.reason.find("cut off"), std::string::npos) << report.reason;
+
+  EXPECT_EQ(parse_audit_anchor("5:" + at5.head_hash)->id, 5);
+  EXPECT_FALSE(parse_audit_anchor("5:abc"));
+  EXPECT_FALSE(parse_audit_anchor(at5.head_hash));
+}
+
+TEST_F(AuditLogTest, RetentionDeletesAPrefixAndTheRestStillVerifies) {
+  auto log = open_log();
+  // Rows 1-3 end at 1..3 s, row 4 at 100 s, row 5 at 2 s (a long session logged late).
+  for (std::int64_t end : {1000, 2000, 3000, 100'000, 2000}) {
+    ASSERT_TRUE(log->append(record(end - 500, end, "a@x.com")));
+  }
+  const auto before = verify(*log);
+  auto pruned = log->prune(50'000, 200'000).value();
+  EXPECT_EQ(pruned.deleted, 3);  // 1-3; row 5 is old but after the newer row 4: kept
+  EXPECT_EQ(pruned.first_kept, 4);
+  const auto rows = log->query({}).value();
+  ASSERT_EQ(rows.size(), 3u);
+  EXPECT_EQ(rows[0].id, 4);
+  EXPECT_EQ(rows[2].event, "retention");
+  EXPECT_NE(rows[2].close_reason.find("deleted rows 1 to 3"), std::string::npos);
+  auto report = verify(*log);
+  EXPECT_TRUE(report.intact) << report.reason;
+  EXPECT_EQ(report.first_id, 4);
+  EXPECT_EQ(report.head_id, 6);
+  // An anchor from before still checks when it is the last deleted row (the base) or later.
+  EXPECT_TRUE(log->verify(AuditAnchor{before.head_id, before.head_hash}).value().intact);
+  report = log->verify(AuditAnchor{2, std::string(64, '0')}).value();
+  EXPECT_FALSE(report.intact);
+  EXPECT_NE(report.reason.find("retention"), std::string::npos) << report.reason;
+  // Nothing old enough: nothing happens.
+  EXPECT_EQ(log->prune(0, 200'000).value().deleted, 0);
+  // Deleting one more row at the start is caught (the base is MAC'd), and so is moving the base.
+  RawDb raw(db_path());
+  raw.tamper("DELETE FROM connection_log WHERE id = 4");
+  report = verify(*log);
+  EXPECT_FALSE(report.intact);
+  EXPECT_EQ(report.broken_at, 4);
+  raw.exec("UPDATE meta SET value = '4 " + rows[0].hash + " " + std::string(64, 'd') +
+           "' WHERE key = 'connection_log_base'");
+  EXPECT_FALSE(verify(*log).intact);
+  // A chain that does not verify is not pruned.
+  auto refused = log->prune(std::numeric_limits<std::int64_t>::max(), 300'000);
+  ASSERT_FALSE(refused.has_value());
+  EXPECT_NE(refused.error().message.find("does not verify"), std::string::npos);
+}
+
+TEST_F(AuditLogTest, ALogFromBeforeKeyingIsKeyedOnceAndStaysVerifiable) {
+  {
+    // A schema v5 log as the previous version wrote it: plain SHA-256 rows, a head without MAC.
+    RawDb raw(db_path());
+    ASSERT_TRUE(AuditLog::open_for_reading(db_path()));  // creates the current schema
+    std::string prev = audit_genesis_hash();
+    for (int id = 1; id <= 3; ++id) {
+      auto r = record(id * 1000, id * 1000 + 1, "old@x.com");
+      r.id = id;
+      r.prev_hash = prev;
+      r.hash = legacy_connection_record_hash(r);
+      raw.exec(
+          "INSERT INTO connection_log (id, started_at_ms, ended_at_ms, client_address, "
+          "client_port, listener, username, account, outcome, token_source, "
+          "bytes_client_to_upstream, bytes_upstream_to_client, close_reason, prev_hash, hash) "
+          "VALUES (" +
+          std::to_string(id) + ", " + std::to_string(r.started_at_ms) + ", " +
+          std::to_string(r.ended_at_ms) +
+          ", '127.0.0.1', 50000, 'tls:127.0.0.1:1993', 'old@x.com', 'old@x.com', 'ok', "
+          "'redis', 100, 2000, 'client closed', '" +
+          prev + "', '" + r.hash + "')");
+      prev = r.hash;
+    }
+    raw.exec("INSERT INTO meta (key, value) VALUES ('connection_log_head', '3 " + prev + "')");
+  }
+  auto log = open_log();
+  auto rows = log->query({}).value();
+  ASSERT_EQ(rows.size(), 4u);
+  EXPECT_EQ(rows[3].event, "chain_keyed");
+  EXPECT_NE(rows[3].close_reason.find("plain SHA-256 chain intact"), std::string::npos)
+      << rows[3].close_reason;
+  ASSERT_TRUE(log->append(record(5000, 5001, "new@x.com")));
+  EXPECT_TRUE(verify(*log).intact);
+  // Opening again keys nothing more.
+  log.reset();
+  log = open_log();
+  EXPECT_EQ(log->query({}).value().size(), 5u);
+  EXPECT_TRUE(verify(*log).intact);
+  // The unkeyed rows stay protected: the first keyed row's MAC covers their last hash.
+  RawDb raw(db_path());
+  raw.tamper("UPDATE connection_log SET account = 'x@x.com' WHERE id = 2");
+  EXPECT_EQ(verify(*log).broken_at, 2);
+  raw.tamper("UPDATE connection_log SET account = 'old@x.com' WHERE id = 2");
+  EXPECT_TRUE(verify(*log).intact);
+  // Moving the boundary (to pass keyed rows off as plain ones) breaks its MAC.
+  raw.exec(
+      "UPDATE meta SET value = '6' || substr(value, 2) WHERE key = "
+      "'connection_log_keyed_from'");
+  EXPECT_FALSE(verify(*log).intact);
+}
+
+TEST_F(AuditLogTest, SummaryMatchesTheRows) {
+  auto log = open_log();
+  auto a1 = record(1000, 1500, "a@x.com");
+  auto a2 = record(2000, 2500, "a@x.com", ConnectionOutcome::upstream_unavailable);
+  a2.client_address = "10.0.0.2";
+  auto b1 = record(3000, 3500, "b@x.com");
+  auto nobody = record(4000, 4500, "", ConnectionOutcome::auth_failed);
+  ASSERT_TRUE(log->append_batch(std::vector{a1, a2, b1, nobody}));
+  ASSERT_TRUE(log->append(event_record(AuditEvent::refresh_ok, "a@x.com", "", 2200)));
+  const auto all = log->summarize(std::nullopt).value();
+  ASSERT_EQ(all.size(), 3u);
+  EXPECT_EQ(all[0].account, "a@x.com");
+  EXPECT_EQ(all[0].connections, 2);
+  EXPECT_EQ(all[0].failures, 1);
+  EXPECT_EQ(all[0].bytes_client_to_upstream, 200);
+  EXPECT_EQ(all[0].bytes_upstream_to_client, 4000);
+  EXPECT_EQ(all[0].distinct_clients, 2);
+  EXPECT_EQ(all[0].last_seen_ms, 2500);
+  EXPECT_EQ(all[0].last_refresh_ms, 2200);
+  EXPECT_EQ(all[0].status, "removed");  // no mail_credentials row
+  EXPECT_EQ(all[1].account, "b@x.com");
+  EXPECT_EQ(all[1].last_refresh_ms, 0);
+  EXPECT_EQ(all[2].account, "");  // logins that matched no account come last
+  EXPECT_EQ(all[2].failures, 1);
+  const auto recent = log->summarize(3000).value();
+  ASSERT_EQ(recent.size(), 2u);
+  EXPECT_EQ(recent[0].account, "b@x.com");
 }
 
 }  // namespace

@@ -731,7 +731,8 @@ void downgrade_to_v3(const fs::path& path, const MasterKey& key) {
   RawDb raw(path);
   raw.exec(
       "ALTER TABLE mail_credentials DROP COLUMN row_mac; "
-      "ALTER TABLE connection_log DROP COLUMN messages; PRAGMA user_version = 3;");
+      "ALTER TABLE connection_log DROP COLUMN messages; DROP INDEX connection_log_by_event; "
+      "ALTER TABLE connection_log DROP COLUMN event; PRAGMA user_version = 3;");
   raw.exec_with_blobs(
       "UPDATE meta SET value = ?1 WHERE key = 'key_check'",
       {seal(key, secret_of("imap-oauth2-proxy master key check v1"), "meta:key_check")});
@@ -800,7 +801,8 @@ TEST_F(CredentialsStoreTest, FakingAVersionThreeDatabaseDoesNotBlessAnEdit) {
   // Without the key the sealed key check stays v2, whatever else is rolled back.
   RawDb(db_path()).exec(
       "ALTER TABLE mail_credentials DROP COLUMN row_mac; "
-      "ALTER TABLE connection_log DROP COLUMN messages; PRAGMA user_version = 3; "
+      "ALTER TABLE connection_log DROP COLUMN messages; DROP INDEX connection_log_by_event; "
+      "ALTER TABLE connection_log DROP COLUMN event; PRAGMA user_version = 3; "
       "UPDATE mail_credentials SET upstream_host = 'imap.attacker.example'");
   auto store = open_store();
   ASSERT_NE(store, nullptr);
