@@ -257,7 +257,7 @@ Result<Config> parse_config(std::string_view toml_text, const fs::path& base_dir
   std::string log_format = "text";
   std::string client_secret;
   const std::string_view s = "server", u = "upstream", o = "oauth", st = "storage", r = "redis",
-                         l = "log";
+                         l = "log", a = "audit";
   std::vector<Section> sections;
   sections.push_back(
       {s,
@@ -310,6 +310,10 @@ Result<Config> parse_config(std::string_view toml_text, const fs::path& base_dir
                        {"key_prefix", string_into(r, "key_prefix", c.redis.key_prefix)},
                        {"timeout", duration_into(r, "timeout", c.redis.timeout)},
                        {"lock_timeout", duration_into(r, "lock_timeout", c.redis.lock_timeout)}}});
+  sections.push_back({a,
+                      {{"connection_log", bool_into(a, "connection_log", c.audit.connection_log)},
+                       {"max_queued_rows",
+                        int_into(a, "max_queued_rows", c.audit.max_queued_rows, 1, 10'000'000)}}});
   sections.push_back({l,
                       {{"level", string_into(l, "level", c.log.level)},
                        {"format", string_into(l, "format", log_format)}}});
@@ -621,6 +625,10 @@ url        = ""                      # e.g. "redis://127.0.0.1:6379/0"; empty: n
 key_prefix = "imap-oauth2-proxy:"
 timeout    = "250ms"
 lock_timeout = "30s"                 # how long one instance's refresh holds others off
+
+[audit]
+connection_log  = true               # one row per client connection (imap-oauth2-proxy audit)
+max_queued_rows = 100000             # kept in memory while the database refuses writes
 
 [log]
 level  = "info"

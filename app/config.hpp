@@ -86,6 +86,15 @@ struct RedisConfig {
   std::chrono::milliseconds lock_timeout{std::chrono::seconds(30)};
 };
 
+// [audit]: the connection log `serve` writes (issue #8).
+struct AuditConfig {
+  // One row per client connection; false: none (the log itself is untouched).
+  bool connection_log = true;
+  // Rows kept in memory while the database refuses writes; beyond that the newest are dropped
+  // and counted in a row once writing works again.
+  int max_queued_rows = 100'000;
+};
+
 struct LogConfig {
   std::string level = "info";
   LogFormat format = LogFormat::text;
@@ -99,6 +108,7 @@ struct Config {
   OAuthConfig oauth;
   StorageConfig storage;
   RedisConfig redis;
+  AuditConfig audit;
   LogConfig log;
   // [hide_capabilities]: post-login capabilities clients must not see, by account ("*": all).
   std::map<std::string, std::vector<std::string>> hide_capabilities;

@@ -17,6 +17,7 @@
 #include "proxy/session.hpp"
 #include "proxy/smtp_session.hpp"
 #include "storage/audit_log.hpp"
+#include "storage/audit_writer.hpp"
 
 namespace iop::app {
 
@@ -109,6 +110,20 @@ void flush_token_writes(Services& services) {
   }
 }
 
+// How long shutdown waits for the connection-log rows still queued.
+constexpr std::chrono::milliseconds audit_flush_window{10'000};
+
+// Every session has ended: write the rows they queued (the writer logs any it cannot write).
+void flush_connection_log(storage::AuditWriter* audit) {
+  if (audit == nullptr) {
+    return;
+  }
+  const auto left = audit->flush(audit_flush_window);
+  const auto stats = audit->stats();
+  spdlog::info("serve: connection log: {} row(s) written, {} unwritten, {} dropped", stats.written,
+               left, stats.dropped);
+}
+
 }  // namespace
 
 int serve(Services& services) {
@@ -131,7 +146,17 @@ int serve(Services& services) {
         must(certs::make_server_context(cfg.server.certificate, cfg.server.private_key),
              "TLS server context");
     auto upstream_tls = must(certs::make_client_context(cfg.upstream.ca_file), "upstream TLS");
-    auto audit = must(storage::AuditLog::open(cfg.storage.database), "connection log");
+    // The connection log and its writer thread: sessions only queue their rows (issue #8).
+    std::unique_ptr<storage::AuditLog> audit_log;
+    std::unique_ptr<storage::AuditWriter> audit;
+    if (cfg.audit.connection_log) {
+      audit_log = must(storage::AuditLog::open(cfg.storage.database), "connection log");
+      storage::AuditWriterSettings aws;
+      aws.max_queued_rows = static_cast<std::size_t>(cfg.audit.max_queued_rows);
+      audit = std::make_unique<storage::AuditWriter>(storage::audit_log_sink(*audit_log), aws);
+    } else {
+      spdlog::info("[audit] connection_log = false: no connection-log rows are written");
+    }
 
     auth::LocalAuthSettings las;
     las.cache_ttl = cfg.server.login_cache_ttl;
@@ -156,15 +181,8 @@ int serve(Services& services) {
     }
     proxy::SessionRegistry registry;
     proxy::SmtpExtensionCache smtp_extensions;
-    proxy::SessionDeps deps{*services.tokens,
-                            local_auth,
-                            *server_tls,
-                            *upstream_tls,
-                            settings,
-                            audit.get(),
-                            services.blocking.get_executor(),
-                            registry,
-                            &smtp_extensions};
+    proxy::SessionDeps deps{*services.tokens, local_auth,  *server_tls, *upstream_tls,
+                            settings,         audit.get(), registry,    &smtp_extensions};
 
     // The main context runs the listeners, signals and the refresher; each worker context runs
     // on one thread and owns the sessions it was given.
@@ -288,6 +306,7 @@ int serve(Services& services) {
       t.join();
     }
     flush_token_writes(services);
+    flush_connection_log(audit.get());
     spdlog::info("serve: stopped");
     return 0;
   } catch (const std::exception& e) {
