@@ -310,7 +310,11 @@ Result<Config> parse_config(std::string_view toml_text, const fs::path& base_dir
                        {"key_prefix", string_into(r, "key_prefix", c.redis.key_prefix)},
                        {"timeout", duration_into(r, "timeout", c.redis.timeout)},
                        {"lock_timeout", duration_into(r, "lock_timeout", c.redis.lock_timeout)}}});
-  sections.push_back({a, {{"keep_days", int_into(a, "keep_days", c.audit.keep_days, 0, 36500)}}});
+  sections.push_back(
+      {a,
+       {{"connection_log", bool_into(a, "connection_log", c.audit.connection_log)},
+        {"max_queued_rows", int_into(a, "max_queued_rows", c.audit.max_queued_rows, 1, 10'000'000)},
+        {"keep_days", int_into(a, "keep_days", c.audit.keep_days, 0, 36500)}}});
   sections.push_back({l,
                       {{"level", string_into(l, "level", c.log.level)},
                        {"format", string_into(l, "format", log_format)}}});
@@ -624,7 +628,9 @@ timeout    = "250ms"
 lock_timeout = "30s"                 # how long one instance's refresh holds others off
 
 [audit]
-keep_days = 0                        # delete connection-log rows older than this; 0: keep all
+connection_log  = true               # one row per client connection (imap-oauth2-proxy audit)
+max_queued_rows = 100000             # kept in memory while the database refuses writes
+keep_days       = 0                  # delete rows older than this many days; 0: keep all
 
 [log]
 level  = "info"

@@ -86,9 +86,15 @@ struct RedisConfig {
   std::chrono::milliseconds lock_timeout{std::chrono::seconds(30)};
 };
 
+// [audit]: the connection log (issue #8).
 struct AuditConfig {
-  // Retention: connection-log rows older than this many days are deleted (a whole prefix of the
-  // chain, with a checkpoint so the rest still verifies); 0 keeps everything.
+  // One row per client connection; false: none (events and the log itself are untouched).
+  bool connection_log = true;
+  // Rows kept in memory while the database refuses writes; beyond that the newest are dropped
+  // and counted in a row once writing works again.
+  int max_queued_rows = 100'000;
+  // Retention: rows older than this many days are deleted (a whole prefix of the chain, with a
+  // checkpoint so the rest still verifies); 0 keeps everything.
   int keep_days = 0;
 };
 

@@ -18,6 +18,7 @@
 #include "proxy/session.hpp"
 #include "proxy/smtp_session.hpp"
 #include "storage/audit_log.hpp"
+#include "storage/audit_writer.hpp"
 
 namespace iop::app {
 
@@ -137,6 +138,20 @@ void flush_token_writes(Services& services) {
   }
 }
 
+// How long shutdown waits for the connection-log rows still queued.
+constexpr std::chrono::milliseconds audit_flush_window{10'000};
+
+// Every session has ended: write the rows they queued (the writer logs any it cannot write).
+void flush_connection_log(storage::AuditWriter* audit) {
+  if (audit == nullptr) {
+    return;
+  }
+  const auto left = audit->flush(audit_flush_window);
+  const auto stats = audit->stats();
+  spdlog::info("serve: connection log: {} row(s) written, {} unwritten, {} dropped", stats.written,
+               left, stats.dropped);
+}
+
 }  // namespace
 
 int serve(Services& services) {
@@ -183,15 +198,14 @@ int serve(Services& services) {
     }
     proxy::SessionRegistry registry;
     proxy::SmtpExtensionCache smtp_extensions;
-    proxy::SessionDeps deps{*services.tokens,
-                            local_auth,
-                            *server_tls,
-                            *upstream_tls,
-                            settings,
-                            services.audit.get(),
-                            services.blocking.get_executor(),
-                            registry,
-                            &smtp_extensions};
+    // [audit] connection_log = false: no connection rows (token and account events still are).
+    storage::AuditWriter* connection_rows =
+        cfg.audit.connection_log ? services.audit_writer.get() : nullptr;
+    if (connection_rows == nullptr) {
+      spdlog::info("[audit] connection_log = false: no connection-log rows are written");
+    }
+    proxy::SessionDeps deps{*services.tokens, local_auth,      *server_tls, *upstream_tls,
+                            settings,         connection_rows, registry,    &smtp_extensions};
 
     // The main context runs the listeners, signals and the refresher; each worker context runs
     // on one thread and owns the sessions it was given.
@@ -322,6 +336,7 @@ int serve(Services& services) {
       t.join();
     }
     flush_token_writes(services);
+    flush_connection_log(services.audit_writer.get());
     spdlog::info("serve: stopped");
     return 0;
   } catch (const std::exception& e) {

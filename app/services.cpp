@@ -72,19 +72,13 @@ Result<auth::AccountClient> account_client(const Config& config, const storage::
 
 void record_event(Services& services, storage::AuditEvent event, const std::string& email,
                   std::string detail) {
-  if (services.audit == nullptr) {
+  if (services.audit_writer == nullptr) {
     return;
   }
   const auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                           std::chrono::system_clock::now().time_since_epoch())
                           .count();
-  net::post(services.blocking,
-            [&services, record = storage::event_record(event, email, std::move(detail), now_ms)] {
-              if (auto written = services.audit->append(record); !written) {
-                spdlog::error("connection log: {} event for {} not written: {}", record.event,
-                              record.account, written.error());
-              }
-            });
+  services.audit_writer->enqueue(storage::event_record(event, email, std::move(detail), now_ms));
 }
 
 Result<std::unique_ptr<Services>> make_services(Config config, KeyPolicy key_policy) {
@@ -104,6 +98,10 @@ Result<std::unique_ptr<Services>> make_services(Config config, KeyPolicy key_pol
   auto services = std::make_unique<Services>(std::move(config));
   const auto& cfg = services->config;
   IOP_TRY_ASSIGN(services->audit, storage::AuditLog::open(db_path, *key));
+  storage::AuditWriterSettings aws;
+  aws.max_queued_rows = static_cast<std::size_t>(cfg.audit.max_queued_rows);
+  services->audit_writer =
+      std::make_unique<storage::AuditWriter>(storage::audit_log_sink(*services->audit), aws);
   IOP_TRY_ASSIGN(services->store, storage::CredentialsStore::open(db_path, *key));
   if (!cfg.redis.url.empty()) {
     IOP_TRY_ASSIGN(

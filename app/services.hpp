@@ -9,6 +9,7 @@
 #include "auth/token_service.hpp"
 #include "common/asio.hpp"
 #include "storage/audit_log.hpp"
+#include "storage/audit_writer.hpp"
 #include "storage/credentials_store.hpp"
 #include "storage/token_cache.hpp"
 
@@ -35,6 +36,9 @@ struct Services {
   // The connection log (keyed with the master key), for every command that writes or verifies
   // it: serve's sessions, the token and account events of every command.
   std::unique_ptr<storage::AuditLog> audit;
+  // Its writer thread: sessions and token events only queue rows (issue #8). Destroyed (final
+  // flush) before the log, after the pools have joined.
+  std::unique_ptr<storage::AuditWriter> audit_writer;
   std::unique_ptr<storage::CredentialsStore> store;
   std::unique_ptr<storage::TokenCache> cache;  // null without [redis] url
   std::unique_ptr<auth::TokenEndpoint> endpoint;
@@ -51,9 +55,8 @@ enum class KeyPolicy {
 Result<std::unique_ptr<Services>> make_services(Config config,
                                                 KeyPolicy key_policy = KeyPolicy::create_if_new);
 
-// Appends a token or account event for `email` to the connection log, off the caller's thread
-// (the blocking pool; Services' destructor waits for it). Never blocks, never fails the caller:
-// a write error is logged.
+// Queues a token or account event for `email` on the connection log's writer (written in the
+// background; flushed when the services end). Never blocks, never fails the caller.
 void record_event(Services& services, storage::AuditEvent event, const std::string& email,
                   std::string detail);
 

@@ -9,8 +9,9 @@
 //
 // Runtime: about 40 s on this 2-core machine (setup and delivery ~5 s, throughput ~15 s, latency
 // ~5 s, concurrency ~15 s). Options (defaults in brackets): --messages N [20]
-// --message-mb N [10] --rounds N [5] --logins N [200] --sessions N [2000] --phases tlc [tlc]
-// (t = throughput, l = latency, c = concurrency). IOP_BINARY overrides the proxy binary (default:
+// --message-mb N [10] --rounds N [5] --logins N [200] --sessions N [2000] --phases tlca [tlc]
+// (t = throughput, l = latency, c = concurrency, a = audit on vs off) --audit-logins N [2000]
+// --audit-block N [100]. IOP_BINARY overrides the proxy binary (default:
 // the build's app/imap-oauth2-proxy; use a Release build). The figures are sensitive to other
 // load on the machine: the load average is printed before and after.
 //
@@ -30,6 +31,9 @@
 //    logged in through the proxy and left idle (one thread, non-blocking sockets, epoll, at most
 //    64 logins in flight); VmRSS again after 1 s; (after - before) / sessions; then NOOP on every
 //    session: all must answer OK.
+// 4. Audit on vs off (issue #8): proxied logins (as in 2) alternating in blocks between this proxy
+//    and a second one with [audit] connection_log = false; p50 and p99 of each and the
+//    difference (target: p99 within 0.2 ms).
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -904,6 +908,79 @@ LatencyResult latency_phase(Env& env, SSL_CTX* proxy_ctx, SSL_CTX* direct_ctx, i
   return l;
 }
 
+// Phase 4 (issue #8): a proxied login with the connection log written vs not written. A second
+// proxy process on the same database, Redis and Dovecot runs with [audit] connection_log =
+// false; logins alternate between the two in blocks (ABBA), so drift in machine load hits
+// both sides alike. Each login's row is queued at close and written by the writer thread while
+// the next login runs: what is measured is whether that background writing slows logins.
+struct AuditResult {
+  double on50 = 0, on99 = 0, off50 = 0, off99 = 0;
+};
+
+double timed_proxy_login(SSL_CTX* ctx, int port) {
+  Conn c;
+  const auto t0 = Clock::now();
+  const bool ok = c.open(ctx, port) && c.greeting() && c.login_command(false, alice, alice_local);
+  const auto t1 = Clock::now();
+  if (!ok) die("proxied login (audit phase): " + c.error());
+  c.logout();
+  return std::chrono::duration<double, std::milli>(t1 - t0).count();
+}
+
+AuditResult audit_phase(Env& env, SSL_CTX* proxy_ctx, int logins, int block) {
+  std::printf(
+      "\n== 4. Login latency with the connection log written vs not: %d proxied logins each, "
+      "alternating blocks of %d ==\n",
+      logins, block);
+  const int off_port = test::free_port();
+  auto text = slurp(env.config);
+  const std::string listen = "127.0.0.1:" + std::to_string(env.tls_port);
+  text.replace(text.find(listen), listen.size(), "127.0.0.1:" + std::to_string(off_port));
+  text += "[audit]\nconnection_log = false\n";
+  const auto off_config = env.dir.path() / "no-audit.toml";
+  std::ofstream(off_config) << text;
+  test::Process off = test::Process::start(
+      {test::binary_path(), "serve", "--config", off_config.string()}, env.dir.path() / "off.log");
+  const auto deadline = Clock::now() + 15s;
+  for (;;) {
+    const int fd = tcp_socket(false);
+    const auto addr = loopback(off_port);
+    const bool up = ::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0;
+    ::close(fd);
+    if (up) break;
+    if (!off.running() || Clock::now() > deadline) {
+      die("the audit-off proxy did not start: " + slurp(env.dir.path() / "off.log"));
+    }
+    std::this_thread::sleep_for(20ms);
+  }
+  for (int i = 0; i < 20; ++i) {  // warm both: caches, TLS contexts, threads
+    timed_proxy_login(proxy_ctx, env.tls_port);
+    timed_proxy_login(proxy_ctx, off_port);
+  }
+  std::vector<double> on;
+  std::vector<double> off_times;
+  for (int b = 0;
+       static_cast<int>(on.size()) < logins || static_cast<int>(off_times.size()) < logins; ++b) {
+    const bool audit_first = (b / 2) % 2 == 0;  // ABBA: on off off on on off ...
+    const bool audit = (b % 2 == 0) == audit_first;
+    auto& into = audit ? on : off_times;
+    for (int i = 0; i < block && static_cast<int>(into.size()) < logins; ++i) {
+      into.push_back(timed_proxy_login(proxy_ctx, audit ? env.tls_port : off_port));
+    }
+  }
+  off.signal(SIGTERM);
+  if (!off.wait(10s)) off.kill_and_wait();
+  AuditResult a{percentile(on, 0.5), percentile(on, 0.99), percentile(off_times, 0.5),
+                percentile(off_times, 0.99)};
+  std::printf("audit on   p50 %6.3f ms  p99 %6.3f ms  (p90 %6.3f)\n", a.on50, a.on99,
+              percentile(on, 0.9));
+  std::printf("audit off  p50 %6.3f ms  p99 %6.3f ms  (p90 %6.3f)\n", a.off50, a.off99,
+              percentile(off_times, 0.9));
+  std::printf("difference p50 %+.3f ms, p99 %+.3f ms (target: p99 within 0.2 ms)\n",
+              a.on50 - a.off50, a.on99 - a.off99);
+  return a;
+}
+
 struct ConcurrencyResult {
   int sessions = 0;
   int noop_ok = 0;
@@ -963,6 +1040,8 @@ int run(int argc, char** argv) {
   const int logins = arg(argc, argv, "--logins", 200);
   const int sessions = arg(argc, argv, "--sessions", 2000);
   const std::string phases = arg(argc, argv, "--phases", "tlc");
+  const int audit_logins = arg(argc, argv, "--audit-logins", 2000);
+  const int audit_block = arg(argc, argv, "--audit-block", 100);
   const auto bench_start = Clock::now();
   ::signal(SIGPIPE, SIG_IGN);
 
@@ -994,10 +1073,14 @@ int run(int argc, char** argv) {
   std::optional<ThroughputResult> t;
   std::optional<LatencyResult> l;
   std::optional<ConcurrencyResult> c;
+  std::optional<AuditResult> a;
   if (phases.find('t') != std::string::npos) {
     t = throughput_phase(env, proxy_ctx, direct_ctx, messages, message_mb, rounds);
   }
   if (phases.find('l') != std::string::npos) l = latency_phase(env, proxy_ctx, direct_ctx, logins);
+  if (phases.find('a') != std::string::npos) {
+    a = audit_phase(env, proxy_ctx, audit_logins, audit_block);
+  }
   if (phases.find('c') != std::string::npos) c = concurrency_phase(env, proxy_ctx, sessions);
 
   std::printf("\n== Summary (MB = 10^6 bytes; proxy: %s, log level info) ==\n",
@@ -1022,6 +1105,13 @@ int run(int argc, char** argv) {
                 l->d50, l->p50, l->p50 - l->d50, "< 2 ms", verdict(l->p50 - l->d50 < 2.0));
     std::printf("%-36s %10.2f %10.2f %10.2f ms %10s %7s\n", "login p99, ms (connect..tagged OK)",
                 l->d99, l->p99, l->p99 - l->d99, "-", "-");
+  }
+  if (a) {
+    std::printf("%-36s %10.3f %10.3f %10.3f ms %10s %7s\n", "login p50, ms, audit off / on",
+                a->off50, a->on50, a->on50 - a->off50, "-", "-");
+    std::printf("%-36s %10.3f %10.3f %10.3f ms %10s %7s\n", "login p99, ms, audit off / on",
+                a->off99, a->on99, a->on99 - a->off99, "<= 0.2 ms",
+                verdict(a->on99 - a->off99 <= 0.2));
   }
   if (c) {
     std::printf("%-36s %10s %10.1f %13s %10s %7s\n", "proxy RSS per idle session, KiB", "-",

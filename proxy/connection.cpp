@@ -2,7 +2,6 @@
 
 #include <spdlog/spdlog.h>
 
-#include "common/blocking.hpp"
 #include "common/clock.hpp"
 #include "common/sanitize.hpp"
 #include "proxy/relay.hpp"
@@ -48,7 +47,7 @@ awaitable<void> Connection::reject(std::string_view refusal) {
   record_.ended_at_ms = to_unix_millis(std::chrono::system_clock::now());
   spdlog::warn("conn={} rejected: max_connections ({}) reached", id_,
                deps_.settings.max_connections);
-  co_await write_audit();
+  write_audit();
 }
 
 awaitable<void> Connection::finish(std::chrono::milliseconds idle_timeout) {
@@ -86,7 +85,7 @@ awaitable<void> Connection::finish(std::chrono::milliseconds idle_timeout) {
       record_.client_address, record_.client_port, storage::to_string(record_.token_source),
       record_.bytes_client_to_upstream, record_.bytes_upstream_to_client, ms.count(),
       sanitize_for_log(record_.close_reason, storage::max_audit_text_bytes));
-  co_await write_audit();
+  write_audit();
 }
 
 awaitable<bool> Connection::accept_tls(std::string_view what) {
@@ -178,16 +177,12 @@ void Connection::fail_internal(std::string_view what) {
   record_.ended_at_ms = to_unix_millis(std::chrono::system_clock::now());
 }
 
-awaitable<void> Connection::write_audit() {
-  if (deps_.audit == nullptr) {
-    co_return;
-  }
-  // A named job, not a temporary inside the co_await: GCC 12 destroys some temporaries of a
-  // co_await expression twice (GCC PR 100611), fatal for captures that own memory.
-  auto job = [audit = deps_.audit, record = record_] { return audit->append(record); };
-  const auto written = co_await run_on_pool(deps_.blocking, std::move(job));
-  if (!written) {
-    spdlog::error("conn={} connection log write failed: {}", id_, written.error());
+void Connection::write_audit() {
+  // Queued for the writer's own thread (storage/audit_writer.hpp), which writes in batches and
+  // keeps the row while the database refuses it: the session neither waits for the disk nor
+  // uses a blocking-pool thread for it (issue #8, Audit).
+  if (deps_.audit != nullptr) {
+    deps_.audit->enqueue(record_);
   }
 }
 

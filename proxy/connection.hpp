@@ -53,7 +53,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // From the session registry (on the session's strand): close both sides now.
   void close_now();
   void fail_internal(std::string_view what);
-  awaitable<void> write_audit();
+  // Hands the connection-log row to the writer (no I/O, no suspension).
+  void write_audit();
 
   [[nodiscard]] storage::ConnectionRecord& record() { return record_; }
   [[nodiscard]] ImapStream& client() { return client_; }
@@ -102,7 +103,6 @@ awaitable<void> run_registered(std::shared_ptr<Session> session, std::string con
     std::string id;
     ~Unregister() { registry.remove(id); }
   } unregister{registry, conn_id};
-  bool failed = false;
   try {
     if (reject) {
       co_await session->reject();
@@ -111,10 +111,7 @@ awaitable<void> run_registered(std::shared_ptr<Session> session, std::string con
     }
   } catch (const std::exception& e) {
     connection->fail_internal(e.what());
-    failed = true;
-  }
-  if (failed) {
-    co_await connection->write_audit();
+    connection->write_audit();  // no co_await: allowed in a handler
   }
 }
 

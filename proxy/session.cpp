@@ -240,7 +240,7 @@ class Session {
   }
 
   // One token + upstream login. Parameters are references: the caller awaits, and GCC 12
-  // mishandles owning by-value coroutine arguments (see Connection::write_audit()).
+  // mishandles owning by-value coroutine arguments (GCC PR 100611, docs/design.md).
   awaitable<LoginAttempt> upstream_login(const auth::LocalAuthOutcome& local,
                                          const UpstreamEndpoint& endpoint, bool force_refresh) {
     LoginAttempt attempt;

@@ -15,6 +15,7 @@
 #include "proxy/smtp_upstream.hpp"
 #include "proxy/upstream.hpp"
 #include "storage/audit_log.hpp"
+#include "storage/audit_writer.hpp"
 
 namespace iop::proxy {
 
@@ -51,8 +52,8 @@ struct SessionDeps {
   net::ssl::context& server_tls;
   net::ssl::context& upstream_tls;
   const ProxySettings& settings;
-  storage::AuditLog* audit;       // null: no connection log
-  net::any_io_executor blocking;  // for audit writes
+  // Takes each connection's row (enqueue() only: no I/O, no waiting); null: no connection log.
+  storage::AuditWriter* audit;
   SessionRegistry& registry;
   SmtpExtensionCache* smtp_extensions = nullptr;  // submission listeners: what EHLO advertises
 };

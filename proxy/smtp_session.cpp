@@ -207,7 +207,7 @@ class SmtpSession {
     co_return second;
   }
 
-  // Parameters are references (GCC 12; see Connection::write_audit()).
+  // Parameters are references (GCC PR 100611, docs/design.md).
   awaitable<AuthAttempt> upstream_login(const auth::LocalAuthOutcome& local,
                                         const SmtpEndpoint& endpoint,
                                         const std::string& client_name, bool force_refresh) {

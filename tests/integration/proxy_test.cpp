@@ -9,9 +9,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <boost/asio/read_until.hpp>
 #include <fstream>
+#include <iterator>
 #include <nlohmann/json.hpp>
 #include <regex>
 #include <thread>
@@ -24,6 +26,7 @@
 #include "storage/credentials_store.hpp"
 #include "tests/support/cli_env.hpp"
 #include "tests/support/dovecot_server.hpp"
+#include "tests/support/raw_db.hpp"
 #include "tests/support/redis_server.hpp"
 #include "tests/support/run_coro.hpp"
 #include "tests/support/token_endpoint_peer.hpp"
@@ -236,6 +239,14 @@ struct Env {
 
 Env* env = nullptr;
 
+std::size_t count_lines(const std::string& text, std::string_view needle) {
+  std::size_t n = 0;
+  for (auto at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) {
+    ++n;
+  }
+  return n;
+}
+
 class ProxyTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() { env = new Env(); }
@@ -442,6 +453,62 @@ TEST_F(ProxyTest, TwoHundredSimultaneousLoginsRefreshOnce) {
   ASSERT_TRUE(r["ok"].get<bool>()) << r.dump();
   EXPECT_EQ(r["succeeded"].get<int>(), 200) << r.dump();
   EXPECT_EQ(env->peer.stats()["per_account"][carol].get<int>() - before, 1);
+}
+
+// Issue #8: while the database refuses the connection log's writes (another connection holds
+// the write lock, so every append ends with SQLITE_BUSY after the busy timeout) logins still
+// work; once the lock is gone every row is written, in a chain that verifies.
+TEST_F(ProxyTest, AnUnwritableConnectionLogLosesNoRowsAndDoesNotStopLogins) {
+  const auto db = env->dir.path() / "data/credentials.db";
+  // This test's rows: alice's connections from now on (a readiness probe of the proxy may
+  // still be closing).
+  const auto t0 = to_unix_millis(std::chrono::system_clock::now());
+  auto mine = [t0](const std::vector<storage::ConnectionRecord>& rows) {
+    std::vector<storage::ConnectionRecord> out;
+    std::copy_if(rows.begin(), rows.end(), std::back_inserter(out),
+                 [t0](const auto& r) { return r.started_at_ms >= t0 && r.username == alice; });
+    return out;
+  };
+  const auto errors_before = count_lines(env->proxy_log(), "connection log: cannot write");
+  {
+    RawDb locker(db);
+    locker.exec("BEGIN EXCLUSIVE");  // WAL: readers go on, no other connection can write
+    for (int i = 0; i < 3; ++i) {
+      const auto r = env->client(alice, alice_local, {"login"});
+      ASSERT_TRUE(r["ok"].get<bool>()) << r.dump();
+    }
+    // The writer really failed (its first attempt waits out the 5 s busy timeout).
+    ASSERT_TRUE(wait_until(
+        [&] {
+          return count_lines(env->proxy_log(), "connection log: cannot write") > errors_before;
+        },
+        30s, "the connection log's write error"));
+    // Still serving while the log is unwritable.
+    const auto r = env->client(alice, alice_local, {"login"});
+    ASSERT_TRUE(r["ok"].get<bool>()) << r.dump();
+    locker.exec("COMMIT");
+  }
+  std::vector<storage::ConnectionRecord> rows;
+  ASSERT_TRUE(wait_until(
+      [&] {
+        rows = mine(env->audit_rows());
+        return rows.size() >= 4;
+      },
+      30s, "the 4 rows queued while the log was unwritable"));
+  EXPECT_EQ(rows.size(), 4u);
+  for (const auto& row : rows) {
+    EXPECT_EQ(row.account, alice);
+    EXPECT_EQ(row.outcome, storage::ConnectionOutcome::ok);
+  }
+  auto log = storage::AuditLog::open(
+                 db, storage::MasterKey::load(env->dir.path() / "data/master.key").value())
+                 .value();
+  const auto report = log->verify().value();
+  EXPECT_TRUE(report.intact) << report.reason;
+  EXPECT_EQ(report.rows, static_cast<std::int64_t>(env->audit_rows().size()));
+  EXPECT_TRUE(
+      wait_until([&] { return env->proxy_log().find("writable again") != std::string::npos; }, 10s,
+                 "the recovery line"));
 }
 
 TEST_F(ProxyTest, EveryConnectionIsInTheConnectionLogWithoutSecrets) {
