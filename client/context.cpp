@@ -1,5 +1,6 @@
 #include "client/context.hpp"
 
+#include <openssl/ssl.h>
 #include <spdlog/spdlog.h>
 
 #include <map>
@@ -68,7 +69,33 @@ void setup_library_logging(const app::Config& config) {
   });
 }
 
+struct Registry {
+  std::mutex mutex;
+  std::map<std::string, std::shared_ptr<Context>> contexts;
+};
+
+// The contexts, destroyed at exit, when ~Context still writes the connection-log rows of the
+// last connections (SQLite, OpenSSL's SHA-256, spdlog). Objects with static storage go away in
+// the reverse order of their construction (and of atexit registrations): OpenSSL's cleanup and
+// spdlog's registry are set up first, so that they go away after the contexts.
+Registry& registry() {
+  static const bool libraries_first = [] {
+    OPENSSL_init_ssl(0, nullptr);
+    return spdlog::default_logger() != nullptr;
+  }();
+  static Registry r;
+  (void)libraries_first;
+  return r;
+}
+
 }  // namespace
+
+Context::~Context() {
+  if (services) {
+    services->http.join();
+    services->blocking.join();
+  }
+}
 
 ErrorKind error_kind(Errc code) {
   switch (code) {
@@ -111,8 +138,7 @@ std::shared_ptr<Context> context_for(const std::optional<std::filesystem::path>&
       key = fs::absolute(**located).string();
     }
   }
-  static std::mutex mutex;
-  static std::map<std::string, std::shared_ptr<Context>> contexts;
+  auto& [mutex, contexts] = registry();
   std::lock_guard lock(mutex);
   if (auto it = contexts.find(key); it != contexts.end()) {
     return it->second;

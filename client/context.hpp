@@ -20,6 +20,13 @@
 namespace iop::client {
 
 struct Context {
+  Context() = default;
+  // Finishes the services' pending work (connection-log rows posted by closing connections
+  // refer to this context) before anything here goes away.
+  ~Context();
+  Context(const Context&) = delete;
+  Context& operator=(const Context&) = delete;
+
   std::unique_ptr<app::Services> services;
   proxy::ProxySettings settings;
   std::shared_ptr<net::ssl::context> upstream_tls;

@@ -64,6 +64,7 @@ struct Env {
   Env() {
     dovecot = std::make_unique<DovecotServer>(peer.introspect_url(), legacy, legacy_upstream_pass);
     ServeConfig c;
+    c.tls_port = free_port();  // never served: the library needs no running proxy
     c.upstream_port = dovecot->imaps_port();
     c.upstream_ca_file = dovecot->ca_file();
     c.upstream_extra = "timeout = \"10s\"\n";
@@ -275,10 +276,10 @@ TEST_F(ClientLibraryTest, AsyncConnectionCommandsAndIdle) {
 
 TEST_F(ClientLibraryTest, AnAccessTokenTooOldForTheNextConnectionIsRefreshed) {
   const std::string dora = "dora@example.com";
-  env->add_oauth(dora);
   // Tokens living 10 minutes are never fresh enough for a session ([oauth]
   // session_min_lifetime, 45 min): each connection must get a new one.
   env->peer.configure({{"expires_in", 600}});
+  env->add_oauth(dora);
   const int before = env->refreshes(dora);
   {
     auto imap = lib::get_imap_connection(dora, env->options());
