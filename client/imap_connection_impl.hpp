@@ -18,7 +18,8 @@
 
 namespace imap_oauth2_proxy {
 
-struct ImapConnection::Impl {
+// Hidden: only the public API leaves the shared library.
+struct __attribute__((visibility("hidden"))) ImapConnection::Impl {
   std::shared_ptr<iop::client::Context> context;
   // Connections from get_imap_connection(): the io_context their stream lives on, run by each
   // blocking call. Null for async connections.
