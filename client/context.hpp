@@ -30,9 +30,6 @@ struct Context {
   std::unique_ptr<app::Services> services;
   proxy::ProxySettings settings;
   std::shared_ptr<net::ssl::context> upstream_tls;
-  // The connection log, opened at the first row (connection_log.cpp).
-  std::mutex audit_mutex;
-  std::unique_ptr<storage::AuditLog> audit;
 };
 
 // The context of `config_file` (unset: the command line's lookup), made on first use. Blocking
@@ -42,8 +39,8 @@ std::shared_ptr<Context> context_for(const std::optional<std::filesystem::path>&
 // A one-thread pool for the blocking setup of async_get_imap_connection (context_for).
 net::any_io_executor setup_executor();
 
-// Appends `record` (listener "library") to the connection log of `context`. Blocking: run it on
-// the context's blocking pool. Failures are logged, never thrown.
+// Queues `record` (listener "library") on the connection log of `context` (the services' writer,
+// as the proxy's sessions do; [audit] connection_log = false writes none). Never blocks.
 void write_connection_record(Context& context, const storage::ConnectionRecord& record);
 
 // The public error for a service error.

@@ -86,13 +86,9 @@ void ImapConnection::Impl::record_close(ConnectionOutcome outcome, const std::st
   record.ended_at_ms = now_ms();
   record.outcome = outcome;
   record.close_reason = reason;
-  // Off the caller's thread, not awaited: a destructor or release_stream() cannot wait. The
-  // context joins this pool before it goes away (~Context), so the row is not lost and the
-  // plain pointer stays valid; a shared_ptr here could make a pool thread destroy the context,
-  // and with it join its own pool, at exit.
-  net::post(context->services->blocking, [context = context.get(), row = record] {
-    iop::client::write_connection_record(*context, row);
-  });
+  // Queued on the services' connection-log writer: no I/O here, so a destructor or
+  // release_stream() can record the row; the writer is flushed when the context goes away.
+  iop::client::write_connection_record(*context, record);
 }
 
 iop::awaitable<void> ImapConnection::Impl::send(std::string_view bytes) {
