@@ -269,6 +269,17 @@ TEST(SmtpServerMachine, LineOfExactlyTheLimitIsAcceptedAtEverySplit) {
     out += render(m.feed(std::string_view(line).substr(i)));
     EXPECT_EQ(out, "250 2.0.0 OK\r\n") << "split at " << i;
   }
+  // One byte more is too long at every split, with CRLF or a bare LF.
+  for (const std::string longer :
+       {"NOOP " + std::string(60, 'x') + "\r\n", "NOOP " + std::string(60, 'x') + "\n"}) {
+    for (std::size_t i = 0; i <= longer.size(); ++i) {
+      ServerMachine m(options);
+      m.start();
+      std::string out = render(m.feed(std::string_view(longer).substr(0, i)));
+      out += render(m.feed(std::string_view(longer).substr(i)));
+      EXPECT_EQ(out, "500 5.5.2 Line too long\r\n") << "split at " << i;
+    }
+  }
 }
 
 TEST(SmtpServerMachine, PasswordsNeverSentBack) {
