@@ -2,6 +2,9 @@
 
 #include <cstdint>
 
+#include "common/ascii.hpp"
+#include "common/email.hpp"
+
 namespace iop {
 namespace {
 
@@ -105,6 +108,18 @@ std::string sanitize_for_log(std::string_view text, std::size_t max) {
     out += " bytes)";
   }
   return out;
+}
+
+std::string printable_username(std::string_view typed) {
+  constexpr std::string_view prefix = "<not an email, ";
+  constexpr std::string_view suffix = " bytes>";
+  if (typed.empty() || normalize_email(typed) ||
+      (typed.starts_with(prefix) && typed.ends_with(suffix) &&
+       all_ascii_digits(
+           typed.substr(prefix.size(), typed.size() - prefix.size() - suffix.size())))) {
+    return sanitize_for_log(typed);
+  }
+  return std::string(prefix) + std::to_string(typed.size()) + std::string(suffix);
 }
 
 }  // namespace iop

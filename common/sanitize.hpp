@@ -32,4 +32,10 @@ inline constexpr std::size_t default_log_field_bytes = 256;
 // `max = std::string_view::npos` for no cap.
 std::string sanitize_for_log(std::string_view text, std::size_t max = default_log_field_bytes);
 
+// A user name as a client typed it, for a log line or an audit row: sanitize_for_log of it when
+// it is a syntactically valid email (every account is one), otherwise only its length,
+// "<not an email, N bytes>": people type passwords into the user field, and a log or audit row
+// must not keep one for ever (issue #8). Idempotent: the placeholder passes through unchanged.
+std::string printable_username(std::string_view typed);
+
 }  // namespace iop

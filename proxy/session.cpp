@@ -166,7 +166,7 @@ class Session {
         } else if (auto* check = std::get_if<CheckCredentials>(&action)) {
           // What the client typed as its name: sanitized (no forged log lines) and cut short (a
           // password typed into the user field is not logged whole).
-          record.username = sanitize_for_log(check->username);
+          record.username = printable_username(check->username);
           c_->pause_preauth_timer();
           // Moved, never copied, into coroutine arguments (GCC PR 100611).
           auto attempt = co_await login(std::move(check->username), std::move(check->password));
@@ -222,7 +222,7 @@ class Session {
       attempt.detail = local.result == auth::LocalAuthResult::rate_limited
                            ? "too many failed logins from this address"
                            : "local authentication failed";
-      spdlog::info("conn={} login refused for {}: {}", id_, sanitize_for_log(username),
+      spdlog::info("conn={} login refused for {}: {}", id_, printable_username(username),
                    attempt.detail);
       co_return attempt;
     }

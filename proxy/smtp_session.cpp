@@ -127,7 +127,7 @@ class SmtpSession {
           next = machine.on_tls_started();
           break;
         } else if (auto* check = std::get_if<smtp::CheckCredentials>(&action)) {
-          record.username = sanitize_for_log(check->username);
+          record.username = printable_username(check->username);
           c_->pause_preauth_timer();
           auto attempt = co_await login(std::move(check->username), std::move(check->password),
                                         std::move(check->client_name));
@@ -182,7 +182,7 @@ class SmtpSession {
       attempt.detail = local.result == auth::LocalAuthResult::rate_limited
                            ? "too many failed logins from this address"
                            : "local authentication failed";
-      spdlog::info("conn={} AUTH refused for {}: {}", id_, sanitize_for_log(username),
+      spdlog::info("conn={} AUTH refused for {}: {}", id_, printable_username(username),
                    attempt.detail);
       co_return attempt;
     }

@@ -15,7 +15,6 @@
 #include <utility>
 
 #include "common/ascii.hpp"
-#include "common/email.hpp"
 #include "common/sanitize.hpp"
 #include "storage/database.hpp"
 #include "storage/sqlite.hpp"
@@ -340,15 +339,6 @@ BEGIN
 END;
 )sql";
 
-// What a row keeps of a username that matched no account: the name when it is a plausible
-// email, else only its length (a password typed into the user field must not stay for ever).
-std::string kept_username(const std::string& username, const std::string& account) {
-  if (username.empty() || !account.empty() || normalize_email(username)) {
-    return username;
-  }
-  return "<not an email, " + std::to_string(username.size()) + " bytes>";
-}
-
 std::string key_missing_message(std::string_view what) {
   return std::string(what) +
          " needs the master key (the chain is keyed): open the log with the configuration's key "
@@ -602,9 +592,9 @@ Result<std::int64_t> AuditLog::Impl::append_locked(std::span<const ConnectionRec
     // as a gap before the next one instead of being silently written over.
     StoredRow row = to_stored(record);
     row.id = head.id + 1;
-    if (row.event.empty()) {
-      row.username = kept_username(row.username, row.account);
-    }
+    // Not kept verbatim unless it is an email (a typed password must not stay for ever); the
+    // sessions already pass it through the same rule, this catches every other writer.
+    row.username = printable_username(row.username);
     // Peer-supplied text (a client's username, an upstream's BYE) through the one log
     // sanitizer, cut to max_audit_text_bytes: a row can neither forge lines in `audit` output or
     // an export nor hold a 64 KiB "username".

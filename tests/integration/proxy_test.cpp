@@ -817,10 +817,13 @@ TEST_F(ProxyHardeningTest, CrlfInALiteralUsernameForgesNoLogLineNorAuditRow) {
 
   const auto row = hard->audit_row_for(port);
   ASSERT_TRUE(row.has_value());
-  EXPECT_EQ(row->username, "bob\\r\\n" + forged);
+  // Not an email: only its length is kept, in the row and in the log (issue #8).
+  const std::string shown = "<not an email, " + std::to_string(user.size()) + " bytes>";
+  EXPECT_EQ(row->username, shown);
   const auto log = hard->proxy_log();
   EXPECT_EQ(log.find("\n" + forged), std::string::npos) << "a forged line reached the log";
-  EXPECT_NE(log.find("bob\\r\\n" + forged), std::string::npos) << "the name shows, escaped";
+  EXPECT_EQ(log.find(forged), std::string::npos) << "what was typed reached the log";
+  EXPECT_NE(log.find("login refused for " + shown), std::string::npos);
 }
 
 TEST_F(ProxyHardeningTest, A64KibUsernameIsLoggedCutShort) {
@@ -829,11 +832,9 @@ TEST_F(ProxyHardeningTest, A64KibUsernameIsLoggedCutShort) {
   const int port = login_with_literal_user(hard->starttls_port, user);
   const auto row = hard->audit_row_for(port);
   ASSERT_TRUE(row.has_value());
-  EXPECT_EQ(row->username, "long" + std::string(252, 'x') + "\xe2\x80\xa6(+59744 bytes)");
+  EXPECT_EQ(row->username, "<not an email, 60000 bytes>");
   const auto log = hard->proxy_log();
-  EXPECT_NE(
-      log.find("login refused for long" + std::string(252, 'x') + "\xe2\x80\xa6(+59744 bytes)"),
-      std::string::npos);
+  EXPECT_NE(log.find("login refused for <not an email, 60000 bytes>"), std::string::npos);
   // No line holds the whole name (every line is capped at 8 KiB, fields at 256 bytes).
   EXPECT_EQ(log.find(std::string(9000, 'x')), std::string::npos);
 }

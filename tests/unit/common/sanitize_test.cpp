@@ -66,7 +66,7 @@ TEST(SanitizeForLog, TheCapCountsOutputAndNeverSplitsAnEscapeOrACharacter) {
 }
 
 TEST(SanitizeForLog, IsIdempotent) {
-  for (const std::string text :
+  for (const std::string& text :
        {std::string("a\r\nb\x1b[0m\xff\xc3\xb6\xe2\x80\xae\\x"), std::string(300, '\x01')}) {
     const auto once = sanitize_for_log(text, std::string_view::npos);
     EXPECT_EQ(sanitize_for_log(once, std::string_view::npos), once);
@@ -83,6 +83,19 @@ TEST(SanitizeForLog, OutputHasNoControlByteForAnyInputByte) {
     const auto u = static_cast<unsigned char>(c);
     EXPECT_TRUE(u >= 0x20 && u != 0x7f) << static_cast<int>(u);
   }
+}
+
+TEST(PrintableUsername, KeepsEmailsAndOnlyTheLengthOfAnythingElse) {
+  EXPECT_EQ(printable_username("Alice@Contoso.com"), "Alice@Contoso.com");
+  EXPECT_EQ(printable_username(""), "");
+  // A password typed into the user field, a forged log line, a 64 KiB literal.
+  EXPECT_EQ(printable_username("hunter2"), "<not an email, 7 bytes>");
+  EXPECT_EQ(printable_username("bob\r\nINFO forged"), "<not an email, 16 bytes>");
+  EXPECT_EQ(printable_username(std::string(65'536, 'x')), "<not an email, 65536 bytes>");
+  EXPECT_EQ(printable_username("a b@x.com"), "<not an email, 9 bytes>");
+  // Idempotent: the placeholder (as an audit row stores it) passes through unchanged.
+  EXPECT_EQ(printable_username("<not an email, 7 bytes>"), "<not an email, 7 bytes>");
+  EXPECT_EQ(printable_username("<not an email, x bytes>"), "<not an email, 23 bytes>");
 }
 
 }  // namespace

@@ -246,15 +246,14 @@ TEST_F(AuditLogTest, QueryFilters) {
 TEST_F(AuditLogTest, LongTextIsCutWithoutSplittingUtf8) {
   auto log = open_log();
   ASSERT_NE(log, nullptr);
-  // An account row keeps the username as typed (a row without one keeps only its length).
   auto r = record(1, 2, "a@x.com");
   // 1023 ASCII bytes then a 2-byte character: cutting at 1024 would split it.
-  r.username = std::string(max_audit_text_bytes - 1, 'u') + "\xc3\xa9" + std::string(100, 'v');
+  r.listener = std::string(max_audit_text_bytes - 1, 'u') + "\xc3\xa9" + std::string(100, 'v');
   r.close_reason = std::string(5000, 'r');
   ASSERT_TRUE(log->append(r));
   const auto rows = log->query({}).value();
   ASSERT_EQ(rows.size(), 1u);
-  EXPECT_EQ(rows[0].username,
+  EXPECT_EQ(rows[0].listener,
             std::string(max_audit_text_bytes - 1, 'u') + "\xe2\x80\xa6(+102 bytes)");
   EXPECT_EQ(rows[0].close_reason,
             std::string(max_audit_text_bytes, 'r') + "\xe2\x80\xa6(+3976 bytes)");
@@ -264,13 +263,13 @@ TEST_F(AuditLogTest, LongTextIsCutWithoutSplittingUtf8) {
 TEST_F(AuditLogTest, PeerSuppliedTextIsSanitizedBeforeItIsStored) {
   auto log = open_log();
   ASSERT_NE(log, nullptr);
-  auto r = record(1, 2, "a@x.com");
+  auto r = record(1, 2, "");
   r.username = "bob\r\n2025-06-01 INFO forged";
   r.close_reason = "upstream BYE: going away\nINFO forged\x1b[31m";
   ASSERT_TRUE(log->append(r));
   const auto rows = log->query({}).value();
   ASSERT_EQ(rows.size(), 1u);
-  EXPECT_EQ(rows[0].username, "bob\\r\\n2025-06-01 INFO forged");
+  EXPECT_EQ(rows[0].username, "<not an email, 27 bytes>");  // not an email: only its length
   EXPECT_EQ(rows[0].close_reason, "upstream BYE: going away\\nINFO forged\\x1b[31m");
   EXPECT_TRUE(verify(*log).intact);
 }
