@@ -287,16 +287,19 @@ void print_summary(const std::vector<storage::AccountActivity>& rows, bool json)
   }
 }
 
-// The log opened with the master key, for --verify and --prune.
-std::unique_ptr<storage::AuditLog> open_keyed(const Config& config) {
+// The master key, for --verify and --prune.
+storage::MasterKey load_key(const Config& config) {
   auto key = storage::MasterKey::load(config.storage.key_file);
   if (!key) {
+    // Not MasterKey::load's advice ("run init"): init refuses a database that exists.
+    const auto& path = config.storage.key_file;
     die(
-        fmt::format("{} (verifying or pruning the connection log needs the master key: the chain "
-                    "is keyed with it)",
-                    key.error().message));
+        fmt::format("verifying or pruning the connection log needs the master key (the chain is "
+                    "keyed with it), and {}: restore the key file from your backup, or point "
+                    "[storage] key_file at it",
+                    fs::exists(path) ? key.error().message : path.string() + " does not exist"));
   }
-  return check(storage::AuditLog::open(config.storage.database, *key));
+  return std::move(*key);
 }
 
 std::int64_t now_millis() {
@@ -355,7 +358,8 @@ int audit(const AuditOptions& options) {
                         *options.expect_head));
       }
     }
-    auto log = open_keyed(config);
+    // For verifying: writes nothing, so what was found is what is reported.
+    auto log = check(storage::AuditLog::open_for_verifying(path, load_key(config)));
     const auto report = check(log->verify(anchor));
     if (!report.intact) {
       std::cerr << fmt::format("audit log BROKEN at row {}: {}\n", report.broken_at, report.reason);
@@ -364,6 +368,12 @@ int audit(const AuditOptions& options) {
     std::cout << fmt::format("audit log intact: {} rows", report.rows);
     if (report.first_id > 1) {
       std::cout << fmt::format(" (rows before {} removed by retention)", report.first_id);
+    }
+    if (report.unkeyed_rows > 0) {
+      std::cout << fmt::format(
+          " (rows 1 to {} are from before the chain was keyed, checked as a plain SHA-256 chain; "
+          "the next start of serve keys the log)",
+          report.unkeyed_rows);
     }
     if (anchor) {
       std::cout << fmt::format(", anchor {}:{} found", anchor->id, anchor->hash);
@@ -377,7 +387,7 @@ int audit(const AuditOptions& options) {
       die("--prune: [audit] keep_days is 0 (keep everything) in the configuration: set it to "
           "the number of days to keep");
     }
-    auto log = open_keyed(config);
+    auto log = check(storage::AuditLog::open(path, load_key(config)));
     const auto now_ms = now_millis();
     const auto report =
         check(log->prune(now_ms - std::int64_t{config.audit.keep_days} * 86'400'000, now_ms));

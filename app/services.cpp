@@ -97,12 +97,13 @@ Result<std::unique_ptr<Services>> make_services(Config config, KeyPolicy key_pol
 
   auto services = std::make_unique<Services>(std::move(config));
   const auto& cfg = services->config;
+  IOP_TRY_ASSIGN(services->store, storage::CredentialsStore::open(db_path, *key));
+  // After the store: its key check decides whether a log from before keying may be keyed now.
   IOP_TRY_ASSIGN(services->audit, storage::AuditLog::open(db_path, *key));
   storage::AuditWriterSettings aws;
   aws.max_queued_rows = static_cast<std::size_t>(cfg.audit.max_queued_rows);
   services->audit_writer =
       std::make_unique<storage::AuditWriter>(storage::audit_log_sink(*services->audit), aws);
-  IOP_TRY_ASSIGN(services->store, storage::CredentialsStore::open(db_path, *key));
   if (!cfg.redis.url.empty()) {
     IOP_TRY_ASSIGN(
         services->cache,

@@ -17,6 +17,7 @@
 #include "common/ascii.hpp"
 #include "common/sanitize.hpp"
 #include "storage/database.hpp"
+#include "storage/key_check.hpp"
 #include "storage/sqlite.hpp"
 
 namespace iop::storage {
@@ -461,11 +462,16 @@ const std::string& audit_genesis_hash() {
 }
 
 struct AuditLog::Impl {
-  Impl(Database database, std::optional<Secret> chain_key)
-      : db(std::move(database)), key(std::move(chain_key)) {}
+  Impl(Database database, std::optional<MasterKey> master_key)
+      : db(std::move(database)), master(std::move(master_key)) {
+    if (master) {
+      key = audit_chain_key(*master);
+    }
+  }
   std::mutex mu;  // one connection, used by one thread at a time
   Database db;
-  std::optional<Secret> key;  // nullopt: opened for reading
+  std::optional<MasterKey> master;  // nullopt: opened for reading
+  std::optional<Secret> key;        // the chain key, derived from `master`
 
   Result<const Secret*> need_key(std::string_view what) {
     if (!key) {
@@ -491,13 +497,23 @@ Result<std::unique_ptr<AuditLog>> AuditLog::open(const std::filesystem::path& pa
   // NORMAL, not FULL: one fsync per batch would be the writer thread's main cost, and a power
   // failure can only drop the newest rows together with their head (audit_log.hpp).
   IOP_TRY_ASSIGN(auto db, open_database(path, Durability::normal));
-  auto impl = std::make_unique<Impl>(std::move(db), audit_chain_key(master_key));
+  auto impl = std::make_unique<Impl>(std::move(db), master_key);
   {
     IOP_TRY_ASSIGN(auto tx, Transaction::begin(impl->db));
     IOP_TRY(impl->key_legacy_log());
     IOP_TRY(tx.commit());
   }
   return std::unique_ptr<AuditLog>(new AuditLog(std::move(impl)));
+}
+
+Result<std::unique_ptr<AuditLog>> AuditLog::open_for_verifying(const std::filesystem::path& path,
+                                                               const MasterKey& master_key) {
+  IOP_TRY_ASSIGN(auto db, open_database(path, Durability::normal));
+  {
+    // Only the key is checked: verifying never writes (the evidence stays as it was found).
+    IOP_TRY(read_key_check(db, master_key));
+  }
+  return std::unique_ptr<AuditLog>(new AuditLog(std::make_unique<Impl>(std::move(db), master_key)));
 }
 
 Result<std::unique_ptr<AuditLog>> AuditLog::open_for_reading(const std::filesystem::path& path) {
@@ -507,13 +523,25 @@ Result<std::unique_ptr<AuditLog>> AuditLog::open_for_reading(const std::filesyst
 }
 
 Result<void> AuditLog::Impl::key_legacy_log() {
-  IOP_TRY_ASSIGN(auto head, read_mark(db, head_key));
-  if (!head || !head->mac.empty()) {
-    return {};  // empty (every row will be keyed) or keyed already
+  // Whether this file's log may still hold plain-hashed rows is decided by the sealed key check,
+  // which nobody without the key can write: only a file whose check predates the keyed chain
+  // (v1, v2) is keyed here, and the check moves to v3 in the same transaction, so a plain head
+  // found later (an edit without the key) is never keyed again, only reported by verify().
+  IOP_TRY_ASSIGN(const KeyCheck check, read_key_check(db, *master));
+  if (check == KeyCheck::v3) {
+    return {};
   }
+  IOP_TRY_ASSIGN(auto head, read_mark(db, head_key));
   IOP_TRY_ASSIGN(auto boundary, read_mark(db, boundary_key));
-  if (boundary) {
-    return {};  // a keyed log whose head lost its MAC: verify() reports it
+  // A file without a key check is new (or had it deleted): claimed for this key at v3, and
+  // nothing in it is keyed after the fact. v1 stays for the credentials store, whose backfill of
+  // row MACs it triggers (the store writes v2; the next open of the log writes v3).
+  const bool legacy = check != KeyCheck::absent && head && head->mac.empty() && !boundary;
+  if (check != KeyCheck::v1) {
+    IOP_TRY(write_key_check(db, *master, KeyCheck::v3));
+  }
+  if (!legacy) {
+    return {};  // empty (every row will be keyed) or keyed already
   }
   // A v1 log: check its plain chain as it stands, then key from the next row on. The MAC'd
   // boundary says where the plain hashes end; the first keyed row's MAC covers the last plain
@@ -805,15 +833,27 @@ Result<VerifyReport> AuditLog::Impl::verify_locked(const std::optional<AuditAnch
   IOP_TRY_ASSIGN(auto head, mark(head_key));
   IOP_TRY_ASSIGN(auto base, mark(base_key));
   IOP_TRY_ASSIGN(auto boundary, mark(boundary_key));
+  // A log from before keying that no writer has opened since: its key check predates v3, its
+  // head is plain and there is no boundary. Checked as the plain chain it is, up to its head.
+  IOP_TRY_ASSIGN(const KeyCheck check, read_key_check(db, *master));
+  const bool unkeyed_log =
+      check != KeyCheck::v3 && head && head->id >= 0 && head->mac.empty() && !boundary && !base;
+  if (unkeyed_log) {
+    boundary = Mark{head->id + 1, head->hash, ""};
+  }
   for (const auto& [name, m] : {std::pair{base_key, &base}, std::pair{boundary_key, &boundary},
                                 std::pair{head_key, &head}}) {
     if (m->has_value() && (*m)->id < 0) {
       return broken(rows, 1, "'" + std::string(name) + "' in meta is malformed (edited)");
     }
+    if (unkeyed_log && name != base_key) {
+      continue;  // the plain head and the implied boundary carry no MAC
+    }
     if (m->has_value() && !mark_verifies(*chain_key, name, **m)) {
       return broken(rows, std::max<std::int64_t>((*m)->id, 1),
-                    "'" + std::string(name) +
-                        "' in meta does not verify (edited, or written with another master key)");
+                    "'" + std::string(name) + "' in meta " +
+                        ((*m)->mac.empty() ? "has no MAC (rewritten without the master key)"
+                                           : "does not verify (edited without the master key)"));
     }
   }
 
@@ -931,6 +971,7 @@ Result<VerifyReport> AuditLog::Impl::verify_locked(const std::optional<AuditAnch
   report.head_id = last;
   report.head_hash = expected_prev;
   report.first_id = base ? base->id + 1 : 1;
+  report.unkeyed_rows = unkeyed_log ? head->id : 0;
   return report;
 }
 

@@ -24,10 +24,11 @@
 // Logs written before the chain was keyed (schema v5 and older: plain SHA-256) keep their rows:
 // the first open with the key verifies them, records a MAC'd boundary ("rows before K are
 // unkeyed") and appends a `chain_keyed` row saying whether the old part was intact. Rows before
-// the boundary stay protected by the first keyed row, whose MAC covers their last hash. What
-// stays possible with write access but no key: replacing the whole log with an unkeyed forgery
-// that looks like a log from before keying, which the next open then keys (with a `chain_keyed`
-// row of that time): an anchored head detects it.
+// the boundary stay protected by the first keyed row, whose MAC covers their last hash. That
+// happens only while the file's sealed key check (storage/key_check.hpp) predates keying, and
+// moves it to v3 in the same transaction: a log edited later to look unkeyed is never keyed
+// again, only reported. What stays possible with write access but no key: putting back the
+// whole file, or its key check, from a copy taken before keying (an anchored head detects it).
 //
 // Durability: the audit connection commits with synchronous=NORMAL (one writer thread, batched
 // rows, no fsync each): a process crash loses nothing committed, a power failure may roll back
@@ -164,6 +165,9 @@ struct VerifyReport {
   std::int64_t head_id = 0;    // the last row's id (0 for an empty log)
   std::string head_hash;       // the hash of the last row (the genesis value for an empty log)
   std::int64_t first_id = 0;   // the first row kept (> 1 after retention)
+  // Rows 1..unkeyed_rows are from before the chain was keyed and not keyed yet (a log from
+  // schema v5 verified without opening it for writing): checked as a plain SHA-256 chain only.
+  std::int64_t unkeyed_rows = 0;
 };
 
 // What prune() did.
@@ -180,6 +184,10 @@ class AuditLog {
   // storage_unavailable.
   static Result<std::unique_ptr<AuditLog>> open(const std::filesystem::path& path,
                                                 const MasterKey& master_key);
+  // For verify(): checks the key against the file's key check and writes nothing, not even the
+  // keying of a log from before (verify() reports such a log's plain rows as not keyed yet).
+  static Result<std::unique_ptr<AuditLog>> open_for_verifying(const std::filesystem::path& path,
+                                                              const MasterKey& master_key);
   // For reading only (query, summary): no key is needed, since the log holds no secrets.
   // append, prune and verify fail with Errc::key_error naming what is missing.
   static Result<std::unique_ptr<AuditLog>> open_for_reading(const std::filesystem::path& path);

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "storage/database.hpp"
+#include "storage/key_check.hpp"
 #include "storage/sqlite.hpp"
 
 namespace iop::storage {
@@ -24,10 +25,6 @@ using sqlite::Transaction;
 // none yet), v2 once the MACs exist. Only a sealed value can say so: an attacker without the key
 // can delete or copy rows, user_version or a plain meta flag, but cannot make a v2 into a v1, so
 // they cannot make open() fill in a MAC for a row they edited (see backfill_row_macs).
-constexpr std::string_view key_check_name = "key_check";
-constexpr std::string_view key_check_aad = "meta:key_check";
-constexpr std::string_view key_check_v1 = "imap-oauth2-proxy master key check v1";
-constexpr std::string_view key_check_v2 = "imap-oauth2-proxy master key check v2";
 
 // The row MAC (issue #7). Its key is derived from the master key under this label, so it is
 // independent of the AES-GCM key and of any other subkey.
@@ -339,24 +336,18 @@ struct CredentialsStore::Impl {
   // schema v3 or earlier, gives every row its MAC, in one IMMEDIATE transaction.
   Result<void> check_key_and_backfill() {
     IOP_TRY_ASSIGN(auto tx, Transaction::begin(db));
-    IOP_TRY_ASSIGN(auto select, db.prepare("SELECT value FROM meta WHERE key = ?1"));
-    IOP_TRY(select.bind_text(1, key_check_name));
-    IOP_TRY_ASSIGN(auto step, select.step());
-    if (step != Statement::Step::row) {
+    IOP_TRY_ASSIGN(const KeyCheck check, read_key_check(db, key));
+    if (check == KeyCheck::absent) {
       // First open: remember which key this database belongs to. Any row already there was not
       // written by the store (it writes the key check before its first row), so it gets no MAC.
-      IOP_TRY(write_key_check(false));
+      // v3 at once: this version never writes a plain-hashed connection-log row, so nothing in a
+      // new file is ever keyed after the fact (a deleted key check cannot reopen that door).
+      IOP_TRY(write_key_check(db, key, KeyCheck::v3));
       return tx.commit();
     }
-    auto plain = open_sealed(key, select.column_blob(0), key_check_aad);
-    select.reset();
-    if (!plain || (plain->reveal() != key_check_v1 && plain->reveal() != key_check_v2)) {
-      return fail(Errc::key_error, "the master key does not match the database " + db.path() +
-                                       ": use the key file this database was created with");
-    }
-    if (plain->reveal() == key_check_v1) {
+    if (check == KeyCheck::v1) {
       IOP_TRY(backfill_row_macs());
-      IOP_TRY(write_key_check(true));
+      IOP_TRY(write_key_check(db, key, KeyCheck::v2));
     }
     return tx.commit();
   }
@@ -377,17 +368,6 @@ struct CredentialsStore::Impl {
       IOP_TRY(stmt.bind_blob(2, row_mac(row)));
       IOP_TRY(stmt.step());
     }
-    return {};
-  }
-
-  // Writes the sealed key check, v2 (every row has a MAC). `replace`: over a v1 one.
-  Result<void> write_key_check(bool replace) {
-    IOP_TRY_ASSIGN(auto stmt,
-                   db.prepare(replace ? "UPDATE meta SET value = ?2 WHERE key = ?1"
-                                      : "INSERT INTO meta (key, value) VALUES (?1, ?2)"));
-    IOP_TRY(stmt.bind_text(1, key_check_name));
-    IOP_TRY(stmt.bind_blob(2, seal(key, Secret(key_check_v2), key_check_aad)));
-    IOP_TRY(stmt.step());
     return {};
   }
 

@@ -298,6 +298,53 @@ TEST_F(AuditCliTest, VerifyReportsIntactThenTheFirstBrokenRow) {
   EXPECT_NE(r.err.find("edited"), std::string::npos) << r.err;
 }
 
+// What an operator (or an intruder) does with the sqlite3 shell on the file: alter, insert and
+// delete rows (dropping the append-only triggers first), then rewrite the head to match.
+TEST_F(AuditCliTest, VerifyCatchesEditsMadeWithTheSqlite3Shell) {
+  const auto shell = [&](const std::string& sql) {
+    const auto r = run_command({"sqlite3", db_path().string(), sql});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+  };
+  const auto broken_at = [&](const std::string& row) {
+    const auto r = audit({"--verify"});
+    EXPECT_EQ(r.exit_code, 1) << r.out;
+    EXPECT_NE(r.err.find("audit log BROKEN at row " + row + ":"), std::string::npos) << r.err;
+  };
+  const std::string drop =
+      "DROP TRIGGER IF EXISTS connection_log_no_update; "
+      "DROP TRIGGER IF EXISTS connection_log_no_delete; ";
+  write(sample());
+  write({row(jun1_10h + 2 * day_ms, jun1_10h + 2 * day_ms + 1, "carol@example.com")});
+  ASSERT_EQ(audit({"--verify"}).exit_code, 0);
+  // The shell's own backup and restore: consistent with the WAL, as an operator would take it.
+  const auto backup = (dir_.path() / "backup.db").string();
+  shell(".backup '" + backup + "'");
+  const auto restore = [&] {
+    shell(".restore '" + backup + "'");
+    ASSERT_EQ(audit({"--verify"}).exit_code, 0);
+  };
+
+  shell(drop + "UPDATE connection_log SET bytes_upstream_to_client = 1 WHERE id = 2;");
+  broken_at("2");
+  restore();
+  shell(drop +
+        "INSERT INTO connection_log SELECT 5, started_at_ms, ended_at_ms, client_address, "
+        "client_port, listener, username, account, outcome, token_source, "
+        "bytes_client_to_upstream, bytes_upstream_to_client, close_reason, hash, hash, "
+        "messages, event FROM connection_log WHERE id = 4;");
+  broken_at("5");
+  restore();
+  shell(drop + "DELETE FROM connection_log WHERE id = 2;");
+  broken_at("2");
+  restore();
+  // The tail cut and the head rewritten to the new last row (its hash copied): the head's MAC
+  // gives it away.
+  shell(drop +
+        "DELETE FROM connection_log WHERE id = 4; UPDATE meta SET value = '3 ' || "
+        "(SELECT hash FROM connection_log WHERE id = 3) WHERE key = 'connection_log_head';");
+  broken_at("3");
+}
+
 TEST_F(AuditCliTest, VerifyDetectsDeletions) {
   write(sample());
   tamper(db_path(), "DELETE FROM connection_log WHERE id = 3");

@@ -511,6 +511,51 @@ TEST_F(ProxyTest, AnUnwritableConnectionLogLosesNoRowsAndDoesNotStopLogins) {
                  "the recovery line"));
 }
 
+// Issue #8: sessions, refreshes and account changes land in one chain that verifies, each event
+// with what an operator needs (the AADSTS code of a broken authorization, the refresh kind).
+TEST_F(ProxyTest, AMixedRunOfSessionsRefreshesAndAccountChangesIsOneVerifiableChain) {
+  const std::string fay = "fay@example.com";
+  env->add_expired_account(fay, "fay-local");
+  ASSERT_TRUE(env->client(fay, "fay-local", {"login"})["ok"].get<bool>());  // refreshes
+  ASSERT_TRUE(env->client(alice, alice_local, {"fetch"})["ok"].get<bool>());
+  auto r = run_cli(env->config, {"account", "passwd", fay}, "fay-local-2\n");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  ASSERT_TRUE(env->client(fay, "fay-local-2", {"login"})["ok"].get<bool>());
+  const std::string gus = "gus@example.com";
+  env->add_expired_account(gus, "gus-local");
+  env->peer.revoke(gus);
+  EXPECT_FALSE(env->client(gus, "gus-local", {"login"})["ok"].get<bool>());  // needs_reauth
+  r = run_cli(env->config, {"account", "remove", gus});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+
+  auto has = [&](const std::string& event, const std::string& account,
+                 const std::string& detail = "") {
+    for (const auto& row : env->audit_rows()) {
+      if (row.event == event && row.account == account &&
+          row.close_reason.find(detail) != std::string::npos) {
+        return true;
+      }
+    }
+    return false;
+  };
+  ASSERT_TRUE(wait_until([&] { return has("needs_reauth", gus, "invalid_grant"); }, 10s,
+                         "the needs_reauth event"));
+  EXPECT_TRUE(has("account_added", fay));
+  EXPECT_TRUE(has("refresh_ok", fay, "refresh token"));
+  EXPECT_TRUE(has("passwd_changed", fay));
+  EXPECT_TRUE(has("account_removed", gus));
+  // Connection rows and events interleave in one chain, which verifies.
+  r = run_cli(env->config, {"audit", "--verify"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  r = run_cli(env->config, {"audit", "--account", gus, "--format", "json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::vector<std::string> kinds;
+  for (const auto& row : json::parse(r.out)) kinds.push_back(row["event"].get<std::string>());
+  EXPECT_EQ(kinds, (std::vector<std::string>{"account_added", "needs_reauth", "connection",
+                                             "account_removed"}))
+      << r.out;
+}
+
 TEST_F(ProxyTest, EveryConnectionIsInTheConnectionLogWithoutSecrets) {
   ASSERT_TRUE(env->client(alice, alice_local, {"fetch"})["ok"].get<bool>());
   env->client(alice, "wrong-password", {"login"});

@@ -503,14 +503,11 @@ TEST_F(AuditLogTest, RewritingTheWholeChainWithoutTheKeyIsDetected) {
   EXPECT_FALSE(report.intact);
 }
 
-// The residual case audit_log.hpp documents: someone without the key replaces the whole log by
-// an unkeyed forgery that looks like a log from before keying. The next open keys it (with a
-// chain_keyed row); an anchor taken before catches it.
-TEST_F(AuditLogTest, AnUnkeyedForgeryIsCaughtByAnAnchor) {
+// A keyed log edited without the key to look like a log from before keying (plain hashes, a head
+// without MAC, no boundary): the sealed key check says this file was keyed, so opening it again
+// keys nothing and verify reports the forgery (a review found the opposite in an earlier draft).
+TEST_F(AuditLogTest, AnUnkeyedForgeryIsNeverKeyed) {
   auto log = log_with(3);
-  const auto before = verify(*log);
-  ASSERT_TRUE(before.intact);
-  const AuditAnchor anchor{before.head_id, before.head_hash};
   auto rows = log->query({}).value();
   RawDb raw(db_path());
   std::string prev = audit_genesis_hash();
@@ -523,17 +520,23 @@ TEST_F(AuditLogTest, AnUnkeyedForgeryIsCaughtByAnAnchor) {
     prev = r.hash;
   }
   raw.exec("UPDATE meta SET value = '3 " + prev + "' WHERE key = 'connection_log_head'");
+  raw.exec("DELETE FROM meta WHERE key IN ('connection_log_keyed_from', 'connection_log_base')");
   EXPECT_FALSE(verify(*log).intact) << "an open log is not fooled";
   log.reset();
   log = open_log();
-  const auto keyed = log->query({}).value();
-  ASSERT_EQ(keyed.size(), 4u);
-  EXPECT_EQ(keyed[3].event, "chain_keyed");
-  EXPECT_TRUE(verify(*log).intact);
-  auto report = log->verify(anchor).value();
+  ASSERT_NE(log, nullptr);
+  EXPECT_EQ(log->query({}).value().size(), 3u) << "nothing was keyed";
+  const auto report = verify(*log);
   EXPECT_FALSE(report.intact);
-  EXPECT_EQ(report.broken_at, 3);
-  EXPECT_NE(report.reason.find("differs from the anchor"), std::string::npos) << report.reason;
+  EXPECT_NE(report.reason.find("has no MAC"), std::string::npos) << report.reason;
+  EXPECT_FALSE(log->append(record(1, 2, "a@x.com")).has_value());
+  // Deleting the key check as well does not reopen the door: a file without one is new.
+  raw.exec("DELETE FROM meta WHERE key = 'key_check'");
+  log.reset();
+  log = open_log();
+  ASSERT_NE(log, nullptr);
+  EXPECT_EQ(log->query({}).value().size(), 3u);
+  EXPECT_FALSE(verify(*log).intact);
 }
 
 TEST_F(AuditLogTest, ConcurrentAppendsFromThreadsAndConnectionsKeepTheChain) {
@@ -758,10 +761,14 @@ TEST_F(AuditLogTest, ReadingNeedsNoKeyButWritingAndVerifyingDo) {
   EXPECT_EQ(appended.error().code, Errc::key_error);
   EXPECT_NE(appended.error().message.find("key_file"), std::string::npos);
   EXPECT_FALSE(reader->verify().has_value());
-  // Another master key: every MAC fails, and nothing is appended onto the chain.
-  auto other = AuditLog::open(db_path(), test_key('o')).value();
-  EXPECT_FALSE(other->verify().value().intact);
-  EXPECT_FALSE(other->append(record(1, 2, "a@x.com")).has_value());
+  // Another master key is refused at open, by the file's sealed key check.
+  auto check_refused = [](const Result<std::unique_ptr<AuditLog>>& other) {
+    ASSERT_FALSE(other.has_value());
+    EXPECT_EQ(other.error().code, Errc::key_error);
+    EXPECT_NE(other.error().message.find("does not match"), std::string::npos);
+  };
+  check_refused(AuditLog::open(db_path(), test_key('o')));
+  check_refused(AuditLog::open_for_verifying(db_path(), test_key('o')));
 }
 
 TEST_F(AuditLogTest, TheAnchorCatchesACutTailWithAReplayedHead) {
@@ -860,6 +867,18 @@ TEST_F(AuditLogTest, ALogFromBeforeKeyingIsKeyedOnceAndStaysVerifiable) {
       prev = r.hash;
     }
     raw.exec("INSERT INTO meta (key, value) VALUES ('connection_log_head', '3 " + prev + "')");
+    // Its key check, as the store of that version wrote it (v2: account rows have MACs).
+    raw.exec_with_blobs("INSERT INTO meta (key, value) VALUES ('key_check', ?1)",
+                        {seal(key_, Secret(std::string("imap-oauth2-proxy master key check v2")),
+                              "meta:key_check")});
+  }
+  {
+    // Verifying first writes nothing: the plain chain is checked as it is.
+    auto verifier = AuditLog::open_for_verifying(db_path(), key_).value();
+    const auto report = verifier->verify().value();
+    EXPECT_TRUE(report.intact) << report.reason;
+    EXPECT_EQ(report.unkeyed_rows, 3);
+    EXPECT_EQ(RawDb(db_path()).query("SELECT count(*) FROM connection_log"), "3");
   }
   auto log = open_log();
   auto rows = log->query({}).value();
@@ -880,6 +899,17 @@ TEST_F(AuditLogTest, ALogFromBeforeKeyingIsKeyedOnceAndStaysVerifiable) {
   EXPECT_EQ(verify(*log).broken_at, 2);
   raw.tamper("UPDATE connection_log SET account = 'old@x.com' WHERE id = 2");
   EXPECT_TRUE(verify(*log).intact);
+  // Once keyed, a plain head is never keyed again (the key check moved to v3 with the keying).
+  {
+    const auto head = raw.query("SELECT value FROM meta WHERE key = 'connection_log_head'");
+    raw.exec("UPDATE meta SET value = substr(value, 1, 67) WHERE key = 'connection_log_head'");
+    log.reset();
+    log = open_log();
+    EXPECT_EQ(log->query({}).value().size(), 5u);
+    EXPECT_FALSE(verify(*log).intact);
+    raw.exec("UPDATE meta SET value = '" + head + "' WHERE key = 'connection_log_head'");
+    EXPECT_TRUE(verify(*log).intact);
+  }
   // Moving the boundary (to pass keyed rows off as plain ones) breaks its MAC.
   raw.exec(
       "UPDATE meta SET value = '6' || substr(value, 2) WHERE key = "
