@@ -151,6 +151,7 @@ awaitable<LocalAuthOutcome> LocalAuthenticator::check(std::string username, Secr
     auto& store = store_;
     auto row = co_await run_on_pool(blocking_, [&store, &email] { return store.get(*email); });
     if (row) {
+      outcome.account_exists = true;
       outcome.upstream_host = row->upstream_host;
       outcome.upstream_port = row->upstream_port;
       outcome.provider = row->provider;

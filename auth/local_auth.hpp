@@ -49,7 +49,11 @@ enum class LocalAuthResult {
 
 struct LocalAuthOutcome {
   LocalAuthResult result = LocalAuthResult::bad_credentials;
-  std::string email;          // normalized, when the username was an email
+  std::string email;  // normalized, when the username was an email
+  // The email names an existing account (whatever the result): the connection log then files a
+  // wrong password under that account, so guessing against a mailbox shows per account. Never
+  // told to the client, which gets the same answer either way.
+  bool account_exists = false;
   std::string upstream_host;  // the account's own upstream, empty for its provider's
   int upstream_port = 0;
   std::string provider;  // the account's provider profile (auth/provider.hpp)

@@ -182,6 +182,9 @@ class SmtpSession {
       attempt.detail = local.result == auth::LocalAuthResult::rate_limited
                            ? "too many failed logins from this address"
                            : "local authentication failed";
+      if (local.account_exists) {
+        attempt.account = local.email;  // the log files the refusal under the mailbox it targeted
+      }
       spdlog::info("conn={} AUTH refused for {}: {}", id_, printable_username(username),
                    attempt.detail);
       co_return attempt;

@@ -77,7 +77,12 @@ TEST_F(LocalAuthTest, RightPasswordOnceThenFromTheCache) {
   auto second = check(auth, "alice@example.com", "right");
   EXPECT_EQ(second.result, LocalAuthResult::ok);
   EXPECT_TRUE(second.from_cache);
-  EXPECT_EQ(check(auth, "alice@example.com", "wrong").result, LocalAuthResult::bad_credentials);
+  const auto wrong = check(auth, "alice@example.com", "wrong");
+  EXPECT_EQ(wrong.result, LocalAuthResult::bad_credentials);
+  EXPECT_TRUE(wrong.account_exists) << "the connection log files it under alice";
+  const auto unknown = check(auth, "nobody@example.com", "wrong");
+  EXPECT_EQ(unknown.result, LocalAuthResult::bad_credentials);
+  EXPECT_FALSE(unknown.account_exists);
 }
 
 TEST_F(LocalAuthTest, ChangingThePasswordInvalidatesTheCache) {

@@ -571,6 +571,8 @@ TEST_F(ProxyTest, EveryConnectionIsInTheConnectionLogWithoutSecrets) {
   const auto& failed = rows.back();
   EXPECT_EQ(failed.outcome, storage::ConnectionOutcome::auth_failed);
   EXPECT_EQ(failed.username, alice);
+  // A wrong password is filed under the mailbox it targeted (audit --account shows it).
+  EXPECT_EQ(failed.account, alice);
   const auto ok = std::find_if(rows.rbegin(), rows.rend(), [](const auto& r) {
     return r.outcome == storage::ConnectionOutcome::ok && r.account == alice &&
            r.bytes_upstream_to_client > 0;
