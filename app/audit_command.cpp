@@ -190,11 +190,13 @@ std::string csv_field(std::string_view value) {
   return out;
 }
 
-void print_csv(const std::vector<storage::ConnectionRecord>& rows) {
+void print_csv(const std::vector<storage::ConnectionRecord>& rows, bool header = true) {
   // The column names match the JSON keys. RFC 4180 lines end in CRLF.
-  std::cout << "id,started_at,ended_at,started_at_ms,ended_at_ms,client_address,client_port,"
-               "listener,username,account,outcome,token_source,bytes_client_to_upstream,"
-               "bytes_upstream_to_client,close_reason,event,prev_hash,hash\r\n";
+  if (header) {
+    std::cout << "id,started_at,ended_at,started_at_ms,ended_at_ms,client_address,client_port,"
+                 "listener,username,account,outcome,token_source,bytes_client_to_upstream,"
+                 "bytes_upstream_to_client,close_reason,event,prev_hash,hash\r\n";
+  }
   for (const auto& r : rows) {
     const std::array<std::string, 18> fields = {std::to_string(r.id),
                                                 iso_time(r.started_at_ms, true),
@@ -236,8 +238,20 @@ std::int64_t time_flag(const std::string& flag, const std::string& value, std::i
   return *t;
 }
 
-void print_summary(const std::vector<storage::AccountActivity>& rows, bool json) {
-  if (json) {
+void print_summary(const std::vector<storage::AccountActivity>& rows, const std::string& format) {
+  if (format == "csv") {
+    std::cout << "account,connections,failures,bytes_client_to_upstream,bytes_upstream_to_client,"
+                 "distinct_clients,last_seen,last_refresh,status\r\n";
+    for (const auto& a : rows) {
+      std::cout << fmt::format(
+          "{},{},{},{},{},{},{},{},{}\r\n", csv_field(a.account), a.connections, a.failures,
+          a.bytes_client_to_upstream, a.bytes_upstream_to_client, a.distinct_clients,
+          a.last_seen_ms ? iso_time(a.last_seen_ms, true) : "",
+          a.last_refresh_ms ? iso_time(a.last_refresh_ms, true) : "", csv_field(a.status));
+    }
+    return;
+  }
+  if (format == "json") {
     nlohmann::ordered_json out = nlohmann::ordered_json::array();
     for (const auto& a : rows) {
       out.push_back({{"account", a.account},
@@ -324,7 +338,7 @@ std::int64_t now_millis() {
                     << "\n";
         }
       } else if (format == "csv") {
-        print_csv(rows);
+        print_csv(rows, query.after_id == 0);  // one header, before the first rows
       } else {
         print_table(rows);
       }
@@ -409,7 +423,7 @@ int audit(const AuditOptions& options) {
     die("--since must be before --until");
   }
   if (options.summary) {
-    print_summary(check(log->summarize(query.since_ms)), options.format == "json");
+    print_summary(check(log->summarize(query.since_ms)), options.format);
     return 0;
   }
   if (options.account) {
@@ -426,7 +440,22 @@ int audit(const AuditOptions& options) {
     }
   }
   if (options.client) {
-    query.client_address = *options.client;
+    // As the table shows it ("127.0.0.1:57858", "[::1]:40001") or just the address.
+    const std::string_view client = *options.client;
+    if (client.find('[') == std::string_view::npos &&
+        std::count(client.begin(), client.end(), ':') > 1) {
+      query.client_address = std::string(client);  // a bare IPv6 address
+    } else {
+      auto authority = parse_authority(client);
+      if (!authority) {
+        die(
+            fmt::format("--client: expected an address, optionally with its port "
+                        "(127.0.0.1, 127.0.0.1:57858, [::1]:40001), got \"{}\"",
+                        *options.client));
+      }
+      query.client_address = authority->host;
+      query.client_port = authority->port;
+    }
   }
   if (options.event) {
     if (*options.event != "connection" && !storage::parse_audit_event(*options.event)) {

@@ -434,8 +434,8 @@ std::optional<AuditAnchor> parse_audit_anchor(std::string_view text) {
   AuditAnchor anchor;
   const auto digits = text.substr(0, colon);
   auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), anchor.id);
-  if (ec != std::errc() || end != digits.data() + digits.size() || anchor.id < 0) {
-    return std::nullopt;
+  if (ec != std::errc() || end != digits.data() + digits.size() || anchor.id < 1) {
+    return std::nullopt;  // row ids start at 1; an empty log's head (0) anchors nothing
   }
   anchor.hash = ascii_lowered(text.substr(colon + 1));
   if (!is_lower_hex64(anchor.hash)) {
@@ -707,6 +707,9 @@ Result<std::vector<ConnectionRecord>> AuditLog::query(const AuditQuery& filter) 
   if (filter.after_id > 0) {
     add("id > ?8");
   }
+  if (filter.client_port) {
+    add("client_port = ?9");
+  }
   sql += where;
   // Newest first so LIMIT keeps the newest rows; reversed below.
   sql += " ORDER BY id DESC LIMIT ?4";
@@ -731,6 +734,9 @@ Result<std::vector<ConnectionRecord>> AuditLog::query(const AuditQuery& filter) 
   }
   if (filter.after_id > 0) {
     IOP_TRY(stmt.bind_int64(8, filter.after_id));
+  }
+  if (filter.client_port) {
+    IOP_TRY(stmt.bind_int64(9, *filter.client_port));
   }
   IOP_TRY(stmt.bind_int64(4, filter.limit > 0 ? filter.limit : -1));  // -1: no limit
 
@@ -786,14 +792,30 @@ Result<std::vector<AccountActivity>> AuditLog::summarize(std::optional<std::int6
   // whole log, the status from the account's row (none left: removed).
   IOP_TRY_ASSIGN(
       auto stmt,
-      db.prepare("SELECT c.account, count(*), sum(c.outcome <> 'ok'), "
-                 "sum(c.bytes_client_to_upstream), sum(c.bytes_upstream_to_client), "
-                 "count(DISTINCT c.client_address), max(c.ended_at_ms), "
-                 "(SELECT max(r.ended_at_ms) FROM connection_log r WHERE r.event = 'refresh_ok' "
-                 "AND r.account = c.account), "
-                 "(SELECT m.status FROM mail_credentials m WHERE m.email = c.account) "
-                 "FROM connection_log c WHERE c.event = '' AND c.ended_at_ms >= ?1 "
-                 "GROUP BY c.account ORDER BY c.account = '', c.account"));
+      db.prepare(
+          // Every account with a row in the period (connections or events) and every account
+          // in the credentials table: one that needs re-authorization and has no traffic is what
+          // an operator most needs to see.
+          "WITH names AS (SELECT account FROM connection_log WHERE ended_at_ms >= ?1 AND "
+          "(account <> '' OR event = '') "
+          "UNION SELECT email FROM mail_credentials) "
+          "SELECT n.account, "
+          "(SELECT count(*) FROM connection_log c WHERE c.account = n.account AND c.event = '' "
+          "AND c.ended_at_ms >= ?1), "
+          "(SELECT count(*) FROM connection_log c WHERE c.account = n.account AND c.event = '' "
+          "AND c.ended_at_ms >= ?1 AND c.outcome <> 'ok'), "
+          "(SELECT total(c.bytes_client_to_upstream) FROM connection_log c WHERE c.account = "
+          "n.account AND c.event = '' AND c.ended_at_ms >= ?1), "
+          "(SELECT total(c.bytes_upstream_to_client) FROM connection_log c WHERE c.account = "
+          "n.account AND c.event = '' AND c.ended_at_ms >= ?1), "
+          "(SELECT count(DISTINCT c.client_address) FROM connection_log c WHERE c.account = "
+          "n.account AND c.event = '' AND c.ended_at_ms >= ?1), "
+          "(SELECT max(c.ended_at_ms) FROM connection_log c WHERE c.account = n.account AND "
+          "c.event = '' AND c.ended_at_ms >= ?1), "
+          "(SELECT max(r.ended_at_ms) FROM connection_log r WHERE r.event = 'refresh_ok' AND "
+          "r.account = n.account), "
+          "(SELECT m.status FROM mail_credentials m WHERE m.email = n.account) "
+          "FROM names n ORDER BY n.account = '', n.account"));
   IOP_TRY(stmt.bind_int64(1, since_ms.value_or(std::numeric_limits<std::int64_t>::min())));
   std::vector<AccountActivity> out;
   for (;;) {
@@ -805,7 +827,7 @@ Result<std::vector<AccountActivity>> AuditLog::summarize(std::optional<std::int6
     a.account = stmt.column_text(0);
     a.connections = stmt.column_int64(1);
     a.failures = stmt.column_int64(2);
-    a.bytes_client_to_upstream = stmt.column_int64(3);
+    a.bytes_client_to_upstream = stmt.column_int64(3);  // total() is a REAL; exact below 2^53
     a.bytes_upstream_to_client = stmt.column_int64(4);
     a.distinct_clients = stmt.column_int64(5);
     a.last_seen_ms = stmt.column_int64(6);
@@ -952,12 +974,11 @@ Result<VerifyReport> AuditLog::Impl::verify_locked(const std::optional<AuditAnch
                         std::to_string(anchor->id) + ": rows were cut off the end");
     }
     if (!anchored_hash) {
-      return broken(rows, anchor->id,
-                    "row " + std::to_string(anchor->id) +
-                        " was deleted by retention (the chain "
-                        "now starts at row " +
-                        std::to_string(first) +
-                        "): this anchor can no longer be checked; keep a newer head");
+      // Not a finding about the log: this anchor cannot be checked any more.
+      return fail(Errc::invalid_argument,
+                  "cannot check the anchor: row " + std::to_string(anchor->id) +
+                      " was deleted by retention (the chain now starts at row " +
+                      std::to_string(first) + "); keep a newer head ([audit] keep_days)");
     }
     if (!mac_equal(*anchored_hash, anchor->hash)) {
       return broken(rows, anchor->id,

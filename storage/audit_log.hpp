@@ -128,10 +128,11 @@ struct AuditQuery {
   std::optional<std::int64_t> until_ms;
   std::optional<std::string> account;  // the normalized email
   std::optional<ConnectionOutcome> outcome;
-  std::optional<std::string> client_address;  // "127.0.0.1"
-  std::optional<std::string> event;           // "connection" for connection rows, else a name
-  std::int64_t after_id = 0;                  // > 0: only rows with a larger id (audit --follow)
-  std::int64_t limit = 0;                     // > 0: only the newest `limit` matching rows
+  std::optional<std::string> client_address;  // "127.0.0.1", "::1"
+  std::optional<int> client_port;
+  std::optional<std::string> event;  // "connection" for connection rows, else a name
+  std::int64_t after_id = 0;         // > 0: only rows with a larger id (audit --follow)
+  std::int64_t limit = 0;            // > 0: only the newest `limit` matching rows
 };
 
 // One account's line of `audit --summary`: its connection rows (not events) since the cut-off,
@@ -209,8 +210,9 @@ class AuditLog {
   // credentials_corrupt for a row with an unknown outcome or token source (edited). Blocks.
   Result<std::vector<ConnectionRecord>> query(const AuditQuery& filter);
 
-  // Per account (then the rows that matched no account), connection rows ending at or after
-  // `since_ms`. Blocks.
+  // Per account (then the logins that matched no account): its connection rows ending at or
+  // after `since_ms`, its last refresh_ok, its status. Every account with a row in the period
+  // or in the credentials table is listed, with 0 connections when it had none. Blocks.
   Result<std::vector<AccountActivity>> summarize(std::optional<std::int64_t> since_ms);
 
   // Recomputes the whole chain in one read transaction and checks it against the head (and

@@ -403,6 +403,10 @@ TEST_F(AuditCliTest, FiltersByOutcomeClientAndEvent) {
   EXPECT_EQ(ids({"--outcome", "auth_failed"}), V{2});
   EXPECT_EQ(ids({"--outcome", "needs_reauth"}), (V{3, 5}));
   EXPECT_EQ(ids({"--client", "::1"}), V{2});
+  // As the table shows the client, with its port.
+  EXPECT_EQ(ids({"--client", "[::1]:40001"}), V{2});
+  EXPECT_EQ(ids({"--client", "127.0.0.1:40001"}), (V{1, 3}));
+  EXPECT_EQ(ids({"--client", "127.0.0.1:40002"}), V{});
   EXPECT_EQ(ids({"--event", "needs_reauth"}), V{5});
   EXPECT_EQ(ids({"--event", "connection"}), (V{1, 2, 3}));
   EXPECT_EQ(ids({"--event", "refresh_failed", "--account", "bob@example.com"}), V{4});
@@ -443,6 +447,13 @@ TEST_F(AuditCliTest, SummaryMatchesTheRows) {
   EXPECT_EQ(alice["status"], "removed");  // no such account in the credentials table
   EXPECT_EQ(json[1]["account"], "bob@example.com");
   EXPECT_EQ(json[1]["failures"], 1);
+  r = audit({"--summary", "--format", "csv"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto csv = parse_csv(r.out);
+  ASSERT_EQ(csv.size(), 4u) << r.out;  // the header and three lines
+  EXPECT_EQ(csv[0][0], "account");
+  EXPECT_EQ(csv[1][0], "alice@example.com");
+  EXPECT_EQ(csv[1][1], "2");
   r = audit({"--summary", "--since", "2025-06-02"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("bob@example.com"), std::string::npos) << r.out;
@@ -469,6 +480,8 @@ TEST_F(AuditCliTest, ExpectHeadCatchesACutTail) {
   r = audit({"--verify", "--expect-head", "9:" + head.substr(2)});
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("cut off"), std::string::npos) << r.err;
+  r = audit({"--verify", "--expect-head", "0:" + head.substr(2)});
+  EXPECT_EQ(r.exit_code, 1) << "row ids start at 1";
   r = audit({"--verify", "--expect-head", "garbage"});
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("N:HASH"), std::string::npos) << r.err;

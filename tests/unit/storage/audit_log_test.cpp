@@ -799,6 +799,7 @@ TEST_F(AuditLogTest, TheAnchorCatchesACutTailWithAReplayedHead) {
 
   EXPECT_EQ(parse_audit_anchor("5:" + at5.head_hash)->id, 5);
   EXPECT_FALSE(parse_audit_anchor("5:abc"));
+  EXPECT_FALSE(parse_audit_anchor("0:" + at5.head_hash));
   EXPECT_FALSE(parse_audit_anchor(at5.head_hash));
 }
 
@@ -823,9 +824,10 @@ TEST_F(AuditLogTest, RetentionDeletesAPrefixAndTheRestStillVerifies) {
   EXPECT_EQ(report.head_id, 6);
   // An anchor from before still checks when it is the last deleted row (the base) or later.
   EXPECT_TRUE(log->verify(AuditAnchor{before.head_id, before.head_hash}).value().intact);
-  report = log->verify(AuditAnchor{2, std::string(64, '0')}).value();
-  EXPECT_FALSE(report.intact);
-  EXPECT_NE(report.reason.find("retention"), std::string::npos) << report.reason;
+  const auto unverifiable = log->verify(AuditAnchor{2, std::string(64, '0')});
+  ASSERT_FALSE(unverifiable.has_value()) << "not a finding about the log";
+  EXPECT_NE(unverifiable.error().message.find("deleted by retention"), std::string::npos)
+      << unverifiable.error().message;
   // Nothing old enough: nothing happens.
   EXPECT_EQ(log->prune(0, 200'000).value().deleted, 0);
   // Deleting one more row at the start is caught (the base is MAC'd), and so is moving the base.
@@ -926,8 +928,12 @@ TEST_F(AuditLogTest, SummaryMatchesTheRows) {
   auto nobody = record(4000, 4500, "", ConnectionOutcome::auth_failed);
   ASSERT_TRUE(log->append_batch(std::vector{a1, a2, b1, nobody}));
   ASSERT_TRUE(log->append(event_record(AuditEvent::refresh_ok, "a@x.com", "", 2200)));
+  // An account whose authorization broke and that had no traffic still shows.
+  ASSERT_TRUE(log->append(event_record(AuditEvent::needs_reauth, "c@x.com", "AADSTS700082", 4600)));
+  ASSERT_TRUE(
+      log->append(event_record(AuditEvent::retention, "", "", 4700)));  // no line of its own
   const auto all = log->summarize(std::nullopt).value();
-  ASSERT_EQ(all.size(), 3u);
+  ASSERT_EQ(all.size(), 4u);
   EXPECT_EQ(all[0].account, "a@x.com");
   EXPECT_EQ(all[0].connections, 2);
   EXPECT_EQ(all[0].failures, 1);
@@ -939,10 +945,12 @@ TEST_F(AuditLogTest, SummaryMatchesTheRows) {
   EXPECT_EQ(all[0].status, "removed");  // no mail_credentials row
   EXPECT_EQ(all[1].account, "b@x.com");
   EXPECT_EQ(all[1].last_refresh_ms, 0);
-  EXPECT_EQ(all[2].account, "");  // logins that matched no account come last
-  EXPECT_EQ(all[2].failures, 1);
+  EXPECT_EQ(all[2].account, "c@x.com");
+  EXPECT_EQ(all[2].connections, 0);
+  EXPECT_EQ(all[3].account, "");  // logins that matched no account come last
+  EXPECT_EQ(all[3].failures, 1);
   const auto recent = log->summarize(3000).value();
-  ASSERT_EQ(recent.size(), 2u);
+  ASSERT_EQ(recent.size(), 3u);
   EXPECT_EQ(recent[0].account, "b@x.com");
 }
 
