@@ -108,7 +108,16 @@ iop::awaitable<Attempt> login_once(Context& context, const std::string& email,
     case iop::proxy::UpstreamFailure::auth_rejected:
       attempt.kind = ErrorKind::auth_rejected;
       attempt.outcome = ConnectionOutcome::auth_failed;
-      attempt.message = fmt::format("IMAP server {} refused the login: {}", where, error.detail);
+      // error.detail already says who refused; the next step depends on what was sent.
+      attempt.message = fmt::format(
+          "{}: {}", error.detail,
+          token.token->is_password
+              ? "the stored upstream password is wrong; store the right one with "
+                "'imap-oauth2-proxy account reauth " +
+                    email + " --password-stdin'"
+              : "the server refused a freshly refreshed token; authorize the account again with "
+                "'imap-oauth2-proxy account reauth " +
+                    email + "'");
       attempt.retry_with_refresh = !token.token->is_password && !force_refresh;
       break;
     case iop::proxy::UpstreamFailure::protocol:
@@ -136,14 +145,24 @@ iop::awaitable<ImapConnection> connect(std::string email, ConnectOptions options
   impl->id = next_connection_id();
   impl->record.started_at_ms = now_ms();
   impl->record.listener = "library";
-  impl->record.username = iop::sanitize_for_log(email, 256);
+  impl->record.username = iop::printable_username(email);
 
   auto row = co_await iop::run_on_pool(services.blocking.get_executor(),
                                        [&] { return services.store->get(email); });
   if (!row) {
     impl->record.outcome = ConnectionOutcome::auth_failed;
     const auto kind = iop::client::error_kind(row.error().code);
-    impl->fail(kind, row.error().message,
+    // The store's message names what was asked for, verbatim; the row and the error show it
+    // through the one username rule (a password passed by mistake is not kept), with the step
+    // that fixes it.
+    std::string message = row.error().message;
+    if (row.error().code == iop::Errc::not_found ||
+        row.error().code == iop::Errc::invalid_argument) {
+      message = "no account " + iop::printable_username(email) +
+                ": see 'imap-oauth2-proxy account list', add one with 'imap-oauth2-proxy account "
+                "add EMAIL'";
+    }
+    impl->fail(kind, message,
                kind == ErrorKind::storage ? ConnectionOutcome::upstream_unavailable
                                           : ConnectionOutcome::auth_failed);
   }

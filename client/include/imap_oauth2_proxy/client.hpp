@@ -22,6 +22,16 @@
 #include <utility>
 
 #include <boost/asio/awaitable.hpp>
+
+// The async_ functions need Asio's coroutine support, which Boost 1.74 turns on by itself for
+// GCC >= 10 in C++20 but not for clang (define BOOST_ASIO_HAS_CO_AWAIT and
+// BOOST_ASIO_HAS_STD_COROUTINE there). Without it the blocking API alone is declared, so the
+// header still compiles.
+#if defined(BOOST_ASIO_HAS_CO_AWAIT)
+#define IMAP_OAUTH2_PROXY_ASYNC 1
+#else
+#define IMAP_OAUTH2_PROXY_ASYNC 0
+#endif
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl/stream.hpp>
@@ -140,20 +150,26 @@ class IMAP_OAUTH2_PROXY_API ImapConnection {
   // upstream_unavailable (connection lost, or no bytes within the timeout: the connection is
   // then closed), protocol, closed, usage.
   Response command(std::string_view command);
+#if IMAP_OAUTH2_PROXY_ASYNC
   boost::asio::awaitable<Response> async_command(std::string_view command);
+#endif
 
   // IDLE (RFC 2177): calls `on_update` with every untagged response until it returns false or
   // `max_wait` has passed, then sends DONE and returns IDLE's completion (with the untagged
   // responses that came after DONE). A server without IDLE answers BAD. Errors as command().
   Response idle(const IdleCallback& on_update,
                 std::chrono::milliseconds max_wait = std::chrono::minutes(29));
+#if IMAP_OAUTH2_PROXY_ASYNC
   boost::asio::awaitable<Response> async_idle(
       IdleCallback on_update, std::chrono::milliseconds max_wait = std::chrono::minutes(29));
+#endif
 
   // LOGOUT and close (bounded by a few seconds), and the connection-log row. Never throws;
   // no-op when closed already.
   void logout() noexcept;
+#if IMAP_OAUTH2_PROXY_ASYNC
   boost::asio::awaitable<void> async_logout();
+#endif
 
   // Hands the TLS stream to code with its own IMAP client; the connection is then closed for
   // this object (the connection-log row is written now, with the bytes counted so far).
@@ -180,7 +196,9 @@ IMAP_OAUTH2_PROXY_API ImapConnection get_imap_connection(std::string_view email,
 // functions copy their arguments before they suspend; with GCC 12, still name an argument that
 // owns memory (a std::function, a ConnectOptions with a path) before the co_await expression
 // rather than building it inside (GCC PR 100611).
+#if IMAP_OAUTH2_PROXY_ASYNC
 IMAP_OAUTH2_PROXY_API boost::asio::awaitable<ImapConnection> async_get_imap_connection(
     std::string_view email, ConnectOptions options = {});
+#endif
 
 }  // namespace imap_oauth2_proxy
