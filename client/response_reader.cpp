@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "common/ascii.hpp"
+#include "common/line_limit.hpp"
 
 namespace iop::client {
 
@@ -69,7 +70,8 @@ std::optional<ServerResponse> ResponseReader::next() {
     }
     const auto eol = buffer_.find("\r\n", scan_);
     if (eol == std::string::npos) {
-      if (buffer_.size() - scan_ > limits_.max_line_bytes) {
+      if (unfinished_line_too_long(std::string_view(buffer_).substr(scan_),
+                                   limits_.max_line_bytes)) {
         return fail("response line too long");
       }
       return std::nullopt;

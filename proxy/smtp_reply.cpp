@@ -2,7 +2,7 @@
 
 #include <fmt/format.h>
 
-#include "proxy/smtp_line.hpp"
+#include "common/line_limit.hpp"
 
 namespace iop::proxy::smtp {
 

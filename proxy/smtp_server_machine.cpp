@@ -6,9 +6,9 @@
 #include "auth/base64.hpp"
 #include "auth/sasl.hpp"
 #include "common/ascii.hpp"
+#include "common/line_limit.hpp"
 #include "common/wipe.hpp"
 #include "proxy/action_batch.hpp"
-#include "proxy/smtp_line.hpp"
 
 namespace iop::proxy::smtp {
 namespace {

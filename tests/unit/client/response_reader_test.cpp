@@ -147,6 +147,16 @@ TEST(ResponseReader, LimitsAreEnforced) {
   EXPECT_EQ(read_all({"* 123456789012345678\r\n"}, limits), "error: response line too long\n");
   EXPECT_EQ(read_all({"* 12345678901234567"}, limits), "error: response line too long\n")
       << "also before the CRLF arrives";
+  // A line of exactly the limit, its CR in one read and its LF in the next, is accepted
+  // (client_response_fuzzer found the read boundary deciding).
+  const std::string longest = "* 34567890123456\r\n";  // 16 bytes before CRLF
+  for (std::size_t i = 0; i <= longest.size(); ++i) {
+    EXPECT_EQ(
+        read_all({std::string_view(longest).substr(0, i), std::string_view(longest).substr(i)},
+                 limits),
+        "U|* 34567890123456\n")
+        << "split at " << i;
+  }
   EXPECT_EQ(read_all({"* 1 FETCH {9}\r\n"}, limits), "error: literal too long\n");
   EXPECT_EQ(read_all({"* {99999999999999999999999}\r\n"}), "error: literal too long\n");
   EXPECT_EQ(read_all({"* A {8}\r\n12345678 {8}\r\n12345678\r\n"}, limits),
