@@ -89,6 +89,30 @@ std::string printable(std::string_view text) {
   return sanitize_for_log(text, std::string_view::npos);
 }
 
+// A header and rows in left-aligned columns two spaces apart; the last column is not padded.
+template <std::size_t columns>
+void print_aligned(const std::array<std::string, columns>& header,
+                   const std::vector<std::array<std::string, columns>>& cells) {
+  std::array<std::size_t, columns> width{};
+  for (std::size_t c = 0; c < columns; ++c) {
+    width[c] = header[c].size();
+    for (const auto& row : cells) {
+      width[c] = std::max(width[c], row[c].size());
+    }
+  }
+  auto print_row = [&width](const std::array<std::string, columns>& row) {
+    std::string line;
+    for (std::size_t c = 0; c < columns; ++c) {
+      line += c + 1 == columns ? row[c] : fmt::format("{:<{}}  ", row[c], width[c]);
+    }
+    std::cout << line << "\n";
+  };
+  print_row(header);
+  for (const auto& row : cells) {
+    print_row(row);
+  }
+}
+
 void print_table(const std::vector<storage::ConnectionRecord>& rows) {
   constexpr std::size_t columns = 13;
   const std::array<std::string, columns> header = {"ID",
@@ -116,28 +140,7 @@ void print_table(const std::vector<storage::ConnectionRecord>& rows) {
                      std::to_string(r.bytes_client_to_upstream),
                      std::to_string(r.bytes_upstream_to_client), printable(r.close_reason)});
   }
-  std::array<std::size_t, columns> width{};
-  for (std::size_t c = 0; c < columns; ++c) {
-    width[c] = header[c].size();
-    for (const auto& row : cells) {
-      width[c] = std::max(width[c], row[c].size());
-    }
-  }
-  auto print_row = [&width](const std::array<std::string, columns>& row) {
-    std::string line;
-    for (std::size_t c = 0; c < columns; ++c) {
-      if (c + 1 == columns) {
-        line += row[c];  // the last column is not padded
-      } else {
-        line += fmt::format("{:<{}}  ", row[c], width[c]);
-      }
-    }
-    std::cout << line << "\n";
-  };
-  print_row(header);
-  for (const auto& row : cells) {
-    print_row(row);
-  }
+  print_aligned(header, cells);
 }
 
 // Keys in column order (ordered_json), as in the CSV header.
@@ -281,24 +284,7 @@ void print_summary(const std::vector<storage::AccountActivity>& rows, const std:
                      a.last_refresh_ms ? iso_time(a.last_refresh_ms, false) : "-",
                      a.status.empty() ? "-" : a.status});
   }
-  std::array<std::size_t, columns> width{};
-  for (std::size_t c = 0; c < columns; ++c) {
-    width[c] = header[c].size();
-    for (const auto& row : cells) {
-      width[c] = std::max(width[c], row[c].size());
-    }
-  }
-  auto print_row = [&width](const std::array<std::string, columns>& row) {
-    std::string line;
-    for (std::size_t c = 0; c < columns; ++c) {
-      line += c + 1 == columns ? row[c] : fmt::format("{:<{}}  ", row[c], width[c]);
-    }
-    std::cout << line << "\n";
-  };
-  print_row(header);
-  for (const auto& row : cells) {
-    print_row(row);
-  }
+  print_aligned(header, cells);
 }
 
 // The master key, for --verify and --prune.

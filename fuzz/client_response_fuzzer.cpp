@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "client/response_reader.hpp"
+#include "fuzz/reads.hpp"
 #include "fuzz/require.hpp"
 
 namespace {
@@ -24,17 +25,7 @@ namespace {
 using iop::fuzz::require;
 using namespace iop::client;
 
-std::vector<std::string_view> cut(std::string_view data, std::uint8_t seed) {
-  std::vector<std::string_view> out;
-  std::uint32_t state = seed | 1u;
-  while (!data.empty()) {
-    state = state * 1103515245u + 12345u;
-    const std::size_t n = std::min<std::size_t>(data.size(), 1 + (state >> 16) % 64);
-    out.push_back(data.substr(0, n));
-    data.remove_prefix(n);
-  }
-  return out;
-}
+using iop::fuzz::cut_into_reads;
 
 std::string run(const ResponseLimits& limits, const std::vector<std::string_view>& pieces) {
   ResponseReader reader(limits);
@@ -83,7 +74,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   }
   const std::string_view bytes(reinterpret_cast<const char*>(data + 2), size - 2);
   const std::string whole = run(limits, {bytes});
-  const std::string pieces = run(limits, cut(bytes, seed));
+  const std::string pieces = run(limits, cut_into_reads(bytes, seed));
   require(whole == pieces);
   return 0;
 }

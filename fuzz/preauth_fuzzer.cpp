@@ -16,6 +16,7 @@
 #include <variant>
 #include <vector>
 
+#include "fuzz/reads.hpp"
 #include "fuzz/require.hpp"
 #include "proxy/preauth_machine.hpp"
 
@@ -132,15 +133,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     options.max_commands = 8;
     options.max_errors = 3;
   }
-  std::uint32_t seed = data[1];
   const std::string_view input(reinterpret_cast<const char*>(data + 2), size - 2);
 
   Driver chunked(options);
-  for (std::size_t pos = 0; pos < input.size();) {
-    seed = seed * 1103515245u + 12345u;
-    const std::size_t n = 1 + (seed >> 16) % 64;
-    chunked.feed(input.substr(pos, n));
-    pos += n;
+  for (const auto piece : iop::fuzz::cut_into_reads(input, data[1])) {
+    chunked.feed(piece);
   }
   Driver whole(options);
   whole.feed(input);

@@ -22,6 +22,7 @@
 #include <string_view>
 #include <vector>
 
+#include "fuzz/reads.hpp"
 #include "fuzz/require.hpp"
 #include "proxy/smtp_server_machine.hpp"
 #include "proxy/smtp_upstream_machine.hpp"
@@ -32,18 +33,7 @@ using namespace iop::proxy::smtp;
 
 using iop::fuzz::require;
 
-// Cuts `data` into pieces of 1..64 bytes chosen by a small LCG seeded with `seed`.
-std::vector<std::string_view> cut(std::string_view data, std::uint8_t seed) {
-  std::vector<std::string_view> out;
-  std::uint32_t state = seed | 1u;
-  while (!data.empty()) {
-    state = state * 1103515245u + 12345u;
-    const std::size_t n = std::min<std::size_t>(data.size(), 1 + (state >> 16) % 64);
-    out.push_back(data.substr(0, n));
-    data.remove_prefix(n);
-  }
-  return out;
-}
+using iop::fuzz::cut_into_reads;
 
 void check_replies(std::string_view bytes) {
   while (!bytes.empty()) {
@@ -160,12 +150,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       options.max_errors = 3;
     }
     const std::string whole = run_server(options, {bytes});
-    const std::string pieces = run_server(options, cut(bytes, seed));
+    const std::string pieces = run_server(options, cut_into_reads(bytes, seed));
     require(whole.find("<tls>") != std::string::npos || pieces == whole);
   } else {
     const bool tls = (flags & 2) == 0;
     const std::string whole = run_upstream(tls, {bytes});
-    const std::string pieces = run_upstream(tls, cut(bytes, seed));
+    const std::string pieces = run_upstream(tls, cut_into_reads(bytes, seed));
     require(whole.find("<tls>") != std::string::npos || pieces == whole);
   }
   return 0;

@@ -32,6 +32,7 @@
 #include <vector>
 
 #include "common/ascii.hpp"
+#include "fuzz/reads.hpp"
 #include "fuzz/require.hpp"
 #include "proxy/imap_response.hpp"
 
@@ -198,18 +199,14 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     limits.max_response_bytes = 48;
     limits.max_total_bytes = 256;
   }
-  std::uint32_t seed = data[1];
   const std::string_view input(reinterpret_cast<const char*>(data + 2), size - 2);
 
   ResponseFramer chunked(limits);
   std::vector<std::string> chunked_lines;
-  for (std::size_t pos = 0; pos < input.size();) {
-    seed = seed * 1103515245u + 12345u;
-    const std::size_t n = 1 + (seed >> 16) % 64;
-    for (auto& l : chunked.feed(input.substr(pos, n))) {
+  for (const auto piece : iop::fuzz::cut_into_reads(input, data[1])) {
+    for (auto& l : chunked.feed(piece)) {
       chunked_lines.push_back(std::move(l));
     }
-    pos += n;
   }
   ResponseFramer whole(limits);
   const std::vector<std::string> whole_lines = whole.feed(input);

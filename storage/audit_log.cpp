@@ -145,13 +145,9 @@ std::string sha256_hex(std::string_view data) {
   return lower_hex(std::string_view(reinterpret_cast<const char*>(digest.data()), size));
 }
 
-// The v1 encoding (schema v5 and older, plain SHA-256): the domain tag, then every field in
-// column order, each integer as 8 bytes and each text length-prefixed; prev_hash is covered,
-// `hash` is not; `messages` only when set (it came in v5), so older rows kept their hashes.
-std::string legacy_row_hash(const StoredRow& r) {
-  std::string buf;
-  buf.reserve(256 + r.username.size() + r.close_reason.size());
-  put_text(buf, legacy_hash_domain);
+// The columns both encodings cover, in column order: each integer as 8 bytes, each text
+// length-prefixed.
+void put_connection_fields(std::string& buf, const StoredRow& r) {
   put_int(buf, r.id);
   put_int(buf, r.started_at_ms);
   put_int(buf, r.ended_at_ms);
@@ -165,6 +161,16 @@ std::string legacy_row_hash(const StoredRow& r) {
   put_int(buf, r.bytes_client_to_upstream);
   put_int(buf, r.bytes_upstream_to_client);
   put_text(buf, r.close_reason);
+}
+
+// The v1 encoding (schema v5 and older, plain SHA-256): the domain tag, then every field in
+// column order, each integer as 8 bytes and each text length-prefixed; prev_hash is covered,
+// `hash` is not; `messages` only when set (it came in v5), so older rows kept their hashes.
+std::string legacy_row_hash(const StoredRow& r) {
+  std::string buf;
+  buf.reserve(256 + r.username.size() + r.close_reason.size());
+  put_text(buf, legacy_hash_domain);
+  put_connection_fields(buf, r);
   put_text(buf, r.prev_hash);
   if (r.messages != 0) {
     put_int(buf, r.messages);
@@ -178,19 +184,7 @@ std::string keyed_row_hash(const Secret& key, const StoredRow& r) {
   std::string buf;
   buf.reserve(256 + r.username.size() + r.close_reason.size());
   put_text(buf, hash_domain);
-  put_int(buf, r.id);
-  put_int(buf, r.started_at_ms);
-  put_int(buf, r.ended_at_ms);
-  put_text(buf, r.client_address);
-  put_int(buf, r.client_port);
-  put_text(buf, r.listener);
-  put_text(buf, r.username);
-  put_text(buf, r.account);
-  put_text(buf, r.outcome);
-  put_text(buf, r.token_source);
-  put_int(buf, r.bytes_client_to_upstream);
-  put_int(buf, r.bytes_upstream_to_client);
-  put_text(buf, r.close_reason);
+  put_connection_fields(buf, r);
   put_int(buf, r.messages);
   put_text(buf, r.event);
   put_text(buf, r.prev_hash);
