@@ -21,10 +21,12 @@
 #include "common/asio.hpp"
 #include "common/host_port.hpp"
 #include "common/log.hpp"
+#include "common/sanitize.hpp"
 #include "proxy/imap_response.hpp"
 #include "proxy/imap_stream.hpp"
 #include "proxy/smtp_session.hpp"
 #include "proxy/smtp_upstream.hpp"
+#include "storage/audit_log.hpp"
 #include "storage/credentials_store.hpp"
 #include "storage/token_cache.hpp"
 
@@ -221,6 +223,34 @@ error_code tcp_connect(const std::string& host, int port, std::chrono::milliseco
 
 // ---- the checks ---------------------------------------------------------------------------
 
+// The connection log's chain, read-only: a log that does not verify also refuses new rows
+// (every append checks the head), so serve would queue them until it stops.
+Check check_connection_log(const Config& config) {
+  const std::string name = "connection log";
+  auto key = storage::MasterKey::load(config.storage.key_file);
+  if (!key) {
+    return warn(name, "not checked: no usable master key");
+  }
+  auto log = storage::AuditLog::open_for_verifying(config.storage.database, *key);
+  if (!log) {
+    return failed(name, log.error().message, "use the key file this database was created with");
+  }
+  auto report = (*log)->verify();
+  if (!report) {
+    return failed(name, report.error().message, "check the database file and the disk");
+  }
+  if (!report->intact) {
+    return failed(
+        name,
+        fmt::format("BROKEN at row {}: {}", report->broken_at, sanitize_for_log(report->reason)),
+        "the log was changed outside imap-oauth2-proxy: keep a copy of the file as "
+        "evidence, see `imap-oauth2-proxy audit --verify`, and restore the database "
+        "from a backup (new rows cannot be written until then)");
+  }
+  return ok(name, fmt::format("{} rows, chain intact, head {}:{}", report->rows, report->head_id,
+                              report->head_hash));
+}
+
 Check check_config_mode(const Config& config) {
   struct stat st {};
   if (::stat(config.file.c_str(), &st) != 0) {
@@ -303,6 +333,7 @@ Storage check_storage(const Config& config) {
       ok("master key", fmt::format("{} decrypts the database's key check", key_path.string())));
   out.checks.push_back(
       ok("database", fmt::format("{} opens, migrations current", db_path.string())));
+  out.checks.push_back(check_connection_log(config));
   return out;
 }
 

@@ -18,6 +18,7 @@
 
 #include "certs/local_cert.hpp"
 #include "common/secret.hpp"
+#include "storage/audit_log.hpp"
 #include "storage/credentials_store.hpp"
 #include "tests/support/cli_env.hpp"
 #include "tests/support/dovecot_server.hpp"
@@ -178,7 +179,8 @@ TEST_F(DoctorTest, AHealthySetupPassesEveryCheck) {
   const auto statuses = statuses_from_text(r.out);
   for (const auto& name :
        {std::string("config"), std::string("config permissions"), std::string("master key"),
-        std::string("database"), std::string("redis"), std::string("token endpoint default"),
+        std::string("database"), std::string("connection log"), std::string("redis"),
+        std::string("token endpoint default"),
         "upstream 127.0.0.1:" + std::to_string(dovecot_->imaps_port()),
         std::string("server certificate"), "listen 127.0.0.1:" + std::to_string(setup_.listen_port),
         "account " + alice}) {
@@ -226,6 +228,24 @@ TEST_F(DoctorTest, AWrongMasterKeyFailsTheKeyCheck) {
   fs::remove(key_path);
   ASSERT_TRUE(storage::MasterKey::create(key_path).has_value());  // another random key
   expect_fail("master key", "does not decrypt the key check");
+}
+
+// A connection log changed outside the program refuses new rows; doctor says so before serve
+// queues them for nothing.
+TEST_F(DoctorTest, AConnectionLogThatDoesNotVerifyFails) {
+  const auto db = (dir_.path() / "data/credentials.db").string();
+  {
+    auto key = storage::MasterKey::load(dir_.path() / "data/master.key").value();
+    auto log = storage::AuditLog::open(db, key).value();
+    ASSERT_TRUE(
+        log->append(storage::event_record(storage::AuditEvent::passwd_changed, alice, "", 1)));
+  }
+  // Edited as someone without the key would.
+  const auto r = run_command({"sqlite3", db,
+                              "DROP TRIGGER IF EXISTS connection_log_no_update; UPDATE "
+                              "connection_log SET account = 'mallory@example.com' WHERE id = 1;"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  expect_fail("connection log", "BROKEN at row 1");
 }
 
 TEST_F(DoctorTest, RedisConfiguredButDownFailsTheRedisCheck) {
