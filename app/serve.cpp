@@ -24,9 +24,22 @@ namespace iop::app {
 
 namespace {
 
+// The daily retention's wait, and whether shutdown has stopped it. Both are touched only on the
+// main io_context's one thread (the signal handler runs there too).
+struct Retention {
+  explicit Retention(net::io_context& ioc) : timer(ioc) {}
+  net::steady_timer timer;
+  bool stopped = false;
+  void stop() {
+    stopped = true;
+    timer.cancel();  // a wait in progress ends now; `stopped` covers a prune in progress
+  }
+};
+
 // Deletes connection-log rows older than [audit] keep_days now and then every 24 hours, until
-// `timer` is cancelled (shutdown).
-awaitable<void> prune_daily(Services& services, net::steady_timer& timer) {
+// shutdown stops it. A stop that lands while a prune runs on the pool finds no wait to cancel:
+// `stopped` is checked before each wait, or the 24-hour wait would hold serve's exit.
+awaitable<void> prune_daily(Services& services, Retention& retention) {
   const std::int64_t keep_ms = std::int64_t{services.config.audit.keep_days} * 86'400'000;
   for (;;) {
     const std::int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -42,10 +55,13 @@ awaitable<void> prune_daily(Services& services, net::steady_timer& timer) {
       spdlog::info("connection log retention: deleted {} row(s) older than {} day(s)",
                    pruned->deleted, services.config.audit.keep_days);
     }
-    timer.expires_after(std::chrono::hours(24));
+    if (retention.stopped) {
+      co_return;
+    }
+    retention.timer.expires_after(std::chrono::hours(24));
     boost::system::error_code ec;
-    co_await timer.async_wait(net::redirect_error(net::use_awaitable, ec));
-    if (ec) {
+    co_await retention.timer.async_wait(net::redirect_error(net::use_awaitable, ec));
+    if (ec || retention.stopped) {
       co_return;
     }
   }
@@ -270,9 +286,9 @@ int serve(Services& services) {
     net::co_spawn(ioc, refresher.run(), log_done("background refresher"));
 
     // Retention ([audit] keep_days): at start, then daily, on the blocking pool.
-    net::steady_timer retention_timer(ioc);
+    Retention retention(ioc);
     if (cfg.audit.keep_days > 0) {
-      net::co_spawn(ioc, prune_daily(services, retention_timer), log_done("audit retention"));
+      net::co_spawn(ioc, prune_daily(services, retention), log_done("audit retention"));
     }
 
     // SIGINT/SIGTERM: stop accepting, give sessions the grace period, then close them. A second
@@ -288,7 +304,7 @@ int serve(Services& services) {
         l->stop();
       }
       refresher.stop();
-      retention_timer.cancel();
+      retention.stop();
       signals.async_wait([&](const boost::system::error_code& e2, int) {
         if (!e2) {
           registry.close_all();

@@ -530,10 +530,23 @@ Result<void> AuditLog::Impl::key_legacy_log() {
   // A file without a key check is new (or had it deleted): claimed for this key at v3, and
   // nothing in it is keyed after the fact. v1 stays for the credentials store, whose backfill of
   // row MACs it triggers (the store writes v2; the next open of the log writes v3).
-  const bool legacy = check != KeyCheck::absent && head && head->mac.empty() && !boundary;
-  if (check != KeyCheck::v1) {
-    IOP_TRY(write_key_check(db, *master, KeyCheck::v3));
+  // Not while the check is v1 either: the credentials store moves it to v2 first (its backfill
+  // of row MACs), and keying under a v1 check would leave it where a later edit could be keyed.
+  const bool legacy = check == KeyCheck::v2 && head && head->mac.empty() && !boundary &&
+                      head->id < std::numeric_limits<std::int64_t>::max();
+  if (check == KeyCheck::v1) {
+    return {};
   }
+  if (legacy) {
+    // Rows past the plain head are not part of its chain: keying would collide with them and
+    // fail every open (serve, account commands). Left for verify() to report.
+    IOP_TRY_ASSIGN(auto last, db.prepare("SELECT max(id) FROM connection_log"));
+    IOP_TRY_ASSIGN(auto step, last.step());
+    if (step == Statement::Step::row && last.column_int64(0) > head->id) {
+      return {};
+    }
+  }
+  IOP_TRY(write_key_check(db, *master, KeyCheck::v3));
   if (!legacy) {
     return {};  // empty (every row will be keyed) or keyed already
   }
@@ -852,8 +865,15 @@ Result<VerifyReport> AuditLog::Impl::verify_locked(const std::optional<AuditAnch
   // A log from before keying that no writer has opened since: its key check predates v3, its
   // head is plain and there is no boundary. Checked as the plain chain it is, up to its head.
   IOP_TRY_ASSIGN(const KeyCheck check, read_key_check(db, *master));
-  const bool unkeyed_log =
-      check != KeyCheck::v3 && head && head->id >= 0 && head->mac.empty() && !boundary && !base;
+  // Only a sealed v1/v2 check vouches for that: a missing one (deleted) vouches for nothing.
+  const bool unkeyed_log = (check == KeyCheck::v1 || check == KeyCheck::v2) && head &&
+                           head->id >= 0 && head->id < std::numeric_limits<std::int64_t>::max() &&
+                           head->mac.empty() && !boundary && !base;
+  if (check == KeyCheck::absent && (head || rows > 0)) {
+    return broken(rows, 1,
+                  "the database's key check is missing (deleted) while the log has rows: nothing "
+                  "vouches for them any more");
+  }
   if (unkeyed_log) {
     boundary = Mark{head->id + 1, head->hash, ""};
   }
@@ -911,6 +931,10 @@ Result<VerifyReport> AuditLog::Impl::verify_locked(const std::optional<AuditAnch
       return broken(rows, r.id, "the first keyed row does not follow the unkeyed rows it sealed");
     }
     const bool plain = boundary && r.id < boundary->id;
+    if (plain && !r.event.empty()) {
+      // The plain encoding predates the column and does not cover it.
+      return broken(rows, r.id, "an event was set on a row from before the chain was keyed");
+    }
     const std::string computed = plain ? legacy_row_hash(r) : keyed_row_hash(*chain_key, r);
     if (!mac_equal(computed, r.hash)) {
       return broken(rows, r.id,
@@ -1004,20 +1028,23 @@ Result<PruneReport> AuditLog::prune(std::int64_t cutoff_ms, std::int64_t now_ms)
   std::lock_guard lock(impl_->mu);
   Database& db = impl_->db;
   IOP_TRY_ASSIGN(const Secret* chain_key, impl_->need_key("pruning the connection log"));
-  IOP_TRY_ASSIGN(auto tx, Transaction::begin(db));
-  IOP_TRY_ASSIGN(const VerifyReport check, impl_->verify_locked(std::nullopt));
-  if (!check.intact) {
-    return fail(Errc::credentials_corrupt,
-                "database " + db.path() +
-                    ": not pruning the connection log: it does not verify "
-                    "(row " +
-                    std::to_string(check.broken_at) + ": " + check.reason +
-                    "); run 'imap-oauth2-proxy audit --verify'");
-  }
-  // The longest prefix of rows that all ended before the cut-off.
+  // The whole chain is verified in a read transaction: in the write transaction it would hold
+  // the file's write lock for as long as it takes to MAC every row, and the credentials store's
+  // commits (a rotated refresh token) would time out behind it.
   std::int64_t last_old = 0;
   std::string last_old_hash;
+  VerifyReport check;
   {
+    IOP_TRY_ASSIGN(auto read, Transaction::begin(db, "BEGIN DEFERRED"));
+    IOP_TRY_ASSIGN(check, impl_->verify_locked(std::nullopt));
+    if (!check.intact) {
+      return fail(Errc::credentials_corrupt,
+                  "database " + db.path() +
+                      ": not pruning the connection log: it does not verify (row " +
+                      std::to_string(check.broken_at) + ": " + check.reason +
+                      "); run 'imap-oauth2-proxy audit --verify'");
+    }
+    // The longest prefix of rows that all ended before the cut-off.
     IOP_TRY_ASSIGN(auto stmt,
                    db.prepare("SELECT id, ended_at_ms, hash FROM connection_log ORDER BY id"));
     for (;;) {
@@ -1028,11 +1055,30 @@ Result<PruneReport> AuditLog::prune(std::int64_t cutoff_ms, std::int64_t now_ms)
       last_old = stmt.column_int64(0);
       last_old_hash = stmt.column_text(2);
     }
+    stmt.reset();
+    IOP_TRY(read.commit());
   }
   PruneReport report;
   report.first_kept = check.first_id;
   if (last_old == 0) {
     return report;
+  }
+  // The write: only what was verified goes. Rows are append-only, so the prefix can only have
+  // changed by an edit in between; the row that becomes the base must still hold the hash that
+  // verified, or nothing is deleted.
+  IOP_TRY_ASSIGN(auto tx, Transaction::begin(db));
+  {
+    IOP_TRY_ASSIGN(auto stmt, db.prepare("SELECT hash, (SELECT min(id) FROM connection_log) "
+                                         "FROM connection_log WHERE id = ?1"));
+    IOP_TRY(stmt.bind_int64(1, last_old));
+    IOP_TRY_ASSIGN(auto step, stmt.step());
+    if (step != Statement::Step::row || stmt.column_text(0) != last_old_hash ||
+        stmt.column_int64(1) != check.first_id) {
+      return fail(Errc::credentials_corrupt,
+                  "database " + db.path() +
+                      ": the connection log changed while it was being pruned: run "
+                      "'imap-oauth2-proxy audit --verify'");
+    }
   }
   IOP_TRY(db.exec("DROP TRIGGER IF EXISTS connection_log_no_delete"));
   IOP_TRY_ASSIGN(auto del, db.prepare("DELETE FROM connection_log WHERE id <= ?1"));

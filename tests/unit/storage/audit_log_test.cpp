@@ -530,8 +530,15 @@ TEST_F(AuditLogTest, AnUnkeyedForgeryIsNeverKeyed) {
   EXPECT_FALSE(report.intact);
   EXPECT_NE(report.reason.find("has no MAC"), std::string::npos) << report.reason;
   EXPECT_FALSE(log->append(record(1, 2, "a@x.com")).has_value());
-  // Deleting the key check as well does not reopen the door: a file without one is new.
+  // Deleting the key check as well does not reopen the door: verifying read-only finds nothing
+  // that vouches for the rows (a review found it did), and a writer treats the file as new.
   raw.exec("DELETE FROM meta WHERE key = 'key_check'");
+  {
+    auto verifier = AuditLog::open_for_verifying(db_path(), key_).value();
+    const auto unvouched = verifier->verify().value();
+    EXPECT_FALSE(unvouched.intact);
+    EXPECT_NE(unvouched.reason.find("key check is missing"), std::string::npos) << unvouched.reason;
+  }
   log.reset();
   log = open_log();
   ASSERT_NE(log, nullptr);
