@@ -499,7 +499,8 @@ target_link_libraries(app ImapOAuth2Proxy::client)
   const auto build_dir = project.path() / "build";
   const auto configure =
       run_command({IOP_CMAKE_COMMAND, "-S", project.path().string(), "-B", build_dir.string(), "-G",
-                   "Ninja", "-DCMAKE_PREFIX_PATH=" + prefix.path().string()},
+                   "Ninja", "-DCMAKE_PREFIX_PATH=" + prefix.path().string(),
+                   std::string("-DCMAKE_CXX_FLAGS=") + IOP_OUTSIDE_FLAGS},
                   "", 120s);
   ASSERT_EQ(configure.exit_code, 0) << configure.out << configure.err;
   const auto build = run_command({IOP_CMAKE_COMMAND, "--build", build_dir.string()}, "", 300s);
@@ -523,7 +524,8 @@ target_link_libraries(app ImapOAuth2Proxy::client)
   const auto exe = (project.path() / "app-pc").string();
   const auto compiled =
       run_command({"sh", "-c",
-                   "c++ -std=c++20 " + (project.path() / "main.cpp").string() + " -o " + exe + " " +
+                   std::string("c++ -std=c++20 ") + IOP_OUTSIDE_FLAGS + " " +
+                       (project.path() / "main.cpp").string() + " -o " + exe + " " +
                        flags.out.substr(0, flags.out.find('\n')) + " -Wl,-rpath," + lib_dir},
                   "", 300s);
   ASSERT_EQ(compiled.exit_code, 0) << compiled.out << compiled.err;
