@@ -102,6 +102,10 @@ Result<std::unique_ptr<Services>> make_services(Config config, KeyPolicy key_pol
   IOP_TRY_ASSIGN(services->audit, storage::AuditLog::open(db_path, *key));
   storage::AuditWriterSettings aws;
   aws.max_queued_rows = static_cast<std::size_t>(cfg.audit.max_queued_rows);
+  // Rows wait up to this long to share a commit: under a steady stream of logins a commit per
+  // row would be the writer's main cost and compete with sessions for the CPU. A crash loses
+  // the queue either way; shutdown flushes it.
+  aws.linger = std::chrono::milliseconds(250);
   services->audit_writer =
       std::make_unique<storage::AuditWriter>(storage::audit_log_sink(*services->audit), aws);
   if (!cfg.redis.url.empty()) {
