@@ -237,6 +237,9 @@ int serve(Services& services) {
     const proxy::ExecutorPicker pick = [&workers, &next_worker]() -> net::any_io_executor {
       return workers[next_worker++ % workers.size()]->get_executor();
     };
+    // Before the listeners bind: a SIGTERM sent as soon as the port accepts (a supervisor, a
+    // test) must reach the drain below, not the default action (it was exit status 143).
+    net::signal_set signals(ioc, SIGINT, SIGTERM);
     std::vector<std::unique_ptr<proxy::Listener>> listeners;
     if (cfg.server.listen_tls) {
       listeners.push_back(must(proxy::Listener::bind(ioc, cfg.server.listen_tls->host,
@@ -293,7 +296,6 @@ int serve(Services& services) {
 
     // SIGINT/SIGTERM: stop accepting, give sessions the grace period, then close them. A second
     // signal closes them at once. The io_context runs out of work when everything has ended.
-    net::signal_set signals(ioc, SIGINT, SIGTERM);
     signals.async_wait([&](const boost::system::error_code& ec, int sig) {
       if (ec) {
         return;

@@ -525,6 +525,16 @@ TEST_F(ProxyTest, AMixedRunOfSessionsRefreshesAndAccountChangesIsOneVerifiableCh
   env->add_expired_account(gus, "gus-local");
   env->peer.revoke(gus);
   EXPECT_FALSE(env->client(gus, "gus-local", {"login"})["ok"].get<bool>());  // needs_reauth
+  // The chain's order is the order rows are written: serve's writer batches (up to 250 ms),
+  // the CLI writes at once. Wait for the session's row so the removal comes after it.
+  ASSERT_TRUE(wait_until(
+      [&] {
+        for (const auto& row : env->audit_rows()) {
+          if (row.account == gus && row.event.empty()) return true;
+        }
+        return false;
+      },
+      10s, "gus's connection row"));
   r = run_cli(env->config, {"account", "remove", gus});
   ASSERT_EQ(r.exit_code, 0) << r.err;
 
