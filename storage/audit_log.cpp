@@ -451,8 +451,11 @@ std::string legacy_connection_record_hash(const ConnectionRecord& record) {
 }
 
 const std::string& audit_genesis_hash() {
-  static const std::string genesis = sha256_hex(genesis_input);
-  return genesis;
+  // Never destroyed: a writer flushing at process exit (the client library's contexts live in a
+  // static registry built before this) must not read a string whose static destructor ran
+  // (ASan: heap-use-after-free in the library tests).
+  static const std::string* const genesis = new std::string(sha256_hex(genesis_input));
+  return *genesis;
 }
 
 struct AuditLog::Impl {
