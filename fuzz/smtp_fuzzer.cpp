@@ -51,6 +51,7 @@ void check_replies(std::string_view bytes) {
 std::string run_server(const ServerOptions& options, const std::vector<std::string_view>& pieces) {
   ServerMachine machine(options);
   std::string transcript;
+  std::string replies;  // only the bytes the machine sent
   std::vector<std::string> passwords;
   auto handle = [&](std::vector<Action> actions) {
     while (!actions.empty()) {
@@ -59,6 +60,7 @@ std::string run_server(const ServerOptions& options, const std::vector<std::stri
         if (const auto* s = std::get_if<Send>(&action)) {
           check_replies(s->bytes);
           transcript += s->bytes;
+          replies += s->bytes;
         } else if (std::holds_alternative<StartTls>(action)) {
           transcript += "<tls>";
           next = machine.on_tls_started();
@@ -83,9 +85,11 @@ std::string run_server(const ServerOptions& options, const std::vector<std::stri
   }
   for (const auto& p : passwords) {
     // A password must never come back in a reply (a 4-byte one could appear by chance in the
-    // fixed texts, so only longer ones that are not part of them are checked).
+    // fixed texts, so only longer ones that are not part of them are checked). Only what the
+    // machine sent counts: the transcript also holds this driver's "<check USER>" markers, and a
+    // password equal to its username is no leak (a false alarm found by a 120 s run).
     if (p.size() >= 8 && p.find_first_of("\r\n") == std::string::npos) {
-      require(transcript.find(p) == std::string::npos);
+      require(replies.find(p) == std::string::npos);
     }
   }
   return transcript;
