@@ -77,6 +77,29 @@ constexpr std::array<std::pair<TokenSource, std::string_view>, 6> source_names =
     {TokenSource::memory, "memory"},
 }};
 
+// The stored spelling of an enumerator in one of the tables above, and back.
+template <class T, std::size_t N>
+std::optional<std::string_view> name_in(const std::array<std::pair<T, std::string_view>, N>& table,
+                                        T value) {
+  for (const auto& [v, name] : table) {
+    if (v == value) {
+      return name;
+    }
+  }
+  return std::nullopt;
+}
+
+template <class T, std::size_t N>
+std::optional<T> value_in(const std::array<std::pair<T, std::string_view>, N>& table,
+                          std::string_view text) {
+  for (const auto& [v, name] : table) {
+    if (name == text) {
+      return v;
+    }
+  }
+  return std::nullopt;
+}
+
 // A row as stored: the enums as their text, exactly what the hash covers. verify() hashes the
 // stored text, so a value this version does not know still verifies (or fails) by its bytes.
 struct StoredRow {
@@ -343,57 +366,25 @@ std::string key_missing_message(std::string_view what) {
 }  // namespace
 
 std::string_view to_string(ConnectionOutcome outcome) {
-  for (const auto& [value, name] : outcome_names) {
-    if (value == outcome) {
-      return name;
-    }
-  }
-  return "internal_error";
+  return name_in(outcome_names, outcome).value_or("internal_error");
 }
 
 std::optional<ConnectionOutcome> parse_connection_outcome(std::string_view text) {
-  for (const auto& [value, name] : outcome_names) {
-    if (name == text) {
-      return value;
-    }
-  }
-  return std::nullopt;
+  return value_in(outcome_names, text);
 }
 
 std::string_view to_string(TokenSource source) {
-  for (const auto& [value, name] : source_names) {
-    if (value == source) {
-      return name;
-    }
-  }
-  return "";
+  return name_in(source_names, source).value_or("");
 }
 
 std::optional<TokenSource> parse_token_source(std::string_view text) {
-  for (const auto& [value, name] : source_names) {
-    if (name == text) {
-      return value;
-    }
-  }
-  return std::nullopt;
+  return value_in(source_names, text);
 }
 
-std::string_view to_string(AuditEvent event) {
-  for (const auto& [value, name] : event_names) {
-    if (value == event) {
-      return name;
-    }
-  }
-  return "";
-}
+std::string_view to_string(AuditEvent event) { return name_in(event_names, event).value_or(""); }
 
 std::optional<AuditEvent> parse_audit_event(std::string_view text) {
-  for (const auto& [value, name] : event_names) {
-    if (name == text) {
-      return value;
-    }
-  }
-  return std::nullopt;
+  return value_in(event_names, text);
 }
 
 ConnectionRecord event_record(AuditEvent event, std::string account, std::string detail,
