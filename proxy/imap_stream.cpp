@@ -13,6 +13,8 @@
 namespace iop::proxy {
 namespace {
 
+constexpr std::size_t read_buffer_bytes = 64 * 1024;
+
 void free_ssl(SSL* ssl) { SSL_free(ssl); }
 
 using error_code = boost::system::error_code;
@@ -35,6 +37,9 @@ std::unique_ptr<SSL, void (*)(SSL*)> new_tls(net::ssl::context& context, int fd)
   SSL_set_bio(ssl.get(), bio, bio);
   SSL_set_mode(ssl.get(), SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
   SSL_set_read_ahead(ssl.get(), 1);
+  // Room for several records per recv (servers that send small records: Dovecot's 4 KiB); only
+  // allocated while data flows (SSL_MODE_RELEASE_BUFFERS).
+  SSL_set_default_read_buffer_len(ssl.get(), read_buffer_bytes);
   return ssl;
 }
 

@@ -33,6 +33,11 @@ struct DovecotOptions {
   // with AUTH XOAUTH2 checked by the same introspection as IMAP, relaying every accepted message
   // to an SMTP server on 127.0.0.1:`submission_relay_port` (a sink). See submission_port().
   int submission_relay_port = 0;
+  // imap-login in high-performance mode (service_count = 0: a few processes, each terminating
+  // TLS for thousands of clients) or, false, in Dovecot's default high-security mode
+  // (service_count = 1: one login process per connection). They frame TLS records differently
+  // (the shared processes send smaller ones), which matters for the relay's cost per MB.
+  bool high_performance_login = true;
 };
 
 class DovecotServer {
