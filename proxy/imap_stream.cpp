@@ -188,6 +188,10 @@ std::size_t ImapStream::read_available(net::mutable_buffer buffer, error_code& e
       // WANT_WRITE: OpenSSL must send something first (a KeyUpdate answer, RFC 8446 §4.6.3).
       read_wants_write_ = err == SSL_ERROR_WANT_WRITE;
       drained_ = true;
+      // The read that found the socket empty set up a fresh record buffer first, and
+      // SSL_MODE_RELEASE_BUFFERS only frees one after a record is consumed: give it back now
+      // (a no-op while it holds part of a record), or every idle connection keeps 64 KiB.
+      SSL_free_buffers(ssl_.get());
       return total;
     }
     // EOF or an error: after the bytes read so far, if any.
