@@ -382,7 +382,7 @@ awaitable<void> UpstreamPool::warm_up(std::string email, UpstreamEndpoint endpoi
   co_await watch(parked);
 }
 
-awaitable<void> UpstreamPool::watch(std::shared_ptr<Parked> parked) {
+awaitable<void> UpstreamPool::watch(const std::shared_ptr<Parked>& parked) {
   Parked& p = *parked;
   std::vector<char> buffer(4096);
   for (;;) {

@@ -122,7 +122,8 @@ class UpstreamPool : public std::enable_shared_from_this<UpstreamPool> {
   // Starts a warm-up for `email` when the policy says so (call without the lock).
   void maybe_warm(const std::string& email);
   awaitable<void> warm_up(std::string email, UpstreamEndpoint endpoint);
-  awaitable<void> watch(std::shared_ptr<Parked> parked);
+  // `parked` is the caller's (warm_up's frame outlives the call).
+  awaitable<void> watch(const std::shared_ptr<Parked>& parked);
   // Removes `parked` from its account if it is still the one there; `failed` counts as a
   // failure for the back-off (server closed it).
   void unpark(const std::shared_ptr<Parked>& parked, bool failed);
