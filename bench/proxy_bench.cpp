@@ -50,6 +50,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include <functional>
 
 #include <algorithm>
 #include <cerrno>
@@ -996,6 +997,26 @@ struct PrewarmResult {
   int logins = 0;
 };
 
+void measure_three(Env& env, SSL_CTX* proxy_ctx, SSL_CTX* direct_ctx, int warm_port, int logins,
+                   std::vector<double>& direct, std::vector<double>& proxied,
+                   std::vector<double>& prewarmed, const std::function<void()>& wait_ready) {
+  for (int i = 0; i < logins; ++i) {
+    for (int k = 0; k < 3; ++k) {
+      switch ((i + k) % 3) {
+        case 0:
+          direct.push_back(timed_login(env, direct_ctx, false).total);
+          break;
+        case 1:
+          proxied.push_back(timed_login(env, proxy_ctx, true).total);
+          break;
+        default:
+          prewarmed.push_back(timed_proxy_login(proxy_ctx, warm_port));
+          wait_ready();
+      }
+    }
+  }
+}
+
 PrewarmResult prewarm_phase(Env& env, SSL_CTX* proxy_ctx, SSL_CTX* direct_ctx, int logins) {
   std::printf(
       "\n== 5. Login latency direct vs proxy vs proxy with [upstream] prewarm = true: %d each, "
@@ -1033,25 +1054,21 @@ PrewarmResult prewarm_phase(Env& env, SSL_CTX* proxy_ctx, SSL_CTX* direct_ctx, i
       std::this_thread::sleep_for(1ms);
     }
   };
-  timed_proxy_login(proxy_ctx, warm_port);  // fills its caches; the pool makes the first one
-  wait_ready();
-  timed_login(env, proxy_ctx, true);
-  timed_login(env, direct_ctx, false);
   std::vector<double> direct, proxied, prewarmed;
-  for (int i = 0; i < logins; ++i) {
-    for (int k = 0; k < 3; ++k) {
-      switch ((i + k) % 3) {
-        case 0:
-          direct.push_back(timed_login(env, direct_ctx, false).total);
-          break;
-        case 1:
-          proxied.push_back(timed_login(env, proxy_ctx, true).total);
-          break;
-        default:
-          prewarmed.push_back(timed_proxy_login(proxy_ctx, warm_port));
-          wait_ready();
-      }
-    }
+  try {
+    timed_proxy_login(proxy_ctx, warm_port);  // fills its caches; the pool makes the first one
+    wait_ready();
+    timed_login(env, proxy_ctx, true);
+    timed_login(env, direct_ctx, false);
+    measure_three(env, proxy_ctx, direct_ctx, warm_port, logins, direct, proxied, prewarmed,
+                  wait_ready);
+  } catch (const std::exception& e) {
+    auto tail = [](const fs::path& p) {
+      const auto text = slurp(p);
+      return text.substr(text.size() > 3000 ? text.size() - 3000 : 0);
+    };
+    die(std::string(e.what()) + "\n-- proxy log:\n" + tail(env.dir.path() / "proxy.log") +
+        "\n-- prewarm proxy log:\n" + tail(warm_log));
   }
   PrewarmResult r;
   r.logins = logins;
