@@ -45,7 +45,6 @@ struct UpstreamPool::Parked {
   std::string pending;
   storage::TokenSource source = storage::TokenSource::none;
   net::steady_timer timer;  // retire_at
-  bool reading = false;     // the watcher is inside a TLS read: the stream cannot be taken now
   bool claimed = false;     // a session has the stream: the watcher must not touch it again
   bool closing = false;     // retire, discard or shutdown asked: the watcher closes it
   bool server_closed = false;
@@ -69,16 +68,9 @@ void close_on_home(const std::shared_ptr<UpstreamPool::Parked>& parked, std::str
   });
 }
 
-// On the home executor: takes the stream from its watcher, unless the watcher is in the middle
-// of a TLS read (a read cut short could leave the TLS state undefined: dropped instead) or it is
-// closing already.
+// On the home executor: takes the stream from its watcher, unless it is closing already.
 awaitable<std::optional<WarmConnection>> claim_on_home(std::shared_ptr<UpstreamPool::Parked> p) {
-  if (p->claimed || p->closing || p->reading || !p->stream) {
-    if (!p->claimed && !p->closing && p->stream) {
-      p->closing = true;
-      p->why = "busy reading when a login wanted it";
-      p->stream->cancel();  // the watcher's read ends; it closes the connection
-    }
+  if (p->claimed || p->closing || !p->stream) {
     co_return std::nullopt;
   }
   p->claimed = true;
@@ -112,10 +104,8 @@ void move_to_executor(ImapStream& stream, const net::any_io_executor& executor,
   if (socket.get_executor() == executor) {
     return;
   }
-  // The descriptor changes reactor; the TLS state (asio's ssl::stream engine around it) stays.
-  // The ssl::stream's two internal timers that order concurrent reads and writes stay on the
-  // old io_context; their completions still run on the session's executor, and every worker
-  // context runs until serve exits, so that only costs a hop between threads.
+  // The descriptor changes reactor; the TLS state stays: the SSL object's BIO works on the
+  // descriptor number (proxy/socket_bio.hpp), which does not change.
   const auto local = socket.local_endpoint(ec);
   if (ec) {
     return;
@@ -131,6 +121,7 @@ void move_to_executor(ImapStream& stream, const net::any_io_executor& executor,
     return;
   }
   socket = std::move(moved);
+  socket.non_blocking(true, ec);  // as it was (ImapStream drives OpenSSL on a non-blocking fd)
 }
 
 UpstreamLease::UpstreamLease(std::shared_ptr<UpstreamPool> pool, std::string email)
@@ -384,13 +375,10 @@ awaitable<void> UpstreamPool::warm_up(std::string email, UpstreamEndpoint endpoi
 
 awaitable<void> UpstreamPool::watch(const std::shared_ptr<Parked>& parked) {
   Parked& p = *parked;
-  std::vector<char> buffer(4096);
   for (;;) {
     boost::system::error_code ec;
-    // Readability only: nothing is read (or allocated) while the server is quiet, and a wait
-    // can be cancelled at any time without touching the TLS state.
-    co_await p.stream->socket().async_wait(tcp::socket::wait_read,
-                                           net::redirect_error(net::use_awaitable, ec));
+    // Holds no buffer and can be cancelled at any time without touching the TLS state.
+    co_await p.stream->wait_readable(ec);
     if (p.claimed) {
       co_return;  // the stream is a session's now
     }
@@ -399,18 +387,22 @@ awaitable<void> UpstreamPool::watch(const std::shared_ptr<Parked>& parked) {
     }
     if (ec) {
       p.server_closed = true;
-      p.why = fmt::format("wait failed: {}", ec.message());
+      p.why = fmt::format("the server closed it ({})", ec.message());
       break;
     }
-    p.reading = true;
-    const auto n = co_await p.stream->read_some(net::buffer(buffer), ec);
-    p.reading = false;
+    // Everything available now, without waiting (a TLS record may be incomplete: 0, wait again).
+    // The buffer exists only while reading: a parked connection holds none.
+    std::vector<char> buffer(4096);
+    std::size_t n = 0;
+    do {
+      n = p.stream->read_available(net::buffer(buffer), ec);
+      p.pending.append(buffer.data(), n);
+    } while (n > 0 && !ec && p.pending.size() <= max_parked_bytes);
     if (ec) {
-      p.server_closed = !p.closing;
-      p.why = p.closing ? p.why : fmt::format("the server closed it ({})", ec.message());
+      p.server_closed = true;
+      p.why = fmt::format("the server closed it ({})", ec.message());
       break;
     }
-    p.pending.append(buffer.data(), n);
     // A BYE means the server is closing (RFC 9051 §7.1.5: e.g. its idle autologout, or an admin
     // kick); a literal holding "* BYE" at a line start only costs a fresh login.
     if (holds_bye(p.pending)) {
@@ -420,9 +412,6 @@ awaitable<void> UpstreamPool::watch(const std::shared_ptr<Parked>& parked) {
     }
     if (p.pending.size() > max_parked_bytes) {
       p.why = "too much unsolicited data from the server";
-      break;
-    }
-    if (p.closing) {
       break;
     }
   }

@@ -8,7 +8,8 @@
 // The decisions are in proxy/prewarm_policy.hpp (pure); this file does the I/O:
 // - warm-ups run as their own coroutines on the executor of the login that asked for them, never
 //   inside a session;
-// - a parked connection keeps a readability wait pending, so a server close or BYE is noticed
+// - a parked connection keeps a readability wait pending (ImapStream::wait_readable: no buffer
+//   held, cancellable at any time), so a server close or BYE is noticed
 //   and the connection dropped; other bytes the server sends meanwhile are kept for the client
 //   (like UpstreamConnection::pending);
 // - a parked connection is retired (LOGOUT, TLS close) before its token gets too old for a new
@@ -90,8 +91,8 @@ class UpstreamPool : public std::enable_shared_from_this<UpstreamPool> {
   // Takes the parked connection when there is a usable one (moving it to the calling
   // coroutine's executor), else counts a fresh login, else refuses at the limit; then starts
   // the next warm-up in the background when the policy says so. Suspends only to take a parked
-  // connection from its home executor. A parked connection found dead or busy at that moment
-  // is dropped and the login goes fresh (admission fresh, warm empty).
+  // connection from its home executor. A parked connection found closing at that moment (the
+  // server just ended it) is not used and the login goes fresh (admission fresh, warm empty).
   awaitable<Checkout> checkout(const std::string& email, const UpstreamEndpoint& endpoint);
 
   // For shutdown: no new warm-ups; every parked connection is logged out and closed on its
