@@ -230,12 +230,14 @@ awaitable<Checkout> UpstreamPool::checkout(const std::string& email,
     auto claim = net::co_spawn(home, std::move(op), net::use_awaitable);
     auto claimed = co_await std::move(claim);
     boost::system::error_code ec;
+    const bool other_worker = claimed && claimed->stream->socket().get_executor() != executor;
     if (claimed) {
       move_to_executor(*claimed->stream, executor, ec);
     }
     if (claimed && !ec) {
       out.warm = std::move(claimed);
-      spdlog::debug("prewarm: account={} login takes the warm connection", email);
+      spdlog::debug("prewarm: account={} login takes the warm connection{}", email,
+                    other_worker ? " (moved from another worker)" : "");
     } else {
       out.admission = Admission::fresh;
       spdlog::info("prewarm: account={} warm connection dropped ({}): logging in afresh", email,
