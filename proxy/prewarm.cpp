@@ -35,7 +35,8 @@ std::int64_t seconds_left(PrewarmTime at) {
 // A parked connection. `home` is the executor it was made on; everything below `timer` is
 // touched only there.
 struct UpstreamPool::Parked {
-  explicit Parked(const net::any_io_executor& executor) : home(executor), timer(executor) {}
+  explicit Parked(const net::any_io_executor& executor)
+      : home(executor), timer(executor), handoff(executor) {}
 
   std::string email;
   net::any_io_executor home;
@@ -44,9 +45,10 @@ struct UpstreamPool::Parked {
   std::vector<std::string> capabilities;
   std::string pending;
   storage::TokenSource source = storage::TokenSource::none;
-  net::steady_timer timer;  // retire_at
-  bool claimed = false;     // a session has the stream: the watcher must not touch it again
-  bool closing = false;     // retire, discard or shutdown asked: the watcher closes it
+  net::steady_timer timer;    // retire_at
+  net::steady_timer handoff;  // a claim waits on it until the watcher has let go of the stream
+  bool claimed = false;       // a session has the stream: the watcher must not touch it again
+  bool closing = false;       // retire, discard or shutdown asked: the watcher closes it
   bool server_closed = false;
   std::string why;  // why it was closed, for the log
 };
@@ -75,9 +77,19 @@ awaitable<std::optional<WarmConnection>> claim_on_home(std::shared_ptr<UpstreamP
   }
   p->claimed = true;
   p->timer.cancel();
-  // Cancels the readability wait now (its completion, queued here, only sees `claimed`): no
-  // operation is left on the socket when the session moves it to its own executor.
+  // The watcher is suspended in wait_readable() (its only suspension point while parked).
+  // Cancel that wait and let the watcher finish with the stream (wait_readable() still touches
+  // it after the wait) before it changes hands: the watcher cancels `handoff` on its way out.
+  // Bounded, in case the watcher is not there: then the stream is not handed out.
   p->stream->cancel();
+  p->handoff.expires_after(std::chrono::seconds(5));
+  boost::system::error_code ec;
+  co_await p->handoff.async_wait(net::redirect_error(net::use_awaitable, ec));
+  if (ec != net::error::operation_aborted || !p->stream) {
+    spdlog::error("prewarm: account={} the warm connection's watcher did not let go of it",
+                  p->email);
+    co_return std::nullopt;
+  }
   WarmConnection out;
   out.stream = std::move(p->stream);
   out.capabilities = std::move(p->capabilities);
@@ -382,7 +394,8 @@ awaitable<void> UpstreamPool::watch(const std::shared_ptr<Parked>& parked) {
     // Holds no buffer and can be cancelled at any time without touching the TLS state.
     co_await p.stream->wait_readable(ec);
     if (p.claimed) {
-      co_return;  // the stream is a session's now
+      p.handoff.cancel();  // the claim may take the stream now: this coroutine is done with it
+      co_return;
     }
     if (p.closing) {
       break;
