@@ -10,7 +10,8 @@
 // Runtime: about 40 s on this 2-core machine (setup and delivery ~5 s, throughput ~15 s, latency
 // ~5 s, concurrency ~15 s). Options (defaults in brackets): --messages N [20]
 // --message-mb N [10] --rounds N [5] --logins N [200] --sessions N [2000] --phases tlca [tlc]
-// (t = throughput, l = latency, c = concurrency, a = audit on vs off) --audit-logins N [2000]
+// (t = throughput, l = latency, c = concurrency, a = audit on vs off, w = prewarm: direct vs
+// proxy vs proxy with [upstream] prewarm, --logins each) --audit-logins N [2000]
 // --audit-block N [100]. IOP_BINARY overrides the proxy binary (default:
 // the build's app/imap-oauth2-proxy; use a Release build). The figures are sensitive to other
 // load on the machine: the load average is printed before and after.
@@ -34,6 +35,9 @@
 // 4. Audit on vs off (issue #8): proxied logins (as in 2) alternating in blocks between this proxy
 //    and a second one with [audit] connection_log = false; p50 and p99 of each and the
 //    difference (target: p99 within 0.2 ms).
+// 5. Prewarm (issue #9): logins as in 2, interleaved: direct, this proxy, and a second proxy with
+//    [upstream] prewarm = true (each of its logins takes the connection its pool made after the
+//    previous one; the phase waits for the replacement between logins). p50 and p99 of each.
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -46,6 +50,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include <functional>
 
 #include <algorithm>
 #include <array>
@@ -1065,6 +1070,110 @@ AuditResult audit_phase(Env& env, SSL_CTX* proxy_ctx, int logins, int block) {
   return a;
 }
 
+// Phase 5 (issue #9 item 5): login latency direct vs proxy vs proxy with [upstream] prewarm.
+// A second proxy process on the same database, Redis and Dovecot runs with prewarm on; the
+// three kinds of login are interleaved (the order rotates). After each login to the prewarm
+// proxy, the phase waits (polling its log, bounded) for the pool's replacement warm connection,
+// so every prewarmed login finds one ready and no warm-up overlaps a measured login.
+struct PrewarmResult {
+  double d50 = 0, d99 = 0, p50 = 0, p99 = 0, w50 = 0, w99 = 0;
+  std::size_t warm_used = 0;
+  int logins = 0;
+};
+
+void measure_three(Env& env, SSL_CTX* proxy_ctx, SSL_CTX* direct_ctx, int warm_port, int logins,
+                   std::vector<double>& direct, std::vector<double>& proxied,
+                   std::vector<double>& prewarmed, const std::function<void()>& wait_ready) {
+  for (int i = 0; i < logins; ++i) {
+    for (int k = 0; k < 3; ++k) {
+      switch ((i + k) % 3) {
+        case 0:
+          direct.push_back(timed_login(env, direct_ctx, false).total);
+          break;
+        case 1:
+          proxied.push_back(timed_login(env, proxy_ctx, true).total);
+          break;
+        default:
+          prewarmed.push_back(timed_proxy_login(proxy_ctx, warm_port));
+          wait_ready();
+      }
+    }
+  }
+}
+
+PrewarmResult prewarm_phase(Env& env, SSL_CTX* proxy_ctx, SSL_CTX* direct_ctx, int logins) {
+  std::printf(
+      "\n== 5. Login latency direct vs proxy vs proxy with [upstream] prewarm = true: %d each, "
+      "interleaved ==\n",
+      logins);
+  const int warm_port = test::free_port();
+  auto text = slurp(env.config);
+  const std::string listen = "127.0.0.1:" + std::to_string(env.tls_port);
+  text.replace(text.find(listen), listen.size(), "127.0.0.1:" + std::to_string(warm_port));
+  const std::string upstream = "[upstream]\n";
+  text.replace(text.find(upstream), upstream.size(), upstream + "prewarm = true\n");
+  const auto warm_config = env.dir.path() / "prewarm.toml";
+  std::ofstream(warm_config) << text;
+  const auto warm_log = env.dir.path() / "prewarm.log";
+  test::Process warm = test::Process::start(
+      {test::binary_path(), "serve", "--config", warm_config.string()}, warm_log);
+  const auto started = Clock::now() + 15s;
+  for (;;) {
+    const int fd = tcp_socket(false);
+    const auto addr = loopback(warm_port);
+    const bool up = ::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0;
+    ::close(fd);
+    if (up) break;
+    if (!warm.running() || Clock::now() > started) {
+      die("the prewarm proxy did not start: " + slurp(warm_log));
+    }
+    std::this_thread::sleep_for(20ms);
+  }
+  std::size_t expected_ready = 0;
+  auto wait_ready = [&] {
+    ++expected_ready;
+    const auto deadline = Clock::now() + 5s;
+    while (test::count_of(slurp(warm_log), "warm connection ready") < expected_ready &&
+           Clock::now() < deadline) {
+      std::this_thread::sleep_for(1ms);
+    }
+  };
+  std::vector<double> direct, proxied, prewarmed;
+  try {
+    timed_proxy_login(proxy_ctx, warm_port);  // fills its caches; the pool makes the first one
+    wait_ready();
+    timed_login(env, proxy_ctx, true);
+    timed_login(env, direct_ctx, false);
+    measure_three(env, proxy_ctx, direct_ctx, warm_port, logins, direct, proxied, prewarmed,
+                  wait_ready);
+  } catch (const std::exception& e) {
+    auto tail = [](const fs::path& p) {
+      const auto text = slurp(p);
+      return text.substr(text.size() > 3000 ? text.size() - 3000 : 0);
+    };
+    die(std::string(e.what()) + "\n-- proxy log:\n" + tail(env.dir.path() / "proxy.log") +
+        "\n-- prewarm proxy log:\n" + tail(warm_log));
+  }
+  PrewarmResult r;
+  r.logins = logins;
+  r.warm_used = test::count_of(slurp(warm_log), "logged in on a prewarmed upstream connection");
+  warm.signal(SIGTERM);
+  if (!warm.wait(10s)) warm.kill_and_wait();
+  r.d50 = percentile(direct, 0.5);
+  r.d99 = percentile(direct, 0.99);
+  r.p50 = percentile(proxied, 0.5);
+  r.p99 = percentile(proxied, 0.99);
+  r.w50 = percentile(prewarmed, 0.5);
+  r.w99 = percentile(prewarmed, 0.99);
+  std::printf("direct XOAUTH2   p50 %6.2f ms  p99 %6.2f ms\n", r.d50, r.d99);
+  std::printf("proxy LOGIN      p50 %6.2f ms  p99 %6.2f ms\n", r.p50, r.p99);
+  std::printf(
+      "proxy+prewarm    p50 %6.2f ms  p99 %6.2f ms  (%zu of %d logins took a warm "
+      "connection)\n",
+      r.w50, r.w99, r.warm_used, logins + 1);
+  return r;
+}
+
 struct ConcurrencyResult {
   int sessions = 0;
   int noop_ok = 0;
@@ -1158,6 +1267,7 @@ int run(int argc, char** argv) {
   std::optional<LatencyResult> l;
   std::optional<ConcurrencyResult> c;
   std::optional<AuditResult> a;
+  std::optional<PrewarmResult> w;
   // The second Dovecot setup for throughput: its default, high-security login mode.
   std::optional<ThroughputResult> t_default;
   if (phases.find('t') != std::string::npos) {
@@ -1179,6 +1289,7 @@ int run(int argc, char** argv) {
   if (phases.find('a') != std::string::npos) {
     a = audit_phase(env, proxy_ctx, audit_logins, audit_block);
   }
+  if (phases.find('w') != std::string::npos) w = prewarm_phase(env, proxy_ctx, direct_ctx, logins);
   if (phases.find('c') != std::string::npos) c = concurrency_phase(env, proxy_ctx, sessions);
 
   std::printf("\n== Summary (MB = 10^6 bytes; proxy: %s, log level info) ==\n",
@@ -1217,6 +1328,14 @@ int run(int argc, char** argv) {
     std::printf("%-36s %10.3f %10.3f %10.3f ms %10s %7s\n", "login p99, ms, audit off / on",
                 a->off99, a->on99, a->on99 - a->off99, "<= 0.2 ms",
                 verdict(a->on99 - a->off99 <= 0.2));
+  }
+  if (w) {
+    std::printf("%-36s %10.2f %10.2f %10.2f ms %10s %7s\n", "login p50, ms, direct / prewarm",
+                w->d50, w->w50, w->w50 - w->d50, "< direct", verdict(w->w50 < w->d50));
+    std::printf("%-36s %10.2f %10.2f %10.2f ms %10s %7s\n", "login p99, ms, direct / prewarm",
+                w->d99, w->w99, w->w99 - w->d99, "-", "-");
+    std::printf("%-36s %10.2f %10.2f %10.2f ms %10s %7s\n", "login p50, ms, direct / proxy", w->d50,
+                w->p50, w->p50 - w->d50, "-", "-");
   }
   if (c) {
     std::printf("%-36s %10s %10.1f %13s %10s %7s\n", "proxy RSS per idle session, KiB", "-",

@@ -466,6 +466,27 @@ void DovecotServer::deliver(const std::string& user, const std::string& rfc822_m
   }
 }
 
+std::size_t DovecotServer::kick(const std::string& user) {
+  const auto r = run_command(
+      {"doveadm", "-c", (dir_.path() / "dovecot.conf").string(), "kick", user}, "", 30s);
+  // doveadm kick exits 0 after kicking and 68 (EX_NOUSER) when the user has no session.
+  if (r.exit_code != 0 && r.exit_code != 68) {
+    throw std::runtime_error(
+        fmt::format("doveadm kick {} failed ({}): {}{}", user, r.exit_code, r.out, r.err));
+  }
+  return r.exit_code == 0 ? 1 : 0;
+}
+
+std::size_t DovecotServer::logins(const std::string& user) const {
+  const std::string all = log();
+  const std::string needle = "Login: user=<" + user + ">";
+  std::size_t n = 0;
+  for (auto at = all.find(needle); at != std::string::npos; at = all.find(needle, at + 1)) {
+    ++n;
+  }
+  return n;
+}
+
 std::string DovecotServer::log() const {
   return read_file(dir_.path() / "dovecot.log") + read_file(dir_.path() / "dovecot.out");
 }
