@@ -271,9 +271,19 @@ void UpstreamLoginMachine::on_auth(const ResponseLine& line, std::vector<Action>
     }
     return;
   }
-  if (line.tag == tag_) {
-    on_login_result(line, out);
+  if (line.tag != tag_) {
+    return;
   }
+  if (step_ == Step::auth_continue && line.status == "OK") {
+    // XOAUTH2 cannot complete without its one response: a server that says OK first is not
+    // one to hand a session to (found by upstream_login_fuzzer).
+    fail(UpstreamFailure::protocol,
+         fmt::format("{} answered OK to AUTHENTICATE before the credentials were sent",
+                     options_.where),
+         out);
+    return;
+  }
+  on_login_result(line, out);
 }
 
 void UpstreamLoginMachine::on_login_result(const ResponseLine& line, std::vector<Action>& out) {

@@ -10,7 +10,6 @@ import base64
 import json
 import pathlib
 import re
-import shutil
 
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
@@ -18,9 +17,10 @@ ROOT = HERE.parent.parent
 
 def write(target, seeds):
     d = HERE / target
-    if d.exists():
-        shutil.rmtree(d)
-    d.mkdir(parents=True)
+    d.mkdir(parents=True, exist_ok=True)
+    for old in d.iterdir():
+        if not old.name.startswith("regression-"):  # crash inputs found by fuzzing stay
+            old.unlink()
     for i, (name, data) in enumerate(seeds):
         if isinstance(data, str):
             data = data.encode()

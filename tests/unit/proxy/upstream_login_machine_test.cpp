@@ -234,6 +234,13 @@ TEST(UpstreamLoginMachine, WithoutSaslIrTheResponseGoesOnTheContinuation) {
             "<Failed unavailable: imap.example:993 refused the login: NO [UNAVAILABLE] try "
             "later>\n");
   EXPECT_EQ(count(out, ir), 0U);
+
+  // Accepted before the continuation: no session from a server that skips the credentials.
+  const std::string skipped = std::string(exchange_greeting) + caps + "p2 OK welcome\r\n";
+  expect_every_cut(token_login(), skipped,
+                   "C(CAPABILITY): p1 CAPABILITY\r\nC(AUTHENTICATE): p2 AUTHENTICATE XOAUTH2\r\n"
+                   "<Failed protocol: imap.example:993 answered OK to AUTHENTICATE before the "
+                   "credentials were sent>\n");
 }
 
 TEST(UpstreamLoginMachine, GmailStyle) {
