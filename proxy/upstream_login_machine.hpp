@@ -108,7 +108,6 @@ class UpstreamLoginMachine {
   };
 
   void on_response(const ResponseLine& line, std::vector<upstream_login::Action>& out);
-  void on_greeting(const ResponseLine& line, std::vector<upstream_login::Action>& out);
   void on_auth(const ResponseLine& line, std::vector<upstream_login::Action>& out);
   void on_login_result(const ResponseLine& line, std::vector<upstream_login::Action>& out);
   void after_login(bool asked, std::vector<upstream_login::Action>& out);
