@@ -1,17 +1,16 @@
 // libFuzzer target for reading the upstream server's responses before the session is relayed
 // (STYLE.md §3.10): the greeting, CAPABILITY, the login's continuations and tagged result.
 //
-// proxy/upstream.cpp's LineReader frames the bytes into response lines (a line ending in a
-// literal announcement "{N}" continues with N bytes and the rest of the line) and hands each to
-// parse_response_line. LineReader itself sits inside the Asio coroutine, so this target frames
-// with a copy of its rules (ResponseFramer below: same trailing_literal_size, same limits) and
-// then runs the real pure functions of proxy/imap_response.hpp on every line, the way
-// connect_upstream() does. When the framing gets a pure home (issue #7 item 3 puts a total cap
-// on it), this target should feed that instead of the copy.
+// proxy/imap_response.hpp's ResponseFramer frames the bytes into responses (a line ending in a
+// literal announcement "{N}" continues with N bytes and the rest of the line); this target feeds
+// it and runs the pure functions of proxy/imap_response.hpp on every response, the way
+// UpstreamLoginMachine does (upstream_login_fuzzer drives the machine itself).
 //
 // Checks, besides the sanitizers:
-// - the same bytes cut into arbitrary reads give the same lines as in one read, up to the first
-//   limit hit (the limits are checked per read, as in LineReader);
+// - the same bytes cut into arbitrary reads give the same responses as in one read, and the same
+//   limit failure, if any (the limits are checked byte by byte), with the same bytes consumed;
+// - a response is never longer than the bytes consumed for it, and without a literal it holds no
+//   CRLF and at most max_line_bytes;
 // - parse_response_line: nullopt exactly for an empty line or one without a status; a tag and a
 //   status never hold a space; the status has no lower-case letter;
 // - capabilities_in gives non-empty words without spaces, and has_capability finds each of them
@@ -42,69 +41,35 @@ using namespace iop::proxy;
 
 using iop::fuzz::require;
 
-struct Limits {
-  std::size_t max_response_bytes = 1 << 20;  // upstream.cpp: per line without CRLF, per literal
-  std::size_t max_total_bytes = 4 << 20;     // upstream.cpp: max_login_exchange_bytes
+struct Framed {
+  std::vector<std::string> responses;
+  ResponseFramer::Status end = ResponseFramer::Status::need_more;
+  std::size_t consumed = 0;
 };
 
-// LineReader's framing, fed by the caller instead of reading a socket.
-class ResponseFramer {
- public:
-  explicit ResponseFramer(Limits limits) : limits_(limits) {}
-
-  // Appends one read; returns the responses it completed. After a limit is hit, nothing more.
-  std::vector<std::string> feed(std::string_view bytes) {
-    std::vector<std::string> out;
-    // As LineReader::fill(): no read once max_total_bytes have been read.
-    if (failed_ || total_ >= limits_.max_total_bytes) {
-      failed_ = true;
-      return out;
-    }
-    total_ += bytes.size();
-    buffer_.append(bytes);
+Framed frame(FramerLimits limits, const std::vector<std::string_view>& reads) {
+  ResponseFramer framer(limits);
+  Framed out;
+  for (auto in : reads) {
     for (;;) {
-      if (literal_) {
-        if (buffer_.size() < *literal_) {
-          return out;
-        }
-        line_ += "\r\n";
-        line_.append(buffer_, 0, *literal_);
-        buffer_.erase(0, *literal_);
-        literal_.reset();
-      }
-      const auto end = buffer_.find("\r\n");
-      if (end == std::string::npos) {
-        if (buffer_.size() > limits_.max_response_bytes) {
-          failed_ = true;
-        }
-        return out;
-      }
-      std::string part = buffer_.substr(0, end);
-      buffer_.erase(0, end + 2);
-      const auto literal = trailing_literal_size(part);
-      line_ += part;
-      if (!literal) {
-        out.push_back(std::exchange(line_, {}));
+      const auto before = in.size();
+      const auto status = framer.next(in);
+      out.consumed += before - in.size();
+      require(framer.total() == out.consumed);
+      if (status == ResponseFramer::Status::response) {
+        out.responses.push_back(framer.take_response());
         continue;
       }
-      if (*literal > limits_.max_response_bytes) {
-        failed_ = true;
+      if (status != ResponseFramer::Status::need_more) {
+        out.end = status;
         return out;
       }
-      literal_ = *literal;
+      require(in.empty());
+      break;
     }
   }
-
-  [[nodiscard]] bool failed() const { return failed_; }
-
- private:
-  Limits limits_;
-  std::string buffer_;
-  std::string line_;
-  std::optional<std::size_t> literal_;
-  std::size_t total_ = 0;
-  bool failed_ = false;
-};
+  return out;
+}
 
 std::optional<std::string> unquote(std::string_view q) {
   if (q.size() < 2 || q.front() != '"' || q.back() != '"') {
@@ -194,35 +159,27 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (size < 2) {
     return 0;
   }
-  Limits limits;
+  FramerLimits limits;
   if ((data[0] & 1) != 0) {
-    limits.max_response_bytes = 48;
+    limits.max_line_bytes = 48;
     limits.max_total_bytes = 256;
   }
   const std::string_view input(reinterpret_cast<const char*>(data + 2), size - 2);
 
-  ResponseFramer chunked(limits);
-  std::vector<std::string> chunked_lines;
-  for (const auto piece : iop::fuzz::cut_into_reads(input, data[1])) {
-    for (auto& l : chunked.feed(piece)) {
-      chunked_lines.push_back(std::move(l));
+  const Framed whole = frame(limits, {input});
+  const Framed chunked = frame(limits, iop::fuzz::cut_into_reads(input, data[1]));
+  require(chunked.responses == whole.responses);
+  require(chunked.end == whole.end);
+  require(chunked.consumed == whole.consumed);
+  require(whole.consumed <= input.size() && whole.consumed <= limits.max_total_bytes + 1);
+  std::size_t framed = 0;
+  for (const auto& r : whole.responses) {
+    framed += r.size() + 2;
+    if (r.find("\r\n") == std::string::npos) {
+      require(r.size() <= limits.max_line_bytes);
     }
+    check_line(r);
   }
-  ResponseFramer whole(limits);
-  const std::vector<std::string> whole_lines = whole.feed(input);
-
-  for (const auto& l : whole_lines) {
-    check_line(l);
-  }
-  // A limit is checked per read, so it can stop the two at different lines; before that, and
-  // always when neither hit one, they agree.
-  if (!chunked.failed() && !whole.failed()) {
-    require(chunked_lines == whole_lines);
-  } else {
-    const auto n = std::min(chunked_lines.size(), whole_lines.size());
-    for (std::size_t i = 0; i < n; ++i) {
-      require(chunked_lines[i] == whole_lines[i]);
-    }
-  }
+  require(framed <= whole.consumed);
   return 0;
 }

@@ -2,6 +2,7 @@
 // The upstream connector: TLS to the real IMAP server (certificate and host name verified, SNI
 // set), then AUTHENTICATE XOAUTH2 with an access token (or LOGIN with a stored password), then
 // the post-login capabilities and a cheap probe. Used by the proxy and by get_imap_connection().
+// The login protocol itself is UpstreamLoginMachine (pure); this file does the I/O.
 
 #include <chrono>
 #include <expected>
@@ -12,6 +13,7 @@
 #include "common/asio.hpp"
 #include "common/secret.hpp"
 #include "proxy/imap_stream.hpp"
+#include "proxy/upstream_login_machine.hpp"
 
 namespace iop::proxy {
 
@@ -28,18 +30,7 @@ struct UpstreamOptions {
   bool probe = true;
 };
 
-enum class UpstreamFailure {
-  unavailable,    // DNS, connect, TLS, timeout, server BYE: NO [UNAVAILABLE] for the client
-  auth_rejected,  // the server refused the token or password
-  not_connected,  // authenticated but the probe failed ("not connected")
-  protocol,       // the server said something we cannot follow
-};
-std::string_view to_string(UpstreamFailure failure);
-
-struct UpstreamError {
-  UpstreamFailure kind = UpstreamFailure::unavailable;
-  std::string detail;  // for logs and the client's NO text; never holds a secret
-};
+// UpstreamFailure and UpstreamError: proxy/upstream_login_machine.hpp.
 
 struct UpstreamConnection {
   std::unique_ptr<ImapStream> stream;     // authenticated

@@ -10,7 +10,6 @@ import base64
 import json
 import pathlib
 import re
-import shutil
 
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
@@ -18,9 +17,10 @@ ROOT = HERE.parent.parent
 
 def write(target, seeds):
     d = HERE / target
-    if d.exists():
-        shutil.rmtree(d)
-    d.mkdir(parents=True)
+    d.mkdir(parents=True, exist_ok=True)
+    for old in d.iterdir():
+        if not old.name.startswith("regression-"):  # crash inputs found by fuzzing stay
+            old.unlink()
     for i, (name, data) in enumerate(seeds):
         if isinstance(data, str):
             data = data.encode()
@@ -200,4 +200,46 @@ preauth_seeds = [
     ("junk", pre("\r\n* LOGIN\r\na1 SELECT INBOX\r\na2 LOGIN\r\n((((\r\n")),
 ]
 write("preauth_fuzzer", preauth_seeds)
+# ---- upstream_login_fuzzer: byte 0 options (1 password account, 2 probe, 4 small limits), byte 1
+# read-size seed, then the server's bytes (the machine's commands are tagged p1, p2, ...)
+def login(text, opts=2, seed=9):
+    return bytes([opts, seed]) + text.encode()
+
+
+DOVECOT_GREETING = ("* OK [CAPABILITY IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE LITERAL+ "
+                    "AUTH=PLAIN AUTH=XOAUTH2 AUTH=OAUTHBEARER] Dovecot (Debian) ready.\r\n")
+DOVECOT_OK = ("OK [CAPABILITY IMAP4rev1 SASL-IR ID ENABLE IDLE SORT UNSELECT CHILDREN NAMESPACE "
+              "UIDPLUS LIST-EXTENDED CONDSTORE QRESYNC ESEARCH SPECIAL-USE MOVE] Logged in\r\n")
+EXCHANGE_GREETING = "* OK The Microsoft Exchange IMAP4 service is ready. [TQBXADQAUABSADEAMgBDAEEAMAAwADEA]\r\n"
+EXCHANGE_CAPS = ("* CAPABILITY IMAP4 IMAP4rev1 AUTH=PLAIN AUTH=XOAUTH2 SASL-IR UIDPLUS MOVE ID UNSELECT "
+                 "CHILDREN IDLE NAMESPACE LITERAL+\r\np1 OK CAPABILITY completed.\r\n")
+login_seeds = [
+    ("dovecot-sasl-ir", login(DOVECOT_GREETING + "p1 " + DOVECOT_OK +
+                              "* LIST (\\Noselect) \".\" \"\"\r\np2 OK List completed (0.001 + 0.000 secs).\r\n")),
+    ("dovecot-challenge", login(DOVECOT_GREETING + "+ eyJzdGF0dXMiOiI0MDEiLCJzY2hlbWVzIjoiYmVhcmVyIn0=\r\n"
+                                "p1 NO [AUTHENTICATIONFAILED] Authentication failed.\r\n")),
+    ("dovecot-unavailable", login(DOVECOT_GREETING + "p1 NO [UNAVAILABLE] Temporary authentication failure.\r\n")),
+    ("exchange-not-connected", login(EXCHANGE_GREETING + EXCHANGE_CAPS + "p2 OK AUTHENTICATE completed.\r\n"
+                                     "p3 BAD User is authenticated but not connected.\r\n"
+                                     "p4 BAD User is authenticated but not connected.\r\n")),
+    ("no-sasl-ir-continuation", login(EXCHANGE_GREETING + "* CAPABILITY IMAP4rev1 AUTH=XOAUTH2\r\np1 OK done\r\n"
+                                      "+ \r\np2 OK AUTHENTICATE completed.\r\n* CAPABILITY IMAP4rev1 IDLE\r\n"
+                                      "p3 OK done\r\np4 OK LIST completed.\r\n* 1 EXISTS\r\n")),
+    ("gmail-challenge", login("* OK Gimap ready for requests from 192.0.2.1 a1mb123456\r\n"
+                              "* CAPABILITY IMAP4rev1 UNSELECT IDLE NAMESPACE QUOTA ID XLIST CHILDREN X-GM-EXT-1 "
+                              "XYZZY SASL-IR AUTH=XOAUTH2 AUTH=PLAIN AUTH=OAUTHBEARER\r\np1 OK Thats all she wrote!\r\n"
+                              "+ eyJzdGF0dXMiOiI0MDAiLCJzY2hlbWVzIjoiQmVhcmVyIiwic2NvcGUiOiJodHRwczovL21haWwuZ29vZ2xlLmNvbS8ifQ==\r\n"
+                              "p2 NO [AUTHENTICATIONFAILED] Invalid credentials (Failure)\r\n")),
+    ("bye-greeting", login("* BYE [UNAVAILABLE] Too many connections\r\n")),
+    ("bye-during-auth", login(DOVECOT_GREETING + "* BYE Connection is closed. 13\r\n")),
+    ("literals", login(DOVECOT_GREETING + "p1 " + DOVECOT_OK + "* LIST () \"/\" {14}\r\np2 NO forged\r\n\r\n"
+                       "* LIST () \"/\" {0}\r\n\r\n* LIST () \"/\" {5+}\r\nINBOX\r\np2 OK done\r\n* 2 EXISTS\r\n")),
+    ("password-login", login(DOVECOT_GREETING + "p1 " + DOVECOT_OK + "p2 OK done\r\n", opts=3)),
+    ("password-logindisabled", login("* OK [CAPABILITY IMAP4rev1 STARTTLS LOGINDISABLED] ready\r\n", opts=1)),
+    ("no-probe-pending", login(DOVECOT_GREETING + "p1 " + DOVECOT_OK + "* 1 RECENT\r\n", opts=0)),
+    ("small-limits", login("* OK [CAPABILITY IMAP4rev1 SASL-IR] hi\r\n" +
+                           "* 1 FETCH (BODY[] {10}\r\n0123456789)\r\n" * 12, opts=6, seed=3)),
+    ("malformed", login("* OK hi\r\n\r\n+ go\r\np1\r\n* PREAUTH\r\n", seed=200)),
+]
+write("upstream_login_fuzzer", login_seeds)
 print("seeds written")
