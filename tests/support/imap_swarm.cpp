@@ -87,11 +87,14 @@ struct ImapSwarm::Session {
   std::string error;
 };
 
-ImapSwarm::ImapSwarm(SSL_CTX* ctx, int port, int sessions, std::string login_command)
+ImapSwarm::ImapSwarm(SSL_CTX* ctx, int port, int sessions, std::vector<std::string> login_commands)
     : ctx_(ctx),
       port_(port),
-      login_command_(std::move(login_command)),
+      login_commands_(std::move(login_commands)),
       sessions_(static_cast<std::size_t>(sessions)) {
+  if (login_commands_.empty()) {
+    throw std::invalid_argument("ImapSwarm: no login command");
+  }
   epoll_fd_ = ::epoll_create1(EPOLL_CLOEXEC);
   if (epoll_fd_ < 0) {
     throw std::runtime_error(std::string("epoll_create1: ") + std::strerror(errno));
@@ -322,7 +325,8 @@ void ImapSwarm::drive(Session& s) {
           return fail(s, "bad greeting: " + line);
         }
         s.state = State::login;
-        s.out = login_command_;
+        s.out = login_commands_[static_cast<std::size_t>(&s - sessions_.data()) %
+                                login_commands_.size()];
       } else if (s.state == State::login && line.rfind("a ", 0) == 0) {
         if (line.rfind("a OK", 0) != 0) {
           return fail(s, "login: " + line);

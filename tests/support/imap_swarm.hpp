@@ -25,10 +25,12 @@ class ImapSwarm {
   enum class State { unused, connecting, handshake, greeting, login, ready, noop, noop_ok, failed };
 
   // `sessions` sessions to 127.0.0.1:`port` (none started yet), verifying the server as
-  // "localhost" with `ctx` (not owned; must outlive the swarm). After the `* OK` greeting each
-  // sends `login_command` (tag "a", CRLF included, e.g. "a LOGIN alice pass\r\n") and is ready
-  // on "a OK". Each session holds one descriptor.
-  ImapSwarm(SSL_CTX* ctx, int port, int sessions, std::string login_command);
+  // "localhost" with `ctx` (not owned; must outlive the swarm). After the `* OK` greeting
+  // session i sends login_commands[i % login_commands.size()] (tag "a", CRLF included, e.g.
+  // "a LOGIN alice pass\r\n") and is ready on "a OK". Several accounts keep the logins in
+  // flight per account low: the proxy delays an account's logins while more than a few are in
+  // flight (auth/login_limiter.hpp). Each session holds one descriptor.
+  ImapSwarm(SSL_CTX* ctx, int port, int sessions, std::vector<std::string> login_commands);
   ~ImapSwarm();
   ImapSwarm(const ImapSwarm&) = delete;
   ImapSwarm& operator=(const ImapSwarm&) = delete;
@@ -60,7 +62,7 @@ class ImapSwarm {
 
   SSL_CTX* ctx_;
   int port_;
-  std::string login_command_;
+  std::vector<std::string> login_commands_;
   std::vector<Session> sessions_;
   int epoll_fd_ = -1;
 };
