@@ -30,7 +30,7 @@
 //    direct/proxy; p50 and p99, and the p50 of each part.
 // 3. Concurrency: a fresh proxy process, one warm-up login, VmRSS; then `sessions` TLS sessions
 //    logged in through the proxy and left idle (one thread, non-blocking sockets, epoll, at most
-//    32 logins in flight, spread over 16 accounts); VmRSS again after 1 s; (after - before) /
+//    16 logins in flight, one per account of 16); VmRSS again after 1 s; (after - before) /
 //    sessions; then NOOP on every session: all must answer OK.
 // 3b. The same with `light-sessions` sessions against the light upstream (tests/support/
 //    light_imap_server.hpp, in this process: Dovecot here cannot hold 10,000 sessions), through
@@ -387,11 +387,12 @@ class Conn {
 // ---------------------------------------------------------------------------------------------
 // The environment: peers, config, accounts, the proxy process.
 
-// Phase 3 spreads its sessions over this many accounts, at most `swarm_in_flight` logins at a
-// time: the proxy delays an account's logins while more than a few of them are in flight
-// (auth/login_limiter.hpp, up to 4 s each), which one account with 64 in flight runs into.
+// Phase 3 spreads its sessions over this many accounts and logs them in one at a time per
+// account (test::ImapSwarm::login_all): the proxy delays an account's logins while several of
+// them are in flight (auth/login_limiter.hpp, up to 4 s each), which 64 logins in flight of one
+// account run into.
 constexpr int swarm_accounts = 16;
-constexpr int swarm_in_flight = 32;
+constexpr int swarm_in_flight = swarm_accounts;
 
 struct Env {
   test::TempDir dir;

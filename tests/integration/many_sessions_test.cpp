@@ -28,20 +28,23 @@ namespace {
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 
-// The sessions are spread over this many accounts, with at most `in_flight` logins at a time:
-// about two logins in flight per account. One account would do, but the proxy delays an
-// account's logins while more than a few of them are in flight (a guessing defence, auth/
-// login_limiter.hpp: up to 4 s each), which would make this test a test of that delay.
-constexpr int accounts = 16;
-constexpr int in_flight = 32;
+// The sessions are spread over this many accounts and logged in one at a time per account
+// (ImapSwarm::login_all): the proxy delays an account's logins while several of them are in
+// flight (a guessing defence, auth/login_limiter.hpp, up to 4 s each), which 10,000 logins of
+// one account would measure instead.
+constexpr int accounts = 8;
 
 std::string account(int i) { return fmt::format("user{:02}@example.com", i); }
 std::string local_password(int i) { return fmt::format("local-pass-{:02}", i); }
 
-// The goal of issue #9. Under AddressSanitizer every session costs the proxy several times the
-// CPU and memory; the count stays the same there (measured: see the commit), but keep this
-// switch in one place should a slower machine need fewer.
+// The goal of issue #9. Under AddressSanitizer (the build-asan pass, where the proxy binary is
+// instrumented too) 9,900 sessions took 9 minutes on this loaded 2-core machine, against 4 to 5
+// without it, close to ctest's 600 s bound: that build holds fewer, still thousands.
+#if defined(__SANITIZE_ADDRESS__)
+constexpr int wanted_sessions = 3'000;
+#else
 constexpr int wanted_sessions = 10'000;
+#endif
 
 // Descriptors beyond two a session, per process: this one (the test binary, gtest, the swarm's
 // epoll, the token endpoint's child pipes) and the proxy (listeners, database, log, event loops;
@@ -126,7 +129,7 @@ TEST(ManySessionsTest, TenThousandIdleSessionsThroughOneProxyNoneDropped) {
   ImapSwarm swarm(ctx.get(), c.tls_port, sessions, logins);
   const auto t0 = Clock::now();
   // The bound only stops a hang.
-  const int logged_in = swarm.login_all(in_flight, 20min);
+  const int logged_in = swarm.login_all(accounts, 20min);
   const auto t1 = Clock::now();
   EXPECT_EQ(logged_in, sessions) << "first failure: " << swarm.first_error() << "\n"
                                  << read_file(dir.path() / "proxy.log");

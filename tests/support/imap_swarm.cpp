@@ -115,12 +115,28 @@ void ImapSwarm::close_all() {
 int ImapSwarm::login_all(int in_flight, std::chrono::milliseconds limit) {
   const SigpipeBlock no_sigpipe;
   const auto deadline = Clock::now() + limit;
-  std::size_t next = 0;
+  const std::size_t commands = login_commands_.size();
+  // Session i uses command i % commands; next_of[k] is the next session of command k to start,
+  // busy[k] whether one of them is logging in.
+  std::vector<std::size_t> next_of(commands);
+  for (std::size_t k = 0; k < commands; ++k) {
+    next_of[k] = k;
+  }
+  std::vector<bool> busy(commands, false);
   int active = 0;
+  const auto settled = [&](const Session& s) {
+    return s.state == State::ready || s.state == State::failed;
+  };
   while (Clock::now() < deadline) {
-    while (active < in_flight && next < sessions_.size()) {
-      start(next++);
-      if (sessions_[next - 1].state != State::failed) {
+    for (std::size_t k = 0; k < commands && active < in_flight; ++k) {
+      if (busy[k] || next_of[k] >= sessions_.size()) {
+        continue;
+      }
+      const std::size_t i = next_of[k];
+      next_of[k] += commands;
+      start(i);
+      if (!settled(sessions_[i])) {
+        busy[k] = true;
         ++active;
       }
     }
@@ -128,7 +144,8 @@ int ImapSwarm::login_all(int in_flight, std::chrono::milliseconds limit) {
       break;
     }
     pump(100ms, [&](Session& s, State before) {
-      if (before != s.state && (s.state == State::ready || s.state == State::failed)) {
+      if (before != s.state && settled(s)) {
+        busy[static_cast<std::size_t>(&s - sessions_.data()) % commands] = false;
         --active;
       }
     });

@@ -27,16 +27,17 @@ class ImapSwarm {
   // `sessions` sessions to 127.0.0.1:`port` (none started yet), verifying the server as
   // "localhost" with `ctx` (not owned; must outlive the swarm). After the `* OK` greeting
   // session i sends login_commands[i % login_commands.size()] (tag "a", CRLF included, e.g.
-  // "a LOGIN alice pass\r\n") and is ready on "a OK". Several accounts keep the logins in
-  // flight per account low: the proxy delays an account's logins while more than a few are in
-  // flight (auth/login_limiter.hpp). Each session holds one descriptor.
+  // "a LOGIN alice pass\r\n") and is ready on "a OK". Each session holds one descriptor.
   ImapSwarm(SSL_CTX* ctx, int port, int sessions, std::vector<std::string> login_commands);
   ~ImapSwarm();
   ImapSwarm(const ImapSwarm&) = delete;
   ImapSwarm& operator=(const ImapSwarm&) = delete;
 
-  // Starts and logs in every session, at most `in_flight` logins at a time, until all are
-  // ready or failed or `limit` passes; returns how many are ready.
+  // Starts and logs in every session, at most `in_flight` logins at a time and at most one per
+  // login command, until all are ready or failed or `limit` passes; returns how many are ready.
+  // One login at a time per account, as a population of mail clients would log in: the proxy
+  // delays an account's logins while several of them are in flight (auth/login_limiter.hpp, a
+  // guessing defence), so more would measure that delay.
   int login_all(int in_flight, std::chrono::milliseconds limit);
   // Keeps servicing the sockets for `d` (TLS 1.3 tickets, a BYE, a close would show up here).
   void idle_for(std::chrono::milliseconds d);
