@@ -887,8 +887,8 @@ ConcurrencyResult light_phase(Env& env, SSL_CTX* proxy_ctx, int sessions) {
     return "; light upstream: " + std::to_string(light.authenticated_sessions()) +
            " sessions logged in, " + std::to_string(light.live_sessions()) + " open";
   });
-  std::printf("light upstream at the end: %zu sessions open, %llu logins, %llu refused\n",
-              light.live_sessions(), static_cast<unsigned long long>(light.logins()),
+  std::printf("light upstream: %llu logins (warm-ups included), %llu refused\n",
+              static_cast<unsigned long long>(light.logins()),
               static_cast<unsigned long long>(light.failed_logins()));
   env.stop_proxy();
   env.start_proxy();
