@@ -277,15 +277,21 @@ Result<Config> parse_config(std::string_view toml_text, const fs::path& base_dir
         {"login_cache_ttl", duration_into(s, "login_cache_ttl", c.server.login_cache_ttl)},
         {"auth_failure_delay",
          duration_into(s, "auth_failure_delay", c.server.auth_failure_delay)}}});
-  sections.push_back({u,
-                      {{"host", string_into(u, "host", c.upstream.host)},
-                       {"port", int_into(u, "port", c.upstream.port, 1, 65535)},
-                       {"ca_file", path_into(u, "ca_file", c.upstream.ca_file, base_dir)},
-                       {"timeout", duration_into(u, "timeout", c.upstream.timeout)},
-                       {"probe", bool_into(u, "probe", c.upstream.probe)},
-                       {"smtp_host", string_into(u, "smtp_host", c.upstream.smtp_host)},
-                       {"smtp_port", int_into(u, "smtp_port", c.upstream.smtp_port, 1, 65535)},
-                       {"smtp_tls", string_into(u, "smtp_tls", c.upstream.smtp_tls)}}});
+  sections.push_back(
+      {u,
+       {{"host", string_into(u, "host", c.upstream.host)},
+        {"port", int_into(u, "port", c.upstream.port, 1, 65535)},
+        {"ca_file", path_into(u, "ca_file", c.upstream.ca_file, base_dir)},
+        {"timeout", duration_into(u, "timeout", c.upstream.timeout)},
+        {"probe", bool_into(u, "probe", c.upstream.probe)},
+        {"prewarm", bool_into(u, "prewarm", c.upstream.prewarm)},
+        {"prewarm_window", duration_into(u, "prewarm_window", c.upstream.prewarm_window)},
+        {"max_connections_per_account",
+         int_into(u, "max_connections_per_account", c.upstream.max_connections_per_account, 0,
+                  1'000'000)},
+        {"smtp_host", string_into(u, "smtp_host", c.upstream.smtp_host)},
+        {"smtp_port", int_into(u, "smtp_port", c.upstream.smtp_port, 1, 65535)},
+        {"smtp_tls", string_into(u, "smtp_tls", c.upstream.smtp_tls)}}});
   sections.push_back(
       {o,
        {{"token_endpoint", endpoint_into(o, "token_endpoint", c.oauth.token_endpoint)},
@@ -399,6 +405,9 @@ Result<Config> parse_config(std::string_view toml_text, const fs::path& base_dir
   }
   if (c.upstream.timeout.count() <= 0) {
     return bad(u, "timeout", "must be more than 0ms");
+  }
+  if (c.upstream.prewarm_window < std::chrono::seconds(1)) {
+    return bad(u, "prewarm_window", "must be at least 1s");
   }
   if (!c.server.listen_tls && !c.server.listen_starttls) {
     return bad(s, "listen_tls", "set listen_tls or listen_starttls, or the proxy listens nowhere");
@@ -576,6 +585,15 @@ port    = 993
 ca_file = ""                         # empty: the system trust store
 timeout = "30s"                      # connect, TLS and login
 probe   = true                       # LIST "" "" after login catches broken mailbox access
+# Pre-warm: for accounts with a client login within prewarm_window, keep one upstream connection
+# logged in and hand it to the account's next login (no upstream TLS handshake nor XOAUTH2 round
+# trip). Each warm connection is replaced before 25 minutes idle (servers may drop after 30) and
+# before its token has less than [oauth] session_min_lifetime left.
+prewarm = false
+prewarm_window = "30m"
+# Upstream connections per account (sessions and the warm one); at the limit a login without a
+# warm connection gets NO [UNAVAILABLE]. 0: no limit. Providers cap it too (Gmail: 15).
+max_connections_per_account = 0
 smtp_host = "smtp.office365.com"     # where submission goes
 smtp_port = 587
 smtp_tls  = ""                       # "starttls" or "implicit"; empty: implicit on 465 only

@@ -49,6 +49,14 @@ struct UpstreamConfig {
   std::filesystem::path ca_file;  // empty: the system trust store
   std::chrono::milliseconds timeout{std::chrono::seconds(30)};
   bool probe = true;  // LIST "" "" after login (Exchange's "authenticated but not connected")
+  // Pre-warm (issue #9 item 5, opt-in): one upstream connection kept logged in per account with
+  // a client login within prewarm_window, handed to that account's next login.
+  bool prewarm = false;
+  std::chrono::milliseconds prewarm_window{std::chrono::minutes(30)};
+  // Live upstream IMAP connections per account, warm ones included; 0: no limit (the default:
+  // the provider's real limit is shared with clients that do not go through this proxy, so
+  // only the operator knows the right number; Gmail allows 15 per account).
+  int max_connections_per_account = 0;
   // The default profile's SMTP submission server (issue #11); smtp_tls "" follows the port.
   std::string smtp_host = "smtp.office365.com";
   int smtp_port = 587;

@@ -121,9 +121,9 @@ awaitable<void> run_imap_probe(std::shared_ptr<ImapProbe> p, net::ssl::context& 
   if (p->tls) {
     p->stage = "in the TLS handshake";
     co_await p->stream->connect_tls(p->host, p->ec);
-    SSL* const ssl = p->stream->tls_stream().native_handle();
+    SSL* const ssl = p->stream->native_handle();
     if (p->ec) {
-      const long verify = SSL_get_verify_result(ssl);
+      const long verify = ssl != nullptr ? SSL_get_verify_result(ssl) : X509_V_OK;
       if (verify != X509_V_OK) {
         p->verify_error = X509_verify_cert_error_string(verify);
       }

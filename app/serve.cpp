@@ -15,6 +15,7 @@
 #include "certs/tls_context.hpp"
 #include "common/blocking.hpp"
 #include "proxy/listener.hpp"
+#include "proxy/prewarm.hpp"
 #include "proxy/session.hpp"
 #include "proxy/smtp_session.hpp"
 #include "storage/audit_log.hpp"
@@ -220,8 +221,27 @@ int serve(Services& services) {
     if (connection_rows == nullptr) {
       spdlog::info("[audit] connection_log = false: no connection-log rows are written");
     }
-    proxy::SessionDeps deps{*services.tokens, local_auth,      *server_tls, *upstream_tls,
-                            settings,         connection_rows, registry,    &smtp_extensions};
+    // [upstream] prewarm and max_connections_per_account: with neither, no pool and logins
+    // work exactly as before.
+    std::shared_ptr<proxy::UpstreamPool> upstream_pool;
+    if (cfg.upstream.prewarm || cfg.upstream.max_connections_per_account > 0) {
+      proxy::UpstreamPoolSettings pool_settings;
+      pool_settings.policy.enabled = cfg.upstream.prewarm;
+      pool_settings.policy.window = cfg.upstream.prewarm_window;
+      // A warm connection must leave the client as much token life as a fresh login would.
+      pool_settings.policy.min_token_life = cfg.oauth.session_min_lifetime;
+      pool_settings.policy.max_per_account = cfg.upstream.max_connections_per_account;
+      pool_settings.upstream = settings.upstream;
+      upstream_pool = proxy::UpstreamPool::create(*services.tokens, *upstream_tls, pool_settings);
+      spdlog::info(
+          "upstream pool: prewarm {} (window {} s), max_connections_per_account {}",
+          cfg.upstream.prewarm ? "on" : "off",
+          std::chrono::duration_cast<std::chrono::seconds>(cfg.upstream.prewarm_window).count(),
+          cfg.upstream.max_connections_per_account);
+    }
+    proxy::SessionDeps deps{*services.tokens, local_auth,       *server_tls,
+                            *upstream_tls,    settings,         connection_rows,
+                            registry,         &smtp_extensions, upstream_pool.get()};
 
     // The main context runs the listeners, signals and the refresher; each worker context runs
     // on one thread and owns the sessions it was given.
@@ -307,6 +327,9 @@ int serve(Services& services) {
       }
       refresher.stop();
       retention.stop();
+      if (upstream_pool) {
+        upstream_pool->stop();  // warm connections logged out and closed on their workers
+      }
       signals.async_wait([&](const boost::system::error_code& e2, int) {
         if (!e2) {
           registry.close_all();
@@ -347,6 +370,9 @@ int serve(Services& services) {
       pool.emplace_back([&worker] { worker->run(); });
     }
     ioc.run();
+    if (upstream_pool) {
+      upstream_pool->stop();  // idempotent: nothing may start a warm-up on a stopping worker
+    }
     for (auto& guard : keep_running) {
       guard.reset();  // sessions still running finish; then the workers return
     }

@@ -21,6 +21,8 @@ constexpr const char* tls12_ciphers =
     "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
     "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
     "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
+constexpr const char* tls13_ciphersuites =
+    "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256";
 constexpr const char* groups = "X25519:P-256:P-384";
 
 // Settings both sides share. Fails with the OpenSSL reason.
@@ -35,7 +37,10 @@ Result<void> harden(ssl::context& ctx) {
   // Frees the 16+ KiB record buffers of a connection while it has nothing in flight: an idle
   // IMAP session (IDLE for 29 minutes) then costs a few hundred bytes of TLS state.
   SSL_CTX_set_mode(native, SSL_MODE_RELEASE_BUFFERS);
+  // TLS 1.3: AES-128-GCM first (128-bit security, a quarter less work per byte than AES-256 on
+  // every relayed byte, both sides); ChaCha20 stays for peers without AES instructions.
   if (SSL_CTX_set_min_proto_version(native, TLS1_2_VERSION) != 1 ||
+      SSL_CTX_set_ciphersuites(native, tls13_ciphersuites) != 1 ||
       SSL_CTX_set_cipher_list(native, tls12_ciphers) != 1 ||
       SSL_CTX_set1_groups_list(native, groups) != 1) {
     return fail(Errc::internal, "cannot configure TLS: " + detail::openssl_error_text());
@@ -59,6 +64,15 @@ Result<std::shared_ptr<net::ssl::context>> make_server_context(
   ERR_clear_error();
   auto ctx = std::make_shared<ssl::context>(ssl::context::tls_server);
   IOP_TRY(harden(*ctx));
+  // Resumption for reconnecting clients comes from stateless tickets (RFC 8446 §4.6.1, RFC 5077):
+  // no server-side cache holding a session per connection for hours. One ticket is enough for
+  // one reconnect.
+  SSL_CTX_set_session_cache_mode(ctx->native_handle(), SSL_SESS_CACHE_OFF);
+  SSL_CTX_set_num_tickets(ctx->native_handle(), 1);
+  // Our order, not the client's (many offer AES-256 first), except that a client preferring
+  // ChaCha20 (no AES instructions) keeps it.
+  SSL_CTX_set_options(ctx->native_handle(),
+                      SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_PRIORITIZE_CHACHA);
   boost::system::error_code ec;
   ctx->use_certificate_chain_file(cert_chain.string(), ec);
   if (ec) {
@@ -84,6 +98,10 @@ Result<std::shared_ptr<net::ssl::context>> make_client_context(
   ERR_clear_error();
   auto ctx = std::make_shared<ssl::context>(ssl::context::tls_client);
   IOP_TRY(harden(*ctx));
+  // Every upstream login is a full handshake (nothing resumes a session), so the tickets a server
+  // sends would only be parsed and kept with each connection: ask for none.
+  SSL_CTX_set_session_cache_mode(ctx->native_handle(), SSL_SESS_CACHE_OFF);
+  SSL_CTX_set_options(ctx->native_handle(), SSL_OP_NO_TICKET);
   ctx->set_verify_mode(ssl::verify_peer);
   boost::system::error_code ec;
   if (ca_file.empty()) {

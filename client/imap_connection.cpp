@@ -7,6 +7,7 @@
 
 #include "client/command_parts.hpp"
 #include "client/imap_connection_impl.hpp"
+#include "client/tls_stream_impl.hpp"
 #include "common/ascii.hpp"
 #include "common/clock.hpp"
 #include "common/deadline.hpp"
@@ -418,7 +419,9 @@ ReleasedStream ImapConnection::release_stream() {
   }
   impl_->check_open();
   ReleasedStream out;
-  out.stream = std::make_unique<TlsStream>(std::move(impl_->stream->tls_stream()));
+  auto released = std::make_unique<TlsStream::Impl>();
+  released->stream = std::move(impl_->stream);
+  out.stream = std::make_unique<TlsStream>(TlsStream(std::move(released)));
   out.buffered = impl_->reader.take_buffered();
   out.io_context = impl_->own_io;
   impl_->stream.reset();

@@ -57,7 +57,8 @@ awaitable<void> Connection::finish(std::chrono::milliseconds idle_timeout) {
     const auto result = co_await relay(client_, *upstream_, idle_timeout, observer_);
     record_.bytes_client_to_upstream += static_cast<std::int64_t>(result.client_to_upstream);
     record_.bytes_upstream_to_client += static_cast<std::int64_t>(result.upstream_to_client);
-    record_.close_reason = result.close_reason;
+    record_.close_reason =
+        login_note_.empty() ? result.close_reason : login_note_ + "; " + result.close_reason;
     if (result.idle_timeout) {
       record_.outcome = ConnectionOutcome::timeout;
     }

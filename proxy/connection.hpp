@@ -50,6 +50,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void arm_preauth_timer();
   void pause_preauth_timer();
 
+  // A note the connection-log row's close reason starts with ("prewarmed upstream
+  // connection; client closed").
+  void set_login_note(std::string note) { login_note_ = std::move(note); }
+
   // From the session registry (on the session's strand): close both sides now.
   void close_now();
   void fail_internal(std::string_view what);
@@ -80,6 +84,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool loopback_ = false;
   bool preauth_timed_out_ = false;
   bool closed_by_shutdown_ = false;
+  std::string login_note_;
   RelayObserver observer_;
   std::function<std::int64_t()> messages_;
 };

@@ -12,8 +12,14 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-constexpr std::size_t min_buffer = 4 * 1024;
-constexpr std::size_t max_buffer = 64 * 1024;
+// One read takes up to this much: many TLS records (16 KiB of plaintext at most each) in one
+// go, written on in one SSL_write.
+constexpr std::size_t relay_buffer_bytes = 128 * 1024;
+// Free buffers kept per thread for the next burst; beyond that they go back to malloc.
+constexpr std::size_t pooled_buffers_per_thread = 32;
+// How much of the downstream's end is searched for a last `* BYE` line (a BYE with a longer
+// text than this is not recognised as the close reason; servers send a few dozen bytes).
+constexpr std::size_t bye_window = 2048;
 constexpr std::chrono::seconds shutdown_limit{2};
 
 // Shared by the two pumps and the watchdog; all on one strand, so no locking.
@@ -53,65 +59,119 @@ std::string describe_end(const boost::system::error_code& ec, bool from_client) 
   return fmt::format("{} connection failed: {}", who, ec.message());
 }
 
+// Relay buffers, by thread: taken when a read has data, given back as soon as the side goes
+// quiet, so an idle session holds none (issue #9).
+class BufferPool {
+ public:
+  using Buffer = std::unique_ptr<char[]>;
+
+  static Buffer take() {
+    auto& free = pool().free_;
+    if (free.empty()) {
+      return Buffer(new char[relay_buffer_bytes]);
+    }
+    Buffer b = std::move(free.back());
+    free.pop_back();
+    return b;
+  }
+
+  static void give(Buffer b) {
+    auto& free = pool().free_;
+    if (free.size() < pooled_buffers_per_thread) {
+      free.push_back(std::move(b));
+    }
+  }
+
+ private:
+  static BufferPool& pool() {
+    thread_local BufferPool instance;
+    return instance;
+  }
+  std::vector<Buffer> free_;
+};
+
+// Remembers an upstream BYE's text as the close reason ("Session invalidated -
+// AccessTokenExpired" is how Exchange ends sessions whose token expired). A BYE counts only as
+// the last thing the server said before closing (at most the tagged completion of a LOGOUT may
+// follow it): a "* BYE" line inside a message body is followed by more data, and is forgotten
+// again.
+void track_bye(RelayState& state, std::string_view chunk) {
+  // Only the end of the data can hold the last lines: look at no more than bye_window bytes
+  // of a chunk (a copy of every relayed byte would cost throughput).
+  if (chunk.size() > bye_window) {
+    state.bye_tail.clear();
+    chunk = chunk.substr(chunk.size() - bye_window);
+  }
+  state.bye_tail.append(chunk);
+  const std::string_view tail = state.bye_tail;
+  const auto at = tail.rfind("* BYE");
+  const auto line_end = at == std::string_view::npos ? at : tail.find("\r\n", at);
+  std::optional<std::string> bye;
+  if (line_end != std::string_view::npos) {
+    const auto after = tail.substr(line_end + 2);
+    const bool last = after.empty() || (after.front() != '*' && after.size() >= 2 &&
+                                        after.find("\r\n") == after.size() - 2);
+    if (last) {
+      bye = find_bye(tail.substr(at == 0 ? 0 : at - 1));
+    }
+  }
+  state.bye = bye ? "upstream BYE: " + *bye : std::string();
+  if (state.bye_tail.size() > bye_window) {
+    state.bye_tail.erase(0, state.bye_tail.size() - bye_window);
+  }
+}
+
+// One direction. Waits for the source without a buffer; when it has data, takes a pooled
+// buffer, reads everything available (many TLS records) and writes it on in one write, again
+// until the source has nothing more, then gives the buffer back.
 awaitable<void> pump(std::shared_ptr<RelayState> state, bool upward) {
   ImapStream& from = upward ? state->client : state->upstream;
   ImapStream& to = upward ? state->upstream : state->client;
   auto& counter = upward ? state->result.client_to_upstream : state->result.upstream_to_client;
-  // Small while idle (thousands of IDLE sessions), larger while data streams.
-  std::vector<char> buffer(min_buffer);
   boost::system::error_code ec;
   while (!state->stopping) {
-    const auto n = co_await from.read_some(net::buffer(buffer), ec);
+    co_await from.wait_readable(ec);
     if (ec || state->stopping) {
       if (!state->stopping) {
         state->stop(describe_end(ec, upward));
       }
       break;
     }
-    state->last_activity = Clock::now();
-    // Before the write: whoever reacts to these bytes finds the observer already past them.
-    if (state->observe) {
-      state->observe(upward, std::string_view(buffer.data(), n));
-    }
-    if (!upward) {
-      // Keep an upstream BYE's text as the close reason ("Session invalidated -
-      // AccessTokenExpired" is how Exchange ends sessions whose token expired).
-      state->bye_tail.append(buffer.data(), n);
-      // A BYE counts only as the last thing the server said before closing (at most the
-      // tagged completion of a LOGOUT may follow it): a "* BYE" line inside a message body is
-      // followed by more data, and is forgotten again.
-      const std::string_view tail = state->bye_tail;
-      const auto at = tail.rfind("* BYE");
-      const auto line_end = at == std::string_view::npos ? at : tail.find("\r\n", at);
-      std::optional<std::string> bye;
-      if (line_end != std::string_view::npos) {
-        const auto after = tail.substr(line_end + 2);
-        const bool last = after.empty() || (after.front() != '*' && after.size() >= 2 &&
-                                            after.find("\r\n") == after.size() - 2);
-        if (last) {
-          bye = find_bye(tail.substr(at == 0 ? 0 : at - 1));
+    BufferPool::Buffer buffer = BufferPool::take();
+    for (;;) {
+      const auto n = from.read_available(net::buffer(buffer.get(), relay_buffer_bytes), ec);
+      if (ec) {
+        if (!state->stopping) {
+          state->stop(describe_end(ec, upward));
         }
+        break;
       }
-      state->bye = bye ? "upstream BYE: " + *bye : std::string();
-      if (state->bye_tail.size() > 512) {
-        state->bye_tail.erase(0, state->bye_tail.size() - 512);
+      if (n == 0) {
+        break;  // quiet again (or half a record): back to waiting, without the buffer
+      }
+      state->last_activity = Clock::now();
+      const std::string_view chunk(buffer.get(), n);
+      // Before the write: whoever reacts to these bytes finds the observer already past them.
+      if (state->observe) {
+        state->observe(upward, chunk);
+      }
+      if (!upward) {
+        track_bye(*state, chunk);
+      }
+      co_await to.write_all(net::buffer(chunk.data(), chunk.size()), ec);
+      if (ec) {
+        if (!state->stopping) {
+          state->stop(describe_end(ec, !upward));
+        }
+        break;
+      }
+      counter += n;
+      state->last_activity = Clock::now();
+      if (state->stopping) {
+        break;
       }
     }
-    co_await to.write_all(net::buffer(buffer.data(), n), ec);
-    if (ec) {
-      if (!state->stopping) {
-        state->stop(describe_end(ec, !upward));
-      }
-      break;
-    }
-    counter += n;
-    state->last_activity = Clock::now();
-    if (n == buffer.size() && buffer.size() < max_buffer) {
-      buffer.resize(buffer.size() * 2);
-    } else if (n < min_buffer / 2 && buffer.size() > min_buffer) {
-      buffer = std::vector<char>(min_buffer);
-      buffer.shrink_to_fit();
-    }
+    BufferPool::give(std::move(buffer));
   }
 }
 

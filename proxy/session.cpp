@@ -9,6 +9,7 @@
 #include "proxy/connection.hpp"
 #include "proxy/imap_stream.hpp"
 #include "proxy/preauth_machine.hpp"
+#include "proxy/prewarm.hpp"
 
 namespace iop::proxy {
 
@@ -232,14 +233,49 @@ class Session {
     attempt.account = local.email;
     const UpstreamEndpoint endpoint = upstream_for(local, deps_.settings);
 
-    auto first = co_await upstream_login(local, endpoint, false);
-    if (!first.retry_with_refresh) {
-      co_return first;
+    if (deps_.upstreams != nullptr) {
+      // The pool ([upstream] prewarm, max_connections_per_account): a warm connection, or a
+      // counted fresh login, or a refusal at the account's limit.
+      auto checkout = co_await deps_.upstreams->checkout(local.email, endpoint);
+      if (checkout.admission == Admission::refused) {
+        attempt.audit_outcome = ConnectionOutcome::upstream_unavailable;
+        attempt.outcome =
+            LoginOutcome::failed(LoginFailure::upstream_unavailable, checkout.refusal);
+        attempt.detail = checkout.refusal;
+        co_return attempt;
+      }
+      lease_ = std::move(checkout.lease);
+      if (checkout.warm) {
+        co_return from_warm(std::move(*checkout.warm), local.email);
+      }
     }
-    // A token the server refuses may have been revoked early: refresh once and retry.
-    deps_.tokens.forget(local.email);
-    auto second = co_await upstream_login(local, endpoint, true);
-    co_return second;
+    auto result = co_await upstream_login(local, endpoint, false);
+    if (result.retry_with_refresh) {
+      // A token the server refuses may have been revoked early: refresh once and retry.
+      deps_.tokens.forget(local.email);
+      result = co_await upstream_login(local, endpoint, true);
+    }
+    if (!result.upstream) {
+      lease_.release();
+    }
+    co_return result;
+  }
+
+  // A login answered from a warm connection: the same capabilities (filtered the same way) and
+  // the same pending bytes as the fresh login that made it; the connection log says so.
+  LoginAttempt from_warm(WarmConnection warm, const std::string& email) {
+    LoginAttempt attempt;
+    attempt.account = email;
+    attempt.upstream = std::move(warm.stream);
+    attempt.upstream_pending = std::move(warm.pending);
+    attempt.audit_outcome = ConnectionOutcome::ok;
+    attempt.token_source = warm.token_source;
+    attempt.outcome = LoginOutcome::success(
+        visible_capabilities(warm.capabilities, email, deps_.settings.hide_capabilities));
+    c_->set_login_note("prewarmed upstream connection");
+    spdlog::info("conn={} account={} logged in on a prewarmed upstream connection (token from {})",
+                 id_, email, storage::to_string(warm.token_source));
+    return attempt;
   }
 
   // One token + upstream login. Parameters are references: the caller awaits, and GCC 12
@@ -320,6 +356,7 @@ class Session {
   std::shared_ptr<Connection> c_;
   SessionDeps deps_;
   std::string id_;
+  UpstreamLease lease_;  // counts this session's upstream connection for its account's limit
 };
 
 }  // namespace

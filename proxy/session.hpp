@@ -44,6 +44,7 @@ struct ProxySettings {
 
 class SessionRegistry;
 class SmtpExtensionCache;
+class UpstreamPool;
 
 // Long-lived services a session uses; they outlive every session.
 struct SessionDeps {
@@ -56,6 +57,8 @@ struct SessionDeps {
   storage::AuditWriter* audit;
   SessionRegistry& registry;
   SmtpExtensionCache* smtp_extensions = nullptr;  // submission listeners: what EHLO advertises
+  // Warm connections and per-account upstream limits (proxy/prewarm.hpp); null: neither.
+  UpstreamPool* upstreams = nullptr;
 };
 
 enum class ListenerProtocol { imap, submission };

@@ -109,7 +109,7 @@ struct Env {
   Process proxy;
 
   explicit Env(const std::string& extra_server = "", const std::string& preauth_timeout = "3s",
-               const std::string& failure_delay = "50ms") {
+               const std::string& failure_delay = "50ms", const std::string& extra_upstream = "") {
     dovecot = std::make_unique<DovecotServer>(peer.introspect_url(), legacy, legacy_upstream_pass);
     tls_port = free_port();
     starttls_port = free_port();
@@ -121,7 +121,7 @@ struct Env {
                      failure_delay + "\"\n" + "shutdown_grace = \"2s\"\n" + extra_server;
     c.upstream_port = dovecot->imaps_port();
     c.upstream_ca_file = dovecot->ca_file();
-    c.upstream_extra = "timeout = \"10s\"\n";
+    c.upstream_extra = "timeout = \"10s\"\n" + extra_upstream;
     c.token_url = peer.token_url();
     c.redis_url = redis.url();
     c.log_level = "debug";
@@ -996,6 +996,257 @@ TEST(ServeFdLimit, MaxConnectionsIsDerivedFromTheOpenFileLimit) {
   RawConnection extra(serve.port());
   EXPECT_NE(extra.read_all().find("* BYE [UNAVAILABLE]"), std::string::npos);
   EXPECT_EQ(serve.count("Too many open files"), 0u) << serve.log();
+}
+
+// ---- Pre-warm (issue #9 item 5): a proxy with [upstream] prewarm on and a limit of two
+// upstream connections per account; plaintext LOGIN on loopback so tests see the exact bytes.
+class ProxyPrewarmTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    warm = new Env("allow_plaintext_loopback = true\n", "10s", "50ms",
+                   "prewarm = true\nmax_connections_per_account = 2\n");
+  }
+  static void TearDownTestSuite() {
+    delete warm;
+    warm = nullptr;
+  }
+  void TearDown() override {
+    if (HasFailure()) {
+      const auto log = warm->proxy_log();
+      std::cerr << "---- proxy log (tail) ----\n"
+                << log.substr(log.size() > 8000 ? log.size() - 8000 : 0) << "\n---- end ----\n";
+      const auto dovecot = warm->dovecot->log();
+      std::cerr << "---- dovecot log (tail) ----\n"
+                << dovecot.substr(dovecot.size() > 4000 ? dovecot.size() - 4000 : 0)
+                << "\n---- end ----\n";
+    }
+  }
+
+  static void add_account(const std::string& email, const std::string& local) {
+    const auto refresh = warm->peer.add_account(email);
+    const auto r = run_cli(
+        warm->config, {"account", "add", email, "--refresh-token-stdin", "--local-password-stdin"},
+        refresh + "\n" + local + "\n");
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+  }
+
+  // How many times the log says `email` got a warm connection ready / a login took one.
+  static std::size_t ready(const std::string& email) {
+    return count_lines(warm->proxy_log(), "prewarm: account=" + email + " warm connection ready");
+  }
+  static std::size_t warm_logins(const std::string& email) {
+    return count_lines(warm->proxy_log(),
+                       "account=" + email + " logged in on a prewarmed upstream connection");
+  }
+  static bool wait_ready(const std::string& email, std::size_t n) {
+    return wait_until([&] { return ready(email) >= n; }, 30s,
+                      "warm connection #" + std::to_string(n) + " of " + email);
+  }
+
+  static Env* warm;
+};
+Env* ProxyPrewarmTest::warm = nullptr;
+
+// A plaintext LOGIN on the proxy's plain port (allowed for loopback here), kept open.
+struct RawLogin {
+  std::unique_ptr<RawConnection> raw;
+  std::string answer;  // everything up to the tagged answer to "a1 LOGIN"
+  int port = 0;
+
+  RawLogin(int proxy_port, const std::string& user, const std::string& password)
+      : raw(std::make_unique<RawConnection>(proxy_port)), port(raw->local_port()) {
+    raw->read_some();  // the greeting
+    raw->send("a1 LOGIN " + user + " " + password + "\r\n");
+    answer = answer_to(*raw, "a1");
+  }
+  std::string command(const std::string& tag, const std::string& text) {
+    raw->send(tag + " " + text + "\r\n");
+    return answer_to(*raw, tag);
+  }
+  void logout() {
+    raw->send("z LOGOUT\r\n");
+    raw->read_all();
+  }
+};
+
+// `answer` with the text of its last (tagged) line cut after the status: Dovecot appends how
+// long the command took ("a3 OK List completed (0.001 + 0.000 secs).").
+std::string without_timings(const std::string& answer) {
+  const auto last = answer.rfind("\r\n", answer.size() >= 2 ? answer.size() - 3 : 0);
+  const auto start = last == std::string::npos ? 0 : last + 2;
+  const auto tag_end = answer.find(' ', start);
+  const auto status_end = tag_end == std::string::npos ? tag_end : answer.find(' ', tag_end + 1);
+  return status_end == std::string::npos ? answer : answer.substr(0, status_end);
+}
+
+TEST_F(ProxyPrewarmTest, ASecondLoginTakesTheWarmConnectionAndLooksTheSameToTheClient) {
+  const std::string pia = "pia@example.com";
+  add_account(pia, "pia-local");
+  RawLogin fresh(warm->starttls_port, pia, "pia-local");
+  ASSERT_NE(fresh.answer.find("a1 OK"), std::string::npos) << fresh.answer;
+  const auto fresh_caps = fresh.command("a2", "CAPABILITY");
+  const auto fresh_list = fresh.command("a3", "LIST \"\" *");
+  fresh.logout();
+  EXPECT_EQ(warm_logins(pia), 0u) << "the first login had nothing warm to take";
+
+  // The pool made one in the background: Dovecot saw two logins (the client's, the pool's).
+  ASSERT_TRUE(wait_ready(pia, 1));
+  ASSERT_TRUE(wait_until([&] { return warm->dovecot->logins(pia) >= 2; }, 10s, "two logins"));
+  EXPECT_EQ(warm->dovecot->logins(pia), 2u);
+
+  RawLogin second(warm->starttls_port, pia, "pia-local");
+  const auto second_caps = second.command("a2", "CAPABILITY");
+  const auto second_list = second.command("a3", "LIST \"\" *");
+  second.logout();
+  // Byte for byte what the fresh login answered: the LOGIN's OK with its capabilities; and the
+  // same server answers to CAPABILITY and LIST (Dovecot's tagged OK text carries timings).
+  EXPECT_EQ(second.answer, fresh.answer);
+  EXPECT_EQ(without_timings(second_caps), without_timings(fresh_caps));
+  EXPECT_EQ(without_timings(second_list), without_timings(fresh_list));
+  EXPECT_EQ(warm_logins(pia), 1u);
+  if (std::thread::hardware_concurrency() >= 2) {
+    // serve runs one io_context per core (up to 4) and deals connections out round robin: the
+    // warm-up ran on the first login's worker, the second login on the next one, so the warm
+    // connection moved to another worker's io_context before the relay used it.
+    EXPECT_NE(warm->proxy_log().find("prewarm: account=" + pia +
+                                     " login takes the warm connection (moved from another "
+                                     "worker)"),
+              std::string::npos);
+  }
+
+  // The pool replaces what the login took: one more upstream login, the pool's. Had the client
+  // logged in afresh, there would be a fourth (and no second warm connection: one was parked).
+  ASSERT_TRUE(wait_ready(pia, 2));
+  ASSERT_TRUE(wait_until([&] { return warm->dovecot->logins(pia) >= 3; }, 10s, "three logins"));
+  EXPECT_EQ(warm->dovecot->logins(pia), 3u);
+
+  const auto row = warm->audit_row_for(second.port);
+  ASSERT_TRUE(row.has_value());
+  EXPECT_EQ(row->outcome, storage::ConnectionOutcome::ok);
+  EXPECT_NE(row->token_source, storage::TokenSource::none);
+  EXPECT_EQ(row->close_reason.rfind("prewarmed upstream connection; ", 0), 0u) << row->close_reason;
+  const auto first_row = warm->audit_row_for(fresh.port);
+  ASSERT_TRUE(first_row.has_value());
+  EXPECT_EQ(first_row->close_reason.find("prewarmed"), std::string::npos);
+}
+
+TEST_F(ProxyPrewarmTest, SelectAndFetchOnAWarmConnectionMatchAFreshLogin) {
+  const std::string quinn = "quinn@example.com";
+  add_account(quinn, "quinn-local");
+  for (int i = 0; i < 2; ++i) {
+    warm->dovecot->deliver(quinn, "From: a@example.com\r\nSubject: w" + std::to_string(i) +
+                                      "\r\n\r\nbody " + std::string(500 * (i + 1), 'y') + "\r\n");
+  }
+  const auto fresh = warm->client(quinn, "quinn-local", {"fetch"});
+  ASSERT_TRUE(fresh["ok"].get<bool>()) << fresh.dump();
+  ASSERT_TRUE(wait_ready(quinn, 1));
+  const auto warmed = warm->client(quinn, "quinn-local", {"fetch"});
+  ASSERT_TRUE(warmed["ok"].get<bool>()) << warmed.dump();
+  EXPECT_EQ(warm_logins(quinn), 1u);
+  EXPECT_EQ(warmed["messages"].size(), 2u);
+  EXPECT_EQ(warmed["messages"], fresh["messages"]);
+}
+
+TEST_F(ProxyPrewarmTest, AWarmConnectionTheServerClosedIsNotHandedOut) {
+  const std::string rex = "rex@example.com";
+  add_account(rex, "rex-local");
+  RawLogin first(warm->starttls_port, rex, "rex-local");
+  ASSERT_NE(first.answer.find("a1 OK"), std::string::npos) << first.answer;
+  first.logout();
+  ASSERT_TRUE(wait_ready(rex, 1));
+  // Only the warm connection is left: the server ends it (BYE, then close).
+  ASSERT_TRUE(wait_until([&] { return warm->dovecot->kick(rex) == 1; }, 10s, "a kick"));
+  ASSERT_TRUE(wait_until(
+      [&] {
+        return warm->proxy_log().find("prewarm: account=" + rex + " warm connection closed: the " +
+                                      "server") != std::string::npos;
+      },
+      10s, "the pool noticing the close"));
+  const auto before = warm->dovecot->logins(rex);
+  RawLogin again(warm->starttls_port, rex, "rex-local");
+  ASSERT_NE(again.answer.find("a1 OK"), std::string::npos) << again.answer;
+  EXPECT_NE(again.command("a2", "SELECT INBOX").find("a2 OK"), std::string::npos);
+  again.logout();
+  EXPECT_EQ(warm_logins(rex), 0u) << "the closed connection was handed out";
+  EXPECT_TRUE(wait_until([&] { return warm->dovecot->logins(rex) > before; }, 10s, "a login"))
+      << "the second login went upstream afresh";
+}
+
+TEST_F(ProxyPrewarmTest, ATokenTooShortForANewSessionIsNeverWarmed) {
+  // Every token from now on lives 2 minutes: less than the 45 minutes a session needs
+  // ([oauth] session_min_lifetime), so a warm connection made with one would end sooner than a
+  // fresh login's session (Exchange ends a session when its token expires).
+  warm->peer.configure({{"expires_in", 120}});
+  struct Restore {
+    ~Restore() { warm->peer.configure({{"expires_in", 3599}}); }
+  } restore;
+  const std::string sam = "sam@example.com";
+  add_account(sam, "sam-local");
+  RawLogin first(warm->starttls_port, sam, "sam-local");
+  ASSERT_NE(first.answer.find("a1 OK"), std::string::npos) << first.answer;
+  first.logout();
+  ASSERT_TRUE(wait_until(
+      [&] {
+        return warm->proxy_log().find("prewarm: account=" + sam + " not warmed: its token has") !=
+               std::string::npos;
+      },
+      20s, "the pool refusing the short token"));
+  RawLogin second(warm->starttls_port, sam, "sam-local");
+  ASSERT_NE(second.answer.find("a1 OK"), std::string::npos) << second.answer;
+  second.logout();
+  EXPECT_EQ(ready(sam), 0u);
+  EXPECT_EQ(warm_logins(sam), 0u);
+}
+
+TEST_F(ProxyPrewarmTest, TheAccountLimitCountsTheWarmConnection) {
+  const std::string lia = "lia@example.com";
+  add_account(lia, "lia-local");
+  RawLogin a(warm->starttls_port, lia, "lia-local");
+  ASSERT_NE(a.answer.find("a1 OK"), std::string::npos) << a.answer;
+  ASSERT_TRUE(wait_ready(lia, 1));  // a's session + the warm one: the limit of 2
+  RawLogin b(warm->starttls_port, lia, "lia-local");
+  ASSERT_NE(b.answer.find("a1 OK"), std::string::npos) << "at the limit, the warm one is taken";
+  EXPECT_EQ(warm_logins(lia), 1u);
+  RawLogin c(warm->starttls_port, lia, "lia-local");
+  EXPECT_NE(c.answer.find("a1 NO [UNAVAILABLE]"), std::string::npos) << c.answer;
+  EXPECT_NE(c.answer.find("max_connections_per_account"), std::string::npos) << c.answer;
+  EXPECT_NE(c.answer.find("limit is 2"), std::string::npos) << c.answer;
+  EXPECT_EQ(ready(lia), 1u) << "no warm connection was made at the limit";
+  // One session ends: room for a warm connection again, and the refused client gets it.
+  a.logout();
+  ASSERT_TRUE(wait_ready(lia, 2));
+  const auto retried = c.command("a4", "LOGIN " + lia + " lia-local");
+  EXPECT_NE(retried.find("a4 OK"), std::string::npos) << retried;
+  EXPECT_EQ(warm_logins(lia), 2u);
+  b.logout();
+  c.logout();
+}
+
+TEST_F(ProxyTest, PrewarmOffChangesNothing) {
+  const auto r = env->client(alice, alice_local, {"login"});
+  ASSERT_TRUE(r["ok"].get<bool>()) << r.dump();
+  const auto again = env->client(alice, alice_local, {"login"});
+  ASSERT_TRUE(again["ok"].get<bool>()) << again.dump();
+  const auto log = env->proxy_log();
+  EXPECT_EQ(log.find("prewarm"), std::string::npos);
+  EXPECT_EQ(log.find("upstream pool"), std::string::npos);
+  for (const auto& row : env->audit_rows()) {
+    EXPECT_EQ(row.close_reason.find("prewarmed"), std::string::npos) << row.close_reason;
+  }
+}
+
+TEST_F(ProxyPrewarmTest, ZzSigtermLogsOutWarmConnectionsAndExits) {
+  const std::string tao = "tao@example.com";
+  add_account(tao, "tao-local");
+  RawLogin(warm->starttls_port, tao, "tao-local").logout();
+  ASSERT_TRUE(wait_ready(tao, 1));
+  warm->proxy.signal(SIGTERM);
+  const auto status = warm->proxy.wait(10s);
+  ASSERT_TRUE(status.has_value()) << "serve did not exit after SIGTERM";
+  EXPECT_EQ(*status, 0);
+  EXPECT_NE(warm->proxy_log().find("prewarm: account=" + tao + " warm connection closed: shutdown"),
+            std::string::npos);
+  warm->start_proxy();
 }
 
 TEST_F(ProxyTest, ZzSigtermDrainsAndExits) {

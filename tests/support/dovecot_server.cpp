@@ -262,6 +262,13 @@ void DovecotServer::write_config() {
   //   of one account all come from 127.0.0.1.
   // - auth_failure_delay [2s] would slow every negative test.
   const std::string chroot = id.root ? "" : "  chroot =\n";
+  // High-performance (default here) or Dovecot's own default, high-security mode: one login
+  // process per connection, which after login proxies that one session's TLS and nothing else.
+  const std::string login_mode =
+      options_.high_performance_login
+          ? "  service_count = 0\n  process_min_avail = 2\n  process_limit = 8\n"
+            "  client_limit = 5000\n"
+          : "  service_count = 1\n  process_min_avail = 0\n  process_limit = 4096\n";
   const std::string conf = fmt::format(
       R"(# Written by tests/support/dovecot_server.cpp for one test run.
 base_dir = {d}/run
@@ -311,11 +318,7 @@ service imap-login {{
     port = {imaps}
     ssl = yes
   }}
-  service_count = 0
-  process_min_avail = 2
-  process_limit = 8
-  client_limit = 5000
-  vsz_limit = 1G
+{login_mode}  vsz_limit = 1G
 {chroot}}}
 service imap {{
   process_limit = 4096
@@ -335,7 +338,8 @@ service stats {{
       fmt::arg("internal_group", id.internal_group), fmt::arg("login", id.login_user),
       fmt::arg("uid", id.mail_uid), fmt::arg("gid", id.mail_gid),
       fmt::arg("mail", mail_root().string()), fmt::arg("imap", imap_port_),
-      fmt::arg("imaps", imaps_port_), fmt::arg("chroot", chroot));
+      fmt::arg("imaps", imaps_port_), fmt::arg("chroot", chroot),
+      fmt::arg("login_mode", login_mode));
   // Submission (TESTING.md "SMTP submission peer"): the same passdbs; every accepted message is
   // relayed to the sink; mail_max_userip_connections applies per protocol, so it is raised
   // here as well (every proxied submission comes from 127.0.0.1).
@@ -460,6 +464,27 @@ void DovecotServer::deliver(const std::string& user, const std::string& rfc822_m
     throw std::runtime_error(
         fmt::format("doveadm save for {} failed ({}): {}{}", user, r.exit_code, r.out, r.err));
   }
+}
+
+std::size_t DovecotServer::kick(const std::string& user) {
+  const auto r = run_command(
+      {"doveadm", "-c", (dir_.path() / "dovecot.conf").string(), "kick", user}, "", 30s);
+  // doveadm kick exits 0 after kicking and 68 (EX_NOUSER) when the user has no session.
+  if (r.exit_code != 0 && r.exit_code != 68) {
+    throw std::runtime_error(
+        fmt::format("doveadm kick {} failed ({}): {}{}", user, r.exit_code, r.out, r.err));
+  }
+  return r.exit_code == 0 ? 1 : 0;
+}
+
+std::size_t DovecotServer::logins(const std::string& user) const {
+  const std::string all = log();
+  const std::string needle = "Login: user=<" + user + ">";
+  std::size_t n = 0;
+  for (auto at = all.find(needle); at != std::string::npos; at = all.find(needle, at + 1)) {
+    ++n;
+  }
+  return n;
 }
 
 std::string DovecotServer::log() const {

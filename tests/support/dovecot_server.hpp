@@ -33,6 +33,11 @@ struct DovecotOptions {
   // with AUTH XOAUTH2 checked by the same introspection as IMAP, relaying every accepted message
   // to an SMTP server on 127.0.0.1:`submission_relay_port` (a sink). See submission_port().
   int submission_relay_port = 0;
+  // imap-login in high-performance mode (service_count = 0: a few processes, each terminating
+  // TLS for thousands of clients) or, false, in Dovecot's default high-security mode
+  // (service_count = 1: one login process per connection). They frame TLS records differently
+  // (the shared processes send smaller ones), which matters for the relay's cost per MB.
+  bool high_performance_login = true;
 };
 
 class DovecotServer {
@@ -78,6 +83,12 @@ class DovecotServer {
   // IDLE-ing session is told at once). Creates the user's maildir when needed. Throws
   // std::runtime_error with doveadm's output on failure.
   void deliver(const std::string& user, const std::string& rfc822_message);
+  // Ends every session of `user` (`doveadm kick`: the server closes them, as an admin or a
+  // server restart would). Returns 1 when it kicked something, 0 when `user` had no session.
+  // Throws std::runtime_error with doveadm's output on any other failure.
+  std::size_t kick(const std::string& user);
+  // How many successful IMAP logins of `user` Dovecot has logged ("Login: user=<...>").
+  [[nodiscard]] std::size_t logins(const std::string& user) const;
 
   // Dovecot's log so far (its log file, then anything it wrote to stdout/stderr), for failure
   // messages. Holds no secret beyond test tokens Dovecot itself may print in debug (which is

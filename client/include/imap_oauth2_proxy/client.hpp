@@ -32,9 +32,17 @@
 #else
 #define IMAP_OAUTH2_PROXY_ASYNC 0
 #endif
+#include <openssl/ssl.h>
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/associated_executor.hpp>
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/buffer.hpp>
+#include <boost/asio/detail/throw_error.hpp>
+#include <boost/asio/dispatch.hpp>
+#include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/ssl/stream.hpp>
+#include <boost/system/error_code.hpp>
 
 #include <chrono>
 #include <filesystem>
@@ -106,7 +114,104 @@ struct Response {
   [[nodiscard]] bool ok() const { return status == Status::ok; }
 };
 
-using TlsStream = boost::asio::ssl::stream<boost::asio::ip::tcp::socket>;
+// The authenticated TLS connection release_stream() hands over: an Asio stream (SyncReadStream,
+// SyncWriteStream, AsyncReadStream, AsyncWriteStream), so boost::asio::read/write/read_until
+// and their async_ forms work on it. TLS is OpenSSL's on the socket itself (no Asio ssl::stream:
+// the library keeps no per-connection TLS buffers). Async operations complete through the
+// stream's executor; one read and one write may be pending at a time.
+class IMAP_OAUTH2_PROXY_API TlsStream {
+ public:
+  using executor_type = boost::asio::any_io_executor;
+  using Handler = std::function<void(boost::system::error_code, std::size_t)>;
+
+  TlsStream(TlsStream&&) noexcept;
+  TlsStream& operator=(TlsStream&&) noexcept;
+  ~TlsStream();  // closes the connection (no LOGOUT)
+
+  executor_type get_executor();
+  // The TLS connection (peer certificate, version); owned by the stream.
+  SSL* native_handle();
+  // The underlying socket (for its options, or to close it).
+  boost::asio::ip::tcp::socket& lowest_layer();
+
+  template <class MutableBufferSequence>
+  std::size_t read_some(const MutableBufferSequence& buffers, boost::system::error_code& ec) {
+    return read_one(first_buffer<boost::asio::mutable_buffer>(buffers), ec);
+  }
+  template <class MutableBufferSequence>
+  std::size_t read_some(const MutableBufferSequence& buffers) {
+    boost::system::error_code ec;
+    const auto n = read_some(buffers, ec);
+    boost::asio::detail::throw_error(ec, "read_some");
+    return n;
+  }
+  template <class ConstBufferSequence>
+  std::size_t write_some(const ConstBufferSequence& buffers, boost::system::error_code& ec) {
+    return write_one(first_buffer<boost::asio::const_buffer>(buffers), ec);
+  }
+  template <class ConstBufferSequence>
+  std::size_t write_some(const ConstBufferSequence& buffers) {
+    boost::system::error_code ec;
+    const auto n = write_some(buffers, ec);
+    boost::asio::detail::throw_error(ec, "write_some");
+    return n;
+  }
+
+  template <class MutableBufferSequence, class ReadToken>
+  auto async_read_some(const MutableBufferSequence& buffers, ReadToken&& token) {
+    return boost::asio::async_initiate<ReadToken, void(boost::system::error_code, std::size_t)>(
+        [this](auto handler, boost::asio::mutable_buffer buffer) {
+          start_read(buffer, wrap(std::move(handler)));
+        },
+        token, first_buffer<boost::asio::mutable_buffer>(buffers));
+  }
+  template <class ConstBufferSequence, class WriteToken>
+  auto async_write_some(const ConstBufferSequence& buffers, WriteToken&& token) {
+    return boost::asio::async_initiate<WriteToken, void(boost::system::error_code, std::size_t)>(
+        [this](auto handler, boost::asio::const_buffer buffer) {
+          start_write(buffer, wrap(std::move(handler)));
+        },
+        token, first_buffer<boost::asio::const_buffer>(buffers));
+  }
+
+  struct Impl;
+  explicit TlsStream(std::unique_ptr<Impl> impl);
+
+ private:
+  template <class Buffer, class Sequence>
+  static Buffer first_buffer(const Sequence& buffers) {
+    for (auto it = boost::asio::buffer_sequence_begin(buffers);
+         it != boost::asio::buffer_sequence_end(buffers); ++it) {
+      if (Buffer b(*it); b.size() != 0) {
+        return b;
+      }
+    }
+    return Buffer();
+  }
+  // A copyable callable that runs the (possibly move-only) handler on its associated executor,
+  // with outstanding work on it until then.
+  template <class H>
+  Handler wrap(H handler) {
+    auto executor = boost::asio::get_associated_executor(handler, get_executor());
+    auto work = boost::asio::make_work_guard(executor);
+    auto shared =
+        std::make_shared<std::pair<H, decltype(work)>>(std::move(handler), std::move(work));
+    return [shared](boost::system::error_code ec, std::size_t n) {
+      auto ex = shared->second.get_executor();
+      boost::asio::dispatch(ex, [shared, ec, n]() mutable {
+        auto h = std::move(shared->first);
+        shared->second.reset();
+        std::move(h)(ec, n);
+      });
+    };
+  }
+  std::size_t read_one(boost::asio::mutable_buffer buffer, boost::system::error_code& ec);
+  std::size_t write_one(boost::asio::const_buffer buffer, boost::system::error_code& ec);
+  void start_read(boost::asio::mutable_buffer buffer, Handler done);
+  void start_write(boost::asio::const_buffer buffer, Handler done);
+
+  std::unique_ptr<Impl> impl_;
+};
 
 // What release_stream() hands over.
 struct ReleasedStream {

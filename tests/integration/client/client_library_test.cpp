@@ -7,14 +7,17 @@
 #include <openssl/evp.h>
 
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/read_until.hpp>
 #include <boost/asio/write.hpp>
 #include <imap_oauth2_proxy/client.hpp>
 
+#include <array>
 #include <chrono>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <thread>
 
 #include "storage/audit_log.hpp"
@@ -380,6 +383,47 @@ TEST_F(ClientLibraryTest, TheStreamCanBeTakenOver) {
   std::string in = released.buffered;
   boost::asio::read_until(*released.stream, boost::asio::dynamic_buffer(in), "x1 OK");
   EXPECT_NE(in.find("x1 OK"), std::string::npos) << in;
+}
+
+TEST_F(ClientLibraryTest, TheReleasedStreamTakesAsioAsyncOperations) {
+  auto imap = lib::get_imap_connection(alice, env->options());
+  auto released = imap.release_stream();
+  ASSERT_TRUE(released.stream);
+  auto& stream = *released.stream;
+  std::string in = released.buffered;
+  const std::string command = "x2 NOOP\r\n";
+  std::optional<boost::system::error_code> result;
+  boost::asio::async_write(stream, boost::asio::buffer(command),
+                           [&](boost::system::error_code ec, std::size_t) {
+                             if (ec) {
+                               result = ec;
+                               return;
+                             }
+                             boost::asio::async_read_until(
+                                 stream, boost::asio::dynamic_buffer(in), "x2 OK",
+                                 [&](boost::system::error_code ec2, std::size_t) { result = ec2; });
+                           });
+  released.io_context->restart();
+  released.io_context->run();
+  ASSERT_TRUE(result.has_value());
+  EXPECT_FALSE(*result) << result->message();
+  EXPECT_NE(in.find("x2 OK"), std::string::npos) << in;
+}
+
+TEST_F(ClientLibraryTest, DestroyingTheReleasedStreamEndsAPendingRead) {
+  auto imap = lib::get_imap_connection(alice, env->options());
+  auto released = imap.release_stream();
+  ASSERT_TRUE(released.stream);
+  std::array<char, 64> buffer{};
+  std::optional<boost::system::error_code> result;
+  // Nothing was asked, so nothing comes: the read is still pending when the stream goes.
+  released.stream->async_read_some(boost::asio::buffer(buffer),
+                                   [&](boost::system::error_code ec, std::size_t) { result = ec; });
+  boost::asio::post(*released.io_context, [&] { released.stream.reset(); });
+  released.io_context->restart();
+  released.io_context->run();
+  ASSERT_TRUE(result.has_value());
+  EXPECT_TRUE(*result) << "the read ended without an error";
 }
 
 TEST_F(ClientLibraryTest, ConnectionsAreInTheConnectionLogAsLibrary) {

@@ -75,6 +75,31 @@ format = "json"
   EXPECT_EQ(c.log.format, LogFormat::json);
 }
 
+TEST(Config, PrewarmKeys) {
+  const auto defaults = parse_config("", "/base").value();
+  EXPECT_FALSE(defaults.upstream.prewarm) << "opt-in";
+  EXPECT_EQ(defaults.upstream.prewarm_window, 30min);
+  EXPECT_EQ(defaults.upstream.max_connections_per_account, 0) << "no limit";
+  const auto c = parse_config(R"(
+[upstream]
+prewarm = true
+prewarm_window = "10m"
+max_connections_per_account = 15
+)",
+                              "/base")
+                     .value();
+  EXPECT_TRUE(c.upstream.prewarm);
+  EXPECT_EQ(c.upstream.prewarm_window, 10min);
+  EXPECT_EQ(c.upstream.max_connections_per_account, 15);
+  EXPECT_EQ(parse_error("[upstream]\nprewarm_window = \"0s\"\n"),
+            "[upstream] prewarm_window: must be at least 1s");
+  EXPECT_EQ(parse_error("[upstream]\nprewarm = \"yes\"\n"),
+            "[upstream] prewarm: expected true or false, got \"yes\"");
+  EXPECT_NE(parse_error("[upstream]\nmax_connections_per_account = -1\n")
+                .find("[upstream] max_connections_per_account: expected an integer from 0"),
+            std::string::npos);
+}
+
 TEST(Config, SubmissionKeys) {
   const auto c = parse_config(
                      "[server]\nlisten_submission = \"127.0.0.1:1587\"\n"

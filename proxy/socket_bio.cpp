@@ -1,0 +1,100 @@
+#include "proxy/socket_bio.hpp"
+
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <cstdint>
+
+namespace iop::proxy {
+namespace {
+
+int descriptor(BIO* bio) {
+  return static_cast<int>(reinterpret_cast<std::intptr_t>(BIO_get_data(bio)));
+}
+
+bool would_block(int error) { return error == EAGAIN || error == EWOULDBLOCK || error == EINTR; }
+
+int socket_write(BIO* bio, const char* data, std::size_t size, std::size_t* written) {
+  BIO_clear_retry_flags(bio);
+  const auto n = ::send(descriptor(bio), data, size, MSG_NOSIGNAL);
+  if (n >= 0) {
+    *written = static_cast<std::size_t>(n);
+    return 1;
+  }
+  if (would_block(errno)) {
+    BIO_set_retry_write(bio);
+  }
+  *written = 0;
+  return 0;  // errno stays for SSL_ERROR_SYSCALL
+}
+
+int socket_read(BIO* bio, char* data, std::size_t size, std::size_t* read) {
+  BIO_clear_retry_flags(bio);
+  *read = 0;
+  const auto n = ::recv(descriptor(bio), data, size, 0);
+  if (n > 0) {
+    *read = static_cast<std::size_t>(n);
+    return 1;
+  }
+  if (n == 0) {
+    // What OpenSSL asks BIO_eof() about to tell a peer that closed without close_notify
+    // (SSL_R_UNEXPECTED_EOF_WHILE_READING) from an I/O error.
+    BIO_set_flags(bio, BIO_FLAGS_IN_EOF);
+  } else if (would_block(errno)) {
+    BIO_set_retry_read(bio);
+  }
+  return 0;
+}
+
+long socket_ctrl(BIO* bio, int command, long /*number*/, void* pointer) {
+  switch (command) {
+    case BIO_CTRL_FLUSH:  // nothing is buffered here
+      return 1;
+    case BIO_CTRL_EOF:
+      return BIO_test_flags(bio, BIO_FLAGS_IN_EOF) != 0 ? 1 : 0;
+    case BIO_C_GET_FD:
+      if (pointer != nullptr) {
+        *static_cast<int*>(pointer) = descriptor(bio);
+      }
+      return descriptor(bio);
+    default:
+      return 0;
+  }
+}
+
+int socket_create(BIO* bio) {
+  BIO_set_init(bio, 1);
+  return 1;
+}
+
+const BIO_METHOD* socket_method() {
+  // Made once, on first use (thread-safe static), and kept for the process's life.
+  static BIO_METHOD* const method = [] {
+    BIO_METHOD* m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK | BIO_TYPE_DESCRIPTOR,
+                                 "iop-socket");
+    if (m != nullptr) {
+      BIO_meth_set_write_ex(m, socket_write);
+      BIO_meth_set_read_ex(m, socket_read);
+      BIO_meth_set_ctrl(m, socket_ctrl);
+      BIO_meth_set_create(m, socket_create);
+    }
+    return m;
+  }();
+  return method;
+}
+
+}  // namespace
+
+BIO* new_socket_bio(int fd) {
+  const BIO_METHOD* method = socket_method();
+  if (method == nullptr) {
+    return nullptr;
+  }
+  BIO* bio = BIO_new(method);
+  if (bio != nullptr) {
+    BIO_set_data(bio, reinterpret_cast<void*>(static_cast<std::intptr_t>(fd)));
+  }
+  return bio;
+}
+
+}  // namespace iop::proxy
