@@ -141,10 +141,18 @@ void Connection::observe(RelayObserver observer, std::function<std::int64_t()> m
 void Connection::arm_preauth_timer() {
   // One deadline counted from accept, never restarted: restarting it after each failed login
   // let a client hold a connection max_failed_logins times over (issue #7 item 9).
+  const auto now = Clock::now();
   if (!preauth_deadline_) {
-    preauth_deadline_ = Clock::now() + deps_.settings.preauth_timeout;
+    preauth_deadline_ = now + deps_.settings.preauth_timeout;
   }
-  preauth_timer_.expires_at(*preauth_deadline_);
+  // A deadline that passed while a login was being checked (the timer paused: a slow password
+  // hash under load, the failure delay): the connection is over, but the client first gets the
+  // login's answer (bounded by a short grace for the write); the session reads nothing more.
+  constexpr std::chrono::seconds answer_grace{1};
+  if (*preauth_deadline_ <= now) {
+    preauth_timed_out_ = true;
+  }
+  preauth_timer_.expires_at(preauth_timed_out_ ? now + answer_grace : *preauth_deadline_);
   const auto generation = ++preauth_generation_;
   preauth_timer_.async_wait([weak = weak_from_this(), generation](boost::system::error_code ec) {
     auto self = weak.lock();

@@ -49,6 +49,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // login runs (it has its own deadlines); re-armed after a failed one for what is left.
   void arm_preauth_timer();
   void pause_preauth_timer();
+  // The pre-auth deadline passed: read no further command (a login's answer may still go out).
+  [[nodiscard]] bool preauth_timed_out() const { return preauth_timed_out_; }
 
   // A note the connection-log row's close reason starts with ("prewarmed upstream
   // connection; client closed").

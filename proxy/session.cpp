@@ -134,6 +134,9 @@ class Session {
     std::vector<char> buffer(4096);
     for (;;) {
       if (actions.empty()) {
+        if (c_->preauth_timed_out()) {
+          co_return false;  // finish() records the timeout
+        }
         boost::system::error_code ec;
         const auto n = co_await c_->client().read_some(net::buffer(buffer), ec);
         if (ec) {
