@@ -1,5 +1,6 @@
 #include "proxy/imap_stream.hpp"
 
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <poll.h>
 
@@ -17,6 +18,34 @@ constexpr std::size_t read_buffer_bytes = 64 * 1024;
 
 void free_ssl(SSL* ssl) { SSL_free(ssl); }
 
+// SSL_free_buffers() frees a read buffer that still backs a parsed record header in OpenSSL
+// before 3.0.14, 3.1.6, 3.2.2 and 3.3.1 (CVE-2024-4741, a use-after-free a client can trigger):
+// on those, idle connections keep their buffer instead. Checked against the library loaded at
+// run time, which for the client library is the application's.
+bool free_buffers_is_safe() {
+  static const bool safe = [] {
+    const unsigned long v = OpenSSL_version_num();  // 0xMNN00PP0
+    const unsigned long minor = (v >> 20) & 0xff;
+    const unsigned long patch = (v >> 4) & 0xff;
+    if ((v >> 28) != 3) {
+      return (v >> 28) > 3;
+    }
+    switch (minor) {
+      case 0:
+        return patch >= 14;
+      case 1:
+        return patch >= 6;
+      case 2:
+        return patch >= 2;
+      case 3:
+        return patch >= 1;
+      default:
+        return true;
+    }
+  }();
+  return safe;
+}
+
 using error_code = boost::system::error_code;
 
 bool would_block(const error_code& ec) {
@@ -25,12 +54,12 @@ bool would_block(const error_code& ec) {
 
 // Creates the TLS connection on the socket: read-ahead (one recv takes every record the kernel
 // has, not a 5-byte header and then the body), released buffers while idle.
-std::unique_ptr<SSL, void (*)(SSL*)> new_tls(net::ssl::context& context, int fd) {
+std::unique_ptr<SSL, void (*)(SSL*)> new_tls(net::ssl::context& context, tcp::socket& socket) {
   std::unique_ptr<SSL, void (*)(SSL*)> ssl(SSL_new(context.native_handle()), free_ssl);
   if (!ssl) {
     return ssl;
   }
-  BIO* bio = new_socket_bio(fd);
+  BIO* bio = new_socket_bio(socket);
   if (bio == nullptr) {
     return {nullptr, free_ssl};
   }
@@ -67,6 +96,11 @@ error_code ImapStream::error_from(int ret) {
   if (ERR_GET_REASON(queued) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
     return net::ssl::error::stream_truncated;  // closed without close_notify (OpenSSL 3)
   }
+  if (queued == 0) {
+    // A state this code never asks for (an X509 lookup, async jobs, a ClientHello callback):
+    // an error all the same, never the empty code that reads as success.
+    return boost::system::errc::make_error_code(boost::system::errc::protocol_error);
+  }
   // The same category as Asio's ssl::stream, so messages read the same
   // ("certificate verify failed (SSL routines)").
   return {static_cast<int>(queued), net::error::get_ssl_category()};
@@ -75,6 +109,10 @@ error_code ImapStream::error_from(int ret) {
 template <class Op>
 awaitable<int> ImapStream::drive(Op op, error_code& ec) {
   for (;;) {
+    if (!socket_.is_open()) {
+      ec = net::error::bad_descriptor;  // closed by a deadline or a shutdown while we waited
+      co_return 0;
+    }
     ERR_clear_error();
     const int ret = op();
     if (ret > 0) {
@@ -114,7 +152,7 @@ awaitable<void> ImapStream::handshake(bool server, error_code& ec) {
 }
 
 awaitable<void> ImapStream::accept_tls(error_code& ec) {
-  ssl_ = new_tls(context_, socket_.native_handle());
+  ssl_ = new_tls(context_, socket_);
   if (!ssl_) {
     ec = net::error::no_memory;
     co_return;
@@ -123,7 +161,7 @@ awaitable<void> ImapStream::accept_tls(error_code& ec) {
 }
 
 awaitable<void> ImapStream::connect_tls(const std::string& host, error_code& ec) {
-  ssl_ = new_tls(context_, socket_.native_handle());
+  ssl_ = new_tls(context_, socket_);
   if (!ssl_) {
     ec = net::error::no_memory;
     co_return;
@@ -172,6 +210,10 @@ std::size_t ImapStream::read_available(net::mutable_buffer buffer, error_code& e
     ec = std::exchange(pending_error_, {});
     return 0;
   }
+  if (!socket_.is_open()) {
+    ec = net::error::bad_descriptor;
+    return 0;
+  }
   auto* const data = static_cast<char*>(buffer.data());
   std::size_t total = 0;
   read_wants_write_ = false;
@@ -191,7 +233,9 @@ std::size_t ImapStream::read_available(net::mutable_buffer buffer, error_code& e
       // The read that found the socket empty set up a fresh record buffer first, and
       // SSL_MODE_RELEASE_BUFFERS only frees one after a record is consumed: give it back now
       // (a no-op while it holds part of a record), or every idle connection keeps 64 KiB.
-      SSL_free_buffers(ssl_.get());
+      if (free_buffers_is_safe()) {
+        SSL_free_buffers(ssl_.get());
+      }
       return total;
     }
     // EOF or an error: after the bytes read so far, if any.
@@ -258,12 +302,14 @@ awaitable<void> ImapStream::shutdown(std::chrono::milliseconds limit) {
     if (!ec && (SSL_get_shutdown(ssl) & SSL_RECEIVED_SHUTDOWN) == 0) {
       error_code ignored;
       socket_.shutdown(tcp::socket::shutdown_send, ignored);
-      // Read (and drop) until the peer's close_notify or EOF.
+      // Read (and drop) until the peer's close_notify or EOF; a peer still sending data gets
+      // at most 64 KiB read, so this loop always ends (the deadline needs us to yield).
       std::array<char, 512> scratch{};
-      while (!ec) {
+      std::size_t dropped = 0;
+      while (!ec && dropped < 64 * 1024) {
         co_await wait_readable(ec);
         if (!ec) {
-          read_available(net::buffer(scratch), ec);
+          dropped += read_available(net::buffer(scratch), ec);
         }
       }
     }
@@ -287,6 +333,9 @@ namespace {
 
 // Waits until `fd` is ready for `events` (POLLIN or POLLOUT).
 boost::system::error_code poll_for(int fd, short events) {
+  if (fd < 0) {
+    return net::error::bad_descriptor;  // poll(2) would skip it and wait for ever
+  }
   pollfd p{fd, events, 0};
   for (;;) {
     if (::poll(&p, 1, -1) >= 0) {

@@ -17,6 +17,8 @@ using Clock = std::chrono::steady_clock;
 constexpr std::size_t relay_buffer_bytes = 128 * 1024;
 // Free buffers kept per thread for the next burst; beyond that they go back to malloc.
 constexpr std::size_t pooled_buffers_per_thread = 32;
+// A busy direction gives the worker's other sessions a turn after this many bytes.
+constexpr std::size_t yield_after_bytes = 256 * 1024;
 // How much of the downstream's end is searched for a last `* BYE` line (a BYE with a longer
 // text than this is not recognised as the close reason; servers send a few dozen bytes).
 constexpr std::size_t bye_window = 2048;
@@ -128,6 +130,8 @@ awaitable<void> pump(std::shared_ptr<RelayState> state, bool upward) {
   ImapStream& from = upward ? state->client : state->upstream;
   ImapStream& to = upward ? state->upstream : state->client;
   auto& counter = upward ? state->result.client_to_upstream : state->result.upstream_to_client;
+  const auto executor = co_await net::this_coro::executor;
+  std::size_t since_yield = 0;
   boost::system::error_code ec;
   while (!state->stopping) {
     co_await from.wait_readable(ec);
@@ -169,6 +173,14 @@ awaitable<void> pump(std::shared_ptr<RelayState> state, bool upward) {
       state->last_activity = Clock::now();
       if (state->stopping) {
         break;
+      }
+      // Reads and writes that never block never suspend: a transfer that keeps both sockets
+      // ready would hold the worker, and every other session on it, until it ends. Let the
+      // others run after each yield_after_bytes.
+      since_yield += n;
+      if (since_yield >= yield_after_bytes) {
+        since_yield = 0;
+        co_await net::post(executor, net::use_awaitable);
       }
     }
     BufferPool::give(std::move(buffer));

@@ -99,6 +99,9 @@ class SmtpSession {
     std::vector<char> buffer(4096);
     for (;;) {
       if (actions.empty()) {
+        if (c_->preauth_timed_out()) {
+          co_return false;  // the deadline passed during an AUTH check: its answer went out
+        }
         boost::system::error_code ec;
         const auto n = co_await c_->client().read_some(net::buffer(buffer), ec);
         if (ec) {

@@ -3,20 +3,24 @@
 #include <sys/socket.h>
 
 #include <cerrno>
-#include <cstdint>
 
 namespace iop::proxy {
 namespace {
 
-int descriptor(BIO* bio) {
-  return static_cast<int>(reinterpret_cast<std::intptr_t>(BIO_get_data(bio)));
-}
+// -1 once the socket is closed.
+int descriptor(BIO* bio) { return static_cast<tcp::socket*>(BIO_get_data(bio))->native_handle(); }
 
 bool would_block(int error) { return error == EAGAIN || error == EWOULDBLOCK || error == EINTR; }
 
 int socket_write(BIO* bio, const char* data, std::size_t size, std::size_t* written) {
   BIO_clear_retry_flags(bio);
-  const auto n = ::send(descriptor(bio), data, size, MSG_NOSIGNAL);
+  const int fd = descriptor(bio);
+  if (fd < 0) {
+    errno = EBADF;
+    *written = 0;
+    return 0;
+  }
+  const auto n = ::send(fd, data, size, MSG_NOSIGNAL);
   if (n >= 0) {
     *written = static_cast<std::size_t>(n);
     return 1;
@@ -31,7 +35,12 @@ int socket_write(BIO* bio, const char* data, std::size_t size, std::size_t* writ
 int socket_read(BIO* bio, char* data, std::size_t size, std::size_t* read) {
   BIO_clear_retry_flags(bio);
   *read = 0;
-  const auto n = ::recv(descriptor(bio), data, size, 0);
+  const int fd = descriptor(bio);
+  if (fd < 0) {
+    errno = EBADF;
+    return 0;
+  }
+  const auto n = ::recv(fd, data, size, 0);
   if (n > 0) {
     *read = static_cast<std::size_t>(n);
     return 1;
@@ -85,14 +94,14 @@ const BIO_METHOD* socket_method() {
 
 }  // namespace
 
-BIO* new_socket_bio(int fd) {
+BIO* new_socket_bio(tcp::socket& socket) {
   const BIO_METHOD* method = socket_method();
   if (method == nullptr) {
     return nullptr;
   }
   BIO* bio = BIO_new(method);
   if (bio != nullptr) {
-    BIO_set_data(bio, reinterpret_cast<void*>(static_cast<std::intptr_t>(fd)));
+    BIO_set_data(bio, &socket);
   }
   return bio;
 }

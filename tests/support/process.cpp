@@ -249,7 +249,14 @@ bool accepts_connections(int port) {
 
 std::string read_file(const std::filesystem::path& path) {
   std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  // libstdc++ throws from the stream buffer itself on a read error, past the stream's error
+  // state: reading /proc/PID/stat of a process that exits meanwhile fails with ESRCH, and
+  // DovecotServer's destructor scans /proc while its processes exit (a crash at teardown).
+  try {
+    return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  } catch (const std::ios_base::failure&) {
+    return {};
+  }
 }
 
 std::size_t count_of(std::string_view text, std::string_view needle) {
