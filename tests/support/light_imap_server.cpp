@@ -4,7 +4,6 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <openssl/err.h>
-#include <openssl/evp.h>
 #include <openssl/ssl.h>
 #include <signal.h>
 #include <sys/epoll.h>
@@ -13,13 +12,14 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <stdexcept>
 
+#include "auth/base64.hpp"
 #include "certs/local_cert.hpp"
 #include "certs/tls_context.hpp"
+#include "common/ascii.hpp"
 #include "common/asio.hpp"
 
 namespace iop::test {
@@ -33,41 +33,6 @@ const std::string greeting =
     "* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=XOAUTH2 IDLE] light IMAP server ready\r\n";
 const std::string caps_before_login = "IMAP4rev1 SASL-IR AUTH=XOAUTH2 IDLE";
 const std::string caps_after_login = "IMAP4rev1 IDLE";
-
-std::string upper(std::string s) {
-  std::transform(s.begin(), s.end(), s.begin(),
-                 [](unsigned char ch) { return static_cast<char>(std::toupper(ch)); });
-  return s;
-}
-
-std::string base64_encode(const std::string& in) {
-  std::string out(4 * ((in.size() + 2) / 3) + 1, '\0');
-  const int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                                reinterpret_cast<const unsigned char*>(in.data()),
-                                static_cast<int>(in.size()));
-  out.resize(static_cast<std::size_t>(n));
-  return out;
-}
-
-// nullopt when `in` is not base64 (EVP_DecodeBlock also counts the padding as zero bytes).
-std::optional<std::string> base64_decode(const std::string& in) {
-  if (in.size() % 4 != 0) {
-    return std::nullopt;
-  }
-  std::string out(in.size() / 4 * 3 + 1, '\0');
-  const int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                                reinterpret_cast<const unsigned char*>(in.data()),
-                                static_cast<int>(in.size()));
-  if (n < 0) {
-    return std::nullopt;
-  }
-  std::size_t size = static_cast<std::size_t>(n);
-  for (auto it = in.rbegin(); it != in.rend() && *it == '='; ++it) {
-    --size;
-  }
-  out.resize(size);
-  return out;
-}
 
 // The user and the token of an XOAUTH2 message, "user=U^Aauth=Bearer T^A^A".
 struct Xoauth2 {
@@ -381,7 +346,7 @@ bool LightImapServer::on_line(Connection& c, const std::string& line) {
       return true;
     case State::idling:
       // RFC 2177: only DONE ends IDLE.
-      if (upper(line) == "DONE") {
+      if (ascii_uppered(line) == "DONE") {
         c.out += c.tag + " OK IDLE terminated\r\n";
         c.state = State::authenticated;
       } else {
@@ -400,7 +365,7 @@ bool LightImapServer::on_line(Connection& c, const std::string& line) {
   }
   const std::string tag = line.substr(0, tag_end);
   const auto name_end = line.find(' ', tag_end + 1);
-  const std::string name = upper(line.substr(tag_end + 1, name_end - tag_end - 1));
+  const std::string name = ascii_uppered(line.substr(tag_end + 1, name_end - tag_end - 1));
   const std::string args = name_end == std::string::npos ? "" : line.substr(name_end + 1);
   on_command(c, tag, name, args);
   return true;
@@ -420,7 +385,7 @@ void LightImapServer::on_command(Connection& c, const std::string& tag, const st
     c.state = State::logging_out;
   } else if (name == "AUTHENTICATE" && !authenticated) {
     const auto space = args.find(' ');
-    if (upper(args.substr(0, space)) != "XOAUTH2") {
+    if (ascii_uppered(args.substr(0, space)) != "XOAUTH2") {
       c.out += tag + " NO unsupported authentication mechanism\r\n";
       return;
     }
@@ -449,7 +414,7 @@ void LightImapServer::on_command(Connection& c, const std::string& tag, const st
 // Google and Dovecot send it (RFC 7628 §3.2.2); a malformed message gets NO at once.
 void LightImapServer::on_sasl(Connection& c, const std::string& base64) {
   using State = Connection::State;
-  const auto decoded = base64_decode(base64);
+  const auto decoded = auth::base64_decode(base64);
   const auto message = decoded ? parse_xoauth2(*decoded) : std::nullopt;
   if (!message) {
     ++failed_logins_;
@@ -467,7 +432,8 @@ void LightImapServer::on_sasl(Connection& c, const std::string& base64) {
   }
   if (!accepted) {
     ++failed_logins_;
-    c.out += "+ " + base64_encode(R"({"status":"401","schemes":"bearer","scope":"imap"})") + "\r\n";
+    c.out += "+ " + auth::base64_encode(R"({"status":"401","schemes":"bearer","scope":"imap"})") +
+             "\r\n";
     c.state = State::sasl_failed;
     return;
   }
