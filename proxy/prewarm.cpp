@@ -2,23 +2,12 @@
 
 #include <spdlog/spdlog.h>
 
-#include <unistd.h>
-
 #include "common/clock.hpp"
 #include "proxy/connection.hpp"
 
 namespace iop::proxy {
 
 namespace {
-
-// Unsolicited bytes a parked connection may collect for the client (EXISTS, EXPUNGE, FETCH
-// flag updates while nobody uses it). More than this and it is dropped: a fresh login is
-// cheaper than holding a backlog.
-constexpr std::size_t max_parked_bytes = 64 * 1024;
-
-// How long the TLS close of a retired connection may take (a peer that never answers our
-// close_notify must not hold a worker or shutdown).
-constexpr std::chrono::milliseconds close_limit{1000};
 
 // The steady-clock time at which a token expiring at `expiry` (unix seconds) expires.
 PrewarmTime steady_expiry(std::int64_t expiry) {
@@ -32,62 +21,22 @@ std::int64_t seconds_left(PrewarmTime at) {
 
 }  // namespace
 
-// A parked connection. `home` is the executor it was made on; everything below `timer` is
-// touched only there.
-struct UpstreamPool::Parked {
-  explicit Parked(const net::any_io_executor& executor)
-      : home(executor), timer(executor), handoff(executor) {}
+// A parked warm connection: the stream's mechanics are ParkedStream's (proxy/parked_stream.hpp);
+// the rest is the account's, touched only on `home` too.
+struct UpstreamPool::Parked : ParkedStream {
+  using ParkedStream::ParkedStream;
 
   std::string email;
-  net::any_io_executor home;
   WarmStamp stamp;
-  std::unique_ptr<ImapStream> stream;
   std::vector<std::string> capabilities;
-  std::string pending;
   storage::TokenSource source = storage::TokenSource::none;
-  net::steady_timer timer;    // retire_at
-  net::steady_timer handoff;  // a claim waits on it until the watcher has let go of the stream
-  bool claimed = false;       // a session has the stream: the watcher must not touch it again
-  bool closing = false;       // retire, discard or shutdown asked: the watcher closes it
-  bool server_closed = false;
-  std::string why;  // why it was closed, for the log
 };
 
 namespace {
 
-// On the parked connection's home executor: asks its watcher to close it.
-void close_on_home(const std::shared_ptr<UpstreamPool::Parked>& parked, std::string why) {
-  net::post(parked->home, [parked, why = std::move(why)]() mutable {
-    if (parked->claimed || parked->closing) {
-      return;
-    }
-    parked->closing = true;
-    parked->why = std::move(why);
-    parked->timer.cancel();
-    if (parked->stream) {
-      parked->stream->cancel();  // ends the watcher's wait (or read)
-    }
-  });
-}
-
-// On the home executor: takes the stream from its watcher, unless it is closing already.
+// On the home executor: takes the warm connection from its watcher, unless it is closing.
 awaitable<std::optional<WarmConnection>> claim_on_home(std::shared_ptr<UpstreamPool::Parked> p) {
-  if (p->claimed || p->closing || !p->stream) {
-    co_return std::nullopt;
-  }
-  p->claimed = true;
-  p->timer.cancel();
-  // The watcher is suspended in wait_readable() (its only suspension point while parked).
-  // Cancel that wait and let the watcher finish with the stream (wait_readable() still touches
-  // it after the wait) before it changes hands: the watcher cancels `handoff` on its way out.
-  // Bounded, in case the watcher is not there: then the stream is not handed out.
-  p->stream->cancel();
-  p->handoff.expires_after(std::chrono::seconds(5));
-  boost::system::error_code ec;
-  co_await p->handoff.async_wait(net::redirect_error(net::use_awaitable, ec));
-  if (ec != net::error::operation_aborted || !p->stream) {
-    spdlog::error("prewarm: account={} the warm connection's watcher did not let go of it",
-                  p->email);
+  if (!co_await claim_parked(*p)) {
     co_return std::nullopt;
   }
   WarmConnection out;
@@ -98,43 +47,7 @@ awaitable<std::optional<WarmConnection>> claim_on_home(std::shared_ptr<UpstreamP
   co_return out;
 }
 
-// Logs out (when `logout`) and closes `stream`, bounded.
-awaitable<void> close_stream(ImapStream& stream, bool logout) {
-  if (logout) {
-    boost::system::error_code ec;
-    const std::string command = "w1 LOGOUT\r\n";
-    co_await stream.write_all(net::buffer(command), ec);
-  }
-  co_await stream.shutdown(close_limit);
-}
-
 }  // namespace
-
-void move_to_executor(ImapStream& stream, const net::any_io_executor& executor,
-                      boost::system::error_code& ec) {
-  auto& socket = stream.socket();
-  if (socket.get_executor() == executor) {
-    return;
-  }
-  // The descriptor changes reactor; the TLS state stays: the SSL object's BIO works on the
-  // descriptor number (proxy/socket_bio.hpp), which does not change.
-  const auto local = socket.local_endpoint(ec);
-  if (ec) {
-    return;
-  }
-  const int fd = socket.release(ec);
-  if (ec) {
-    return;
-  }
-  tcp::socket moved(executor);
-  moved.assign(local.protocol(), fd, ec);
-  if (ec) {
-    ::close(fd);
-    return;
-  }
-  socket = std::move(moved);
-  socket.non_blocking(true, ec);  // as it was (ImapStream drives OpenSSL on a non-blocking fd)
-}
 
 UpstreamLease::UpstreamLease(std::shared_ptr<UpstreamPool> pool, std::string email)
     : pool_(std::move(pool)), email_(std::move(email)) {}
@@ -224,7 +137,7 @@ awaitable<Checkout> UpstreamPool::checkout(const std::string& email,
   }
   if (discard) {
     spdlog::info("prewarm: account={} warm connection not used: {}", email, to_string(verdict));
-    close_on_home(discard, std::string(to_string(verdict)));
+    close_parked(discard, std::string(to_string(verdict)));
   }
   if (out.admission == Admission::refused) {
     out.refusal = fmt::format(
@@ -369,7 +282,7 @@ awaitable<void> UpstreamPool::warm_up(std::string email, UpstreamEndpoint endpoi
     }
   }
   if (!keep) {
-    co_await close_stream(*parked->stream, true);
+    co_await close_parked_stream(*parked->stream, true);
     co_return;
   }
   const auto retire = retire_at(policy, parked->stamp, last_login);
@@ -377,63 +290,21 @@ awaitable<void> UpstreamPool::warm_up(std::string email, UpstreamEndpoint endpoi
                storage::to_string(source), seconds_left(retire));
   parked->timer.expires_at(retire);
   parked->timer.async_wait([parked](boost::system::error_code ec) {
-    if (ec || parked->claimed || parked->closing) {
-      return;
+    if (!ec) {
+      retire_parked(*parked, "retired before the server's idle limit or its token's end");
     }
-    parked->closing = true;
-    parked->why = "retired before the server's idle limit or its token's end";
-    parked->stream->cancel();
   });
   co_await watch(parked);
 }
 
 awaitable<void> UpstreamPool::watch(const std::shared_ptr<Parked>& parked) {
   Parked& p = *parked;
-  for (;;) {
-    boost::system::error_code ec;
-    // Holds no buffer and can be cancelled at any time without touching the TLS state.
-    co_await p.stream->wait_readable(ec);
-    if (p.claimed) {
-      p.handoff.cancel();  // the claim may take the stream now: this coroutine is done with it
-      co_return;
-    }
-    if (p.closing) {
-      break;
-    }
-    if (ec) {
-      p.server_closed = true;
-      p.why = fmt::format("the server closed it ({})", ec.message());
-      break;
-    }
-    // Everything available now, without waiting (a TLS record may be incomplete: 0, wait again).
-    // The buffer exists only while reading: a parked connection holds none.
-    std::vector<char> buffer(4096);
-    std::size_t n = 0;
-    do {
-      n = p.stream->read_available(net::buffer(buffer), ec);
-      p.pending.append(buffer.data(), n);
-    } while (n > 0 && !ec && p.pending.size() <= max_parked_bytes);
-    if (ec) {
-      p.server_closed = true;
-      p.why = fmt::format("the server closed it ({})", ec.message());
-      break;
-    }
-    // A BYE means the server is closing (RFC 9051 §7.1.5: e.g. its idle autologout, or an admin
-    // kick); a literal holding "* BYE" at a line start only costs a fresh login.
-    if (holds_bye(p.pending)) {
-      p.server_closed = true;
-      p.why = "the server sent BYE";
-      break;
-    }
-    if (p.pending.size() > max_parked_bytes) {
-      p.why = "too much unsolicited data from the server";
-      break;
-    }
+  if (co_await watch_parked(p)) {
+    co_return;  // a login has it
   }
-  p.timer.cancel();
   unpark(parked, p.server_closed);
   spdlog::info("prewarm: account={} warm connection closed: {}", p.email, p.why);
-  co_await close_stream(*p.stream, !p.server_closed);
+  co_await close_parked_stream(*p.stream, !p.server_closed);
   maybe_warm(p.email);  // a retired one is replaced while the account is still wanted
 }
 
@@ -465,7 +336,7 @@ void UpstreamPool::stop() {
     }
   }
   for (const auto& parked : all) {
-    close_on_home(parked, "shutdown");
+    close_parked(parked, "shutdown");
   }
 }
 

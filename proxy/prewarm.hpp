@@ -8,10 +8,9 @@
 // The decisions are in proxy/prewarm_policy.hpp (pure); this file does the I/O:
 // - warm-ups run as their own coroutines on the executor of the login that asked for them, never
 //   inside a session;
-// - a parked connection keeps a readability wait pending (ImapStream::wait_readable: no buffer
-//   held, cancellable at any time), so a server close or BYE is noticed
-//   and the connection dropped; other bytes the server sends meanwhile are kept for the client
-//   (like UpstreamConnection::pending);
+// - a parked connection is a ParkedStream (proxy/parked_stream.hpp): a server close or BYE is
+//   noticed and the connection dropped; other bytes the server sends meanwhile are kept for the
+//   client (like UpstreamConnection::pending);
 // - a parked connection is retired (LOGOUT, TLS close) before its token gets too old for a new
 //   session or the server's idle limit (policy.max_idle), and replaced while the account is
 //   still wanted.
@@ -31,6 +30,7 @@
 #include "auth/token_service.hpp"
 #include "common/asio.hpp"
 #include "proxy/imap_stream.hpp"
+#include "proxy/parked_stream.hpp"
 #include "proxy/prewarm_policy.hpp"
 #include "proxy/upstream.hpp"
 #include "storage/token_source.hpp"
@@ -138,11 +138,5 @@ class UpstreamPool : public std::enable_shared_from_this<UpstreamPool> {
   std::map<std::string, Account> accounts_;
   bool stopped_ = false;
 };
-
-// Moves `stream`'s socket to `executor` (same descriptor, same TLS state), so a connection made
-// on one worker thread can be relayed by a session on another. Must not be called with an
-// operation pending on the stream. Errors in `ec` (the stream is then unusable).
-void move_to_executor(ImapStream& stream, const net::any_io_executor& executor,
-                      boost::system::error_code& ec);
 
 }  // namespace iop::proxy
