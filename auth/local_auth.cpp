@@ -149,7 +149,8 @@ awaitable<LocalAuthOutcome> LocalAuthenticator::check(std::string username, Secr
   if (email) {
     outcome.email = *email;
     auto& store = store_;
-    auto row = co_await run_on_pool(blocking_, [&store, &email] { return store.get(*email); });
+    auto row =
+        co_await run_on_pool(blocking_, [&store, &email] { return store.login_record(*email); });
     if (row) {
       outcome.account_exists = true;
       outcome.upstream_host = row->upstream_host;

@@ -505,7 +505,9 @@ Credentials full_row(const std::string& email) {
   return row;
 }
 
-void expect_untrusted(const Result<Credentials>& got, const std::string& email) {
+// get() and login_record() alike.
+template <typename T>
+void expect_untrusted(const Result<T>& got, const std::string& email) {
   ASSERT_FALSE(got.has_value());
   EXPECT_EQ(got.error().code, Errc::credentials_corrupt);
   EXPECT_NE(got.error().message.find(email), std::string::npos) << got.error().message;
@@ -525,6 +527,32 @@ bool listed_as_verified(CredentialsStore& store, const std::string& email) {
   }
   ADD_FAILURE() << email << " not listed";
   return false;
+}
+
+TEST_F(CredentialsStoreTest, LoginRecordHasWhatALoginNeedsAndNoSecret) {
+  auto store = open_store();
+  ASSERT_NE(store, nullptr);
+  ASSERT_TRUE(store->upsert_account(full_row("a@x.com")).has_value());
+  ASSERT_TRUE(store->set_local_password_hash("a@x.com", "$scrypt$owner").has_value());
+  // Twice: the second read runs the statement prepared by the first.
+  for (int i = 0; i < 2; ++i) {
+    const auto got = store->login_record("a@x.com");
+    ASSERT_TRUE(got.has_value()) << got.error().message;
+    EXPECT_EQ(got->email, "a@x.com");
+    EXPECT_EQ(got->local_password_hash, "$scrypt$owner");
+    EXPECT_EQ(got->upstream_host, "imap.example.net");
+    EXPECT_EQ(got->upstream_port, 993);
+    EXPECT_EQ(got->provider, "microsoft");
+  }
+  // A write by another connection between reads is seen: the cached statement is reset after
+  // each read, so it holds no read transaction (an old snapshot) open.
+  auto other = open_store();
+  ASSERT_NE(other, nullptr);
+  ASSERT_TRUE(other->set_local_password_hash("a@x.com", "$scrypt$changed").has_value());
+  EXPECT_EQ(store->login_record("a@x.com")->local_password_hash, "$scrypt$changed");
+  const auto missing = store->login_record("nobody@x.com");
+  ASSERT_FALSE(missing.has_value());
+  EXPECT_EQ(missing.error().code, Errc::not_found);
 }
 
 struct Tamper {
@@ -572,6 +600,8 @@ TEST_F(CredentialsStoreTest, EditingAnyDecisiveColumnMakesOnlyThatAccountCorrupt
                           " WHERE email = 'a@x.com'");
 
     expect_untrusted(store->get("a@x.com"), "a@x.com");
+    // A login reads the row without opening its secrets, and is refused all the same.
+    expect_untrusted(store->login_record("a@x.com"), "a@x.com");
     auto b = store->get("b@x.com");
     ASSERT_TRUE(b.has_value()) << b.error().message;
     EXPECT_EQ(b->upstream_host, "imap.example.net");
@@ -598,6 +628,7 @@ TEST_F(CredentialsStoreTest, RowCopiedFromAnotherAccountIsCorrupt) {
       "client_id, client_secret, client_certificate, signed_in_as, row_mac "
       "FROM mail_credentials WHERE email = 'b@x.com'");
   expect_untrusted(store->get("a@x.com"), "a@x.com");
+  expect_untrusted(store->login_record("a@x.com"), "a@x.com");
   EXPECT_TRUE(store->get("b@x.com").has_value());
 
   // Renaming the row (email change) fails the same way.
