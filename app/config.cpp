@@ -284,6 +284,7 @@ Result<Config> parse_config(std::string_view toml_text, const fs::path& base_dir
         {"ca_file", path_into(u, "ca_file", c.upstream.ca_file, base_dir)},
         {"timeout", duration_into(u, "timeout", c.upstream.timeout)},
         {"probe", bool_into(u, "probe", c.upstream.probe)},
+        {"preconnect", bool_into(u, "preconnect", c.upstream.preconnect)},
         {"prewarm", bool_into(u, "prewarm", c.upstream.prewarm)},
         {"prewarm_window", duration_into(u, "prewarm_window", c.upstream.prewarm_window)},
         {"max_connections_per_account",
@@ -585,6 +586,11 @@ port    = 993
 ca_file = ""                         # empty: the system trust store
 timeout = "30s"                      # connect, TLS and login
 probe   = true                       # LIST "" "" after login catches broken mailbox access
+# Preconnect: while logins to a server happened in the last 10 minutes, keep one connection to
+# it open ahead of need (TCP and TLS done, certificate checked, not logged in, no credential);
+# the next login takes it and starts with AUTHENTICATE. Each waits at most 20 s, then is
+# replaced; one the server closes is not replaced before the next login.
+preconnect = true
 # Pre-warm: for accounts with a client login within prewarm_window, keep one upstream connection
 # logged in and hand it to the account's next login (no upstream TLS handshake nor XOAUTH2 round
 # trip). Each warm connection is replaced before 25 minutes idle (servers may drop after 30) and

@@ -49,6 +49,9 @@ struct UpstreamConfig {
   std::filesystem::path ca_file;  // empty: the system trust store
   std::chrono::milliseconds timeout{std::chrono::seconds(30)};
   bool probe = true;  // LIST "" "" after login (Exchange's "authenticated but not connected")
+  // Preconnect (issue #9): one spare connection per upstream server (TLS up, not logged in)
+  // while logins to it are recent, taken by the next login (proxy/spare_policy.hpp).
+  bool preconnect = true;
   // Pre-warm (issue #9 item 5, opt-in): one upstream connection kept logged in per account with
   // a client login within prewarm_window, handed to that account's next login.
   bool prewarm = false;

@@ -18,6 +18,7 @@
 #include "proxy/prewarm.hpp"
 #include "proxy/session.hpp"
 #include "proxy/smtp_session.hpp"
+#include "proxy/spare_pool.hpp"
 #include "storage/audit_log.hpp"
 #include "storage/audit_writer.hpp"
 
@@ -221,6 +222,13 @@ int serve(Services& services) {
     if (connection_rows == nullptr) {
       spdlog::info("[audit] connection_log = false: no connection-log rows are written");
     }
+    // [upstream] preconnect: a spare connection per upstream server for the next login.
+    std::shared_ptr<proxy::SparePool> spare_pool;
+    if (cfg.upstream.preconnect) {
+      spare_pool =
+          proxy::SparePool::create(*upstream_tls, proxy::SparePolicy{}, settings.upstream.timeout);
+      settings.upstream.spares = spare_pool.get();
+    }
     // [upstream] prewarm and max_connections_per_account: with neither, no pool and logins
     // work exactly as before.
     std::shared_ptr<proxy::UpstreamPool> upstream_pool;
@@ -330,6 +338,9 @@ int serve(Services& services) {
       if (upstream_pool) {
         upstream_pool->stop();  // warm connections logged out and closed on their workers
       }
+      if (spare_pool) {
+        spare_pool->stop();  // spare connections closed on their workers
+      }
       signals.async_wait([&](const boost::system::error_code& e2, int) {
         if (!e2) {
           registry.close_all();
@@ -372,6 +383,9 @@ int serve(Services& services) {
     ioc.run();
     if (upstream_pool) {
       upstream_pool->stop();  // idempotent: nothing may start a warm-up on a stopping worker
+    }
+    if (spare_pool) {
+      spare_pool->stop();  // idempotent, likewise for spares
     }
     for (auto& guard : keep_running) {
       guard.reset();  // sessions still running finish; then the workers return

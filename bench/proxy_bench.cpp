@@ -611,7 +611,14 @@ struct LoginTimes {
   double command = 0;
 };
 
+// Between measured logins: the previous login's aftermath (Dovecot ending its processes, the
+// proxy opening its next spare connection, [upstream] preconnect) is background work on the
+// same 2 cores; without a pause it would land on whichever login is measured next, so one path
+// would be timed while the other's aftermath runs.
+constexpr auto settle = std::chrono::milliseconds(25);
+
 LoginTimes timed_login(Env& env, SSL_CTX* ctx, bool proxied) {
+  std::this_thread::sleep_for(settle);
   Conn c;
   auto ms = [](Clock::time_point a, Clock::time_point b) {
     return std::chrono::duration<double, std::milli>(b - a).count();
@@ -921,6 +928,7 @@ void measure_three(Env& env, SSL_CTX* proxy_ctx, SSL_CTX* direct_ctx, int warm_p
           proxied.push_back(timed_login(env, proxy_ctx, true).total);
           break;
         default:
+          std::this_thread::sleep_for(settle);  // as timed_login does
           prewarmed.push_back(timed_proxy_login(proxy_ctx, warm_port));
           wait_ready();
       }
@@ -1208,7 +1216,7 @@ int run(int argc, char** argv) {
   }
   if (l) {
     std::printf("%-36s %10.2f %10.2f %10.2f ms %10s %7s\n", "login p50, ms (connect..tagged OK)",
-                l->d50, l->p50, l->p50 - l->d50, "< 2 ms", verdict(l->p50 - l->d50 < 2.0));
+                l->d50, l->p50, l->p50 - l->d50, "<= +1 ms", verdict(l->p50 - l->d50 <= 1.0));
     std::printf("%-36s %10.2f %10.2f %10.2f ms %10s %7s\n", "login p99, ms (connect..tagged OK)",
                 l->d99, l->p99, l->p99 - l->d99, "-", "-");
   }

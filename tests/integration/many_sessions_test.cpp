@@ -137,7 +137,10 @@ TEST(ManySessionsTest, TenThousandIdleSessionsThroughOneProxyNoneDropped) {
   // already open upstream; wait anyway rather than rely on that ordering.
   EXPECT_TRUE(wait_until([&] { return light.authenticated_sessions() >= std::size_t(logged_in); },
                          60s, "the light upstream holding every session"));
-  EXPECT_EQ(light.live_sessions(), std::size_t(sessions));
+  // Live upstream connections: every session, and at most one spare ([upstream] preconnect:
+  // TLS up, not logged in, so not among the logins either).
+  EXPECT_LE(light.live_sessions() - std::size_t(sessions), 1u) << light.live_sessions();
+  EXPECT_GE(light.live_sessions(), std::size_t(sessions));
   EXPECT_EQ(light.logins(), std::uint64_t(sessions));
   EXPECT_EQ(light.failed_logins(), 0u);
   // Each account logged in upstream as itself, as often as the swarm logged it in.
@@ -155,7 +158,8 @@ TEST(ManySessionsTest, TenThousandIdleSessionsThroughOneProxyNoneDropped) {
   const auto t2 = Clock::now();
   EXPECT_EQ(noop_ok, sessions) << "first failure: " << swarm.first_error();
   EXPECT_EQ(swarm.count(ImapSwarm::State::failed), 0);
-  EXPECT_EQ(light.live_sessions(), std::size_t(sessions));
+  EXPECT_GE(light.live_sessions(), std::size_t(sessions));
+  EXPECT_LE(light.live_sessions() - std::size_t(sessions), 1u) << light.live_sessions();
   EXPECT_EQ(light.authenticated_sessions(), std::size_t(sessions));
   EXPECT_EQ(light.accept_errors(), 0u);
   EXPECT_TRUE(proxy.running());

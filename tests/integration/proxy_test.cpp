@@ -1235,6 +1235,72 @@ TEST_F(ProxyTest, PrewarmOffChangesNothing) {
   }
 }
 
+// [upstream] preconnect (on by default): once a login to a server is over, one connection to it
+// is opened ahead of need (TCP and TLS up, not logged in); the next login takes it and starts
+// with AUTHENTICATE. The client cannot tell: the same capabilities, one upstream login per
+// client login.
+std::size_t lines_with(const std::string& text, std::string_view a, std::string_view b) {
+  std::size_t n = 0;
+  std::size_t start = 0;
+  while (start < text.size()) {
+    auto end = text.find('\n', start);
+    if (end == std::string::npos) end = text.size();
+    const std::string_view line(text.data() + start, end - start);
+    if (line.find(a) != std::string_view::npos && line.find(b) != std::string_view::npos) ++n;
+    start = end + 1;
+  }
+  return n;
+}
+
+std::size_t spares_ready() { return lines_with(env->proxy_log(), "spare connection to", "ready"); }
+std::size_t logins_on_spares() {
+  return count_lines(env->proxy_log(), "logging in on a spare connection");
+}
+
+TEST_F(ProxyTest, PreconnectTheNextLoginTakesTheSpareAndLooksTheSame) {
+  const auto ready_before = spares_ready();
+  const auto first = env->client(alice, alice_local, {"login"});
+  ASSERT_TRUE(first["ok"].get<bool>()) << first.dump();
+  // After the login, whether or not it took one, the pool opens the next spare.
+  ASSERT_TRUE(wait_until([&] { return spares_ready() > ready_before; }, 30s, "a spare"));
+
+  const auto taken_before = logins_on_spares();
+  const auto upstream_logins = env->dovecot->logins(alice);
+  const auto second = env->client(alice, alice_local, {"login"});
+  ASSERT_TRUE(second["ok"].get<bool>()) << second.dump();
+  EXPECT_EQ(logins_on_spares(), taken_before + 1);
+  EXPECT_EQ(second["capabilities"], first["capabilities"]);
+  // The spare logged in once, for this client: it had not logged in before.
+  EXPECT_EQ(env->dovecot->logins(alice), upstream_logins + 1);
+}
+
+TEST_F(ProxyTest, PreconnectASpareTheServerClosedIsNotUsed) {
+  const auto ready_before = spares_ready();
+  ASSERT_TRUE(env->client(alice, alice_local, {"login"})["ok"].get<bool>());
+  ASSERT_TRUE(wait_until([&] { return spares_ready() > ready_before; }, 30s, "a spare"));
+  const auto closed_before =
+      lines_with(env->proxy_log(), "spare connection to", "closed: the server closed it");
+  env->dovecot->stop();
+  // Its watcher sees the close; nothing replaces it before the next login (no retry loop
+  // against a server that is down).
+  ASSERT_TRUE(wait_until(
+      [&] {
+        return lines_with(env->proxy_log(), "spare connection to", "closed: the server closed it") >
+               closed_before;
+      },
+      30s, "the spare noticed closed"));
+  const auto ready_while_down = spares_ready();
+  env->dovecot->start();
+  EXPECT_EQ(spares_ready(), ready_while_down) << "nothing is opened before the next login";
+  const auto taken_before = logins_on_spares();
+  const auto r = env->client(alice, alice_local, {"login"});
+  ASSERT_TRUE(r["ok"].get<bool>()) << r.dump();
+  EXPECT_EQ(logins_on_spares(), taken_before) << "no spare was there to take";
+  // The login's own upstream connection was fresh; after it, a spare is opened again.
+  ASSERT_TRUE(wait_until([&] { return spares_ready() > ready_while_down; }, 30s,
+                         "a spare after the next login"));
+}
+
 TEST_F(ProxyPrewarmTest, ZzSigtermLogsOutWarmConnectionsAndExits) {
   const std::string tao = "tao@example.com";
   add_account(tao, "tao-local");
