@@ -66,9 +66,10 @@ Result<std::shared_ptr<net::ssl::context>> make_server_context(
   IOP_TRY(harden(*ctx));
   // Resumption for reconnecting clients comes from stateless tickets (RFC 8446 §4.6.1, RFC 5077):
   // no server-side cache holding a session per connection for hours. One ticket is enough for
-  // one reconnect.
+  // one reconnect. None is sent at the end of the handshake: ImapStream sends it after the
+  // greeting (proxy/imap_stream.hpp, ticket_due_), so the greeting is not delayed by it.
   SSL_CTX_set_session_cache_mode(ctx->native_handle(), SSL_SESS_CACHE_OFF);
-  SSL_CTX_set_num_tickets(ctx->native_handle(), 1);
+  SSL_CTX_set_num_tickets(ctx->native_handle(), 0);
   // Our order, not the client's (many offer AES-256 first), except that a client preferring
   // ChaCha20 (no AES instructions) keeps it.
   SSL_CTX_set_options(ctx->native_handle(),

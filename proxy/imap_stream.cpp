@@ -158,6 +158,8 @@ awaitable<void> ImapStream::accept_tls(error_code& ec) {
     co_return;
   }
   co_await handshake(true, ec);
+  ticket_due_ = !ec && SSL_version(ssl_.get()) == TLS1_3_VERSION &&
+                (SSL_get_options(ssl_.get()) & SSL_OP_NO_TICKET) == 0;
 }
 
 awaitable<void> ImapStream::connect_tls(const std::string& host, error_code& ec) {
@@ -282,6 +284,15 @@ awaitable<void> ImapStream::write_all(net::const_buffer buffer, error_code& ec) 
     return SSL_write_ex(ssl, buffer.data(), buffer.size(), &written);
   };
   co_await drive(write, ec);
+  if (ticket_due_ && !ec) {
+    ticket_due_ = false;
+    // Asks for one ticket; SSL_do_handshake writes it now (nothing else of the handshake is
+    // left).
+    if (SSL_new_session_ticket(ssl) == 1) {
+      auto send_ticket = [ssl] { return SSL_do_handshake(ssl); };
+      co_await drive(send_ticket, ec);
+    }
+  }
 }
 
 awaitable<void> ImapStream::shutdown(std::chrono::milliseconds limit) {

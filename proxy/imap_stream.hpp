@@ -47,7 +47,8 @@ class ImapStream {
   // At least one byte (waits for it), as much as is available.
   awaitable<std::size_t> read_some(net::mutable_buffer buffer, boost::system::error_code& ec);
   // Writes all of `buffer` (one write call from the caller's view: Dovecot needs each IMAP line
-  // with its CRLF in a single write).
+  // with its CRLF in a single write). On the server side of TLS 1.3, the first write after the
+  // handshake is followed by the client's session ticket (see ticket_due_).
   awaitable<void> write_all(net::const_buffer buffer, boost::system::error_code& ec);
 
   // Sends TLS close_notify (when TLS is active), waits within `limit` for the peer to close its
@@ -88,6 +89,12 @@ class ImapStream {
   bool drained_ = false;
   // ... and OpenSSL must write before it can read on.
   bool read_wants_write_ = false;
+  // Server side, TLS 1.3: the session ticket (RFC 8446 §4.6.1) goes out after the first write
+  // (the greeting) instead of before it, as OpenSSL would send it at the end of the handshake
+  // (certs/tls_context.cpp sets no automatic tickets): the client then reads its greeting
+  // without first taking in a ticket, and takes the ticket in while it waits for its next
+  // answer.
+  bool ticket_due_ = false;
   // An EOF or error met after some bytes: returned by the next read.
   boost::system::error_code pending_error_;
 };

@@ -5,8 +5,12 @@
 
 #include "proxy/imap_stream.hpp"
 
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
+
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <array>
 #include <chrono>
 #include <optional>
@@ -156,8 +160,9 @@ TEST_F(ImapStreamTest, MegabytesArriveIntactBothWays) {
 }
 
 TEST_F(ImapStreamTest, OneReadTakesEveryRecordAlreadyReceived) {
-  // 64 KiB written in one write_all is four TLS records; once the write has completed they
-  // are all in the receiver's socket buffer, and one read_available takes all four.
+  // 64 KiB written in one write_all is four TLS records; once the receiver's TCP has them all
+  // (the sender's send queue is empty: everything acknowledged), one read_available takes all
+  // four, whether OpenSSL already took some with the handshake's last message or not.
   const std::string data = pattern(64 * 1024);
   std::vector<std::size_t> reads;
   bool written = false;
@@ -175,6 +180,15 @@ TEST_F(ImapStreamTest, OneReadTakesEveryRecordAlreadyReceived) {
         error_code ec;
         co_await c.write_all(net::buffer(data), ec);
         EXPECT_FALSE(ec) << ec.message();
+        // write_all returns once the kernel has the bytes; the receiver's window may hold part
+        // of them back a while (it opens as data arrives).
+        net::steady_timer tick(co_await net::this_coro::executor);
+        int unacknowledged = 0;
+        while (::ioctl(c.socket().native_handle(), SIOCOUTQ, &unacknowledged) == 0 &&
+               unacknowledged > 0) {
+          tick.expires_after(1ms);
+          co_await tick.async_wait(net::use_awaitable);
+        }
         written = true;
         const auto rest = co_await read_exactly(c, 1, 16);  // until the server closes
         EXPECT_TRUE(rest.empty());
@@ -205,6 +219,45 @@ TEST_F(ImapStreamTest, BytesThatCameWithTheHandshakeAreReadWithoutWaiting) {
         co_await read_exactly(c, 1, 16);
       });
   EXPECT_EQ(got, "hello");
+}
+
+// What the client's OpenSSL took in after the handshake, in order: the inner content type of
+// each TLS 1.3 record (23 application data, 22 handshake: here only NewSessionTicket).
+void record_inner_types(int write_p, int /*version*/, int content_type, const void* buf,
+                        std::size_t len, SSL* /*ssl*/, void* arg) {
+  if (write_p == 0 && content_type == SSL3_RT_INNER_CONTENT_TYPE && len == 1) {
+    static_cast<std::vector<int>*>(arg)->push_back(*static_cast<const unsigned char*>(buf));
+  }
+}
+
+TEST_F(ImapStreamTest, TheSessionTicketFollowsTheGreeting) {
+  // OpenSSL would send the ticket at the end of the handshake, ahead of the greeting, and the
+  // client would take it in (a session to deserialize) before it could read the greeting. The
+  // server sends it after its first write instead; the client still gets one.
+  std::vector<int> received;
+  bool resumable = false;
+  run(
+      [&](ImapStream& s) -> awaitable<void> {
+        error_code ec;
+        co_await s.write_all(net::buffer(std::string_view("* OK ready\r\n")), ec);
+        EXPECT_FALSE(ec) << ec.message();
+        EXPECT_EQ(co_await read_exactly(s, 3, 64), "a\r\n");
+        co_await s.write_all(net::buffer(std::string_view("b\r\n")), ec);
+      },
+      [&](ImapStream& c) -> awaitable<void> {
+        SSL_set_msg_callback(c.native_handle(), record_inner_types);
+        SSL_set_msg_callback_arg(c.native_handle(), &received);
+        EXPECT_EQ(co_await read_exactly(c, 12, 64), "* OK ready\r\n");
+        error_code ec;
+        co_await c.write_all(net::buffer(std::string_view("a\r\n")), ec);
+        EXPECT_EQ(co_await read_exactly(c, 3, 64), "b\r\n");
+        resumable = SSL_SESSION_is_resumable(SSL_get0_session(c.native_handle())) == 1;
+      });
+  ASSERT_GE(received.size(), 3u);
+  EXPECT_EQ(received.front(), SSL3_RT_APPLICATION_DATA) << "the greeting comes first";
+  EXPECT_EQ(received[1], SSL3_RT_HANDSHAKE) << "then the ticket";
+  EXPECT_EQ(std::count(received.begin(), received.end(), SSL3_RT_HANDSHAKE), 1);
+  EXPECT_TRUE(resumable) << "the client can resume with the ticket it got";
 }
 
 TEST_F(ImapStreamTest, NothingToReadIsZeroNotAnError) {
