@@ -1,10 +1,14 @@
 #include "proxy/relay.hpp"
 
+#include <sys/socket.h>
+
 #include <fmt/format.h>
 
 #include <memory>
+#include <optional>
 #include <vector>
 
+#include "common/deadline.hpp"
 #include "common/sanitize.hpp"
 
 namespace iop::proxy {
@@ -23,6 +27,18 @@ constexpr std::size_t yield_after_bytes = 256 * 1024;
 // text than this is not recognised as the close reason; servers send a few dozen bytes).
 constexpr std::size_t bye_window = 2048;
 constexpr std::chrono::seconds shutdown_limit{2};
+
+// Bulk reads: while a direction moves bulk data, the pump asks the kernel to wake it only once
+// this much has arrived (SO_RCVLOWAT, socket(7)), so one wake-up reads and re-frames many
+// records instead of one or two (Dovecot writes 4 KiB records). A direction is bulk while its
+// last wake-up read at least bulk_read_bytes; interactive traffic never raises the mark.
+constexpr int bulk_low_water = 64 * 1024;
+constexpr std::size_t bulk_read_bytes = 16 * 1024;
+// How long a bulk wait may wait for the mark: then the mark goes back to 1 byte, which wakes
+// the pump for whatever has arrived (Linux re-checks readability when SO_RCVLOWAT changes,
+// tcp_set_rcvlowat()), so the tail of a transfer is late by at most this. EOF and errors wake
+// the pump whatever the mark (tcp_poll()).
+constexpr std::chrono::microseconds bulk_wait_limit{1000};
 
 // Shared by the two pumps and the watchdog; all on one strand, so no locking.
 struct RelayState {
@@ -123,6 +139,27 @@ void track_bye(RelayState& state, std::string_view chunk) {
   }
 }
 
+// The source socket's receive low-water mark (SO_RCVLOWAT), set only when it changes.
+class LowWater {
+ public:
+  explicit LowWater(ImapStream& source) : source_(source) {}
+
+  void set(int bytes) {
+    auto& socket = source_.socket();
+    if (bytes == current_ || !socket.is_open()) {
+      return;
+    }
+    // Best effort: where the option fails, the pump just wakes more often.
+    if (::setsockopt(socket.native_handle(), SOL_SOCKET, SO_RCVLOWAT, &bytes, sizeof bytes) == 0) {
+      current_ = bytes;
+    }
+  }
+
+ private:
+  ImapStream& source_;
+  int current_ = 1;
+};
+
 // One direction. Waits for the source without a buffer; when it has data, takes a pooled
 // buffer, reads everything available (many TLS records) and writes it on in one write, again
 // until the source has nothing more, then gives the buffer back.
@@ -132,9 +169,17 @@ awaitable<void> pump(std::shared_ptr<RelayState> state, bool upward) {
   auto& counter = upward ? state->result.client_to_upstream : state->result.upstream_to_client;
   const auto executor = co_await net::this_coro::executor;
   std::size_t since_yield = 0;
+  LowWater low_water(from);
+  bool bulk = false;
   boost::system::error_code ec;
   while (!state->stopping) {
+    low_water.set(bulk ? bulk_low_water : 1);
+    std::optional<Deadline> lower;  // a bulk wait's limit: the mark back to 1 byte
+    if (bulk) {
+      lower.emplace(executor, bulk_wait_limit, [&low_water] { low_water.set(1); });
+    }
     co_await from.wait_readable(ec);
+    lower.reset();
     if (ec || state->stopping) {
       if (!state->stopping) {
         state->stop(describe_end(ec, upward));
@@ -142,8 +187,10 @@ awaitable<void> pump(std::shared_ptr<RelayState> state, bool upward) {
       break;
     }
     BufferPool::Buffer buffer = BufferPool::take();
+    std::size_t this_wake = 0;
     for (;;) {
       const auto n = from.read_available(net::buffer(buffer.get(), relay_buffer_bytes), ec);
+      this_wake += n;
       if (ec) {
         if (!state->stopping) {
           state->stop(describe_end(ec, upward));
@@ -184,6 +231,7 @@ awaitable<void> pump(std::shared_ptr<RelayState> state, bool upward) {
       }
     }
     BufferPool::give(std::move(buffer));
+    bulk = this_wake >= bulk_read_bytes;
   }
 }
 

@@ -1130,6 +1130,36 @@ TEST_F(ProxyPrewarmTest, ASecondLoginTakesTheWarmConnectionAndLooksTheSameToTheC
   EXPECT_EQ(first_row->close_reason.find("prewarmed"), std::string::npos);
 }
 
+TEST_F(ProxyPrewarmTest, AfterAFetchOfMegabytesASmallAnswerStillArrives) {
+  // While data streams down, the relay raises the upstream socket's low-water mark so that one
+  // wake-up takes many records (proxy/relay.cpp); a small answer that follows a bulk read is
+  // below that mark, and arrives because the mark drops again after 1 ms. Without that, the
+  // NOOP's answer below would wait for 64 KiB that never come.
+  const std::string hal = "hal@example.com";
+  add_account(hal, "hal-local");
+  std::string body;
+  for (int i = 0; body.size() < (3u << 20); ++i) {
+    body += "line " + std::to_string(i) + " of a three megabyte message\r\n";
+  }
+  warm->dovecot->deliver(hal, "From: a@example.com\r\nSubject: big\r\n\r\n" + body);
+  RawLogin session(warm->starttls_port, hal, "hal-local");
+  ASSERT_NE(session.answer.find("a1 OK"), std::string::npos) << session.answer;
+  ASSERT_NE(session.command("a2", "SELECT INBOX").find("a2 OK"), std::string::npos);
+  session.raw->send("a3 UID FETCH 1:* (BODY.PEEK[])\r\n");
+  std::string fetched;
+  while (fetched.find("\r\na3 ") == std::string::npos && fetched.size() < (8u << 20)) {
+    const auto more = session.raw->read_some();
+    if (more.empty()) break;  // 10 s without a byte
+    fetched += more;
+  }
+  EXPECT_NE(fetched.find("\r\na3 OK"), std::string::npos) << fetched.substr(0, 200);
+  EXPECT_NE(fetched.find(body.substr(body.size() - 200)), std::string::npos);
+  EXPECT_GE(fetched.size(), body.size());
+  const auto noop = session.command("a4", "NOOP");
+  EXPECT_NE(noop.find("a4 OK"), std::string::npos) << noop;
+  session.logout();
+}
+
 TEST_F(ProxyPrewarmTest, SelectAndFetchOnAWarmConnectionMatchAFreshLogin) {
   const std::string quinn = "quinn@example.com";
   add_account(quinn, "quinn-local");
