@@ -105,6 +105,9 @@ awaitable<bool> watch_parked(ParkedStream& p) {
       break;
     }
   }
+  // A claim that took the connection out of its pool just now (the server closed it at the
+  // same moment) must not wait for a handoff that will never come.
+  p.closing = true;
   p.timer.cancel();
   co_return false;
 }

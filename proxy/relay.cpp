@@ -233,6 +233,8 @@ awaitable<void> pump(std::shared_ptr<RelayState> state, bool upward) {
     BufferPool::give(std::move(buffer));
     bulk = this_wake >= bulk_read_bytes;
   }
+  // The TLS close that follows waits for the peer's close_notify, a record far below a bulk mark.
+  low_water.set(1);
 }
 
 }  // namespace

@@ -16,12 +16,18 @@ Failure failure(UpstreamFailure kind, std::string detail) {
   return std::unexpected(UpstreamError{kind, std::move(detail)});
 }
 
+// How a login on an open stream failed, when it did.
+struct LoginTrouble {
+  bool timed_out = false;        // the deadline passed
+  bool connection_lost = false;  // a read or write failed: the server did not answer
+};
+
 // The login protocol on an open stream, within `timeout`. `received`: server bytes already read
-// (a spare's greeting), fed to the machine before anything else. `timed_out` tells a failure by
-// the deadline from any other. References: the caller awaits (GCC PR 100611, docs/design.md).
+// (a spare's greeting), fed to the machine before anything else. References: the caller awaits
+// (GCC PR 100611, docs/design.md).
 awaitable<std::expected<UpstreamConnection, UpstreamError>> log_in(
     std::unique_ptr<ImapStream>& stream, const std::string& received,
-    const UpstreamLoginOptions& options, std::chrono::milliseconds timeout, bool& timed_out) {
+    const UpstreamLoginOptions& options, std::chrono::milliseconds timeout, LoginTrouble& trouble) {
   const auto executor = co_await net::this_coro::executor;
   boost::system::error_code ec;
   // When the deadline passes, the socket is closed and whatever step is waiting fails. It is
@@ -34,9 +40,10 @@ awaitable<std::expected<UpstreamConnection, UpstreamError>> log_in(
   // The login protocol is the machine's; this loop moves bytes between it and the stream.
   UpstreamLoginMachine machine(options);
   auto io_failure = [&](std::string_view step) {
-    timed_out = deadline.fired();
+    trouble.timed_out = deadline.fired();
+    trouble.connection_lost = true;
     return failure(UpstreamFailure::unavailable,
-                   timed_out
+                   trouble.timed_out
                        ? fmt::format("timed out during {} with {}", step, options.where)
                        : fmt::format("{} with {} failed: {}", step, options.where, ec.message()));
   };
@@ -137,17 +144,18 @@ awaitable<std::expected<UpstreamConnection, UpstreamError>> connect_upstream(
     }
   } replenish{options.spares, endpoint, executor};
 
-  bool timed_out = false;
+  LoginTrouble trouble;
   if (options.spares != nullptr) {
     auto spare = co_await options.spares->take(endpoint);
     if (spare) {
       spdlog::debug("upstream {}: logging in on a spare connection", login.where);
       auto result =
-          co_await log_in(spare->stream, spare->received, login, options.timeout, timed_out);
+          co_await log_in(spare->stream, spare->received, login, options.timeout, trouble);
       // A spare the server ended just before we used it (its idle limit, a restart) must not
       // cost the client its login: once more on a fresh connection. An answer from the server
-      // (refused, protocol) or a timeout is the login's outcome.
-      if (result || result.error().kind != UpstreamFailure::unavailable || timed_out) {
+      // (refused, NO [UNAVAILABLE], BYE, protocol) or a timeout is the login's outcome: a
+      // server in trouble does not get every login twice.
+      if (result || !trouble.connection_lost || trouble.timed_out) {
         co_return result;
       }
       spdlog::info("upstream {}: the spare connection failed ({}); connecting afresh", login.where,
@@ -163,7 +171,7 @@ awaitable<std::expected<UpstreamConnection, UpstreamError>> connect_upstream(
       std::chrono::steady_clock::now() - started);
   const auto left = std::max(options.timeout - spent, std::chrono::milliseconds(1));
   const std::string nothing_read;
-  co_return co_await log_in(*opened, nothing_read, login, left, timed_out);
+  co_return co_await log_in(*opened, nothing_read, login, left, trouble);
 }
 
 }  // namespace iop::proxy
