@@ -240,6 +240,9 @@ int serve(Services& services) {
       pool_settings.policy.min_token_life = cfg.oauth.session_min_lifetime;
       pool_settings.policy.max_per_account = cfg.upstream.max_connections_per_account;
       pool_settings.upstream = settings.upstream;
+      // Warm-ups open their own connections: a spare is for a client's login, and a warm-up
+      // taking it (or counting as a login) would keep spares coming while no client logs in.
+      pool_settings.upstream.spares = nullptr;
       upstream_pool = proxy::UpstreamPool::create(*services.tokens, *upstream_tls, pool_settings);
       spdlog::info(
           "upstream pool: prewarm {} (window {} s), max_connections_per_account {}",
