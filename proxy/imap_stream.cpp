@@ -15,6 +15,7 @@ namespace iop::proxy {
 namespace {
 
 constexpr std::size_t read_buffer_bytes = 64 * 1024;
+constexpr std::size_t max_record_plaintext = 16 * 1024;
 
 void free_ssl(SSL* ssl) { SSL_free(ssl); }
 
@@ -283,7 +284,17 @@ awaitable<void> ImapStream::write_all(net::const_buffer buffer, error_code& ec) 
   auto write = [ssl, buffer, &written] {
     return SSL_write_ex(ssl, buffer.data(), buffer.size(), &written);
   };
+  // More than one record (RFC 8446 §5.1: 2^14 bytes of plaintext at most): the records go out
+  // in full-sized TCP segments, pushed once the last is written (proxy/socket_bio.hpp). One
+  // record is pushed at once, as before: a command or a short answer waits for nothing.
+  const bool hold = buffer.size() > max_record_plaintext;
+  if (hold) {
+    hold_socket_bio_sends(SSL_get_wbio(ssl), true);
+  }
   co_await drive(write, ec);
+  if (hold && !hold_socket_bio_sends(SSL_get_wbio(ssl), false) && !ec) {
+    ec = error_code(errno, net::error::get_system_category());
+  }
   if (ticket_due_ && !ec) {
     ticket_due_ = false;
     // Asks for one ticket; SSL_do_handshake writes it now (nothing else of the handshake is

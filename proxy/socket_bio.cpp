@@ -1,14 +1,24 @@
 #include "proxy/socket_bio.hpp"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 
 #include <cerrno>
+#include <new>
 
 namespace iop::proxy {
 namespace {
 
+struct State {
+  tcp::socket* socket = nullptr;
+  bool hold = false;  // sends say MSG_MORE
+};
+
+State& state(BIO* bio) { return *static_cast<State*>(BIO_get_data(bio)); }
+
 // -1 once the socket is closed.
-int descriptor(BIO* bio) { return static_cast<tcp::socket*>(BIO_get_data(bio))->native_handle(); }
+int descriptor(BIO* bio) { return state(bio).socket->native_handle(); }
 
 bool would_block(int error) { return error == EAGAIN || error == EWOULDBLOCK || error == EINTR; }
 
@@ -20,7 +30,8 @@ int socket_write(BIO* bio, const char* data, std::size_t size, std::size_t* writ
     *written = 0;
     return 0;
   }
-  const auto n = ::send(fd, data, size, MSG_NOSIGNAL);
+  const int flags = MSG_NOSIGNAL | (state(bio).hold ? MSG_MORE : 0);
+  const auto n = ::send(fd, data, size, flags);
   if (n >= 0) {
     *written = static_cast<std::size_t>(n);
     return 1;
@@ -72,7 +83,18 @@ long socket_ctrl(BIO* bio, int command, long /*number*/, void* pointer) {
 }
 
 int socket_create(BIO* bio) {
+  auto* const s = new (std::nothrow) State;
+  if (s == nullptr) {
+    return 0;
+  }
+  BIO_set_data(bio, s);
   BIO_set_init(bio, 1);
+  return 1;
+}
+
+int socket_destroy(BIO* bio) {
+  delete static_cast<State*>(BIO_get_data(bio));
+  BIO_set_data(bio, nullptr);
   return 1;
 }
 
@@ -86,6 +108,7 @@ const BIO_METHOD* socket_method() {
       BIO_meth_set_read_ex(m, socket_read);
       BIO_meth_set_ctrl(m, socket_ctrl);
       BIO_meth_set_create(m, socket_create);
+      BIO_meth_set_destroy(m, socket_destroy);
     }
     return m;
   }();
@@ -101,9 +124,23 @@ BIO* new_socket_bio(tcp::socket& socket) {
   }
   BIO* bio = BIO_new(method);
   if (bio != nullptr) {
-    BIO_set_data(bio, &socket);
+    state(bio).socket = &socket;
   }
   return bio;
+}
+
+bool hold_socket_bio_sends(BIO* bio, bool on) {
+  State& s = state(bio);
+  const bool was = s.hold;
+  s.hold = on;
+  if (on || !was) {
+    return true;
+  }
+  // Setting TCP_NODELAY (already on) pushes the segment MSG_MORE held: tcp(7), and Linux's
+  // __tcp_sock_set_nodelay() calls tcp_push_pending_frames(). One call, no data.
+  const int fd = descriptor(bio);
+  const int one = 1;
+  return fd >= 0 && ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) == 0;
 }
 
 }  // namespace iop::proxy

@@ -197,6 +197,31 @@ TEST_F(ImapStreamTest, OneReadTakesEveryRecordAlreadyReceived) {
   EXPECT_EQ(reads.front(), data.size()) << "the first read took only part of what was there";
 }
 
+TEST_F(ImapStreamTest, AWriteOfSeveralRecordsLeavesNothingHeldBack) {
+  // Two records, sent with MSG_MORE so they leave in one segment: once write_all returns, the
+  // kernel must have sent them (nothing "not sent" in the queue), or the tail of a FETCH would
+  // wait for the next write. 20,000 bytes fit the receiver's initial window.
+  const std::string data = pattern(20'000);
+  int not_sent = -1;
+  run(
+      [&](ImapStream& s) -> awaitable<void> {
+        error_code ec;
+        // The session ticket follows the first write and would push whatever that write left.
+        co_await s.write_all(net::buffer(std::string_view("* OK\r\n")), ec);
+        EXPECT_FALSE(ec) << ec.message();
+        co_await s.write_all(net::buffer(data), ec);
+        EXPECT_FALSE(ec) << ec.message();
+        EXPECT_EQ(::ioctl(s.socket().native_handle(), SIOCOUTQNSD, &not_sent), 0);
+        const auto rest = co_await read_exactly(s, 1, 16);  // until the client closes
+        EXPECT_TRUE(rest.empty());
+      },
+      [&](ImapStream& c) -> awaitable<void> {
+        const auto got = co_await read_exactly(c, 6 + data.size(), 64 * 1024);
+        EXPECT_EQ(got, "* OK\r\n" + data);
+      });
+  EXPECT_EQ(not_sent, 0) << "bytes of the write were still held back after it returned";
+}
+
 TEST_F(ImapStreamTest, BytesThatCameWithTheHandshakeAreReadWithoutWaiting) {
   // The client writes right after its handshake, before the server has looked: whether those
   // bytes are read with the client's Finished (then inside OpenSSL, where waiting on the
