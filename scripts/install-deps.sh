@@ -9,6 +9,7 @@ packages=(
   libspdlog-dev libfmt-dev googletest libgtest-dev libgmock-dev
   libcli11-dev libtomlplusplus-dev nlohmann-json3-dev
   redis-server sqlite3 python3 curl openssl
+  libpq-dev postgresql  # [storage] database = "postgresql://..." (issue #10); the tests start their own cluster
   dovecot-core dovecot-imapd dovecot-submissiond
   python3-aiosmtpd swaks libnet-ssleay-perl libio-socket-ssl-perl msmtp  # submission tests: the sink, real senders
   clang-16 libclang-rt-16-dev llvm-16  # fuzz/run.sh: libFuzzer targets, symbolized reports

@@ -1,0 +1,130 @@
+#pragma once
+// A small RAII layer over libpq, the PostgreSQL counterpart of storage/sqlite.hpp (issue #10).
+// This is the only file that includes <libpq-fe.h> (STYLE 3.6).
+//
+// Errors are Errc::storage_unavailable carrying PostgreSQL's message, its SQLSTATE and where
+// the server is (the URL without any secret). A Connection is not thread-safe: the owner
+// serializes access, as with sqlite::Database.
+//
+// Passwords never travel in the URL: parse_url() refuses one (it would end up in config dumps,
+// process listings and messages). They come from `[storage] password_file`, or from libpq's own
+// PGPASSFILE / ~/.pgpass, which it reads itself.
+
+#include <cstdint>
+#include <initializer_list>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+
+#include "common/result.hpp"
+#include "common/secret.hpp"
+
+struct pg_conn;
+struct pg_result;
+
+namespace iop::storage::pg {
+
+// True for a `postgresql://` or `postgres://` URL (libpq's two URI schemes): the value of
+// `[storage] database` that selects PostgreSQL instead of an SQLite file.
+bool is_url(std::string_view text);
+
+// A checked connection URL.
+struct Target {
+  std::string url;    // as configured (no password in it)
+  std::string shown;  // "postgresql://user@host:port/db", for messages and logs
+};
+
+// Parses `url` with libpq's own parser. Errc::config_error when libpq cannot parse it or when it
+// carries a password (in the user part or as `password=`): the message says where to put it.
+Result<Target> parse_url(std::string_view url);
+
+// A statement parameter. Text parameters go as text; bytes go in binary format (bytea), so
+// arbitrary bytes need no escaping.
+class Param {
+ public:
+  static Param text(std::string_view value) { return Param(std::string(value), false, false); }
+  static Param bytes(std::string_view value) { return Param(std::string(value), true, false); }
+  static Param integer(std::int64_t value) { return Param(std::to_string(value), false, false); }
+  static Param null() { return Param({}, false, true); }
+
+ private:
+  friend class Connection;
+  Param(std::string value, bool binary, bool is_null)
+      : value_(std::move(value)), binary_(binary), null_(is_null) {}
+  std::string value_;
+  bool binary_;
+  bool null_;
+};
+
+// The rows of one statement, read in text format. Rows and columns from 0.
+class Rows {
+ public:
+  [[nodiscard]] int size() const;
+  // Rows an INSERT, UPDATE or DELETE changed (PQcmdTuples).
+  [[nodiscard]] std::int64_t affected() const;
+  // The command tag ("COMMIT", "ROLLBACK", "UPDATE 1").
+  [[nodiscard]] std::string tag() const;
+  [[nodiscard]] bool is_null(int row, int col) const;
+  // NULL reads as 0 or as an empty string, as in sqlite::Statement.
+  [[nodiscard]] std::int64_t integer(int row, int col) const;
+  [[nodiscard]] std::string text(int row, int col) const;
+  [[nodiscard]] std::string bytes(int row, int col) const;  // a bytea column, unescaped
+
+ private:
+  friend class Connection;
+  struct Clear {
+    void operator()(pg_result* result) const;
+  };
+  explicit Rows(pg_result* result) : result_(result) {}
+  std::unique_ptr<pg_result, Clear> result_;
+};
+
+// One connection.
+class Connection {
+ public:
+  // Connects to `target` (5 s connect timeout). `password` may be empty: libpq then looks in
+  // PGPASSFILE or ~/.pgpass, and servers that trust the connection need none.
+  static Result<Connection> open(const Target& target, const Secret& password);
+
+  // Runs one statement with `params` ($1, $2, ...).
+  Result<Rows> exec(std::string_view sql, std::initializer_list<Param> params = {});
+
+  // Runs `script`, which may hold several statements and takes no parameters (schema steps,
+  // BEGIN/COMMIT). Rows produced are discarded.
+  Result<void> run(std::string_view script);
+
+  // False once the connection to the server is lost (a restart): the owner opens a new one.
+  [[nodiscard]] bool healthy() const;
+
+  [[nodiscard]] const std::string& shown() const { return shown_; }
+
+ private:
+  struct Finish {
+    void operator()(pg_conn* conn) const;
+  };
+  Connection(pg_conn* conn, std::string shown) : conn_(conn), shown_(std::move(shown)) {}
+  Error error(std::string_view what, pg_result* result) const;
+
+  std::unique_ptr<pg_conn, Finish> conn_;
+  std::string shown_;
+};
+
+// A transaction that rolls back unless commit() succeeded.
+class Transaction {
+ public:
+  static Result<Transaction> begin(Connection& conn, std::string_view begin = "BEGIN");
+  Transaction(Transaction&& other) noexcept : conn_(std::exchange(other.conn_, nullptr)) {}
+  Transaction& operator=(Transaction&&) = delete;
+  Transaction(const Transaction&) = delete;
+  Transaction& operator=(const Transaction&) = delete;
+  ~Transaction();
+
+  Result<void> commit();
+
+ private:
+  explicit Transaction(Connection* conn) : conn_(conn) {}
+  Connection* conn_;  // null once committed or rolled back
+};
+
+}  // namespace iop::storage::pg
