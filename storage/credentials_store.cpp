@@ -7,17 +7,13 @@
 #include <string>
 #include <vector>
 
-#include "storage/database.hpp"
+#include "storage/credential_rows.hpp"
 #include "storage/key_check.hpp"
-#include "storage/sqlite.hpp"
+#include "storage/postgres.hpp"
 
 namespace iop::storage {
 
 namespace {
-
-using sqlite::Database;
-using sqlite::Statement;
-using sqlite::Transaction;
 
 // Sealed into meta on first open; decrypting it on later opens proves the key is the one the
 // secrets were written with, before any account read fails confusingly. Its plaintext also
@@ -64,67 +60,6 @@ std::optional<AccountStatus> parse_status(std::string_view text) {
     return AccountStatus::needs_reauth;
   }
   return std::nullopt;
-}
-
-// One row of mail_credentials as the program reads it: secrets still sealed, NULL read as an
-// empty string or 0 (the store writes every absent value as NULL, and reads NULL and '' alike).
-struct StoredRow {
-  std::string email;
-  bool use_oauth = true;
-  std::string access_token;   // sealed; empty: NULL
-  std::string refresh_token;  // sealed
-  std::int64_t token_expiry = 0;
-  std::int64_t refreshed_at_ms = 0;
-  std::string password;  // sealed
-  std::string local_password_hash;
-  std::string upstream_host;
-  std::int64_t upstream_port = 0;
-  std::string status = "active";
-  std::string status_reason;
-  std::int64_t created_at = 0;
-  std::int64_t updated_at = 0;
-  std::string provider = "default";
-  std::string tenant;
-  std::string client_id;
-  std::string client_secret;       // sealed
-  std::string client_certificate;  // sealed
-  std::string signed_in_as;
-  std::optional<std::string> row_mac;  // nullopt: NULL
-};
-
-// Every column, in the order read_row expects.
-constexpr std::string_view select_rows =
-    "SELECT email, use_oauth, access_token, refresh_token, token_expiry, refreshed_at_ms, "
-    "password, local_password_hash, upstream_host, upstream_port, status, status_reason, "
-    "created_at, updated_at, provider, tenant, client_id, client_secret, client_certificate, "
-    "signed_in_as, row_mac FROM mail_credentials";
-
-StoredRow read_row(const Statement& stmt) {
-  StoredRow r;
-  r.email = stmt.column_text(0);
-  r.use_oauth = stmt.column_int64(1) != 0;
-  r.access_token = stmt.column_blob(2);
-  r.refresh_token = stmt.column_blob(3);
-  r.token_expiry = stmt.column_int64(4);
-  r.refreshed_at_ms = stmt.column_int64(5);
-  r.password = stmt.column_blob(6);
-  r.local_password_hash = stmt.column_text(7);
-  r.upstream_host = stmt.column_text(8);
-  r.upstream_port = stmt.column_int64(9);
-  r.status = stmt.column_text(10);
-  r.status_reason = stmt.column_text(11);
-  r.created_at = stmt.column_int64(12);
-  r.updated_at = stmt.column_int64(13);
-  r.provider = stmt.column_text(14);
-  r.tenant = stmt.column_text(15);
-  r.client_id = stmt.column_text(16);
-  r.client_secret = stmt.column_blob(17);
-  r.client_certificate = stmt.column_blob(18);
-  r.signed_in_as = stmt.column_text(19);
-  if (!stmt.column_is_null(20)) {
-    r.row_mac = stmt.column_blob(20);
-  }
-  return r;
 }
 
 // Appends one length-prefixed field: its length as 8 bytes big-endian, then its bytes. Every
@@ -198,8 +133,8 @@ std::string_view to_string(AccountStatus status) {
 }
 
 struct CredentialsStore::Impl {
-  Impl(Database database, MasterKey master_key)
-      : db(std::move(database)),
+  Impl(std::unique_ptr<CredentialRows> table, MasterKey master_key)
+      : rows(std::move(table)),
         key(std::move(master_key)),
         mac_key(derive_key(key, row_mac_label)) {}
 
@@ -252,39 +187,10 @@ struct CredentialsStore::Impl {
     return {};
   }
 
-  // The row of `email`, or nullopt when there is none.
-  Result<std::optional<StoredRow>> load_row(std::string_view email) {
-    // Prepared once: every login reads its account, and preparing this statement took longer
-    // (0.15 ms) than running it.
-    if (!by_email) {
-      IOP_TRY_ASSIGN(auto stmt, db.prepare(std::string(select_rows) + " WHERE email = ?1"));
-      by_email.emplace(std::move(stmt));
-    }
-    Statement& stmt = *by_email;
-    // Reset on every path: a statement left on its row would hold its read transaction open.
-    struct Reset {
-      Statement& stmt;
-      ~Reset() { stmt.reset(); }
-    } reset{stmt};
-    IOP_TRY(stmt.bind_text(1, email));
-    IOP_TRY_ASSIGN(auto step, stmt.step());
-    if (step != Statement::Step::row) {
-      return std::nullopt;
-    }
-    return read_row(stmt);
-  }
-
-  // Every row, by email.
-  Result<std::vector<StoredRow>> load_rows() {
-    IOP_TRY_ASSIGN(auto stmt, db.prepare(std::string(select_rows) + " ORDER BY email"));
-    std::vector<StoredRow> rows;
-    for (;;) {
-      IOP_TRY_ASSIGN(auto step, stmt.step());
-      if (step == Statement::Step::done) {
-        return rows;
-      }
-      rows.push_back(read_row(stmt));
-    }
+  // The row of `email`, or nullopt when there is none. `for_update`: locked until the write
+  // transaction ends.
+  Result<std::optional<StoredRow>> load_row(std::string_view email, bool for_update = false) {
+    return rows->load_row(email, for_update);
   }
 
   // Writes `row` with a MAC computed here from exactly the values bound, so no write path can
@@ -293,74 +199,27 @@ struct CredentialsStore::Impl {
   // MAC first: re-MACing a row that did not verify would bless whatever an attacker put in it.
   Result<void> write_row(StoredRow& row, bool exists) {
     row.row_mac = row_mac(row);
-    const char* const sql =
-        exists ? "UPDATE mail_credentials SET use_oauth = ?2, access_token = ?3, "
-                 "refresh_token = ?4, token_expiry = ?5, refreshed_at_ms = ?6, password = ?7, "
-                 "local_password_hash = ?8, upstream_host = ?9, upstream_port = ?10, "
-                 "status = ?11, status_reason = ?12, created_at = ?13, updated_at = ?14, "
-                 "provider = ?15, tenant = ?16, client_id = ?17, client_secret = ?18, "
-                 "client_certificate = ?19, signed_in_as = ?20, row_mac = ?21 WHERE email = ?1"
-               : "INSERT INTO mail_credentials (email, use_oauth, access_token, refresh_token, "
-                 "token_expiry, refreshed_at_ms, password, local_password_hash, upstream_host, "
-                 "upstream_port, status, status_reason, created_at, updated_at, provider, tenant, "
-                 "client_id, client_secret, client_certificate, signed_in_as, row_mac) VALUES "
-                 "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, "
-                 "?18, ?19, ?20, ?21)";
-    IOP_TRY_ASSIGN(auto stmt, db.prepare(sql));
-    // Absent values are NULL, as they always were; reading gives them back as empty.
-    auto text = [&stmt](int index, const std::string& value) {
-      return value.empty() ? stmt.bind_null(index) : stmt.bind_text(index, value);
-    };
-    auto blob = [&stmt](int index, const std::string& value) {
-      return value.empty() ? stmt.bind_null(index) : stmt.bind_blob(index, value);
-    };
-    IOP_TRY(stmt.bind_text(1, row.email));
-    IOP_TRY(stmt.bind_int64(2, row.use_oauth ? 1 : 0));
-    IOP_TRY(blob(3, row.access_token));
-    IOP_TRY(blob(4, row.refresh_token));
-    IOP_TRY(stmt.bind_int64(5, row.token_expiry));
-    IOP_TRY(stmt.bind_int64(6, row.refreshed_at_ms));
-    IOP_TRY(blob(7, row.password));
-    IOP_TRY(text(8, row.local_password_hash));
-    IOP_TRY(text(9, row.upstream_host));
-    IOP_TRY(stmt.bind_int64(10, row.upstream_port));
-    IOP_TRY(stmt.bind_text(11, row.status));
-    IOP_TRY(text(12, row.status_reason));
-    IOP_TRY(stmt.bind_int64(13, row.created_at));
-    IOP_TRY(stmt.bind_int64(14, row.updated_at));
-    IOP_TRY(stmt.bind_text(15, row.provider));
-    IOP_TRY(text(16, row.tenant));
-    IOP_TRY(text(17, row.client_id));
-    IOP_TRY(blob(18, row.client_secret));
-    IOP_TRY(blob(19, row.client_certificate));
-    IOP_TRY(text(20, row.signed_in_as));
-    IOP_TRY(stmt.bind_blob(21, *row.row_mac));
-    IOP_TRY(stmt.step());
-    if (db.changes() != 1) {
-      return fail(Errc::internal, "write of account " + row.email + " changed " +
-                                      std::to_string(db.changes()) + " rows");
-    }
-    return {};
+    return rows->write_row(row, exists);
   }
 
   // Checks the key (Errc::key_error when it is not this database's) and, for a database from
   // schema v3 or earlier, gives every row its MAC, in one IMMEDIATE transaction.
   Result<void> check_key_and_backfill() {
-    IOP_TRY_ASSIGN(auto tx, Transaction::begin(db));
-    IOP_TRY_ASSIGN(const KeyCheck check, read_key_check(db, key));
+    IOP_TRY_ASSIGN(auto tx, rows->begin_write());
+    IOP_TRY_ASSIGN(const KeyCheck check, rows->read_key_check(key));
     if (check == KeyCheck::absent) {
       // First open: remember which key this database belongs to. Any row already there was not
       // written by the store (it writes the key check before its first row), so it gets no MAC.
       // v3 at once: this version never writes a plain-hashed connection-log row, so nothing in a
       // new file is ever keyed after the fact (a deleted key check cannot reopen that door).
-      IOP_TRY(write_key_check(db, key, KeyCheck::v3));
-      return tx.commit();
+      IOP_TRY(rows->write_key_check(key, KeyCheck::v3));
+      return tx->commit();
     }
     if (check == KeyCheck::v1) {
       IOP_TRY(backfill_row_macs());
-      IOP_TRY(write_key_check(db, key, KeyCheck::v2));
+      IOP_TRY(rows->write_key_check(key, KeyCheck::v2));
     }
-    return tx.commit();
+    return tx->commit();
   }
 
   // The one place a NULL row MAC is filled in: a database whose sealed key check is still v1
@@ -368,25 +227,20 @@ struct CredentialsStore::Impl {
   // as they were before. In the same transaction the key check becomes v2, so this never runs
   // again on this database; from then on a NULL MAC is a corrupt row (check_row).
   Result<void> backfill_row_macs() {
-    IOP_TRY_ASSIGN(auto rows, load_rows());
-    for (auto& row : rows) {
+    IOP_TRY_ASSIGN(auto all, rows->load_rows());
+    for (auto& row : all) {
       if (row.row_mac) {
         continue;  // cannot happen before v2 except by an edit; left for check_row to judge
       }
-      IOP_TRY_ASSIGN(auto stmt,
-                     db.prepare("UPDATE mail_credentials SET row_mac = ?2 WHERE email = ?1"));
-      IOP_TRY(stmt.bind_text(1, row.email));
-      IOP_TRY(stmt.bind_blob(2, row_mac(row)));
-      IOP_TRY(stmt.step());
+      IOP_TRY(rows->set_row_mac(row.email, row_mac(row)));
     }
     return {};
   }
 
   std::mutex mu;  // one connection, used by one thread at a time
-  Database db;
+  std::unique_ptr<CredentialRows> rows;
   MasterKey key;
-  Secret mac_key;                     // derive_key(key, row_mac_label)
-  std::optional<Statement> by_email;  // load_row's statement, prepared on first use (after db)
+  Secret mac_key;  // derive_key(key, row_mac_label)
 };
 
 CredentialsStore::CredentialsStore(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -395,9 +249,23 @@ CredentialsStore::~CredentialsStore() = default;
 
 Result<std::unique_ptr<CredentialsStore>> CredentialsStore::open(const std::filesystem::path& path,
                                                                  MasterKey key) {
-  // Durability::full: a refresh token the endpoint just rotated must survive a power failure.
-  IOP_TRY_ASSIGN(auto db, open_database(path, Durability::full));
-  auto impl = std::make_unique<Impl>(std::move(db), std::move(key));
+  IOP_TRY_ASSIGN(auto rows, open_sqlite_rows(path));
+  return open_rows(std::move(rows), std::move(key));
+}
+
+Result<std::unique_ptr<CredentialsStore>> CredentialsStore::open(std::string_view database,
+                                                                 const Secret& database_password,
+                                                                 MasterKey key) {
+  if (pg::is_url(database)) {
+    IOP_TRY_ASSIGN(auto rows, open_pg_rows(database, database_password));
+    return open_rows(std::move(rows), std::move(key));
+  }
+  return open(std::filesystem::path(database), std::move(key));
+}
+
+Result<std::unique_ptr<CredentialsStore>> CredentialsStore::open_rows(
+    std::unique_ptr<CredentialRows> rows, MasterKey key) {
+  auto impl = std::make_unique<Impl>(std::move(rows), std::move(key));
   // Migrations run without the key (open_database), so the MACs of rows from schema v3 are
   // computed here, after the key is known to be right.
   IOP_TRY(impl->check_key_and_backfill());
@@ -485,7 +353,7 @@ Result<std::vector<AccountSummary>> CredentialsStore::list() {
   std::lock_guard lock(impl_->mu);
   // Decrypts nothing: listing works even for rows whose secrets are corrupt. Each row's MAC is
   // checked (one HMAC) so that a row whose settings were changed outside the program is flagged.
-  IOP_TRY_ASSIGN(auto rows, impl_->load_rows());
+  IOP_TRY_ASSIGN(auto rows, impl_->rows->load_rows());
   std::vector<AccountSummary> out;
   out.reserve(rows.size());
   for (const auto& r : rows) {
@@ -515,8 +383,8 @@ Result<void> CredentialsStore::upsert_account(const Credentials& row) {
     return fail(Errc::invalid_argument, "account email is empty");
   }
   std::lock_guard lock(impl_->mu);
-  IOP_TRY_ASSIGN(auto tx, Transaction::begin(impl_->db));
-  IOP_TRY_ASSIGN(auto loaded, impl_->load_row(row.email));
+  IOP_TRY_ASSIGN(auto tx, impl_->rows->begin_write());
+  IOP_TRY_ASSIGN(auto loaded, impl_->load_row(row.email, true));
   const std::string& email = row.email;
   const std::int64_t now = now_seconds();
   StoredRow next;
@@ -551,15 +419,15 @@ Result<void> CredentialsStore::upsert_account(const Credentials& row) {
     next.created_at = now;
   }
   IOP_TRY(impl_->write_row(next, exists));
-  return tx.commit();
+  return tx->commit();
 }
 
 Result<bool> CredentialsStore::update_tokens(std::string_view email, const TokenUpdate& update) {
   std::lock_guard lock(impl_->mu);
   // IMMEDIATE: the write lock is held from the read of refreshed_at_ms (and the MAC check) to the
   // write, so another process cannot commit a newer refresh, or change the row, in between.
-  IOP_TRY_ASSIGN(auto tx, Transaction::begin(impl_->db));
-  IOP_TRY_ASSIGN(auto loaded, impl_->load_row(email));
+  IOP_TRY_ASSIGN(auto tx, impl_->rows->begin_write());
+  IOP_TRY_ASSIGN(auto loaded, impl_->load_row(email, true));
   if (!loaded) {
     return fail(Errc::not_found, "no account " + std::string(email));
   }
@@ -582,14 +450,14 @@ Result<bool> CredentialsStore::update_tokens(std::string_view email, const Token
   row.status_reason.clear();
   row.updated_at = now_seconds();
   IOP_TRY(impl_->write_row(row, true));
-  IOP_TRY(tx.commit());
+  IOP_TRY(tx->commit());
   return true;
 }
 
 Result<void> CredentialsStore::mark_needs_reauth(std::string_view email, std::string_view reason) {
   std::lock_guard lock(impl_->mu);
-  IOP_TRY_ASSIGN(auto tx, Transaction::begin(impl_->db));
-  IOP_TRY_ASSIGN(auto loaded, impl_->load_row(email));
+  IOP_TRY_ASSIGN(auto tx, impl_->rows->begin_write());
+  IOP_TRY_ASSIGN(auto loaded, impl_->load_row(email, true));
   if (!loaded) {
     return fail(Errc::not_found, "no account " + std::string(email));
   }
@@ -601,14 +469,14 @@ Result<void> CredentialsStore::mark_needs_reauth(std::string_view email, std::st
   row.status_reason = std::string(reason);
   row.updated_at = now_seconds();
   IOP_TRY(impl_->write_row(row, true));
-  return tx.commit();
+  return tx->commit();
 }
 
 Result<void> CredentialsStore::set_local_password_hash(std::string_view email,
                                                        std::string_view hash) {
   std::lock_guard lock(impl_->mu);
-  IOP_TRY_ASSIGN(auto tx, Transaction::begin(impl_->db));
-  IOP_TRY_ASSIGN(auto loaded, impl_->load_row(email));
+  IOP_TRY_ASSIGN(auto tx, impl_->rows->begin_write());
+  IOP_TRY_ASSIGN(auto loaded, impl_->load_row(email, true));
   if (!loaded) {
     return fail(Errc::not_found, "no account " + std::string(email));
   }
@@ -618,15 +486,12 @@ Result<void> CredentialsStore::set_local_password_hash(std::string_view email,
   row.local_password_hash = std::string(hash);
   row.updated_at = now_seconds();
   IOP_TRY(impl_->write_row(row, true));
-  return tx.commit();
+  return tx->commit();
 }
 
 Result<bool> CredentialsStore::remove(std::string_view email) {
   std::lock_guard lock(impl_->mu);
-  IOP_TRY_ASSIGN(auto stmt, impl_->db.prepare("DELETE FROM mail_credentials WHERE email = ?1"));
-  IOP_TRY(stmt.bind_text(1, email));
-  IOP_TRY(stmt.step());
-  return impl_->db.changes() > 0;
+  return impl_->rows->remove(email);
 }
 
 }  // namespace iop::storage

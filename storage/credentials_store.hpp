@@ -1,5 +1,6 @@
 #pragma once
-// The credentials database (SQLite): the source of truth for refresh tokens.
+// The credentials database (SQLite, or PostgreSQL for several instances: issue #10): the source
+// of truth for refresh tokens.
 //
 // Every row carries a row MAC (HMAC-SHA256 under a key derived from the master key) over the
 // columns that decide where a secret goes or who may use it: upstream host and port, provider,
@@ -92,6 +93,8 @@ struct TokenUpdate {
   std::int64_t refreshed_at_ms = 0;     // when the grant was obtained
 };
 
+class CredentialRows;  // storage/credential_rows.hpp: the table on one engine
+
 class CredentialsStore {
  public:
   // Opens (creating when missing) the database at `path`, applies pending migrations, and checks
@@ -99,6 +102,12 @@ class CredentialsStore {
   // first open of a database from schema v3 or earlier, computes every row's MAC (one
   // transaction, no user action); that is the only time a missing MAC is ever filled in.
   static Result<std::unique_ptr<CredentialsStore>> open(const std::filesystem::path& path,
+                                                        MasterKey key);
+  // The same on `database`: an SQLite file path, or a PostgreSQL URL (postgresql://..., issue
+  // #10) with `database_password` for it (empty: PGPASSFILE, or none needed). The schema, the
+  // sealing and every rule below are the same on both engines.
+  static Result<std::unique_ptr<CredentialsStore>> open(std::string_view database,
+                                                        const Secret& database_password,
                                                         MasterKey key);
   ~CredentialsStore();
   CredentialsStore(const CredentialsStore&) = delete;
@@ -147,6 +156,8 @@ class CredentialsStore {
 
  private:
   explicit CredentialsStore(std::unique_ptr<Impl> impl);
+  static Result<std::unique_ptr<CredentialsStore>> open_rows(std::unique_ptr<CredentialRows> rows,
+                                                             MasterKey key);
   std::unique_ptr<Impl> impl_;
 };
 

@@ -214,13 +214,14 @@ Transaction::~Transaction() {
   }
 }
 
-Result<void> Transaction::commit() {
-  Connection* conn = std::exchange(conn_, nullptr);
-  IOP_TRY_ASSIGN(const Rows done, conn->exec("COMMIT"));
+Result<void> Transaction::commit() { return pg::commit(*std::exchange(conn_, nullptr)); }
+
+Result<void> commit(Connection& conn) {
+  IOP_TRY_ASSIGN(const Rows done, conn.exec("COMMIT"));
   // COMMIT of a transaction a statement already failed in "succeeds" as a ROLLBACK.
   if (done.tag() != "COMMIT") {
     return fail(Errc::storage_unavailable,
-                "PostgreSQL " + conn->shown() + ": the transaction was rolled back, not committed");
+                "PostgreSQL " + conn.shown() + ": the transaction was rolled back, not committed");
   }
   return {};
 }

@@ -110,6 +110,10 @@ class Connection {
   std::string shown_;
 };
 
+// COMMIT, checked: a transaction in which a statement failed "commits" as a ROLLBACK, which is
+// an error here.
+Result<void> commit(Connection& conn);
+
 // A transaction that rolls back unless commit() succeeded.
 class Transaction {
  public:

@@ -1,0 +1,248 @@
+// mail_credentials on PostgreSQL (storage/credential_rows.hpp, issue #10).
+
+#include <utility>
+
+#include "storage/credential_rows.hpp"
+#include "storage/pg_database.hpp"
+#include "storage/postgres.hpp"
+
+namespace iop::storage {
+
+namespace {
+
+using pg::Connection;
+using pg::Param;
+using pg::Rows;
+
+constexpr std::string_view select_rows =
+    "SELECT email, use_oauth, access_token, refresh_token, token_expiry, refreshed_at_ms, "
+    "password, local_password_hash, upstream_host, upstream_port, status, status_reason, "
+    "created_at, updated_at, provider, tenant, client_id, client_secret, client_certificate, "
+    "signed_in_as, row_mac FROM mail_credentials";
+
+// Taken by read_key_check: two instances opening a new database at once must not both find no
+// key check and write one each (with two different keys, one would win silently). The ASCII of
+// "iop-keyc".
+constexpr std::int64_t key_check_lock = 0x696f702d6b657963;
+
+StoredRow read_row(const Rows& rows, int i) {
+  StoredRow r;
+  r.email = rows.text(i, 0);
+  r.use_oauth = rows.integer(i, 1) != 0;
+  r.access_token = rows.bytes(i, 2);
+  r.refresh_token = rows.bytes(i, 3);
+  r.token_expiry = rows.integer(i, 4);
+  r.refreshed_at_ms = rows.integer(i, 5);
+  r.password = rows.bytes(i, 6);
+  r.local_password_hash = rows.text(i, 7);
+  r.upstream_host = rows.text(i, 8);
+  r.upstream_port = rows.integer(i, 9);
+  r.status = rows.text(i, 10);
+  r.status_reason = rows.text(i, 11);
+  r.created_at = rows.integer(i, 12);
+  r.updated_at = rows.integer(i, 13);
+  r.provider = rows.text(i, 14);
+  r.tenant = rows.text(i, 15);
+  r.client_id = rows.text(i, 16);
+  r.client_secret = rows.bytes(i, 17);
+  r.client_certificate = rows.bytes(i, 18);
+  r.signed_in_as = rows.text(i, 19);
+  if (!rows.is_null(i, 20)) {
+    r.row_mac = rows.bytes(i, 20);
+  }
+  return r;
+}
+
+// Absent values are NULL, as on SQLite.
+Param text_or_null(const std::string& value) {
+  return value.empty() ? Param::null() : Param::text(value);
+}
+Param bytes_or_null(const std::string& value) {
+  return value.empty() ? Param::null() : Param::bytes(value);
+}
+
+class PgRows;
+
+class PgTransaction final : public RowsTransaction {
+ public:
+  explicit PgTransaction(PgRows& rows) : rows_(&rows) {}
+  ~PgTransaction() override;
+  PgTransaction(const PgTransaction&) = delete;
+  PgTransaction& operator=(const PgTransaction&) = delete;
+  Result<void> commit() override;
+
+ private:
+  PgRows* rows_;  // null once committed
+};
+
+class PgRows final : public CredentialRows {
+ public:
+  PgRows(pg::Target target, Secret password, Connection conn)
+      : target_(std::move(target)), password_(std::move(password)), conn_(std::move(conn)) {}
+
+  Result<std::unique_ptr<RowsTransaction>> begin_write() override {
+    IOP_TRY_ASSIGN(Connection * conn, connection());
+    IOP_TRY(conn->run("BEGIN"));
+    in_transaction_ = true;
+    return std::make_unique<PgTransaction>(*this);
+  }
+
+  Result<std::optional<StoredRow>> load_row(std::string_view email, bool for_update) override {
+    const std::string sql = std::string(select_rows) + " WHERE email = $1" +
+                            (for_update && in_transaction_ ? " FOR UPDATE" : "");
+    IOP_TRY_ASSIGN(const Rows rows, read(sql, {Param::text(email)}));
+    if (rows.size() == 0) {
+      return std::nullopt;
+    }
+    return read_row(rows, 0);
+  }
+
+  Result<std::vector<StoredRow>> load_rows() override {
+    IOP_TRY_ASSIGN(const Rows rows, read(std::string(select_rows) + " ORDER BY email", {}));
+    std::vector<StoredRow> out;
+    out.reserve(static_cast<std::size_t>(rows.size()));
+    for (int i = 0; i < rows.size(); ++i) {
+      out.push_back(read_row(rows, i));
+    }
+    return out;
+  }
+
+  Result<void> write_row(const StoredRow& row, bool exists) override {
+    const char* const sql =
+        exists ? "UPDATE mail_credentials SET use_oauth = $2, access_token = $3, "
+                 "refresh_token = $4, token_expiry = $5, refreshed_at_ms = $6, password = $7, "
+                 "local_password_hash = $8, upstream_host = $9, upstream_port = $10, "
+                 "status = $11, status_reason = $12, created_at = $13, updated_at = $14, "
+                 "provider = $15, tenant = $16, client_id = $17, client_secret = $18, "
+                 "client_certificate = $19, signed_in_as = $20, row_mac = $21 WHERE email = $1"
+               : "INSERT INTO mail_credentials (email, use_oauth, access_token, refresh_token, "
+                 "token_expiry, refreshed_at_ms, password, local_password_hash, upstream_host, "
+                 "upstream_port, status, status_reason, created_at, updated_at, provider, tenant, "
+                 "client_id, client_secret, client_certificate, signed_in_as, row_mac) VALUES "
+                 "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, "
+                 "$18, $19, $20, $21)";
+    IOP_TRY_ASSIGN(Connection * conn, connection());
+    IOP_TRY_ASSIGN(const Rows done,
+                   conn->exec(sql, {Param::text(row.email),
+                                    Param::integer(row.use_oauth ? 1 : 0),
+                                    bytes_or_null(row.access_token),
+                                    bytes_or_null(row.refresh_token),
+                                    Param::integer(row.token_expiry),
+                                    Param::integer(row.refreshed_at_ms),
+                                    bytes_or_null(row.password),
+                                    text_or_null(row.local_password_hash),
+                                    text_or_null(row.upstream_host),
+                                    Param::integer(row.upstream_port),
+                                    Param::text(row.status),
+                                    text_or_null(row.status_reason),
+                                    Param::integer(row.created_at),
+                                    Param::integer(row.updated_at),
+                                    Param::text(row.provider),
+                                    text_or_null(row.tenant),
+                                    text_or_null(row.client_id),
+                                    bytes_or_null(row.client_secret),
+                                    bytes_or_null(row.client_certificate),
+                                    text_or_null(row.signed_in_as),
+                                    row.row_mac ? Param::bytes(*row.row_mac) : Param::null()}));
+    if (done.affected() != 1) {
+      return fail(Errc::internal, "write of account " + row.email + " changed " +
+                                      std::to_string(done.affected()) + " rows");
+    }
+    return {};
+  }
+
+  Result<void> set_row_mac(std::string_view email, std::string_view mac) override {
+    IOP_TRY_ASSIGN(Connection * conn, connection());
+    IOP_TRY(conn->exec("UPDATE mail_credentials SET row_mac = $2 WHERE email = $1",
+                       {Param::text(email), Param::bytes(mac)}));
+    return {};
+  }
+
+  Result<bool> remove(std::string_view email) override {
+    IOP_TRY_ASSIGN(Connection * conn, connection());
+    IOP_TRY_ASSIGN(const Rows done, conn->exec("DELETE FROM mail_credentials WHERE email = $1",
+                                               {Param::text(email)}));
+    return done.affected() > 0;
+  }
+
+  Result<KeyCheck> read_key_check(const MasterKey& key) override {
+    IOP_TRY_ASSIGN(Connection * conn, connection());
+    if (in_transaction_) {
+      IOP_TRY(conn->exec("SELECT pg_advisory_xact_lock($1)", {Param::integer(key_check_lock)}));
+    }
+    IOP_TRY_ASSIGN(const Rows rows, conn->exec("SELECT value FROM meta WHERE key = $1",
+                                               {Param::text(key_check_name)}));
+    std::optional<std::string> sealed;
+    if (rows.size() > 0) {
+      sealed = rows.bytes(0, 0);
+    }
+    return decode_key_check(sealed, key, target_.shown);
+  }
+
+  Result<void> write_key_check(const MasterKey& key, KeyCheck version) override {
+    IOP_TRY_ASSIGN(const std::string sealed, encode_key_check(key, version));
+    IOP_TRY_ASSIGN(Connection * conn, connection());
+    IOP_TRY(
+        conn->exec("INSERT INTO meta (key, value) VALUES ($1, $2) "
+                   "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                   {Param::text(key_check_name), Param::bytes(sealed)}));
+    return {};
+  }
+
+  // For PgTransaction.
+  Result<void> end(bool commit) {
+    in_transaction_ = false;
+    if (!commit) {
+      if (conn_.healthy()) {
+        (void)conn_.run("ROLLBACK");
+      }
+      return {};
+    }
+    return pg::commit(conn_);
+  }
+
+ private:
+  // The connection, opened again first when the last one was lost (the server restarted). Not
+  // inside a transaction: what it did is gone with the connection, so the caller's error stands.
+  Result<Connection*> connection() {
+    if (!conn_.healthy() && !in_transaction_) {
+      IOP_TRY_ASSIGN(conn_, Connection::open(target_, password_));
+    }
+    return &conn_;
+  }
+
+  // A read outside a transaction is retried once on a new connection when the old one turned
+  // out lost: a server restart between two logins costs the second nothing.
+  Result<Rows> read(const std::string& sql, std::initializer_list<Param> params) {
+    IOP_TRY_ASSIGN(Connection * conn, connection());
+    auto rows = conn->exec(sql, params);
+    if (rows || in_transaction_ || conn->healthy()) {
+      return rows;
+    }
+    IOP_TRY_ASSIGN(conn, connection());
+    return conn->exec(sql, params);
+  }
+
+  pg::Target target_;
+  Secret password_;
+  Connection conn_;
+  bool in_transaction_ = false;
+};
+
+PgTransaction::~PgTransaction() {
+  if (rows_ != nullptr) {
+    (void)rows_->end(false);
+  }
+}
+
+Result<void> PgTransaction::commit() { return std::exchange(rows_, nullptr)->end(true); }
+
+}  // namespace
+
+Result<std::unique_ptr<CredentialRows>> open_pg_rows(std::string_view url, Secret password) {
+  IOP_TRY_ASSIGN(auto target, pg::parse_url(url));
+  IOP_TRY_ASSIGN(auto conn, open_pg_database(target, password));
+  return std::make_unique<PgRows>(std::move(target), std::move(password), std::move(conn));
+}
+
+}  // namespace iop::storage
