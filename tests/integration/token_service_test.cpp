@@ -1,5 +1,5 @@
 // The token service against real peers: redis-server and the test token endpoint on loopback,
-// and a real SQLite database.
+// and a real database: each TokenServiceTest runs on SQLite and on PostgreSQL (issue #10).
 
 #include "auth/token_service.hpp"
 
@@ -20,6 +20,7 @@
 #include "tests/support/process.hpp"
 #include "tests/support/redis_server.hpp"
 #include "tests/support/run_coro.hpp"
+#include "tests/support/test_database.hpp"
 #include "tests/support/token_endpoint_peer.hpp"
 #include "tests/support/wait_until.hpp"
 
@@ -51,11 +52,15 @@ void exec_sql(const std::filesystem::path& db, const std::string& sql) {
   ASSERT_EQ(rc, SQLITE_OK) << message;
 }
 
-class TokenServiceTest : public ::testing::Test {
+class TokenServiceTest : public ::testing::TestWithParam<test::Engine> {
  protected:
   void SetUp() override {
+    if (auto why = test::engine_unavailable(GetParam())) {
+      GTEST_SKIP() << *why;
+    }
     key_ = storage::MasterKey::create(dir_.path() / "master.key").value();
-    store_ = storage::CredentialsStore::open(db_path(), *key_).value();
+    db_.emplace(GetParam(), dir_.path());
+    store_ = db_->open_store(*key_).value();
     cache_ = storage::TokenCache::create({redis_.url(), "test:", 250ms}, *key_).value();
     OAuthClientSettings oauth;
     oauth.token_endpoint = peer_.token_url();
@@ -67,8 +72,6 @@ class TokenServiceTest : public ::testing::Test {
   }
 
   void TearDown() override { pool_.join(); }
-
-  std::filesystem::path db_path() const { return dir_.path() / "credentials.db"; }
 
   void make_service(bool with_redis, std::chrono::milliseconds memory_ttl = 0ms,
                     std::chrono::milliseconds lock_wait = 5s,
@@ -107,6 +110,7 @@ class TokenServiceTest : public ::testing::Test {
   }
 
   test::TempDir dir_;
+  std::optional<test::TestDatabase> db_;
   test::RedisServer redis_;
   test::TokenEndpointPeer peer_;
   std::optional<storage::MasterKey> key_;
@@ -117,7 +121,7 @@ class TokenServiceTest : public ::testing::Test {
   std::unique_ptr<TokenService> service_;
 };
 
-TEST_F(TokenServiceTest, RedisHitIsServedWithoutReadingTheDatabase) {
+TEST_P(TokenServiceTest, RedisHitIsServedWithoutReadingTheDatabase) {
   seed("alice@example.com", now_s() + 7200);
   ASSERT_TRUE(cache_->put("alice@example.com",
                           {Secret("at.from-redis"), now_s() + 7200, Secret("rt.x"), now_ms()},
@@ -131,7 +135,7 @@ TEST_F(TokenServiceTest, RedisHitIsServedWithoutReadingTheDatabase) {
   EXPECT_EQ(requests_for("alice@example.com"), 0);
 }
 
-TEST_F(TokenServiceTest, MemoryLevelAnswersRepeatedCalls) {
+TEST_P(TokenServiceTest, MemoryLevelAnswersRepeatedCalls) {
   make_service(true, 30s);
   seed("alice@example.com", now_s() + 7200);
   EXPECT_EQ(get("alice@example.com")->source, TokenSource::database);
@@ -143,7 +147,7 @@ TEST_F(TokenServiceTest, MemoryLevelAnswersRepeatedCalls) {
   EXPECT_EQ(token->secret.reveal(), "at.seeded.alice@example.com");
 }
 
-TEST_F(TokenServiceTest, RedisMissFallsBackToTheDatabaseAndRefillsRedis) {
+TEST_P(TokenServiceTest, RedisMissFallsBackToTheDatabaseAndRefillsRedis) {
   test::LogCapture log;
   seed("bob@example.com", now_s() + 7200);
   redis_.flushall();
@@ -159,7 +163,7 @@ TEST_F(TokenServiceTest, RedisMissFallsBackToTheDatabaseAndRefillsRedis) {
   EXPECT_FALSE(log.contains("at.seeded")) << "a token reached the log";
 }
 
-TEST_F(TokenServiceTest, NearExpiryRefreshesAndCommitsToTheDatabaseFirst) {
+TEST_P(TokenServiceTest, NearExpiryRefreshesAndCommitsToTheDatabaseFirst) {
   test::LogCapture log;
   const auto old_refresh = seed("carol@example.com", now_s() + 60);
   const auto token = get("carol@example.com");
@@ -185,7 +189,7 @@ TEST_F(TokenServiceTest, NearExpiryRefreshesAndCommitsToTheDatabaseFirst) {
   EXPECT_EQ(text.find(old_refresh), std::string::npos);
 }
 
-TEST_F(TokenServiceTest, SessionsGetTokensWithAtLeastTheMinimumLifetime) {
+TEST_P(TokenServiceTest, SessionsGetTokensWithAtLeastTheMinimumLifetime) {
   seed("dave@example.com", now_s() + 30 * 60);  // 30 min left: enough now, not for a session
   const auto immediate = get("dave@example.com", TokenUse::immediate);
   ASSERT_TRUE(immediate.has_value());
@@ -197,11 +201,11 @@ TEST_F(TokenServiceTest, SessionsGetTokensWithAtLeastTheMinimumLifetime) {
   EXPECT_GE(session->expiry - now_s(), 45 * 60);
 }
 
-TEST_F(TokenServiceTest, FailedDatabaseWriteStillServesAndRetriesTheWrite) {
+TEST_P(TokenServiceTest, FailedDatabaseWriteStillServesAndRetriesTheWrite) {
   test::LogCapture log;
   peer_.configure({{"rotation", "revoke_immediately"}});
   const auto old_refresh = seed("erin@example.com", now_s() - 10);
-  exec_sql(db_path(), fail_updates_sql);
+  db_->fail_updates(true);
   const auto token = get("erin@example.com");
   ASSERT_TRUE(token.has_value()) << token.error().message;
   EXPECT_EQ(token->source, TokenSource::refresh);
@@ -226,7 +230,7 @@ TEST_F(TokenServiceTest, FailedDatabaseWriteStillServesAndRetriesTheWrite) {
   ASSERT_TRUE(cache_->get("erin@example.com").has_value());
   EXPECT_EQ(run_coro<std::size_t>([this] { return service_->retry_pending_writes(); }), 1u);
 
-  exec_sql(db_path(), "DROP TRIGGER fail_updates;");
+  db_->fail_updates(false);
   EXPECT_EQ(run_coro<std::size_t>([this] { return service_->retry_pending_writes(); }), 0u);
   const auto row = store_->get("erin@example.com").value();
   EXPECT_EQ(row.access_token.reveal(), again->secret.reveal());
@@ -234,7 +238,7 @@ TEST_F(TokenServiceTest, FailedDatabaseWriteStillServesAndRetriesTheWrite) {
   EXPECT_EQ(row.status, AccountStatus::active);
 }
 
-TEST_F(TokenServiceTest, ConcurrentCallsShareOneRefresh) {
+TEST_P(TokenServiceTest, ConcurrentCallsShareOneRefresh) {
   seed("frank@example.com", now_s() - 10);
   peer_.configure({{"delay_ms", 300}});
   const auto results = test::run_concurrently<Result<FreshToken>>(
@@ -248,9 +252,9 @@ TEST_F(TokenServiceTest, ConcurrentCallsShareOneRefresh) {
   EXPECT_EQ(peer_.stats()["max_in_flight"].get<int>(), 1);
 }
 
-TEST_F(TokenServiceTest, TwoServicesSharingRedisRefreshOnce) {
+TEST_P(TokenServiceTest, TwoServicesSharingRedisRefreshOnce) {
   // A second instance: its own database connection, Redis connection and workers.
-  auto store2 = storage::CredentialsStore::open(db_path(), *key_).value();
+  auto store2 = db_->open_store(*key_).value();
   auto cache2 = storage::TokenCache::create({redis_.url(), "test:", 250ms}, *key_).value();
   net::thread_pool pool2{2};
   TokenServiceSettings s;
@@ -271,7 +275,7 @@ TEST_F(TokenServiceTest, TwoServicesSharingRedisRefreshOnce) {
   pool2.join();
 }
 
-TEST_F(TokenServiceTest, InvalidGrantMarksOnlyThatAccountAndKeepsItsRefreshToken) {
+TEST_P(TokenServiceTest, InvalidGrantMarksOnlyThatAccountAndKeepsItsRefreshToken) {
   const auto revoked = seed("heidi@example.com", now_s() - 10);
   seed("ivan@example.com", now_s() - 10);
   peer_.revoke("heidi@example.com");
@@ -294,7 +298,7 @@ TEST_F(TokenServiceTest, InvalidGrantMarksOnlyThatAccountAndKeepsItsRefreshToken
   EXPECT_TRUE(get("ivan@example.com").has_value());
 }
 
-TEST_F(TokenServiceTest, TransientFailuresChangeNothingStored) {
+TEST_P(TokenServiceTest, TransientFailuresChangeNothingStored) {
   const auto refresh = seed("judy@example.com", now_s() - 10);
   peer_.add_faults(
       nlohmann::json::array({{{"status", 503}}, {{"status", 503}}, {{"status", 503}}}));
@@ -307,7 +311,7 @@ TEST_F(TokenServiceTest, TransientFailuresChangeNothingStored) {
   EXPECT_TRUE(get("judy@example.com").has_value()) << "works once the endpoint recovers";
 }
 
-TEST_F(TokenServiceTest, BadEndpointAnswersAreTypedErrorsAndChangeNothing) {
+TEST_P(TokenServiceTest, BadEndpointAnswersAreTypedErrorsAndChangeNothing) {
   const auto refresh = seed("ken@example.com", now_s() - 10);
   const nlohmann::json faults[] = {
       {{"kind", "malformed"}},
@@ -328,7 +332,7 @@ TEST_F(TokenServiceTest, BadEndpointAnswersAreTypedErrorsAndChangeNothing) {
   }
 }
 
-TEST_F(TokenServiceTest, PasswordAccountsGetTheirStoredPassword) {
+TEST_P(TokenServiceTest, PasswordAccountsGetTheirStoredPassword) {
   Credentials row;
   row.email = "legacy@example.com";
   row.use_oauth = false;
@@ -342,12 +346,12 @@ TEST_F(TokenServiceTest, PasswordAccountsGetTheirStoredPassword) {
   EXPECT_EQ(peer_.stats()["total"].get<int>(), 0);
 }
 
-TEST_F(TokenServiceTest, RejectsWhatIsNotAnEmailAndUnknownAccounts) {
+TEST_P(TokenServiceTest, RejectsWhatIsNotAnEmailAndUnknownAccounts) {
   EXPECT_EQ(get("not an email").error().code, Errc::invalid_argument);
   EXPECT_EQ(get("nobody@example.com").error().code, Errc::not_found);
 }
 
-TEST_F(TokenServiceTest, StoredRefreshTokenWithControlCharactersIsNeverSent) {
+TEST_P(TokenServiceTest, StoredRefreshTokenWithControlCharactersIsNeverSent) {
   Credentials row;
   row.email = "odd@example.com";
   row.refresh_token = Secret(std::string("rt.abc\r\nX-Injected: 1"));
@@ -360,21 +364,21 @@ TEST_F(TokenServiceTest, StoredRefreshTokenWithControlCharactersIsNeverSent) {
   EXPECT_EQ(store_->get("odd@example.com")->status, AccountStatus::active);
 }
 
-TEST_F(TokenServiceTest, CorruptedRowBreaksOnlyThatAccount) {
+TEST_P(TokenServiceTest, CorruptedRowBreaksOnlyThatAccount) {
   seed("good@example.com", now_s() + 7200);
   seed("bad@example.com", now_s() + 7200);
   redis_.flushall();
   // Another row's ciphertext copied in: authentic bytes, wrong place.
-  exec_sql(db_path(),
-           "UPDATE mail_credentials SET refresh_token = (SELECT refresh_token FROM "
-           "mail_credentials WHERE email = 'good@example.com') WHERE email = 'bad@example.com';");
+  db_->exec(
+      "UPDATE mail_credentials SET refresh_token = (SELECT refresh_token FROM "
+      "mail_credentials WHERE email = 'good@example.com') WHERE email = 'bad@example.com';");
   const auto bad = get("bad@example.com");
   ASSERT_FALSE(bad.has_value());
   EXPECT_EQ(bad.error().code, Errc::credentials_corrupt);
   EXPECT_TRUE(get("good@example.com").has_value());
 }
 
-TEST_F(TokenServiceTest, RedisFlushedOrKilledMidRunLosesNothing) {
+TEST_P(TokenServiceTest, RedisFlushedOrKilledMidRunLosesNothing) {
   seed("lena@example.com", now_s() + 7200);
   int failures = 0;
   for (int i = 0; i < 60; ++i) {
@@ -397,7 +401,7 @@ TEST_F(TokenServiceTest, RedisFlushedOrKilledMidRunLosesNothing) {
   EXPECT_EQ(requests_for("lena@example.com"), 0);
 }
 
-TEST_F(TokenServiceTest, WorksWithoutRedisAtAll) {
+TEST_P(TokenServiceTest, WorksWithoutRedisAtAll) {
   make_service(false);
   seed("mike@example.com", now_s() - 10);
   const auto token = get("mike@example.com");
@@ -406,14 +410,14 @@ TEST_F(TokenServiceTest, WorksWithoutRedisAtAll) {
   EXPECT_EQ(get("mike@example.com")->source, TokenSource::database);
 }
 
-TEST_F(TokenServiceTest, BackgroundRefresherKeepsUsedAndIdleAccountsAlive) {
+TEST_P(TokenServiceTest, BackgroundRefresherKeepsUsedAndIdleAccountsAlive) {
   seed("used@example.com", now_s() + 40 * 60);  // in use, will not last a session
   seed("idle@example.com", now_s() + 7200);     // not in use, refreshed recently
   seed("old@example.com", now_s() + 7200);      // not in use, last refresh 8 days ago
   const auto revoked = seed("gone@example.com", now_s() + 7200);  // idle for 8 days, revoked
-  exec_sql(db_path(), "UPDATE mail_credentials SET refreshed_at_ms = refreshed_at_ms - " +
-                          std::to_string(8LL * 24 * 3600 * 1000) +
-                          " WHERE email IN ('old@example.com', 'gone@example.com');");
+  db_->exec("UPDATE mail_credentials SET refreshed_at_ms = refreshed_at_ms - " +
+            std::to_string(8LL * 24 * 3600 * 1000) +
+            " WHERE email IN ('old@example.com', 'gone@example.com');");
   peer_.revoke("gone@example.com");
   ASSERT_TRUE(get("used@example.com", TokenUse::immediate).has_value());
 
@@ -436,12 +440,12 @@ TEST_F(TokenServiceTest, BackgroundRefresherKeepsUsedAndIdleAccountsAlive) {
 // Issue #7, item 7: while the database refuses the write of a refresh, the rotated refresh token
 // outlives the access token in Redis, is not rotated again while the access token still works,
 // and a next process (here: a new service with a later clock) finds it there.
-TEST_F(TokenServiceTest, UnpersistedRefreshTokenOutlivesItsAccessTokenAndIsNotRotatedAgain) {
+TEST_P(TokenServiceTest, UnpersistedRefreshTokenOutlivesItsAccessTokenAndIsNotRotatedAgain) {
   test::LogCapture log;
   peer_.configure({{"rotation", "revoke_on_use"}, {"expires_in", 600}});
   const std::string email = "olga@example.com";
   const auto stored_refresh = seed(email, now_s() - 10);
-  exec_sql(db_path(), fail_updates_sql);
+  db_->fail_updates(true);
   const auto token = get(email, TokenUse::immediate);
   ASSERT_TRUE(token.has_value()) << token.error().message;
   EXPECT_EQ(token->source, TokenSource::refresh);
@@ -478,7 +482,7 @@ TEST_F(TokenServiceTest, UnpersistedRefreshTokenOutlivesItsAccessTokenAndIsNotRo
   EXPECT_TRUE(log.contains("refreshing " + email + " from a refresh token that is not in the"));
   EXPECT_FALSE(peer_.check(stored_refresh)["valid"].get<bool>()) << "its successor was used";
 
-  exec_sql(db_path(), "DROP TRIGGER fail_updates;");
+  db_->fail_updates(false);
   EXPECT_EQ(run_coro<std::size_t>([this] { return service_->retry_pending_writes(); }), 0u);
   const auto row = store_->get(email).value();
   EXPECT_EQ(row.access_token.reveal(), next->secret.reveal());
@@ -487,12 +491,12 @@ TEST_F(TokenServiceTest, UnpersistedRefreshTokenOutlivesItsAccessTokenAndIsNotRo
   EXPECT_FALSE(log.contains(row.refresh_token.reveal())) << "a token reached the log";
 }
 
-TEST_F(TokenServiceTest, ShutdownFlushNamesEveryAccountLeftUnpersisted) {
+TEST_P(TokenServiceTest, ShutdownFlushNamesEveryAccountLeftUnpersisted) {
   test::LogCapture log;
   peer_.configure({{"rotation", "revoke_on_use"}});
   seed("paul@example.com", now_s() - 10);
   seed("rita@example.com", now_s() + 7200);  // nothing pending for her
-  exec_sql(db_path(), fail_updates_sql);
+  db_->fail_updates(true);
   ASSERT_TRUE(get("paul@example.com").has_value());
   ASSERT_TRUE(get("rita@example.com").has_value());
   EXPECT_EQ(service_->pending_write_count(), 1u);
@@ -507,7 +511,7 @@ TEST_F(TokenServiceTest, ShutdownFlushNamesEveryAccountLeftUnpersisted) {
   EXPECT_EQ(text.find("rita@example.com NOT persisted"), std::string::npos);
 
   // Writable again within the window: persisted, and nobody named.
-  exec_sql(db_path(), "DROP TRIGGER fail_updates;");
+  db_->fail_updates(false);
   EXPECT_TRUE(run_coro<std::vector<std::string>>([this] {
                 return service_->flush_pending_writes(300ms);
               }).empty());
@@ -518,7 +522,7 @@ TEST_F(TokenServiceTest, ShutdownFlushNamesEveryAccountLeftUnpersisted) {
 
 // Issue #7, item 9: a lock key nobody will release (written by hand here) is named in the log
 // once, and the wait is bounded by lock_wait.
-TEST_F(TokenServiceTest, ForeignRedisLockIsLoggedAndWaitedForOnlyUpToLockWait) {
+TEST_P(TokenServiceTest, ForeignRedisLockIsLoggedAndWaitedForOnlyUpToLockWait) {
   test::LogCapture log;
   make_service(true, 0ms, 300ms);
   seed("quinn@example.com", now_s() - 10);
@@ -535,7 +539,7 @@ TEST_F(TokenServiceTest, ForeignRedisLockIsLoggedAndWaitedForOnlyUpToLockWait) {
   EXPECT_NE(text.find("refreshing without it"), std::string::npos) << text;
 }
 
-TEST_F(TokenServiceTest, UnprintableLockOwnerIsSanitized) {
+TEST_P(TokenServiceTest, UnprintableLockOwnerIsSanitized) {
   test::LogCapture log;
   make_service(true, 0ms, 100ms);
   seed("sam@example.com", now_s() - 10);
@@ -546,6 +550,10 @@ TEST_F(TokenServiceTest, UnprintableLockOwnerIsSanitized) {
   EXPECT_EQ(text.find("\nerror FORGED"), std::string::npos) << text;
   EXPECT_NE(text.find(R"(is held by 'x\r\nerror FORGED log line')"), std::string::npos) << text;
 }
+
+INSTANTIATE_TEST_SUITE_P(Engines, TokenServiceTest,
+                         ::testing::Values(test::Engine::sqlite, test::Engine::postgresql),
+                         [](const auto& info) { return test::to_string(info.param); });
 
 // Issue #7, item 6, through the real wiring (app/services): with as many refreshes hanging at
 // the token endpoint as the blocking pool has threads, a login whose token is in Redis still

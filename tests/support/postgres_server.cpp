@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -157,8 +158,8 @@ std::vector<std::string> PostgresServer::as_server_user(std::vector<std::string>
   return out;
 }
 
-std::string PostgresServer::url() const {
-  return "postgresql://iop@127.0.0.1:" + std::to_string(port_) + "/iop";
+std::string PostgresServer::url(const std::string& db) const {
+  return "postgresql://iop@127.0.0.1:" + std::to_string(port_) + "/" + db;
 }
 
 std::filesystem::path PostgresServer::password_file() const { return dir_.path() / "password"; }
@@ -199,8 +200,15 @@ void PostgresServer::start() {
   }
 }
 
-std::string PostgresServer::query(const std::string& sql) {
-  return run_sql(admin_conninfo(cluster(), port_, "iop"), sql);
+std::string PostgresServer::query(const std::string& sql, const std::string& db) {
+  return run_sql(admin_conninfo(cluster(), port_, db), sql);
+}
+
+std::string PostgresServer::create_database() {
+  static std::atomic<int> counter{0};
+  const std::string name = "t" + std::to_string(::getpid()) + "_" + std::to_string(++counter);
+  query("CREATE DATABASE " + name + " OWNER iop", "postgres");
+  return name;
 }
 
 }  // namespace iop::test

@@ -31,8 +31,8 @@ class PostgresServer {
   PostgresServer(const PostgresServer&) = delete;
   PostgresServer& operator=(const PostgresServer&) = delete;
 
-  // postgresql://iop@127.0.0.1:PORT/iop (no password: see password()/password_file()).
-  [[nodiscard]] std::string url() const;
+  // postgresql://iop@127.0.0.1:PORT/DB (no password: see password()/password_file()).
+  [[nodiscard]] std::string url(const std::string& db = "iop") const;
   [[nodiscard]] int port() const { return port_; }
   [[nodiscard]] const std::string& password() const { return password_; }
   // A file holding password() (mode 0600), for [storage] password_file.
@@ -42,9 +42,12 @@ class PostgresServer {
   void start();
   [[nodiscard]] bool running() { return process_.running(); }
 
-  // Runs `sql` as the superuser on the `iop` database and returns the first column of the first
-  // row ("" when none). Throws std::runtime_error on failure.
-  std::string query(const std::string& sql);
+  // Runs `sql` as the superuser on database `db` and returns the first column of the first row
+  // ("" when none). Throws std::runtime_error on failure.
+  std::string query(const std::string& sql, const std::string& db = "iop");
+
+  // A new empty database owned by `iop`, for one test; returns its name.
+  std::string create_database();
 
  private:
   std::vector<std::string> as_server_user(std::vector<std::string> argv) const;
