@@ -338,7 +338,7 @@ std::int64_t now_millis() {
 
 int audit(const AuditOptions& options) {
   const auto config = check(load_effective_config(options.config));
-  const auto& path = config.storage.database;
+  const auto& path = config.storage.connection_log;
   // A read command must not create an empty database in a wrong place (a mistyped --config).
   if (!fs::exists(path)) {
     die(

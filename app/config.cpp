@@ -12,6 +12,7 @@
 
 #include "auth/http_client.hpp"
 #include "common/ascii.hpp"
+#include "common/database_url.hpp"
 #include "common/duration.hpp"
 #include "common/host_port.hpp"
 
@@ -62,6 +63,19 @@ Setter path_into(std::string_view section, std::string_view key, fs::path& out,
     }
     out = s->get().empty() ? fs::path{} : (base / s->get()).lexically_normal();
     return {};
+  };
+}
+
+// A path, or a PostgreSQL URL kept as written.
+Setter database_into(std::string_view section, std::string_view key, fs::path& out,
+                     const fs::path& base) {
+  return [section, key, &out, base](const toml::node& node) -> Result<void> {
+    const auto* s = node.as_string();
+    if (s != nullptr && is_postgres_url(s->get())) {
+      out = fs::path(s->get());
+      return {};
+    }
+    return path_into(section, key, out, base)(node);
   };
 }
 
@@ -232,6 +246,8 @@ Result<const auth::ProviderProfile*> Config::provider(std::string_view name) con
   return &it->second;
 }
 
+bool StorageConfig::postgres() const { return is_postgres_url(database.native()); }
+
 Config default_config(const fs::path& base_dir) {
   Config c;
   c.base_dir = base_dir;
@@ -239,6 +255,7 @@ Config default_config(const fs::path& base_dir) {
   c.server.private_key = base_dir / "certs/server.key";
   c.storage.database = base_dir / "data/credentials.db";
   c.storage.key_file = base_dir / "data/master.key";
+  c.storage.connection_log = c.storage.database;
   return c;
 }
 
@@ -254,6 +271,7 @@ Result<Config> parse_config(std::string_view toml_text, const fs::path& base_dir
   }
 
   Config c = default_config(base_dir);
+  c.storage.connection_log.clear();  // follows [storage] database unless set: see below
   std::string log_format = "text";
   std::string client_secret;
   const std::string_view s = "server", u = "upstream", o = "oauth", st = "storage", r = "redis",
@@ -309,9 +327,12 @@ Result<Config> parse_config(std::string_view toml_text, const fs::path& base_dir
         {"background_refresh", duration_into(o, "background_refresh", c.oauth.background_refresh)},
         {"http_timeout", duration_into(o, "http_timeout", c.oauth.http_timeout)},
         {"ca_file", path_into(o, "ca_file", c.oauth.ca_file, base_dir)}}});
-  sections.push_back({st,
-                      {{"database", path_into(st, "database", c.storage.database, base_dir)},
-                       {"key_file", path_into(st, "key_file", c.storage.key_file, base_dir)}}});
+  sections.push_back(
+      {st,
+       {{"database", database_into(st, "database", c.storage.database, base_dir)},
+        {"key_file", path_into(st, "key_file", c.storage.key_file, base_dir)},
+        {"password_file", path_into(st, "password_file", c.storage.password_file, base_dir)},
+        {"connection_log", path_into(st, "connection_log", c.storage.connection_log, base_dir)}}});
   sections.push_back({r,
                       {{"url", string_into(r, "url", c.redis.url)},
                        {"key_prefix", string_into(r, "key_prefix", c.redis.key_prefix)},
@@ -428,6 +449,16 @@ Result<Config> parse_config(std::string_view toml_text, const fs::path& base_dir
   }
   if (c.storage.database.empty() || c.storage.key_file.empty()) {
     return bad(st, c.storage.database.empty() ? "database" : "key_file", "must not be empty");
+  }
+  if (!c.storage.postgres() && !c.storage.password_file.empty()) {
+    return bad(st, "password_file", "is for a PostgreSQL database (postgresql://...) only");
+  }
+  if (c.storage.connection_log.empty()) {
+    c.storage.connection_log =
+        c.storage.postgres() ? base_dir / "data/connection-log.db" : c.storage.database;
+  } else if (!c.storage.postgres()) {
+    return bad(st, "connection_log",
+               "is for a PostgreSQL database only (with SQLite the log is in the database file)");
   }
   if (c.oauth.scope.find("offline_access") == std::string::npos) {
     return bad(o, "scope", "must include offline_access, or no refresh token is issued");
@@ -642,8 +673,10 @@ background_refresh   = "60s"         # how often the background refresher looks
 # smtp_tls      = "starttls"
 
 [storage]
-database = "data/credentials.db"
-key_file = "data/master.key"
+database = "data/credentials.db"     # or "postgresql://user@host/db?sslmode=verify-full" (several instances)
+key_file = "data/master.key"         # the same file on every instance sharing a database
+# password_file  = "/etc/imap-oauth2-proxy/pgpassword"   # PostgreSQL: the password (else PGPASSFILE)
+# connection_log = "data/connection-log.db"              # PostgreSQL: this instance's log
 
 [redis]
 url        = ""                      # e.g. "redis://127.0.0.1:6379/0"; empty: no cache

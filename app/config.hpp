@@ -84,8 +84,19 @@ struct OAuthConfig {
 };
 
 struct StorageConfig {
+  // The credentials database: an SQLite file, or a PostgreSQL URL (postgresql://..., issue #10),
+  // kept as written (not resolved against the config folder).
   std::filesystem::path database;
   std::filesystem::path key_file;
+  // PostgreSQL only: a file holding the database password (empty: libpq's PGPASSFILE or
+  // ~/.pgpass, or a server that asks for none).
+  std::filesystem::path password_file;
+  // The connection log's SQLite file: `database` itself when that is SQLite. With PostgreSQL
+  // each instance keeps its log in a local file (default data/connection-log.db) until the log
+  // moves into PostgreSQL too.
+  std::filesystem::path connection_log;
+
+  [[nodiscard]] bool postgres() const;
 };
 
 struct RedisConfig {
@@ -166,6 +177,12 @@ Result<Config> load_effective_config(const std::optional<std::filesystem::path>&
 // Warnings about the loaded file itself (a secret in a file others can read). Defined in
 // app/config_secrets.cpp.
 std::vector<std::string> config_file_warnings(const Config& config);
+
+// The PostgreSQL password from [storage] password_file (empty when none is configured: libpq
+// then reads PGPASSFILE or ~/.pgpass). Errc::config_error when the file cannot be read or other
+// users may read it. One trailing newline is not part of the password. Defined in
+// app/config_secrets.cpp.
+Result<Secret> database_password(const Config& config);
 
 // The commented file `init` writes.
 std::string default_config_text();

@@ -3,6 +3,9 @@
 
 #include <sys/stat.h>
 
+#include <fstream>
+#include <sstream>
+
 #include "app/config.hpp"
 #include "storage/token_cache.hpp"
 
@@ -36,6 +39,40 @@ std::vector<std::string> config_file_warnings(const Config& config) {
         config.file.string(), st.st_mode & 0777, config.file.string()));
   }
   return warnings;
+}
+
+Result<Secret> database_password(const Config& config) {
+  const auto& path = config.storage.password_file;
+  if (path.empty()) {
+    return Secret();
+  }
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) {
+    return fail(Errc::config_error,
+                fmt::format("[storage] password_file {} cannot be read: create it (mode 600) "
+                            "holding the database password",
+                            path.string()));
+  }
+  if ((st.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
+    return fail(Errc::config_error,
+                fmt::format("[storage] password_file {} can be read by other users (mode {:04o}): "
+                            "run 'chmod 600 {}'",
+                            path.string(), st.st_mode & 0777, path.string()));
+  }
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (!in) {
+    return fail(Errc::config_error,
+                fmt::format("[storage] password_file {} cannot be read", path.string()));
+  }
+  std::string password = std::move(text).str();
+  if (password.ends_with("\r\n")) {
+    password.resize(password.size() - 2);
+  } else if (password.ends_with('\n')) {
+    password.pop_back();
+  }
+  return Secret(std::move(password));
 }
 
 }  // namespace iop::app

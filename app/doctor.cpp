@@ -231,7 +231,7 @@ Check check_connection_log(const Config& config) {
   if (!key) {
     return warn(name, "not checked: no usable master key");
   }
-  auto log = storage::AuditLog::open_for_verifying(config.storage.database, *key);
+  auto log = storage::AuditLog::open_for_verifying(config.storage.connection_log, *key);
   if (!log) {
     return failed(name, log.error().message, "use the key file this database was created with");
   }
@@ -271,7 +271,8 @@ Storage check_storage(const Config& config) {
   const auto& key_path = config.storage.key_file;
   const auto& db_path = config.storage.database;
   const bool have_key = fs::exists(key_path);
-  const bool have_db = fs::exists(db_path);
+  // A PostgreSQL database is checked by connecting: nothing on this machine says it exists.
+  const bool have_db = config.storage.postgres() || fs::exists(db_path);
   // `init --dir D` keeps an existing D/imap-oauth2-proxy.toml and creates what it names.
   const std::string init =
       config.file.filename() == "imap-oauth2-proxy.toml"
@@ -310,7 +311,14 @@ Storage check_storage(const Config& config) {
         warn("database", fmt::format("{} not opened: no usable master key", db_path.string())));
     return out;
   }
-  auto store = storage::CredentialsStore::open(db_path, std::move(*key));
+  auto password = database_password(config);
+  if (!password) {
+    out.checks.push_back(ok("master key", fmt::format("{} loads", key_path.string())));
+    out.checks.push_back(failed("database", password.error().message,
+                                "fix [storage] password_file, or remove it to use PGPASSFILE"));
+    return out;
+  }
+  auto store = storage::CredentialsStore::open(db_path.native(), *password, std::move(*key));
   if (!store) {
     if (store.error().code == Errc::key_error) {
       out.checks.push_back(
@@ -322,9 +330,13 @@ Storage check_storage(const Config& config) {
           ok("database", fmt::format("{} opens, migrations current", db_path.string())));
     } else {
       out.checks.push_back(ok("master key", fmt::format("{} loads", key_path.string())));
-      out.checks.push_back(failed("database", store.error().message,
-                                  "check the file, its folder and the disk; restore it from a "
-                                  "backup when it is damaged"));
+      out.checks.push_back(failed(
+          "database", store.error().message,
+          config.storage.postgres()
+              ? "check that the PostgreSQL server runs and accepts this user, the URL in "
+                "[storage] database, and the password ([storage] password_file or PGPASSFILE)"
+              : "check the file, its folder and the disk; restore it from a backup when it is "
+                "damaged"));
     }
     return out;
   }

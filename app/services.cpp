@@ -85,21 +85,28 @@ Result<std::unique_ptr<Services>> make_services(Config config, KeyPolicy key_pol
   namespace fs = std::filesystem;
   const auto key_path = config.storage.key_file;
   const auto db_path = config.storage.database;
+  const auto log_path = config.storage.connection_log;
+  const bool postgres = config.storage.postgres();
   Result<storage::MasterKey> key = fail(Errc::key_error, "no key");
-  if (key_policy == KeyPolicy::create_if_new && !fs::exists(key_path) && !fs::exists(db_path)) {
+  // With PostgreSQL the database may be older than this machine's files: a new key is only ever
+  // a key the database refuses (its key check), never a silent second key.
+  if (key_policy == KeyPolicy::create_if_new && !fs::exists(key_path) &&
+      (postgres || !fs::exists(db_path))) {
     key = storage::MasterKey::create(key_path);
   } else {
     key = storage::MasterKey::load(key_path);
   }
   IOP_TRY(key);
+  IOP_TRY_ASSIGN(const Secret db_password, database_password(config));
   std::error_code ec;
-  fs::create_directories(db_path.parent_path(), ec);
+  fs::create_directories(log_path.parent_path(), ec);
 
   auto services = std::make_unique<Services>(std::move(config));
   const auto& cfg = services->config;
-  IOP_TRY_ASSIGN(services->store, storage::CredentialsStore::open(db_path, *key));
+  IOP_TRY_ASSIGN(services->store,
+                 storage::CredentialsStore::open(db_path.native(), db_password, *key));
   // After the store: its key check decides whether a log from before keying may be keyed now.
-  IOP_TRY_ASSIGN(services->audit, storage::AuditLog::open(db_path, *key));
+  IOP_TRY_ASSIGN(services->audit, storage::AuditLog::open(log_path, *key));
   storage::AuditWriterSettings aws;
   aws.max_queued_rows = static_cast<std::size_t>(cfg.audit.max_queued_rows);
   // Rows wait up to this long to share a commit: under a steady stream of logins a commit per

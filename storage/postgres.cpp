@@ -5,6 +5,7 @@
 #include <charconv>
 #include <vector>
 
+#include "common/database_url.hpp"
 #include "common/sanitize.hpp"
 
 namespace iop::storage::pg {
@@ -30,9 +31,7 @@ void ignore_notice(void* /*arg*/, const char* /*message*/) {}
 
 }  // namespace
 
-bool is_url(std::string_view text) {
-  return text.starts_with("postgresql://") || text.starts_with("postgres://");
-}
+bool is_url(std::string_view text) { return is_postgres_url(text); }
 
 Result<Target> parse_url(std::string_view url) {
   if (!is_url(url)) {

@@ -12,6 +12,7 @@
 #include "storage/credentials_store.hpp"
 #include "tests/support/cli_env.hpp"
 #include "tests/support/redis_server.hpp"
+#include "tests/support/test_database.hpp"
 #include "tests/support/token_endpoint_peer.hpp"
 
 namespace iop::test {
@@ -22,26 +23,34 @@ using namespace std::chrono_literals;
 struct CrashCase {
   const char* rotation;
   bool with_redis;
+  Engine engine = Engine::sqlite;
 };
 
 // Names the case in test output (instead of its raw bytes).
 void PrintTo(const CrashCase& c, std::ostream* os) {
-  *os << c.rotation << (c.with_redis ? "+redis" : "");
+  *os << c.rotation << (c.with_redis ? "+redis" : "") << "+" << to_string(c.engine);
 }
 
 class CrashTest : public ::testing::TestWithParam<CrashCase> {};
 
 TEST_P(CrashTest, DatabaseAlwaysHoldsAWorkingRefreshToken) {
   const auto param = GetParam();
+  if (auto why = engine_unavailable(param.engine)) {
+    GTEST_SKIP() << *why;
+  }
   TempDir dir;
+  const TestDatabase db(param.engine, dir.path() / "data");
   RedisServer redis;
   TokenEndpointPeer peer;
   peer.configure({{"rotation", param.rotation}});
-  const auto config = write_cli_config(
-      dir.path(),
-      {peer.token_url(), param.with_redis ? redis.url() : "", "refresh_margin = \"3h\"\n",
-       // A killed process leaves its refresh lock behind; keep the wait short.
-       "lock_timeout = \"100ms\"\n"});
+  CliConfig cli{peer.token_url(), param.with_redis ? redis.url() : "", "refresh_margin = \"3h\"\n",
+                // A killed process leaves its refresh lock behind; keep the wait short.
+                "lock_timeout = \"100ms\"\n"};
+  if (param.engine == Engine::postgresql) {
+    cli.database = db.database();
+    cli.password_file = db.password_file().string();
+  }
+  const auto config = write_cli_config(dir.path(), cli);
   const std::string email = "crash@example.com";
   const auto imported = peer.add_account(email);
   auto added = run_cli(config, {"account", "add", email, "--refresh-token-stdin"}, imported + "\n");
@@ -75,7 +84,7 @@ TEST_P(CrashTest, DatabaseAlwaysHoldsAWorkingRefreshToken) {
     child.wait();
 
     // What a restarted process would find.
-    auto store = open_cli_store(dir.path());
+    auto store = db.open_store(storage::MasterKey::load(dir.path() / "data/master.key").value());
     ASSERT_TRUE(store.has_value()) << store.error().message;
     const auto row = (*store)->get(email);
     ASSERT_TRUE(row.has_value()) << row.error().message;
@@ -92,16 +101,18 @@ TEST_P(CrashTest, DatabaseAlwaysHoldsAWorkingRefreshToken) {
   (void)completed;
 }
 
-INSTANTIATE_TEST_SUITE_P(Rotations, CrashTest,
-                         ::testing::Values(CrashCase{"keep", false},
-                                           CrashCase{"revoke_on_use", false},
-                                           CrashCase{"revoke_on_use", true}),
-                         [](const auto& test_info) {
-                           return std::string(test_info.param.rotation == std::string("keep")
-                                                  ? "Microsoft"
-                                                  : "RevokeOnUse") +
-                                  (test_info.param.with_redis ? "WithRedis" : "DatabaseOnly");
-                         });
+INSTANTIATE_TEST_SUITE_P(
+    Rotations, CrashTest,
+    ::testing::Values(CrashCase{"keep", false}, CrashCase{"revoke_on_use", false},
+                      CrashCase{"revoke_on_use", true},
+                      CrashCase{"revoke_on_use", false, Engine::postgresql},
+                      CrashCase{"revoke_on_use", true, Engine::postgresql}),
+    [](const auto& test_info) {
+      return std::string(test_info.param.rotation == std::string("keep") ? "Microsoft"
+                                                                         : "RevokeOnUse") +
+             (test_info.param.with_redis ? "WithRedis" : "DatabaseOnly") +
+             (test_info.param.engine == Engine::postgresql ? "OnPostgreSQL" : "");
+    });
 
 }  // namespace
 }  // namespace iop::test

@@ -22,6 +22,9 @@ struct CliConfig {
   std::string redis_url;    // empty: no Redis
   std::string extra_oauth;  // more lines for [oauth]
   std::string extra_redis;  // more lines for [redis]
+  // [storage] database: a path (relative to dir) or a PostgreSQL URL (TestDatabase::database).
+  std::string database = "data/credentials.db";
+  std::string password_file;  // [storage] password_file; empty: not written
 };
 
 // Writes dir/imap-oauth2-proxy.toml and returns its path.
@@ -35,9 +38,12 @@ inline std::filesystem::path write_cli_config(const std::filesystem::path& dir,
       << "http_timeout = \"5s\"\n"
       << c.extra_oauth << "\n"
       << "[storage]\n"
-      << "database = \"data/credentials.db\"\n"
-      << "key_file = \"data/master.key\"\n"
-      << "[redis]\n"
+      << "database = \"" << c.database << "\"\n"
+      << "key_file = \"data/master.key\"\n";
+  if (!c.password_file.empty()) {
+    out << "password_file = \"" << c.password_file << "\"\n";
+  }
+  out << "[redis]\n"
       << "url = \"" << c.redis_url << "\"\n"
       << "key_prefix = \"cli:\"\n"
       << c.extra_redis << "\n";

@@ -75,6 +75,38 @@ format = "json"
   EXPECT_EQ(c.log.format, LogFormat::json);
 }
 
+TEST(Config, StorageOnPostgreSQL) {
+  // SQLite: the log is in the database file.
+  const auto sqlite = parse_config("", "/base").value();
+  EXPECT_FALSE(sqlite.storage.postgres());
+  EXPECT_EQ(sqlite.storage.connection_log, "/base/data/credentials.db");
+  const auto moved = parse_config("[storage]\ndatabase = \"db/creds.db\"\n", "/base").value();
+  EXPECT_EQ(moved.storage.connection_log, "/base/db/creds.db");
+
+  // PostgreSQL: the URL as written (not joined to the base folder), a local log by default.
+  const auto pg = parse_config(R"(
+[storage]
+database = "postgresql://mail@db.example.org/credentials?sslmode=verify-full"
+password_file = "secrets/pgpassword"
+)",
+                               "/base")
+                      .value();
+  EXPECT_TRUE(pg.storage.postgres());
+  EXPECT_EQ(pg.storage.database.native(),
+            "postgresql://mail@db.example.org/credentials?sslmode=verify-full");
+  EXPECT_EQ(pg.storage.password_file, "/base/secrets/pgpassword");
+  EXPECT_EQ(pg.storage.connection_log, "/base/data/connection-log.db");
+  const auto own_log = parse_config(
+      "[storage]\ndatabase = \"postgres://h/db\"\nconnection_log = \"/var/log/iop.db\"\n", "/base");
+  ASSERT_TRUE(own_log.has_value()) << own_log.error().message;
+  EXPECT_EQ(own_log->storage.connection_log, "/var/log/iop.db");
+
+  EXPECT_EQ(parse_error("[storage]\npassword_file = \"pw\"\n"),
+            "[storage] password_file: is for a PostgreSQL database (postgresql://...) only");
+  EXPECT_NE(parse_error("[storage]\nconnection_log = \"log.db\"\n").find("PostgreSQL"),
+            std::string::npos);
+}
+
 TEST(Config, PrewarmKeys) {
   const auto defaults = parse_config("", "/base").value();
   EXPECT_FALSE(defaults.upstream.prewarm) << "opt-in";
