@@ -1,0 +1,124 @@
+// The built binary with `[storage] database = "postgresql://..."` (issue #10) against a real
+// PostgreSQL the test starts: accounts added by one instance's CLI are seen by another's (two
+// configs, one database, the same key file), doctor checks the connection, and the password
+// stays out of everything printed.
+
+#include <sys/stat.h>
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "tests/support/cli_env.hpp"
+#include "tests/support/test_database.hpp"
+#include "tests/support/token_endpoint_peer.hpp"
+
+namespace iop::test {
+namespace {
+
+namespace fs = std::filesystem;
+
+class PostgresCliTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (auto why = engine_unavailable(Engine::postgresql)) {
+      GTEST_SKIP() << *why;
+    }
+    db_.emplace(Engine::postgresql, dir_.path());
+  }
+
+  // An instance's folder: its own config and connection log, the shared database and key.
+  fs::path instance(const std::string& name, const std::string& password_file) {
+    const auto home = dir_.path() / name;
+    fs::create_directories(home / "data");
+    if (fs::exists(dir_.path() / "master.key")) {
+      fs::copy_file(dir_.path() / "master.key", home / "data/master.key",
+                    fs::copy_options::overwrite_existing);
+    }
+    CliConfig cli{peer_.token_url(), "", "", ""};
+    cli.database = db_->database();
+    cli.password_file = password_file;
+    return write_cli_config(home, cli);
+  }
+
+  TempDir dir_;
+  std::optional<TestDatabase> db_;
+  TokenEndpointPeer peer_;
+};
+
+TEST_F(PostgresCliTest, TwoInstancesShareAccountsThroughTheDatabase) {
+  const auto first = instance("one", db_->password_file().string());
+  const std::string email = "shared@example.com";
+  const auto added = run_cli(first, {"account", "add", email, "--refresh-token-stdin"},
+                             peer_.add_account(email) + "\n");
+  ASSERT_EQ(added.exit_code, 0) << added.err;
+  // The second instance gets the same key file, as the README says.
+  fs::copy_file(dir_.path() / "one/data/master.key", dir_.path() / "master.key");
+  const auto second = instance("two", db_->password_file().string());
+
+  const auto listed = run_cli(second, {"account", "list"});
+  ASSERT_EQ(listed.exit_code, 0) << listed.err;
+  EXPECT_NE(listed.out.find(email), std::string::npos) << listed.out;
+  const auto token = run_cli(second, {"token", email});
+  ASSERT_EQ(token.exit_code, 0) << token.err;
+  EXPECT_FALSE(token.out.empty());
+
+  const auto doctor = run_cli(second, {"doctor"});
+  EXPECT_NE(doctor.out.find("opens, migrations current"), std::string::npos) << doctor.out;
+  EXPECT_NE(doctor.out.find(db_->database()), std::string::npos) << doctor.out;
+  EXPECT_EQ(doctor.out.find(db_->password().reveal()), std::string::npos);
+  // No SQLite credentials file appeared: only this instance's connection log is local.
+  EXPECT_FALSE(fs::exists(dir_.path() / "two/data/credentials.db"));
+  EXPECT_TRUE(fs::exists(dir_.path() / "two/data/connection-log.db"));
+}
+
+TEST_F(PostgresCliTest, AnotherKeyIsRefusedByTheDatabase) {
+  const auto first = instance("one", db_->password_file().string());
+  ASSERT_EQ(run_cli(first, {"account", "add", "a@example.com", "--refresh-token-stdin"},
+                    peer_.add_account("a@example.com") + "\n")
+                .exit_code,
+            0);
+  // No key copied: this instance makes its own, which the database's key check refuses.
+  const auto second = instance("two", db_->password_file().string());
+  const auto listed = run_cli(second, {"account", "list"});
+  EXPECT_NE(listed.exit_code, 0);
+  EXPECT_NE(listed.err.find("master key does not match"), std::string::npos) << listed.err;
+}
+
+TEST_F(PostgresCliTest, APasswordFileOthersCanReadIsRefused) {
+  const auto file = dir_.path() / "pgpassword";
+  std::ofstream(file) << db_->password().reveal() << "\n";
+  ::chmod(file.c_str(), 0644);
+  const auto config = instance("one", file.string());
+  const auto listed = run_cli(config, {"account", "list"});
+  EXPECT_NE(listed.exit_code, 0);
+  EXPECT_NE(listed.err.find("chmod 600"), std::string::npos) << listed.err;
+  ::chmod(file.c_str(), 0600);
+  EXPECT_EQ(run_cli(config, {"account", "list"}).exit_code, 0);
+}
+
+TEST_F(PostgresCliTest, AWrongPasswordOrAPasswordInTheUrlIsAClearError) {
+  const auto file = dir_.path() / "wrong";
+  std::ofstream(file) << "wrong-password-31337\n";
+  ::chmod(file.c_str(), 0600);
+  const auto wrong = run_cli(instance("one", file.string()), {"account", "list"});
+  EXPECT_NE(wrong.exit_code, 0);
+  EXPECT_NE(wrong.err.find("password authentication failed"), std::string::npos) << wrong.err;
+  EXPECT_EQ(wrong.err.find("31337"), std::string::npos) << wrong.err;
+
+  // The password written into the URL: refused, and not repeated.
+  const auto home = dir_.path() / "inline";
+  fs::create_directories(home);
+  CliConfig cli{peer_.token_url(), "", "", ""};
+  cli.database = db_->database();
+  cli.database.insert(cli.database.find('@'), ":" + db_->password().reveal());
+  const auto inline_password = run_cli(write_cli_config(home, cli), {"account", "list"});
+  EXPECT_NE(inline_password.exit_code, 0);
+  EXPECT_NE(inline_password.err.find("password_file"), std::string::npos) << inline_password.err;
+  EXPECT_EQ(inline_password.err.find(db_->password().reveal()), std::string::npos)
+      << inline_password.err;
+}
+
+}  // namespace
+}  // namespace iop::test
