@@ -368,12 +368,18 @@ awaitable<Result<FreshToken>> TokenService::refresh_locked(const std::string& em
     }
   }
 
+  // Without Redis, instances that share a PostgreSQL database take the lock there (issue #10).
+  std::unique_ptr<storage::RefreshLock> db_lock;
+  if (cache_ == nullptr) {
+    db_lock = co_await take_database_lock(email);
+  }
+
   // From here on the lock may be ours: every path, exceptions included, releases it.
   std::exception_ptr failure;
   Result<FreshToken> result = fail(Errc::internal, "no token obtained");
   try {
     bool reread_ok = true;
-    if (cache_ != nullptr) {
+    if (cache_ != nullptr || db_lock != nullptr) {
       // Another instance may have refreshed between our read and the lock: the database
       // decides. Redis holds a newer refresh token than the database only when a database
       // write failed after a refresh (here or elsewhere): then that one is the token to use.
@@ -383,7 +389,9 @@ awaitable<Result<FreshToken>> TokenService::refresh_locked(const std::string& em
         reread_ok = false;
       } else {
         row = std::move(*again);
-        cached = co_await run_on_pool(blocking_, [this, &email] { return cache_->get(email); });
+        if (cache_ != nullptr) {
+          cached = co_await run_on_pool(blocking_, [this, &email] { return cache_->get(email); });
+        }
         best = newest(row, cached);
       }
     }
@@ -404,10 +412,49 @@ awaitable<Result<FreshToken>> TokenService::refresh_locked(const std::string& em
   if (lock == TokenCache::Lock::acquired) {
     co_await run_on_pool(blocking_, [this, &email, &owner] { cache_->unlock(email, owner); });
   }
+  if (db_lock != nullptr) {
+    co_await run_on_pool(blocking_, [&db_lock] { db_lock.reset(); });  // the unlock is a query
+  }
   if (failure) {
     std::rethrow_exception(failure);
   }
   co_return result;
+}
+
+awaitable<std::unique_ptr<storage::RefreshLock>> TokenService::take_database_lock(
+    const std::string& email) {
+  using State = storage::RefreshLockAttempt::State;
+  const auto started = std::chrono::steady_clock::now();
+  const auto deadline = started + settings_.lock_wait;
+  net::steady_timer timer(co_await net::this_coro::executor);
+  for (int attempt = 0;; ++attempt) {
+    auto got =
+        co_await run_on_pool(blocking_, [this, &email] { return store_.try_refresh_lock(email); });
+    if (!got) {
+      spdlog::warn("refresh of {}: its database lock cannot be taken ({}); refreshing without it",
+                   email, got.error());
+      co_return nullptr;
+    }
+    if (got->state != State::held_elsewhere) {
+      co_return std::move(got->lock);  // acquired, or null: the engine has none
+    }
+    if (std::chrono::steady_clock::now() >= deadline) {
+      spdlog::warn(
+          "refresh of {}: another instance still holds its database lock after {} ms; "
+          "refreshing without it",
+          email,
+          std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                                started)
+              .count());
+      co_return nullptr;
+    }
+    if (attempt == 0) {
+      spdlog::info("refresh of {} waits up to {} ms for another instance's refresh (database lock)",
+                   email, settings_.lock_wait.count());
+    }
+    timer.expires_after(poll_delay(attempt));
+    co_await timer.async_wait(net::use_awaitable);
+  }
 }
 
 awaitable<std::pair<std::optional<FreshToken>, TokenCache::Lock>>

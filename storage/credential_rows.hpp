@@ -16,6 +16,7 @@
 
 #include "common/result.hpp"
 #include "common/secret.hpp"
+#include "storage/credentials_store.hpp"
 #include "storage/key_check.hpp"
 #include "storage/sealed.hpp"
 
@@ -79,6 +80,10 @@ class CredentialRows {
   // read_key_check also serializes instances opening a new database at once.
   virtual Result<KeyCheck> read_key_check(const MasterKey& key) = 0;
   virtual Result<void> write_key_check(const MasterKey& key, KeyCheck version) = 0;
+
+  // CredentialsStore::try_refresh_lock. Thread-safe on its own (called without the store's
+  // mutex).
+  virtual Result<RefreshLockAttempt> try_refresh_lock(std::string_view email) = 0;
 };
 
 // The SQLite file at `path`, opened (created, migrated) with synchronous=FULL.

@@ -1,6 +1,9 @@
 // mail_credentials on PostgreSQL (storage/credential_rows.hpp, issue #10).
 
+#include <memory>
+#include <mutex>
 #include <utility>
+#include <vector>
 
 #include "storage/credential_rows.hpp"
 #include "storage/pg_database.hpp"
@@ -61,6 +64,71 @@ Param bytes_or_null(const std::string& value) {
   return value.empty() ? Param::null() : Param::bytes(value);
 }
 
+// Connections for refresh locks: a PostgreSQL advisory lock belongs to the connection that took
+// it, so each lock held has a connection of its own, taken from here and given back after the
+// unlock. An instance that dies loses its connections, and the server drops their locks.
+class LockConnections {
+ public:
+  LockConnections(pg::Target target, Secret password)
+      : target_(std::move(target)), password_(std::move(password)) {}
+
+  Result<Connection> take() {
+    {
+      std::lock_guard lock(mu_);
+      while (!idle_.empty()) {
+        Connection conn = std::move(idle_.back());
+        idle_.pop_back();
+        if (conn.healthy()) {
+          return conn;
+        }
+      }
+    }
+    return Connection::open(target_, password_);
+  }
+
+  void give(Connection conn) {
+    std::lock_guard lock(mu_);
+    if (conn.healthy() && idle_.size() < max_idle) {
+      idle_.push_back(std::move(conn));
+    }
+  }
+
+ private:
+  static constexpr std::size_t max_idle = 4;
+  pg::Target target_;
+  Secret password_;
+  std::mutex mu_;
+  std::vector<Connection> idle_;
+};
+
+// The lock's key: a 64-bit hash of the account, in its own name space (another program's
+// advisory locks on the same database use other keys; two accounts whose hashes collide only
+// refresh one after the other).
+std::string lock_name(std::string_view email) {
+  return "imap-oauth2-proxy refresh " + std::string(email);
+}
+
+class PgRefreshLock final : public RefreshLock {
+ public:
+  PgRefreshLock(std::shared_ptr<LockConnections> pool, Connection conn, std::string email)
+      : pool_(std::move(pool)), conn_(std::move(conn)), email_(std::move(email)) {}
+  PgRefreshLock(const PgRefreshLock&) = delete;
+  PgRefreshLock& operator=(const PgRefreshLock&) = delete;
+  ~PgRefreshLock() override {
+    auto unlocked = conn_.exec("SELECT pg_advisory_unlock(hashtextextended($1, 0))",
+                               {Param::text(lock_name(email_))});
+    if (unlocked && unlocked->size() == 1 && unlocked->text(0, 0) == "t") {
+      pool_->give(std::move(conn_));
+    }
+    // Otherwise the connection is dropped with this object, and its lock with it.
+  }
+
+ private:
+  std::shared_ptr<LockConnections> pool_;
+  Connection conn_;
+  std::string email_;
+};
+
 class PgRows;
 
 class PgTransaction final : public RowsTransaction {
@@ -78,7 +146,25 @@ class PgTransaction final : public RowsTransaction {
 class PgRows final : public CredentialRows {
  public:
   PgRows(pg::Target target, Secret password, Connection conn)
-      : target_(std::move(target)), password_(std::move(password)), conn_(std::move(conn)) {}
+      : target_(std::move(target)),
+        password_(std::move(password)),
+        conn_(std::move(conn)),
+        locks_(std::make_shared<LockConnections>(target_, password_)) {}
+
+  Result<RefreshLockAttempt> try_refresh_lock(std::string_view email) override {
+    IOP_TRY_ASSIGN(auto conn, locks_->take());
+    IOP_TRY_ASSIGN(const Rows got, conn.exec("SELECT pg_try_advisory_lock(hashtextextended($1, 0))",
+                                             {Param::text(lock_name(email))}));
+    RefreshLockAttempt out;
+    if (got.size() == 1 && got.text(0, 0) == "t") {
+      out.state = RefreshLockAttempt::State::acquired;
+      out.lock = std::make_unique<PgRefreshLock>(locks_, std::move(conn), std::string(email));
+    } else {
+      out.state = RefreshLockAttempt::State::held_elsewhere;
+      locks_->give(std::move(conn));
+    }
+    return out;
+  }
 
   Result<std::unique_ptr<RowsTransaction>> begin_write() override {
     IOP_TRY_ASSIGN(Connection * conn, connection());
@@ -227,6 +313,7 @@ class PgRows final : public CredentialRows {
   Secret password_;
   Connection conn_;
   bool in_transaction_ = false;
+  std::shared_ptr<LockConnections> locks_;
 };
 
 PgTransaction::~PgTransaction() {

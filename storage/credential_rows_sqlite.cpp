@@ -178,6 +178,10 @@ class SqliteRows final : public CredentialRows {
     return storage::write_key_check(db_, key, version);
   }
 
+  Result<RefreshLockAttempt> try_refresh_lock(std::string_view /*email*/) override {
+    return RefreshLockAttempt{};  // unsupported
+  }
+
  private:
   Database db_;
   std::optional<Statement> by_email_;  // load_row's statement, prepared on first use

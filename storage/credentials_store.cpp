@@ -489,6 +489,10 @@ Result<void> CredentialsStore::set_local_password_hash(std::string_view email,
   return tx->commit();
 }
 
+Result<RefreshLockAttempt> CredentialsStore::try_refresh_lock(std::string_view email) {
+  return impl_->rows->try_refresh_lock(email);
+}
+
 Result<bool> CredentialsStore::remove(std::string_view email) {
   std::lock_guard lock(impl_->mu);
   return impl_->rows->remove(email);

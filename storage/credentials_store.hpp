@@ -95,6 +95,25 @@ struct TokenUpdate {
 
 class CredentialRows;  // storage/credential_rows.hpp: the table on one engine
 
+// An account's refresh lock in the database, held by this instance until destroyed (issue #10:
+// instances that share a PostgreSQL database but no Redis refresh an account once). Destroying
+// it talks to the server: do it on a worker thread. An instance that dies holding one loses it
+// with its connection.
+class RefreshLock {
+ public:
+  virtual ~RefreshLock() = default;
+};
+
+struct RefreshLockAttempt {
+  enum class State {
+    acquired,        // `lock` holds it
+    held_elsewhere,  // another instance (or another refresh here) holds it
+    unsupported,     // SQLite: instances on one machine share Redis or refresh on their own
+  };
+  State state = State::unsupported;
+  std::unique_ptr<RefreshLock> lock;
+};
+
 class CredentialsStore {
  public:
   // Opens (creating when missing) the database at `path`, applies pending migrations, and checks
@@ -151,6 +170,11 @@ class CredentialsStore {
 
   // Deletes the account; returns false when there was none.
   Result<bool> remove(std::string_view email);
+
+  // Tries once, without waiting, to take `email`'s refresh lock (see RefreshLock). Does not take
+  // the store's mutex: the lock has its own connection. Errc::storage_unavailable when the
+  // server cannot be reached.
+  Result<RefreshLockAttempt> try_refresh_lock(std::string_view email);
 
   struct Impl;
 

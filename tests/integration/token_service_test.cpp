@@ -275,6 +275,45 @@ TEST_P(TokenServiceTest, TwoServicesSharingRedisRefreshOnce) {
   pool2.join();
 }
 
+TEST_P(TokenServiceTest, ThreeInstancesSharingOnlyTheDatabaseRefreshOnce) {
+  if (GetParam() == test::Engine::sqlite) {
+    GTEST_SKIP() << "SQLite has no cross-instance refresh lock: instances on one machine share "
+                    "Redis for that (the conditional write still keeps the newest token)";
+  }
+  // Three instances with no Redis: each its own database connections and workers. Issue #10:
+  // 300 simultaneous calls for one expired account, spread over the three, refresh once.
+  struct Instance {
+    std::unique_ptr<storage::CredentialsStore> store;
+    net::thread_pool pool{2};
+    std::unique_ptr<TokenService> service;
+  };
+  std::vector<std::unique_ptr<Instance>> instances;
+  for (int i = 0; i < 3; ++i) {
+    auto in = std::make_unique<Instance>();
+    in->store = db_->open_store(*key_).value();
+    TokenServiceSettings s;
+    s.instance_id = "instance" + std::to_string(i);
+    in->service =
+        std::make_unique<TokenService>(*in->store, nullptr, *endpoint_, in->pool.get_executor(), s);
+    instances.push_back(std::move(in));
+  }
+  seed("hana@example.com", now_s() - 10);
+  peer_.configure({{"delay_ms", 300}});
+  const auto results = test::run_concurrently<Result<FreshToken>>(300, 3, [&](int i) {
+    return instances[static_cast<std::size_t>(i % 3)]->service->ensure_fresh_token(
+        "hana@example.com");
+  });
+  for (const auto& r : results) {
+    ASSERT_TRUE(r.has_value()) << r.error().message;
+    EXPECT_EQ(r->secret.reveal(), results.front()->secret.reveal());
+  }
+  EXPECT_EQ(requests_for("hana@example.com"), 1);
+  const auto row = store_->get("hana@example.com").value();
+  EXPECT_EQ(row.access_token.reveal(), results.front()->secret.reveal());
+  EXPECT_TRUE(peer_.check(row.refresh_token.reveal())["valid"].get<bool>());
+  for (auto& in : instances) in->pool.join();
+}
+
 TEST_P(TokenServiceTest, InvalidGrantMarksOnlyThatAccountAndKeepsItsRefreshToken) {
   const auto revoked = seed("heidi@example.com", now_s() - 10);
   seed("ivan@example.com", now_s() - 10);
