@@ -157,6 +157,12 @@ awaitable<LocalAuthOutcome> LocalAuthenticator::check(std::string username, Secr
       outcome.upstream_port = row->upstream_port;
       outcome.provider = row->provider;
       stored_hash = row->local_password_hash;
+      if (row->from_memory) {
+        spdlog::warn(
+            "login of {}: the database cannot be read; checking against the account as it was "
+            "last read",
+            *email);
+      }
       if (stored_hash.empty()) {
         spdlog::warn("login of {}: no local password is set (imap-oauth2-proxy account passwd {})",
                      *email, *email);

@@ -1,5 +1,6 @@
 // mail_credentials on PostgreSQL (storage/credential_rows.hpp, issue #10).
 
+#include <chrono>
 #include <memory>
 #include <mutex>
 #include <utility>
@@ -290,9 +291,23 @@ class PgRows final : public CredentialRows {
  private:
   // The connection, opened again first when the last one was lost (the server restarted). Not
   // inside a transaction: what it did is gone with the connection, so the caller's error stands.
+  //
+  // After a failed attempt the next waits a second: while the server is down every call fails at
+  // once instead of each paying a connect (up to its 5 s timeout when packets are dropped).
   Result<Connection*> connection() {
     if (!conn_.healthy() && !in_transaction_) {
-      IOP_TRY_ASSIGN(conn_, Connection::open(target_, password_));
+      const auto now = std::chrono::steady_clock::now();
+      if (now < retry_at_) {
+        return fail(Errc::storage_unavailable,
+                    "PostgreSQL " + target_.shown +
+                        ": no connection (the last attempt failed less than a second ago)");
+      }
+      auto reopened = Connection::open(target_, password_);
+      if (!reopened) {
+        retry_at_ = now + std::chrono::seconds(1);
+        return std::unexpected(reopened.error());
+      }
+      conn_ = std::move(*reopened);
     }
     return &conn_;
   }
@@ -313,6 +328,7 @@ class PgRows final : public CredentialRows {
   Secret password_;
   Connection conn_;
   bool in_transaction_ = false;
+  std::chrono::steady_clock::time_point retry_at_;  // no reconnect attempt before this
   std::shared_ptr<LockConnections> locks_;
 };
 

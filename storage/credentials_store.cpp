@@ -5,6 +5,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "storage/credential_rows.hpp"
@@ -241,6 +242,9 @@ struct CredentialsStore::Impl {
   std::unique_ptr<CredentialRows> rows;
   MasterKey key;
   Secret mac_key;  // derive_key(key, row_mac_label)
+  // login_record's last answer per account, for when the database cannot be read. Holds no
+  // secret (a password hash, the upstream); one entry per account that logged in.
+  std::unordered_map<std::string, LoginRecord> last_login_records;
 };
 
 CredentialsStore::CredentialsStore(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -333,20 +337,39 @@ Result<Credentials> CredentialsStore::get(std::string_view email) {
 
 Result<LoginRecord> CredentialsStore::login_record(std::string_view email) {
   std::lock_guard lock(impl_->mu);
-  IOP_TRY_ASSIGN(auto loaded, impl_->load_row(email));
-  if (!loaded) {
-    return fail(Errc::not_found, "no account " + std::string(email));
+  auto& last = impl_->last_login_records;
+  auto read = [&]() -> Result<LoginRecord> {
+    IOP_TRY_ASSIGN(auto loaded, impl_->load_row(email));
+    if (!loaded) {
+      return fail(Errc::not_found, "no account " + std::string(email));
+    }
+    const StoredRow& stored = *loaded;
+    IOP_TRY(impl_->check_row(stored));
+    IOP_TRY(check_port(stored));
+    LoginRecord out;
+    out.email = stored.email;
+    out.local_password_hash = stored.local_password_hash;
+    out.upstream_host = stored.upstream_host;
+    out.upstream_port = static_cast<int>(stored.upstream_port);
+    out.provider = stored.provider;
+    return out;
+  };
+  auto record = read();
+  const std::string key(email);
+  if (record) {
+    last.insert_or_assign(key, *record);
+  } else if (record.error().code == Errc::storage_unavailable) {
+    // Stale if error, never stale if answered: a removed or corrupt account (an answer from the
+    // database) is forgotten below, so memory never outlives what the database said.
+    if (auto it = last.find(key); it != last.end()) {
+      LoginRecord stale = it->second;
+      stale.from_memory = true;
+      return stale;
+    }
+  } else {
+    last.erase(key);
   }
-  const StoredRow& stored = *loaded;
-  IOP_TRY(impl_->check_row(stored));
-  IOP_TRY(check_port(stored));
-  LoginRecord out;
-  out.email = stored.email;
-  out.local_password_hash = stored.local_password_hash;
-  out.upstream_host = stored.upstream_host;
-  out.upstream_port = static_cast<int>(stored.upstream_port);
-  out.provider = stored.provider;
-  return out;
+  return record;
 }
 
 Result<std::vector<AccountSummary>> CredentialsStore::list() {
@@ -383,6 +406,7 @@ Result<void> CredentialsStore::upsert_account(const Credentials& row) {
     return fail(Errc::invalid_argument, "account email is empty");
   }
   std::lock_guard lock(impl_->mu);
+  impl_->last_login_records.erase(row.email);
   IOP_TRY_ASSIGN(auto tx, impl_->rows->begin_write());
   IOP_TRY_ASSIGN(auto loaded, impl_->load_row(row.email, true));
   const std::string& email = row.email;
@@ -475,6 +499,7 @@ Result<void> CredentialsStore::mark_needs_reauth(std::string_view email, std::st
 Result<void> CredentialsStore::set_local_password_hash(std::string_view email,
                                                        std::string_view hash) {
   std::lock_guard lock(impl_->mu);
+  impl_->last_login_records.erase(std::string(email));
   IOP_TRY_ASSIGN(auto tx, impl_->rows->begin_write());
   IOP_TRY_ASSIGN(auto loaded, impl_->load_row(email, true));
   if (!loaded) {
@@ -495,6 +520,7 @@ Result<RefreshLockAttempt> CredentialsStore::try_refresh_lock(std::string_view e
 
 Result<bool> CredentialsStore::remove(std::string_view email) {
   std::lock_guard lock(impl_->mu);
+  impl_->last_login_records.erase(std::string(email));
   return impl_->rows->remove(email);
 }
 

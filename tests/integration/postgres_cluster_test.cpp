@@ -163,5 +163,40 @@ TEST_F(PostgresClusterTest, KillingTheLockHolderMidRefreshDelaysTheOtherOnlyBrie
   EXPECT_EQ(row.status, storage::AccountStatus::active);
 }
 
+TEST_F(PostgresClusterTest, LoginsWithACachedTokenGoOnWhilePostgreSQLRestarts) {
+  const std::string email = "finn@example.com";
+  const auto r =
+      run_cli(instances_[0].config,
+              {"account", "add", email, "--refresh-token-stdin", "--local-password-stdin"},
+              peer_.add_account(email) + "\n" + local_password + "\n");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  start(instances_[0]);
+  // The first login reads the account and caches its token.
+  const auto first = client(instances_[0], email, {"login"});
+  ASSERT_TRUE(first["ok"].get<bool>()) << first.dump();
+
+  db_->stop_server();
+  const auto during = client(instances_[0], email, {"concurrent", "10"});
+  db_->start_server();
+  ASSERT_TRUE(during["ok"].get<bool>()) << during.dump();
+  EXPECT_EQ(during["succeeded"].get<int>(), 10)
+      << during.dump() << read_file(instances_[0].home / "proxy.log");
+  const auto log = read_file(instances_[0].home / "proxy.log");
+  EXPECT_NE(log.find("the database cannot be read; checking against the account as it was last "
+                     "read"),
+            std::string::npos)
+      << log;
+
+  // Back: the store connects again by itself, and the next login reads the database.
+  ASSERT_TRUE(wait_until(
+      [&] {
+        const auto after = client(instances_[0], email, {"login"});
+        return after["ok"].get<bool>() &&
+               read_file(instances_[0].home / "proxy.log").find("cannot read the account") ==
+                   std::string::npos;
+      },
+      20s, "a login after the restart"));
+}
+
 }  // namespace
 }  // namespace iop::test

@@ -87,4 +87,8 @@ void TestDatabase::fail_updates(bool on) const {
           : "DROP TRIGGER fail_updates ON mail_credentials;");
 }
 
+void TestDatabase::stop_server() const { shared_postgres().stop(); }
+
+void TestDatabase::start_server() const { shared_postgres().start(); }
+
 }  // namespace iop::test

@@ -44,6 +44,11 @@ class TestDatabase {
   // While on, every UPDATE of mail_credentials fails ("simulated disk failure").
   void fail_updates(bool on) const;
 
+  // PostgreSQL only: stops the server (immediate shutdown, every connection dropped) and starts
+  // it again on the same port, as a restart under load.
+  void stop_server() const;
+  void start_server() const;
+
  private:
   Engine engine_;
   std::string database_;
