@@ -183,6 +183,8 @@ std::vector<std::string> config_file_warnings(const Config& config);
 // users may read it. One trailing newline is not part of the password. Defined in
 // app/config_secrets.cpp.
 Result<Secret> database_password(const Config& config);
+// The same for a password file named elsewhere (`migrate --password-file`).
+Result<Secret> read_database_password(const std::filesystem::path& path);
 
 // The commented file `init` writes.
 std::string default_config_text();

@@ -42,10 +42,13 @@ std::vector<std::string> config_file_warnings(const Config& config) {
 }
 
 Result<Secret> database_password(const Config& config) {
-  const auto& path = config.storage.password_file;
-  if (path.empty()) {
+  if (config.storage.password_file.empty()) {
     return Secret();
   }
+  return read_database_password(config.storage.password_file);
+}
+
+Result<Secret> read_database_password(const std::filesystem::path& path) {
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) {
     return fail(Errc::config_error,

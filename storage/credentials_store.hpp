@@ -191,4 +191,14 @@ class CredentialsStore {
   std::unique_ptr<Impl> impl_;
 };
 
+// `migrate --to` (issue #10): copies every account row of the SQLite database `from` into the
+// PostgreSQL database `to`, which must hold no account yet, as stored: sealed secrets and row
+// MACs are bound to the email and column, not to the engine, so nothing is decrypted or sealed
+// again. Both databases are first opened as stores with `key` (its key check, the schema), the
+// rows are written in one transaction, then read back and compared field by field, and the
+// target's accounts must verify exactly where the source's did. Returns the number of accounts.
+// Errc::not_found: no file at `from`; Errc::already_exists: `to` holds accounts.
+Result<std::size_t> copy_credentials(const std::filesystem::path& from, std::string_view to,
+                                     const Secret& to_password, const MasterKey& key);
+
 }  // namespace iop::storage

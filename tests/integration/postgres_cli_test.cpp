@@ -9,6 +9,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 
 #include "tests/support/cli_env.hpp"
 #include "tests/support/test_database.hpp"
@@ -118,6 +119,51 @@ TEST_F(PostgresCliTest, AWrongPasswordOrAPasswordInTheUrlIsAClearError) {
   EXPECT_NE(inline_password.err.find("password_file"), std::string::npos) << inline_password.err;
   EXPECT_EQ(inline_password.err.find(db_->password().reveal()), std::string::npos)
       << inline_password.err;
+}
+
+TEST_F(PostgresCliTest, MigrateCopiesEveryAccountAndTheCopyServes) {
+  // An SQLite setup with an OAuth account and a password account, each with a local password.
+  const auto home = dir_.path() / "sqlite";
+  fs::create_directories(home);
+  const auto sqlite_config = write_cli_config(home, {peer_.token_url(), "", "", ""});
+  const std::string oauth = "olga@example.com";
+  const std::string legacy = "lars@example.com";
+  auto r = run_cli(sqlite_config,
+                   {"account", "add", oauth, "--refresh-token-stdin", "--local-password-stdin"},
+                   peer_.add_account(oauth) + "\nlocal-1\n");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = run_cli(sqlite_config,
+              {"account", "add", legacy, "--password-stdin", "--local-password-stdin"},
+              "upstream-pass\nlocal-2\n");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto before = run_cli(sqlite_config, {"account", "list", "--format", "json"});
+  ASSERT_EQ(before.exit_code, 0) << before.err;
+
+  const auto migrated = run_cli(sqlite_config, {"migrate", "--to", db_->database(),
+                                                "--password-file", db_->password_file().string()});
+  ASSERT_EQ(migrated.exit_code, 0) << migrated.err;
+  EXPECT_NE(migrated.out.find("copied 2 account(s)"), std::string::npos) << migrated.out;
+  EXPECT_NE(migrated.out.find("connection_log = "), std::string::npos) << migrated.out;
+
+  // The configuration the command printed: the same accounts, usable.
+  CliConfig cli{peer_.token_url(), "", "", ""};
+  cli.database = db_->database();
+  cli.password_file = db_->password_file().string();
+  const auto pg_home = dir_.path() / "pg";
+  fs::create_directories(pg_home / "data");
+  fs::copy_file(home / "data/master.key", pg_home / "data/master.key");
+  const auto pg_config = write_cli_config(pg_home, cli);
+  const auto after = run_cli(pg_config, {"account", "list", "--format", "json"});
+  ASSERT_EQ(after.exit_code, 0) << after.err;
+  EXPECT_EQ(nlohmann::json::parse(after.out), nlohmann::json::parse(before.out));
+  const auto token = run_cli(pg_config, {"token", oauth});
+  EXPECT_EQ(token.exit_code, 0) << token.err;
+
+  // Again: the target has accounts now, and nothing is written.
+  const auto again = run_cli(sqlite_config, {"migrate", "--to", db_->database(), "--password-file",
+                                             db_->password_file().string()});
+  EXPECT_NE(again.exit_code, 0);
+  EXPECT_NE(again.err.find("already holds 2 account(s)"), std::string::npos) << again.err;
 }
 
 }  // namespace
