@@ -1,6 +1,8 @@
 // ensure_fresh_token latency and throughput against real peers on loopback: redis-server, the
 // test token endpoint, SQLite in a temp folder. Each path is measured next to its baseline, the
 // bare operation underneath it (a hiredis GET, a SQLite SELECT, a curl POST), in the same run.
+// Then the database paths again with the store on PostgreSQL (issue #10: a cluster of its own,
+// started like the tests' one), next to the SQLite figures of the same run.
 //
 //   build/bench/token_bench [iterations]
 
@@ -21,6 +23,7 @@
 #include "tests/support/process.hpp"
 #include "tests/support/redis_server.hpp"
 #include "tests/support/run_coro.hpp"
+#include "tests/support/test_database.hpp"
 #include "tests/support/token_endpoint_peer.hpp"
 
 using namespace iop;
@@ -187,6 +190,36 @@ int main(int argc, char** argv) {
   row("Redis hit", redis_hit, base_redis, "hiredis GET");
   row("Redis miss -> database -> Redis", miss, base_sqlite, "SQLite SELECT");
   row("refresh (loopback endpoint)", refresh, base_post, "curl POST");
+
+  // The same database paths with the store on PostgreSQL, against the SQLite figures above.
+  if (auto why = test::engine_unavailable(test::Engine::postgresql)) {
+    std::printf("PostgreSQL: not measured (%s)\n", why->c_str());
+  } else {
+    const test::TestDatabase pg(test::Engine::postgresql, dir.path());
+    auto pg_store = pg.open_store(key).value();
+    require(pg_store->upsert_account(row_in).has_value(), "seeding the PostgreSQL account");
+    auth::TokenServiceSettings s;
+    s.memory_ttl = 0ms;
+    s.instance_id = "bench-pg";
+    auth::TokenService pg_service(*pg_store, cache.get(), endpoint, pool.get_executor(), s);
+    cache->erase(email);
+    require(call(pg_service) != auth::TokenSource::refresh, "PostgreSQL warm-up");
+    const auto pg_miss = measure(
+        n,
+        [&](int) {
+          require(call(pg_service) == auth::TokenSource::database, "PostgreSQL redis miss");
+        },
+        [&] { cache->erase(email); });
+    const auto pg_refresh = measure(
+        refresh_n,
+        [&](int) { require(call(pg_service, true) == auth::TokenSource::refresh, "refresh"); },
+        [] { std::this_thread::sleep_for(2ms); });
+    std::printf(
+        "the store on PostgreSQL (its own cluster on loopback TCP; fsync off, so commits cost less "
+        "than on a real server):\n");
+    row("Redis miss -> PostgreSQL -> Redis", pg_miss, miss, "the SQLite miss above");
+    row("refresh, committed to PostgreSQL", pg_refresh, refresh, "the SQLite refresh");
+  }
 
   // Throughput: 64 concurrent callers on the hit path, 2 I/O threads.
   for (auto* svc : {with_memory.get(), redis_only.get()}) {
