@@ -5,7 +5,6 @@
 
 #include <gtest/gtest.h>
 #include <signal.h>
-#include <sqlite3.h>
 
 #include <fstream>
 #include <mutex>
@@ -18,6 +17,7 @@
 #include "tests/support/cli_env.hpp"
 #include "tests/support/log_capture.hpp"
 #include "tests/support/process.hpp"
+#include "tests/support/raw_db.hpp"
 #include "tests/support/redis_server.hpp"
 #include "tests/support/run_coro.hpp"
 #include "tests/support/test_database.hpp"
@@ -41,15 +41,7 @@ constexpr const char* fail_updates_sql =
     "SELECT RAISE(ABORT, 'simulated disk failure'); END;";
 
 void exec_sql(const std::filesystem::path& db, const std::string& sql) {
-  sqlite3* handle = nullptr;
-  ASSERT_EQ(sqlite3_open(db.c_str(), &handle), SQLITE_OK);
-  sqlite3_busy_timeout(handle, 5000);
-  char* err = nullptr;
-  const int rc = sqlite3_exec(handle, sql.c_str(), nullptr, nullptr, &err);
-  const std::string message = err != nullptr ? err : "";
-  sqlite3_free(err);
-  sqlite3_close(handle);
-  ASSERT_EQ(rc, SQLITE_OK) << message;
+  test::RawDb(db).exec(sql);
 }
 
 class TokenServiceTest : public ::testing::TestWithParam<test::Engine> {

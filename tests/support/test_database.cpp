@@ -1,12 +1,11 @@
 #include "tests/support/test_database.hpp"
 
-#include <sqlite3.h>
-
 #include <memory>
 #include <mutex>
 #include <stdexcept>
 
 #include "tests/support/postgres_server.hpp"
+#include "tests/support/raw_db.hpp"
 
 namespace iop::test {
 
@@ -18,23 +17,6 @@ PostgresServer& shared_postgres() {
   static std::unique_ptr<PostgresServer> server;
   std::call_once(once, [] { server = std::make_unique<PostgresServer>(); });
   return *server;
-}
-
-void sqlite_exec(const std::string& path, const std::string& sql) {
-  sqlite3* handle = nullptr;
-  if (sqlite3_open(path.c_str(), &handle) != SQLITE_OK) {
-    sqlite3_close(handle);
-    throw std::runtime_error("cannot open " + path);
-  }
-  sqlite3_busy_timeout(handle, 5000);
-  char* err = nullptr;
-  const int rc = sqlite3_exec(handle, sql.c_str(), nullptr, nullptr, &err);
-  const std::string message = err != nullptr ? err : "";
-  sqlite3_free(err);
-  sqlite3_close(handle);
-  if (rc != SQLITE_OK) {
-    throw std::runtime_error("SQLite: " + sql + ": " + message);
-  }
 }
 
 }  // namespace
@@ -67,7 +49,10 @@ Result<std::unique_ptr<storage::CredentialsStore>> TestDatabase::open_store(
 
 void TestDatabase::exec(const std::string& sql) const {
   if (engine_ == Engine::sqlite) {
-    sqlite_exec(database_, sql);
+    RawDb db(database_);
+    if (const auto error = db.try_exec(sql); !error.empty()) {
+      throw std::runtime_error("SQLite: " + sql + ": " + error);
+    }
   } else {
     shared_postgres().query(sql, pg_name_);
   }
