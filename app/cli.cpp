@@ -250,9 +250,14 @@ int cmd_migrate(const std::string& to, const std::optional<fs::path>& password_f
             << "; to run on the new database, set in [storage]:\n"
             << "  database = \"" << to << "\"\n";
   if (password_file) {
-    std::cout << "  password_file = \"" << password_file->string() << "\"\n";
+    // Absolute: a relative path in the config resolves against the config's folder.
+    std::cout << "  password_file = \"" << fs::absolute(*password_file).string() << "\"\n";
   }
-  std::cout << "  connection_log = \"" << from.string() << "\"\n";
+  std::cout << "  connection_log = \"" << from.string() << "\"\n"
+            << "The old file still holds every account's sealed tokens and local password hash, "
+               "which will go stale: once the new setup works, keep it only as the log (remove "
+               "its accounts with the sqlite3 shell: DELETE FROM mail_credentials;) or move the "
+               "log elsewhere and delete it.\n";
   return 0;
 }
 

@@ -368,9 +368,10 @@ awaitable<Result<FreshToken>> TokenService::refresh_locked(const std::string& em
     }
   }
 
-  // Without Redis, instances that share a PostgreSQL database take the lock there (issue #10).
+  // Without the Redis lock (no Redis, Redis down, or its holder stuck past lock_wait),
+  // instances that share a PostgreSQL database take the lock there (issue #10).
   std::unique_ptr<storage::RefreshLock> db_lock;
-  if (cache_ == nullptr) {
+  if (lock != TokenCache::Lock::acquired) {
     db_lock = co_await take_database_lock(email);
   }
 

@@ -173,8 +173,8 @@ class TokenService {
   awaitable<std::pair<std::optional<FreshToken>, storage::TokenCache::Lock>>
   wait_for_other_instance(const std::string& email, const TokenNeed& need,
                           const std::string& owner);
-  // Without Redis: the account's refresh lock in the database (PostgreSQL), waited for up to
-  // lock_wait. Null when the engine has none (SQLite), the server cannot be asked, or another
+  // Without the Redis lock: the account's refresh lock in the database (PostgreSQL), waited for up
+  // to lock_wait. Null when the engine has none (SQLite), the server cannot be asked, or another
   // instance still holds it after lock_wait: then this one refreshes without it, and the
   // conditional write keeps the newest refresh token.
   awaitable<std::unique_ptr<storage::RefreshLock>> take_database_lock(const std::string& email);

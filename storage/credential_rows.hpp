@@ -81,6 +81,10 @@ class CredentialRows {
   virtual Result<KeyCheck> read_key_check(const MasterKey& key) = 0;
   virtual Result<void> write_key_check(const MasterKey& key, KeyCheck version) = 0;
 
+  // False once the connection to a database server is lost (and not opened again yet): an
+  // error now is the server's absence, not its answer.
+  [[nodiscard]] virtual bool connected() const = 0;
+
   // CredentialsStore::try_refresh_lock. Thread-safe on its own (called without the store's
   // mutex).
   virtual Result<RefreshLockAttempt> try_refresh_lock(std::string_view email) = 0;

@@ -153,9 +153,16 @@ class PgRows final : public CredentialRows {
         locks_(std::make_shared<LockConnections>(target_, password_)) {}
 
   Result<RefreshLockAttempt> try_refresh_lock(std::string_view email) override {
+    const std::string sql = "SELECT pg_try_advisory_lock(hashtextextended($1, 0))";
     IOP_TRY_ASSIGN(auto conn, locks_->take());
-    IOP_TRY_ASSIGN(const Rows got, conn.exec("SELECT pg_try_advisory_lock(hashtextextended($1, 0))",
-                                             {Param::text(lock_name(email))}));
+    auto attempt = conn.exec(sql, {Param::text(lock_name(email))});
+    if (!attempt && !conn.healthy()) {
+      // A pooled connection the server dropped (a restart) looks healthy until used: once more
+      // on a new one, or every first refresh after a restart would go without the lock.
+      IOP_TRY_ASSIGN(conn, Connection::open(target_, password_));
+      attempt = conn.exec(sql, {Param::text(lock_name(email))});
+    }
+    IOP_TRY_ASSIGN(const Rows got, std::move(attempt));
     RefreshLockAttempt out;
     if (got.size() == 1 && got.text(0, 0) == "t") {
       out.state = RefreshLockAttempt::State::acquired;
@@ -169,14 +176,33 @@ class PgRows final : public CredentialRows {
 
   Result<std::unique_ptr<RowsTransaction>> begin_write() override {
     IOP_TRY_ASSIGN(Connection * conn, connection());
-    IOP_TRY(conn->run("BEGIN"));
+    auto begun = conn->run("BEGIN");
+    if (!begun && !conn->healthy()) {
+      // The connection was lost since its last use (a restart): BEGIN did nothing, so it is
+      // safe to send again on a new one. Without this the first write after a restart (a
+      // refreshed token) would fail and wait in memory.
+      IOP_TRY_ASSIGN(conn, connection());
+      begun = conn->run("BEGIN");
+    }
+    IOP_TRY(begun);
     in_transaction_ = true;
     return std::make_unique<PgTransaction>(*this);
   }
 
+  [[nodiscard]] bool connected() const override { return conn_.healthy(); }
+
   Result<std::optional<StoredRow>> load_row(std::string_view email, bool for_update) override {
-    const std::string sql = std::string(select_rows) + " WHERE email = $1" +
-                            (for_update && in_transaction_ ? " FOR UPDATE" : "");
+    const bool lock = for_update && in_transaction_;
+    if (lock) {
+      // FOR UPDATE locks nothing when the row does not exist yet: two adds of one new account
+      // would both INSERT, and one fail on the key. A transaction lock on the email serializes
+      // them as SQLite's BEGIN IMMEDIATE does (the second then updates).
+      IOP_TRY_ASSIGN(Connection * conn, connection());
+      IOP_TRY(conn->exec("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+                         {Param::text("imap-oauth2-proxy row " + std::string(email))}));
+    }
+    const std::string sql =
+        std::string(select_rows) + " WHERE email = $1" + (lock ? " FOR UPDATE" : "");
     IOP_TRY_ASSIGN(const Rows rows, read(sql, {Param::text(email)}));
     if (rows.size() == 0) {
       return std::nullopt;

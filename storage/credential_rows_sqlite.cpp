@@ -178,6 +178,9 @@ class SqliteRows final : public CredentialRows {
     return storage::write_key_check(db_, key, version);
   }
 
+  // A file: nothing to lose a connection to.
+  [[nodiscard]] bool connected() const override { return true; }
+
   Result<RefreshLockAttempt> try_refresh_lock(std::string_view /*email*/) override {
     return RefreshLockAttempt{};  // unsupported
   }

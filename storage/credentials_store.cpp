@@ -111,6 +111,9 @@ std::string row_mac_input(const StoredRow& r) {
   return out;
 }
 
+// How long a login may be checked against a record read before the database went away.
+constexpr auto max_stale_login = std::chrono::minutes(15);
+
 // The operator's next step for a row that fails its MAC. Removing first matters: adding again
 // over a row whose settings are not trusted must not carry any of them over.
 std::string untrusted_row_message(std::string_view email, std::string_view what) {
@@ -242,9 +245,13 @@ struct CredentialsStore::Impl {
   std::unique_ptr<CredentialRows> rows;
   MasterKey key;
   Secret mac_key;  // derive_key(key, row_mac_label)
-  // login_record's last answer per account, for when the database cannot be read. Holds no
+  // login_record's last answer per account, for when the database cannot be reached. Holds no
   // secret (a password hash, the upstream); one entry per account that logged in.
-  std::unordered_map<std::string, LoginRecord> last_login_records;
+  struct LastLogin {
+    LoginRecord record;
+    std::chrono::steady_clock::time_point read_at;
+  };
+  std::unordered_map<std::string, LastLogin> last_login_records;
 };
 
 CredentialsStore::CredentialsStore(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -357,12 +364,16 @@ Result<LoginRecord> CredentialsStore::login_record(std::string_view email) {
   auto record = read();
   const std::string key(email);
   if (record) {
-    last.insert_or_assign(key, *record);
-  } else if (record.error().code == Errc::storage_unavailable) {
-    // Stale if error, never stale if answered: a removed or corrupt account (an answer from the
-    // database) is forgotten below, so memory never outlives what the database said.
-    if (auto it = last.find(key); it != last.end()) {
-      LoginRecord stale = it->second;
+    last.insert_or_assign(key, Impl::LastLogin{*record, std::chrono::steady_clock::now()});
+  } else if (record.error().code == Errc::storage_unavailable && !impl_->rows->connected()) {
+    // Stale if unreachable, never stale if answered: an error the server sent (permissions, a
+    // missing table) or a removed or corrupt account is not covered up, and any answer replaces
+    // or drops the copy. Never older than max_stale_login: a password changed elsewhere just
+    // before an outage stops working after that at the latest.
+    if (auto it = last.find(key);
+        it != last.end() &&
+        std::chrono::steady_clock::now() - it->second.read_at < max_stale_login) {
+      LoginRecord stale = it->second.record;
       stale.from_memory = true;
       return stale;
     }

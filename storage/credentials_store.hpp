@@ -62,9 +62,10 @@ struct LoginRecord {
   std::string upstream_host;        // empty: the configured default upstream
   int upstream_port = 0;            // 0: the configured default
   std::string provider = "default";
-  // The database could not be read (a PostgreSQL restart, a locked file): this is the record the
-  // last successful read returned, kept in memory for exactly that case, so logins of accounts
-  // whose token is cached go on during the outage. A change made meanwhile is not seen.
+  // The database server could not be reached (a PostgreSQL restart or failover): this is the
+  // record the last successful read returned, at most 15 minutes ago, kept in memory for exactly
+  // that case, so logins of accounts whose token is cached go on during the outage. A change
+  // made elsewhere meanwhile is not seen. Never on SQLite.
   bool from_memory = false;
 };
 
@@ -145,8 +146,8 @@ class CredentialsStore {
   // checked (a local password hash or upstream changed outside the program is refused, as
   // get() refuses it) and no secret decrypted, since the login uses none of them. Five AES-GCM
   // opens were two thirds of a cached login's local check. The same errors as get(), except
-  // that when the database cannot be read (Errc::storage_unavailable) the last record read for
-  // this account is returned with from_memory set, when there is one.
+  // that when the database server cannot be reached the last record read for this account is
+  // returned with from_memory set, when there is one (see LoginRecord::from_memory).
   Result<LoginRecord> login_record(std::string_view email);
 
   // Every account, by email, each with `verified` (its MAC checked; nothing decrypted).

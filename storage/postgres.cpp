@@ -42,12 +42,12 @@ Result<Target> parse_url(std::string_view url) {
   char* error = nullptr;
   std::unique_ptr<PQconninfoOption, OptionsFree> options(PQconninfoParse(text.c_str(), &error));
   if (!options) {
-    // The URL itself is not repeated: it may hold a password.
-    std::string why = clean(error);
+    // libpq's message is not repeated: it quotes the URL, or the part it could not read, and
+    // that may be a password.
     PQfreemem(error);
     return fail(Errc::config_error,
-                "[storage] database: not a PostgreSQL URL libpq understands (" + why +
-                    "); the form is postgresql://user@host:port/db?sslmode=verify-full");
+                "[storage] database: not a PostgreSQL URL libpq understands; the form is "
+                "postgresql://user@host:port/db?sslmode=verify-full");
   }
   Target target{text, {}};
   std::string user;
@@ -59,7 +59,7 @@ Result<Target> parse_url(std::string_view url) {
       continue;
     }
     const std::string_view key = o->keyword;
-    if (key == "password") {
+    if (key == "password" || key == "sslpassword") {
       return fail(Errc::config_error,
                   "[storage] database: the URL holds a password; remove it and put it in the "
                   "file named by [storage] password_file (or in PGPASSFILE), so it stays out of "
@@ -128,8 +128,26 @@ std::string Rows::bytes(int row, int col) const {
 void Connection::Finish::operator()(pg_conn* conn) const { PQfinish(conn); }
 
 Result<Connection> Connection::open(const Target& target, const Secret& password) {
-  std::vector<const char*> keys = {"dbname", "connect_timeout", "application_name"};
-  std::vector<const char*> values = {target.url.c_str(), "5", "imap-oauth2-proxy"};
+  // Bounds on every wait, so a server that stops answering (a failover, dropped packets, a
+  // frozen instance holding a row lock) costs seconds, not the kernel's 15 minutes or the
+  // default 2-hour keepalive, and callers' fallbacks get their error in time:
+  // - TCP keepalives and tcp_user_timeout end a connection whose peer has gone silent;
+  // - statement_timeout and lock_timeout end a query or a lock wait;
+  // - idle_in_transaction_session_timeout ends a session that holds a transaction (and its row
+  //   locks) while doing nothing, e.g. an instance stopped between its read and its write.
+  std::vector<const char*> keys = {"dbname",           "connect_timeout",  "application_name",
+                                   "keepalives",       "keepalives_idle",  "keepalives_interval",
+                                   "keepalives_count", "tcp_user_timeout", "options"};
+  std::vector<const char*> values = {target.url.c_str(),
+                                     "5",
+                                     "imap-oauth2-proxy",
+                                     "1",
+                                     "10",
+                                     "5",
+                                     "3",
+                                     "15000",
+                                     "-c statement_timeout=15000 -c lock_timeout=10000 "
+                                     "-c idle_in_transaction_session_timeout=60000"};
   if (!password.empty()) {
     keys.push_back("password");
     values.push_back(password.reveal().c_str());
