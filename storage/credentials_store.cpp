@@ -8,9 +8,9 @@
 #include <unordered_map>
 #include <vector>
 
+#include "common/database_url.hpp"
 #include "storage/credential_rows.hpp"
 #include "storage/key_check.hpp"
-#include "storage/postgres.hpp"
 
 namespace iop::storage {
 
@@ -267,7 +267,7 @@ Result<std::unique_ptr<CredentialsStore>> CredentialsStore::open(const std::file
 Result<std::unique_ptr<CredentialsStore>> CredentialsStore::open(std::string_view database,
                                                                  const Secret& database_password,
                                                                  MasterKey key) {
-  if (pg::is_url(database)) {
+  if (is_postgres_url(database)) {
     IOP_TRY_ASSIGN(auto rows, open_pg_rows(database, database_password));
     return open_rows(std::move(rows), std::move(key));
   }

@@ -31,10 +31,8 @@ void ignore_notice(void* /*arg*/, const char* /*message*/) {}
 
 }  // namespace
 
-bool is_url(std::string_view text) { return is_postgres_url(text); }
-
 Result<Target> parse_url(std::string_view url) {
-  if (!is_url(url)) {
+  if (!is_postgres_url(url)) {
     return fail(Errc::config_error,
                 "[storage] database: a PostgreSQL database is given as postgresql://user@host/db");
   }

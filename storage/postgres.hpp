@@ -25,10 +25,6 @@ struct pg_result;
 
 namespace iop::storage::pg {
 
-// True for a `postgresql://` or `postgres://` URL (libpq's two URI schemes): the value of
-// `[storage] database` that selects PostgreSQL instead of an SQLite file.
-bool is_url(std::string_view text);
-
 // A checked connection URL.
 struct Target {
   std::string url;    // as configured (no password in it)

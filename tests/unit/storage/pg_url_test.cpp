@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include "common/database_url.hpp"
 #include "storage/database.hpp"
 #include "storage/pg_database.hpp"
 #include "storage/postgres.hpp"
@@ -11,11 +12,11 @@ namespace iop::storage::pg {
 namespace {
 
 TEST(PgUrlTest, BothSchemesArePostgresAndAPathIsNot) {
-  EXPECT_TRUE(is_url("postgresql://u@h/db"));
-  EXPECT_TRUE(is_url("postgres://h/db"));
-  EXPECT_FALSE(is_url("/var/lib/imap-oauth2-proxy/credentials.db"));
-  EXPECT_FALSE(is_url("credentials.db"));
-  EXPECT_FALSE(is_url("postgresql:/h/db"));
+  EXPECT_TRUE(is_postgres_url("postgresql://u@h/db"));
+  EXPECT_TRUE(is_postgres_url("postgres://h/db"));
+  EXPECT_FALSE(is_postgres_url("/var/lib/imap-oauth2-proxy/credentials.db"));
+  EXPECT_FALSE(is_postgres_url("credentials.db"));
+  EXPECT_FALSE(is_postgres_url("postgresql:/h/db"));
 }
 
 TEST(PgUrlTest, TheShownFormHasUserHostPortAndDatabase) {
