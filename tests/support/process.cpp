@@ -15,8 +15,12 @@
 #include <cstring>
 #include <fstream>
 #include <iterator>
+#include <mutex>
+#include <random>
+#include <set>
 #include <stdexcept>
 #include <thread>
+#include <utility>
 
 #include "tests/support/wait_until.hpp"
 
@@ -219,20 +223,57 @@ StartUp wait_for_start(Process& process, const std::function<bool()>& ready,
   return done ? StartUp::ready : StartUp::timed_out;
 }
 
-int free_port() {
+namespace {
+
+// The kernel's ephemeral range, from which it picks the source port of every outgoing connection.
+std::pair<int, int> ephemeral_port_range() {
+  std::ifstream in("/proc/sys/net/ipv4/ip_local_port_range");
+  int low = 32768;
+  int high = 60999;
+  in >> low >> high;
+  return {low, high};
+}
+
+bool binds(int port) {
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) throw std::runtime_error(std::string("socket: ") + std::strerror(errno));
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    ::close(fd);
-    throw std::runtime_error("bind failed");
-  }
-  socklen_t len = sizeof addr;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  addr.sin_port = htons(static_cast<std::uint16_t>(port));
+  // No SO_REUSEADDR: a port with connections in TIME_WAIT is passed over too.
+  const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
   ::close(fd);
-  return ntohs(addr.sin_port);
+  return ok;
+}
+
+}  // namespace
+
+int free_port() {
+  // Not bind(port 0): that hands out a port from the ephemeral range, the range the kernel also
+  // draws the source port of every outgoing connection from. Between this call and the server's
+  // bind, one of the suite's own connections (to Dovecot, Redis, the proxy) could take the port;
+  // CI saw exactly that ("cannot listen on 127.0.0.1:55897: Address already in use"). Ports below
+  // the ephemeral range are only ever taken by an explicit bind, so a random one that binds now
+  // stays free unless another test draws the same number. This process never hands one out twice.
+  static std::mutex mutex;
+  static std::set<int> handed_out;
+  static std::mt19937 random(static_cast<std::uint32_t>(::getpid()) ^ std::random_device{}());
+  const auto [ephemeral_low, ephemeral_high] = ephemeral_port_range();
+  const bool below = ephemeral_low > 12000;
+  const int low = below ? 10000 : ephemeral_high + 1;
+  const int high = below ? ephemeral_low - 1 : 65535;
+  if (high - low < 1000)
+    throw std::runtime_error("free_port: no port range outside the ephemeral one");
+  std::uniform_int_distribution<int> pick(low, high);
+  const std::lock_guard lock(mutex);
+  for (int attempt = 0; attempt < 1000; ++attempt) {
+    const int port = pick(random);
+    if (handed_out.contains(port) || !binds(port)) continue;
+    handed_out.insert(port);
+    return port;
+  }
+  throw std::runtime_error("free_port: no free port found in 1000 attempts");
 }
 
 bool accepts_connections(int port) {
