@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "app/config.hpp"
+#include "common/database_url.hpp"
 #include "common/duration.hpp"
 #include "common/email.hpp"
 #include "common/host_port.hpp"
@@ -338,13 +339,14 @@ std::int64_t now_millis() {
 
 int audit(const AuditOptions& options) {
   const auto config = check(load_effective_config(options.config));
-  const auto& path = config.storage.connection_log;
+  const std::string path = config.storage.connection_log.native();
+  const Secret password = check(database_password(config));
   // A read command must not create an empty database in a wrong place (a mistyped --config).
-  if (!fs::exists(path)) {
+  if (!is_postgres_url(path) && !fs::exists(path)) {
     die(
         fmt::format("no database at {}: nothing was logged yet, or the configuration is not "
                     "the one `serve` uses",
-                    path.string()));
+                    path));
   }
 
   if (options.verify) {
@@ -359,7 +361,7 @@ int audit(const AuditOptions& options) {
       }
     }
     // For verifying: writes nothing, so what was found is what is reported.
-    auto log = check(storage::AuditLog::open_for_verifying(path, load_key(config)));
+    auto log = check(storage::AuditLog::open_for_verifying(path, password, load_key(config)));
     const auto report = check(log->verify(anchor));
     if (!report.intact) {
       std::cerr << fmt::format("audit log BROKEN at row {}: {}\n", report.broken_at, report.reason);
@@ -387,7 +389,7 @@ int audit(const AuditOptions& options) {
       die("--prune: [audit] keep_days is 0 (keep everything) in the configuration: set it to "
           "the number of days to keep");
     }
-    auto log = check(storage::AuditLog::open(path, load_key(config)));
+    auto log = check(storage::AuditLog::open(path, password, load_key(config)));
     const auto now_ms = now_millis();
     const auto report =
         check(log->prune(now_ms - std::int64_t{config.audit.keep_days} * 86'400'000, now_ms));
@@ -396,7 +398,7 @@ int audit(const AuditOptions& options) {
     return 0;
   }
 
-  auto log = check(storage::AuditLog::open_for_reading(path));
+  auto log = check(storage::AuditLog::open_for_reading(path, password));
   const auto now_ms = now_millis();
   storage::AuditQuery query;
   if (options.since) {

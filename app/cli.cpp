@@ -32,6 +32,7 @@
 #include "common/email.hpp"
 #include "common/host_port.hpp"
 #include "common/log.hpp"
+#include "storage/audit_log.hpp"
 
 namespace iop::app {
 namespace fs = std::filesystem;
@@ -230,7 +231,8 @@ int cmd_token(const std::string& email_arg, const Options& opts) {
   return 0;
 }
 
-// `migrate --to URL`: the accounts of this configuration's SQLite database into PostgreSQL.
+// `migrate --to URL`: the accounts and the connection log of this configuration's SQLite
+// database into PostgreSQL.
 int cmd_migrate(const std::string& to, const std::optional<fs::path>& password_file,
                 const Options& opts) {
   const Config config = load(opts);
@@ -243,21 +245,24 @@ int cmd_migrate(const std::string& to, const std::optional<fs::path>& password_f
   auto key = check(storage::MasterKey::load(config.storage.key_file));
   const Secret password = password_file ? check(read_database_password(*password_file)) : Secret();
   const auto from = config.storage.database;
+  // Both checked before anything is written: a log that cannot move must not leave the accounts
+  // copied (a second migrate would then refuse the non-empty target).
+  check(storage::check_connection_log_copy(from, to, password, key));
   const auto copied = check(storage::copy_credentials(from, to, password, key));
   std::cout << "copied " << copied << " account(s) from " << from.string()
-            << ": every row read back identical, and every account verifies as before\n"
-            << "The connection log stays in " << from.string()
-            << "; to run on the new database, set in [storage]:\n"
+            << ": every row read back identical, and every account verifies as before\n";
+  const auto log = check(storage::copy_connection_log(from, to, password, key));
+  std::cout << "copied the connection log: " << log.rows << " row(s), head " << log.head_id << ":"
+            << log.head_hash << ", verified in PostgreSQL as in the source\n"
+            << "To run on the new database, set in [storage]:\n"
             << "  database = \"" << to << "\"\n";
   if (password_file) {
     // Absolute: a relative path in the config resolves against the config's folder.
     std::cout << "  password_file = \"" << fs::absolute(*password_file).string() << "\"\n";
   }
-  std::cout << "  connection_log = \"" << from.string() << "\"\n"
-            << "The old file still holds every account's sealed tokens and local password hash, "
-               "which will go stale: once the new setup works, keep it only as the log (remove "
-               "its accounts with the sqlite3 shell: DELETE FROM mail_credentials;) or move the "
-               "log elsewhere and delete it.\n";
+  std::cout << "The old file still holds every account's sealed tokens and local password hash, "
+               "which will go stale: once the new setup works, keep it offline as an archive or "
+               "delete it.\n";
   return 0;
 }
 

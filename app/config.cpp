@@ -454,8 +454,7 @@ Result<Config> parse_config(std::string_view toml_text, const fs::path& base_dir
     return bad(st, "password_file", "is for a PostgreSQL database (postgresql://...) only");
   }
   if (c.storage.connection_log.empty()) {
-    c.storage.connection_log =
-        c.storage.postgres() ? base_dir / "data/connection-log.db" : c.storage.database;
+    c.storage.connection_log = c.storage.database;
   } else if (!c.storage.postgres()) {
     return bad(st, "connection_log",
                "is for a PostgreSQL database only (with SQLite the log is in the database file)");
@@ -676,7 +675,8 @@ background_refresh   = "60s"         # how often the background refresher looks
 database = "data/credentials.db"     # or "postgresql://user@host/db?sslmode=verify-full" (several instances)
 key_file = "data/master.key"         # the same file on every instance sharing a database
 # password_file  = "/etc/imap-oauth2-proxy/pgpassword"   # PostgreSQL: the password (else PGPASSFILE)
-# connection_log = "data/connection-log.db"              # PostgreSQL: this instance's log
+# connection_log = "data/connection-log.db"              # PostgreSQL: a local log for this instance
+                                                         # (default: in the database, shared)
 
 [redis]
 url        = ""                      # e.g. "redis://127.0.0.1:6379/0"; empty: no cache

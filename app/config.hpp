@@ -91,9 +91,9 @@ struct StorageConfig {
   // PostgreSQL only: a file holding the database password (empty: libpq's PGPASSFILE or
   // ~/.pgpass, or a server that asks for none).
   std::filesystem::path password_file;
-  // The connection log's SQLite file: `database` itself when that is SQLite. With PostgreSQL
-  // each instance keeps its log in a local file (default data/connection-log.db) until the log
-  // moves into PostgreSQL too.
+  // Where the connection log is: `database` itself, unless set. With PostgreSQL that is one
+  // chain every instance appends to; `connection_log` set to a file gives this instance a local
+  // SQLite log instead.
   std::filesystem::path connection_log;
 
   [[nodiscard]] bool postgres() const;

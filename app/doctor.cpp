@@ -231,7 +231,12 @@ Check check_connection_log(const Config& config) {
   if (!key) {
     return warn(name, "not checked: no usable master key");
   }
-  auto log = storage::AuditLog::open_for_verifying(config.storage.connection_log, *key);
+  auto password = database_password(config);
+  if (!password) {
+    return failed(name, password.error().message, "fix [storage] password_file");
+  }
+  auto log = storage::AuditLog::open_for_verifying(config.storage.connection_log.native(),
+                                                   *password, *key);
   if (!log) {
     return failed(name, log.error().message, "use the key file this database was created with");
   }

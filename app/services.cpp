@@ -7,6 +7,8 @@
 #include <chrono>
 #include <filesystem>
 
+#include "common/database_url.hpp"
+
 namespace iop::app {
 
 namespace {
@@ -98,15 +100,17 @@ Result<std::unique_ptr<Services>> make_services(Config config, KeyPolicy key_pol
   }
   IOP_TRY(key);
   IOP_TRY_ASSIGN(const Secret db_password, database_password(config));
-  std::error_code ec;
-  fs::create_directories(log_path.parent_path(), ec);
+  if (!is_postgres_url(log_path.native())) {
+    std::error_code ec;
+    fs::create_directories(log_path.parent_path(), ec);
+  }
 
   auto services = std::make_unique<Services>(std::move(config));
   const auto& cfg = services->config;
   IOP_TRY_ASSIGN(services->store,
                  storage::CredentialsStore::open(db_path.native(), db_password, *key));
   // After the store: its key check decides whether a log from before keying may be keyed now.
-  IOP_TRY_ASSIGN(services->audit, storage::AuditLog::open(log_path, *key));
+  IOP_TRY_ASSIGN(services->audit, storage::AuditLog::open(log_path.native(), db_password, *key));
   storage::AuditWriterSettings aws;
   aws.max_queued_rows = static_cast<std::size_t>(cfg.audit.max_queued_rows);
   // Rows wait up to this long to share a commit: under a steady stream of logins a commit per

@@ -15,18 +15,14 @@
 #include <utility>
 
 #include "common/ascii.hpp"
+#include "common/database_url.hpp"
 #include "common/sanitize.hpp"
-#include "storage/database.hpp"
 #include "storage/key_check.hpp"
-#include "storage/sqlite.hpp"
+#include "storage/log_rows.hpp"
 
 namespace iop::storage {
 
 namespace {
-
-using sqlite::Database;
-using sqlite::Statement;
-using sqlite::Transaction;
 
 // The meta rows, each "<id> <hash>" and, when keyed, " <MAC of both>" (meta_mac):
 // - the head: the last row's id and hash;
@@ -100,46 +96,24 @@ std::optional<T> value_in(const std::array<std::pair<T, std::string_view>, N>& t
   return std::nullopt;
 }
 
-// A row as stored: the enums as their text, exactly what the hash covers. verify() hashes the
-// stored text, so a value this version does not know still verifies (or fails) by its bytes.
-struct StoredRow {
-  std::int64_t id = 0;
-  std::int64_t started_at_ms = 0;
-  std::int64_t ended_at_ms = 0;
-  std::string client_address;
-  std::int64_t client_port = 0;
-  std::string listener;
-  std::string username;
-  std::string account;
-  std::string outcome;
-  std::string token_source;
-  std::int64_t bytes_client_to_upstream = 0;
-  std::int64_t bytes_upstream_to_client = 0;
-  std::string close_reason;
-  std::string prev_hash;
-  std::string hash;
-  std::int64_t messages = 0;
-  std::string event;
-};
-
-StoredRow to_stored(const ConnectionRecord& r) {
-  return StoredRow{r.id,
-                   r.started_at_ms,
-                   r.ended_at_ms,
-                   r.client_address,
-                   r.client_port,
-                   r.listener,
-                   r.username,
-                   r.account,
-                   std::string(to_string(r.outcome)),
-                   std::string(to_string(r.token_source)),
-                   r.bytes_client_to_upstream,
-                   r.bytes_upstream_to_client,
-                   r.close_reason,
-                   r.prev_hash,
-                   r.hash,
-                   r.messages,
-                   r.event};
+LogRow to_stored(const ConnectionRecord& r) {
+  return LogRow{r.id,
+                r.started_at_ms,
+                r.ended_at_ms,
+                r.client_address,
+                r.client_port,
+                r.listener,
+                r.username,
+                r.account,
+                std::string(to_string(r.outcome)),
+                std::string(to_string(r.token_source)),
+                r.bytes_client_to_upstream,
+                r.bytes_upstream_to_client,
+                r.close_reason,
+                r.prev_hash,
+                r.hash,
+                r.messages,
+                r.event};
 }
 
 // 8 bytes, big-endian, two's complement.
@@ -170,7 +144,7 @@ std::string sha256_hex(std::string_view data) {
 
 // The columns both encodings cover, in column order: each integer as 8 bytes, each text
 // length-prefixed.
-void put_connection_fields(std::string& buf, const StoredRow& r) {
+void put_connection_fields(std::string& buf, const LogRow& r) {
   put_int(buf, r.id);
   put_int(buf, r.started_at_ms);
   put_int(buf, r.ended_at_ms);
@@ -189,7 +163,7 @@ void put_connection_fields(std::string& buf, const StoredRow& r) {
 // The v1 encoding (schema v5 and older, plain SHA-256): the domain tag, then every field in
 // column order, each integer as 8 bytes and each text length-prefixed; prev_hash is covered,
 // `hash` is not; `messages` only when set (it came in v5), so older rows kept their hashes.
-std::string legacy_row_hash(const StoredRow& r) {
+std::string legacy_row_hash(const LogRow& r) {
   std::string buf;
   buf.reserve(256 + r.username.size() + r.close_reason.size());
   put_text(buf, legacy_hash_domain);
@@ -203,7 +177,7 @@ std::string legacy_row_hash(const StoredRow& r) {
 
 // The v2 encoding: every field, always, then prev_hash; HMAC-SHA256 under the chain key, so only
 // a holder of the master key can write a row that verifies.
-std::string keyed_row_hash(const Secret& key, const StoredRow& r) {
+std::string keyed_row_hash(const Secret& key, const LogRow& r) {
   std::string buf;
   buf.reserve(256 + r.username.size() + r.close_reason.size());
   put_text(buf, hash_domain);
@@ -273,70 +247,18 @@ bool mark_verifies(const Secret& key, std::string_view name, const Mark& mark) {
 }
 
 // A stored mark: nullopt when there is none, an error naming it when it is malformed.
-Result<std::optional<Mark>> read_mark(Database& db, std::string_view name) {
-  IOP_TRY_ASSIGN(auto stmt, db.prepare("SELECT value FROM meta WHERE key = ?1"));
-  IOP_TRY(stmt.bind_text(1, name));
-  IOP_TRY_ASSIGN(auto step, stmt.step());
-  if (step != Statement::Step::row) {
+Result<std::optional<Mark>> read_mark(LogRows& rows, std::string_view name) {
+  IOP_TRY_ASSIGN(const auto value, rows.read_meta(name));
+  if (!value) {
     return std::optional<Mark>();
   }
-  // The value column is a BLOB affinity column; read it as bytes whatever was stored.
-  auto mark = parse_mark(stmt.column_blob(0));
+  auto mark = parse_mark(*value);
   if (!mark) {
     return fail(Errc::credentials_corrupt,
-                "database " + db.path() + ": '" + std::string(name) +
+                rows.where() + ": '" + std::string(name) +
                     "' in meta is malformed (edited?): run 'imap-oauth2-proxy audit --verify'");
   }
   return std::optional<Mark>(std::move(*mark));
-}
-
-Result<void> write_meta(Database& db, std::string_view name, std::string_view value) {
-  IOP_TRY_ASSIGN(auto stmt, db.prepare("INSERT INTO meta (key, value) VALUES (?1, ?2) "
-                                       "ON CONFLICT (key) DO UPDATE SET value = excluded.value"));
-  IOP_TRY(stmt.bind_text(1, name));
-  IOP_TRY(stmt.bind_text(2, value));
-  IOP_TRY(stmt.step());
-  return {};
-}
-
-Result<void> delete_meta(Database& db, std::string_view name) {
-  IOP_TRY_ASSIGN(auto stmt, db.prepare("DELETE FROM meta WHERE key = ?1"));
-  IOP_TRY(stmt.bind_text(1, name));
-  IOP_TRY(stmt.step());
-  return {};
-}
-
-Result<std::int64_t> count_rows(Database& db) {
-  IOP_TRY_ASSIGN(auto stmt, db.prepare("SELECT count(*) FROM connection_log"));
-  IOP_TRY_ASSIGN(auto step, stmt.step());
-  return step == Statement::Step::row ? stmt.column_int64(0) : 0;
-}
-
-constexpr std::string_view select_columns =
-    "SELECT id, started_at_ms, ended_at_ms, client_address, client_port, listener, username, "
-    "account, outcome, token_source, bytes_client_to_upstream, bytes_upstream_to_client, "
-    "close_reason, prev_hash, hash, messages, event FROM connection_log";
-
-StoredRow read_row(const Statement& stmt) {
-  StoredRow r;
-  r.id = stmt.column_int64(0);
-  r.started_at_ms = stmt.column_int64(1);
-  r.ended_at_ms = stmt.column_int64(2);
-  r.client_address = stmt.column_text(3);
-  r.client_port = stmt.column_int64(4);
-  r.listener = stmt.column_text(5);
-  r.username = stmt.column_text(6);
-  r.account = stmt.column_text(7);
-  r.outcome = stmt.column_text(8);
-  r.token_source = stmt.column_text(9);
-  r.bytes_client_to_upstream = stmt.column_int64(10);
-  r.bytes_upstream_to_client = stmt.column_int64(11);
-  r.close_reason = stmt.column_text(12);
-  r.prev_hash = stmt.column_text(13);
-  r.hash = stmt.column_text(14);
-  r.messages = stmt.column_int64(15);
-  r.event = stmt.column_text(16);
-  return r;
 }
 
 VerifyReport broken(std::int64_t rows, std::int64_t at, std::string reason) {
@@ -347,15 +269,6 @@ VerifyReport broken(std::int64_t rows, std::int64_t at, std::string reason) {
   report.reason = std::move(reason);
   return report;
 }
-
-// The append-only triggers (schema v2), dropped and re-created around prune()'s DELETE in the
-// same transaction.
-constexpr std::string_view no_delete_trigger = R"sql(
-CREATE TRIGGER connection_log_no_delete BEFORE DELETE ON connection_log
-BEGIN
-  SELECT RAISE(ABORT, 'connection_log is append-only');
-END;
-)sql";
 
 std::string key_missing_message(std::string_view what) {
   return std::string(what) +
@@ -450,14 +363,14 @@ const std::string& audit_genesis_hash() {
 }
 
 struct AuditLog::Impl {
-  Impl(Database database, std::optional<MasterKey> master_key)
-      : db(std::move(database)), master(std::move(master_key)) {
+  Impl(std::unique_ptr<LogRows> log_rows, std::optional<MasterKey> master_key)
+      : rows(std::move(log_rows)), master(std::move(master_key)) {
     if (master) {
       key = audit_chain_key(*master);
     }
   }
   std::mutex mu;  // one connection, used by one thread at a time
-  Database db;
+  std::unique_ptr<LogRows> rows;
   std::optional<MasterKey> master;  // nullopt: opened for reading
   std::optional<Secret> key;        // the chain key, derived from `master`
 
@@ -480,34 +393,59 @@ AuditLog::AuditLog(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 AuditLog::~AuditLog() = default;
 
-Result<std::unique_ptr<AuditLog>> AuditLog::open(const std::filesystem::path& path,
+namespace {
+
+Result<std::unique_ptr<LogRows>> open_log_rows(std::string_view database, const Secret& password) {
+  if (is_postgres_url(database)) {
+    return open_pg_log_rows(database, password);
+  }
+  return open_sqlite_log_rows(std::filesystem::path(database));
+}
+
+}  // namespace
+
+Result<std::unique_ptr<AuditLog>> AuditLog::open(std::string_view database,
+                                                 const Secret& database_password,
                                                  const MasterKey& master_key) {
-  // NORMAL, not FULL: one fsync per batch would be the writer thread's main cost, and a power
-  // failure can only drop the newest rows together with their head (audit_log.hpp).
-  IOP_TRY_ASSIGN(auto db, open_database(path, Durability::normal));
-  auto impl = std::make_unique<Impl>(std::move(db), master_key);
+  IOP_TRY_ASSIGN(auto rows, open_log_rows(database, database_password));
+  auto impl = std::make_unique<Impl>(std::move(rows), master_key);
   {
-    IOP_TRY_ASSIGN(auto tx, Transaction::begin(impl->db));
+    IOP_TRY_ASSIGN(auto tx, impl->rows->begin_append());
     IOP_TRY(impl->key_legacy_log());
-    IOP_TRY(tx.commit());
+    IOP_TRY(tx->commit());
   }
   return std::unique_ptr<AuditLog>(new AuditLog(std::move(impl)));
 }
 
+Result<std::unique_ptr<AuditLog>> AuditLog::open(const std::filesystem::path& path,
+                                                 const MasterKey& master_key) {
+  return open(path.string(), Secret(), master_key);
+}
+
+Result<std::unique_ptr<AuditLog>> AuditLog::open_for_verifying(std::string_view database,
+                                                               const Secret& database_password,
+                                                               const MasterKey& master_key) {
+  IOP_TRY_ASSIGN(auto rows, open_log_rows(database, database_password));
+  // Only the key is checked: verifying never writes (the evidence stays as it was found).
+  IOP_TRY(rows->read_key_check(master_key));
+  return std::unique_ptr<AuditLog>(
+      new AuditLog(std::make_unique<Impl>(std::move(rows), master_key)));
+}
+
 Result<std::unique_ptr<AuditLog>> AuditLog::open_for_verifying(const std::filesystem::path& path,
                                                                const MasterKey& master_key) {
-  IOP_TRY_ASSIGN(auto db, open_database(path, Durability::normal));
-  {
-    // Only the key is checked: verifying never writes (the evidence stays as it was found).
-    IOP_TRY(read_key_check(db, master_key));
-  }
-  return std::unique_ptr<AuditLog>(new AuditLog(std::make_unique<Impl>(std::move(db), master_key)));
+  return open_for_verifying(path.string(), Secret(), master_key);
+}
+
+Result<std::unique_ptr<AuditLog>> AuditLog::open_for_reading(std::string_view database,
+                                                             const Secret& database_password) {
+  IOP_TRY_ASSIGN(auto rows, open_log_rows(database, database_password));
+  return std::unique_ptr<AuditLog>(
+      new AuditLog(std::make_unique<Impl>(std::move(rows), std::nullopt)));
 }
 
 Result<std::unique_ptr<AuditLog>> AuditLog::open_for_reading(const std::filesystem::path& path) {
-  IOP_TRY_ASSIGN(auto db, open_database(path, Durability::normal));
-  return std::unique_ptr<AuditLog>(
-      new AuditLog(std::make_unique<Impl>(std::move(db), std::nullopt)));
+  return open_for_reading(path.string(), Secret());
 }
 
 Result<void> AuditLog::Impl::key_legacy_log() {
@@ -515,12 +453,12 @@ Result<void> AuditLog::Impl::key_legacy_log() {
   // which nobody without the key can write: only a file whose check predates the keyed chain
   // (v1, v2) is keyed here, and the check moves to v3 in the same transaction, so a plain head
   // found later (an edit without the key) is never keyed again, only reported by verify().
-  IOP_TRY_ASSIGN(const KeyCheck check, read_key_check(db, *master));
+  IOP_TRY_ASSIGN(const KeyCheck check, rows->read_key_check(*master));
   if (check == KeyCheck::v3) {
     return {};
   }
-  IOP_TRY_ASSIGN(auto head, read_mark(db, head_key));
-  IOP_TRY_ASSIGN(auto boundary, read_mark(db, boundary_key));
+  IOP_TRY_ASSIGN(auto head, read_mark(*rows, head_key));
+  IOP_TRY_ASSIGN(auto boundary, read_mark(*rows, boundary_key));
   // A file without a key check is new (or had it deleted): claimed for this key at v3, and
   // nothing in it is keyed after the fact. v1 stays for the credentials store, whose backfill of
   // row MACs it triggers (the store writes v2; the next open of the log writes v3).
@@ -534,13 +472,12 @@ Result<void> AuditLog::Impl::key_legacy_log() {
   if (legacy) {
     // Rows past the plain head are not part of its chain: keying would collide with them and
     // fail every open (serve, account commands). Left for verify() to report.
-    IOP_TRY_ASSIGN(auto last, db.prepare("SELECT max(id) FROM connection_log"));
-    IOP_TRY_ASSIGN(auto step, last.step());
-    if (step == Statement::Step::row && last.column_int64(0) > head->id) {
+    IOP_TRY_ASSIGN(const std::int64_t last, rows->max_id());
+    if (last > head->id) {
       return {};
     }
   }
-  IOP_TRY(write_key_check(db, *master, KeyCheck::v3));
+  IOP_TRY(rows->write_key_check(*master, KeyCheck::v3));
   if (!legacy) {
     return {};  // empty (every row will be keyed) or keyed already
   }
@@ -549,29 +486,24 @@ Result<void> AuditLog::Impl::key_legacy_log() {
   // hash, so the old rows stay protected.
   std::string verdict;
   {
-    IOP_TRY_ASSIGN(auto stmt, db.prepare(std::string(select_columns) + " ORDER BY id"));
     std::int64_t expected_id = 1;
     std::string expected_prev = audit_genesis_hash();
-    for (;;) {
-      IOP_TRY_ASSIGN(auto step, stmt.step());
-      if (step == Statement::Step::done) {
-        break;
-      }
-      const StoredRow r = read_row(stmt);
+    IOP_TRY(rows->scan([&](const LogRow& r) -> Result<bool> {
       if (r.id != expected_id || r.prev_hash != expected_prev || legacy_row_hash(r) != r.hash) {
         verdict = "BROKEN at row " + std::to_string(r.id);
-        break;
+        return false;
       }
       expected_prev = r.hash;
       ++expected_id;
-    }
+      return true;
+    }));
     if (verdict.empty() && (expected_id - 1 != head->id || expected_prev != head->hash)) {
       verdict = "BROKEN: the head does not match the last row";
     }
   }
   const std::int64_t first_keyed = head->id + 1;
-  IOP_TRY(write_meta(db, boundary_key, format_mark(*key, boundary_key, first_keyed, head->hash)));
-  IOP_TRY(write_meta(db, head_key, format_mark(*key, head_key, head->id, head->hash)));
+  IOP_TRY(rows->write_meta(boundary_key, format_mark(*key, boundary_key, first_keyed, head->hash)));
+  IOP_TRY(rows->write_meta(head_key, format_mark(*key, head_key, head->id, head->hash)));
   const std::string detail =
       "rows 1 to " + std::to_string(head->id) + " were written before the chain was keyed (" +
       (verdict.empty() ? "plain SHA-256 chain intact" : "plain SHA-256 chain " + verdict) +
@@ -586,13 +518,13 @@ Result<void> AuditLog::Impl::key_legacy_log() {
 
 Result<std::int64_t> AuditLog::Impl::append_locked(std::span<const ConnectionRecord> records) {
   IOP_TRY_ASSIGN(const Secret* chain_key, need_key("writing the connection log"));
-  IOP_TRY_ASSIGN(auto stored_head, read_mark(db, head_key));
+  IOP_TRY_ASSIGN(auto stored_head, read_mark(*rows, head_key));
   Mark head{0, audit_genesis_hash(), ""};
   if (stored_head.has_value()) {
     // Chaining onto a head that does not verify would launder whatever was done to it.
     if (!mark_verifies(*chain_key, head_key, *stored_head)) {
       return fail(Errc::credentials_corrupt,
-                  "database " + db.path() +
+                  rows->where() +
                       ": the connection log head in meta does not verify (edited, or written "
                       "with another master key): run 'imap-oauth2-proxy audit --verify'");
     }
@@ -600,26 +532,19 @@ Result<std::int64_t> AuditLog::Impl::append_locked(std::span<const ConnectionRec
   } else {
     // No head means nothing was ever appended; rows without a head were put there by hand or
     // the head was deleted. Refuse rather than start a second chain over them.
-    IOP_TRY_ASSIGN(const std::int64_t rows, count_rows(db));
-    if (rows != 0) {
+    IOP_TRY_ASSIGN(const std::int64_t present, rows->count());
+    if (present != 0) {
       return fail(Errc::credentials_corrupt,
-                  "database " + db.path() +
+                  rows->where() +
                       ": connection_log has rows but no head in meta (deleted?): run "
                       "'imap-oauth2-proxy audit --verify'");
     }
   }
 
-  IOP_TRY_ASSIGN(
-      auto insert,
-      db.prepare("INSERT INTO connection_log (id, started_at_ms, ended_at_ms, client_address, "
-                 "client_port, listener, username, account, outcome, token_source, "
-                 "bytes_client_to_upstream, bytes_upstream_to_client, close_reason, prev_hash, "
-                 "hash, messages, event) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, "
-                 "?12, ?13, ?14, ?15, ?16, ?17)"));
   for (const ConnectionRecord& record : records) {
     // Chain from the head, not from the table's last row: a row deleted at the end then shows
     // as a gap before the next one instead of being silently written over.
-    StoredRow row = to_stored(record);
+    LogRow row = to_stored(record);
     row.id = head.id + 1;
     // Not kept verbatim unless it is an email (a typed password must not stay for ever); the
     // sessions already pass it through the same rule, this catches every other writer.
@@ -634,28 +559,10 @@ Result<std::int64_t> AuditLog::Impl::append_locked(std::span<const ConnectionRec
     row.prev_hash = head.hash;
     row.hash = keyed_row_hash(*chain_key, row);
 
-    insert.reset();
-    IOP_TRY(insert.bind_int64(1, row.id));
-    IOP_TRY(insert.bind_int64(2, row.started_at_ms));
-    IOP_TRY(insert.bind_int64(3, row.ended_at_ms));
-    IOP_TRY(insert.bind_text(4, row.client_address));
-    IOP_TRY(insert.bind_int64(5, row.client_port));
-    IOP_TRY(insert.bind_text(6, row.listener));
-    IOP_TRY(insert.bind_text(7, row.username));
-    IOP_TRY(insert.bind_text(8, row.account));
-    IOP_TRY(insert.bind_text(9, row.outcome));
-    IOP_TRY(insert.bind_text(10, row.token_source));
-    IOP_TRY(insert.bind_int64(11, row.bytes_client_to_upstream));
-    IOP_TRY(insert.bind_int64(12, row.bytes_upstream_to_client));
-    IOP_TRY(insert.bind_text(13, row.close_reason));
-    IOP_TRY(insert.bind_text(14, row.prev_hash));
-    IOP_TRY(insert.bind_text(15, row.hash));
-    IOP_TRY(insert.bind_int64(16, row.messages));
-    IOP_TRY(insert.bind_text(17, row.event));
-    IOP_TRY(insert.step());
+    IOP_TRY(rows->insert(row));
     head = Mark{row.id, row.hash, ""};
   }
-  IOP_TRY(write_meta(db, head_key, format_mark(*chain_key, head_key, head.id, head.hash)));
+  IOP_TRY(rows->write_meta(head_key, format_mark(*chain_key, head_key, head.id, head.hash)));
   return head.id;
 }
 
@@ -664,11 +571,12 @@ Result<std::int64_t> AuditLog::append_batch(std::span<const ConnectionRecord> re
   if (records.empty()) {
     return 0;
   }
-  // IMMEDIATE: the write lock is held from reading the head to moving it, so appends from other
-  // connections (another proxy process on the same file) cannot fork the chain.
-  IOP_TRY_ASSIGN(auto tx, Transaction::begin(impl_->db));
+  // The chain is locked from reading the head to moving it, so appends from other connections
+  // (another proxy process on the same file, another instance on the same PostgreSQL) cannot
+  // fork it.
+  IOP_TRY_ASSIGN(auto tx, impl_->rows->begin_append());
   IOP_TRY_ASSIGN(const std::int64_t last, impl_->append_locked(records));
-  IOP_TRY(tx.commit());
+  IOP_TRY(tx->commit());
   return last;
 }
 
@@ -678,87 +586,22 @@ Result<std::int64_t> AuditLog::append(const ConnectionRecord& record) {
 
 Result<std::vector<ConnectionRecord>> AuditLog::query(const AuditQuery& filter) {
   std::lock_guard lock(impl_->mu);
-  Database& db = impl_->db;
-  // Only fixed fragments are joined; every value is a bound parameter. Leaving out the unused
-  // conditions (rather than `?1 IS NULL OR ...`) lets SQLite use the indexes.
-  std::string sql(select_columns);
-  std::string where;
-  auto add = [&where](std::string_view condition) {
-    where += where.empty() ? " WHERE " : " AND ";
-    where += condition;
-  };
-  if (filter.since_ms) {
-    add("ended_at_ms >= ?1");
-  }
-  if (filter.until_ms) {
-    add("started_at_ms < ?2");
-  }
-  if (filter.account) {
-    add("account = ?3");
-  }
-  if (filter.outcome) {
-    add("outcome = ?5");
-  }
-  if (filter.client_address) {
-    add("client_address = ?6");
-  }
-  if (filter.event) {
-    add("event = ?7");
-  }
-  if (filter.after_id > 0) {
-    add("id > ?8");
-  }
-  if (filter.client_port) {
-    add("client_port = ?9");
-  }
-  sql += where;
-  // Newest first so LIMIT keeps the newest rows; reversed below.
-  sql += " ORDER BY id DESC LIMIT ?4";
-  IOP_TRY_ASSIGN(auto stmt, db.prepare(sql));
-  if (filter.since_ms) {
-    IOP_TRY(stmt.bind_int64(1, *filter.since_ms));
-  }
-  if (filter.until_ms) {
-    IOP_TRY(stmt.bind_int64(2, *filter.until_ms));
-  }
-  if (filter.account) {
-    IOP_TRY(stmt.bind_text(3, *filter.account));
-  }
-  if (filter.outcome) {
-    IOP_TRY(stmt.bind_text(5, to_string(*filter.outcome)));
-  }
-  if (filter.client_address) {
-    IOP_TRY(stmt.bind_text(6, *filter.client_address));
-  }
-  if (filter.event) {
-    IOP_TRY(stmt.bind_text(7, *filter.event == "connection" ? std::string() : *filter.event));
-  }
-  if (filter.after_id > 0) {
-    IOP_TRY(stmt.bind_int64(8, filter.after_id));
-  }
-  if (filter.client_port) {
-    IOP_TRY(stmt.bind_int64(9, *filter.client_port));
-  }
-  IOP_TRY(stmt.bind_int64(4, filter.limit > 0 ? filter.limit : -1));  // -1: no limit
-
+  LogRows& rows = *impl_->rows;
+  IOP_TRY_ASSIGN(auto found, rows.select(filter));
   std::vector<ConnectionRecord> out;
-  for (;;) {
-    IOP_TRY_ASSIGN(auto step, stmt.step());
-    if (step == Statement::Step::done) {
-      break;
-    }
-    StoredRow r = read_row(stmt);
+  out.reserve(found.size());
+  for (LogRow& r : found) {
     auto outcome = parse_connection_outcome(r.outcome);
     auto source = parse_token_source(r.token_source);
     if (!outcome || !source) {
-      return fail(Errc::credentials_corrupt, "database " + db.path() + ": connection_log row " +
+      return fail(Errc::credentials_corrupt, rows.where() + ": connection_log row " +
                                                  std::to_string(r.id) + " has an unknown " +
                                                  (outcome ? "token source" : "outcome") +
                                                  " (edited, or written by a newer version): run "
                                                  "'imap-oauth2-proxy audit --verify'");
     }
     if (r.client_port < 0 || r.client_port > 65535) {
-      return fail(Errc::credentials_corrupt, "database " + db.path() + ": connection_log row " +
+      return fail(Errc::credentials_corrupt, rows.where() + ": connection_log row " +
                                                  std::to_string(r.id) +
                                                  " has an invalid client_port");
     }
@@ -788,56 +631,11 @@ Result<std::vector<ConnectionRecord>> AuditLog::query(const AuditQuery& filter) 
 
 Result<std::vector<AccountActivity>> AuditLog::summarize(std::optional<std::int64_t> since_ms) {
   std::lock_guard lock(impl_->mu);
-  Database& db = impl_->db;
-  // Connection rows only (event = ''); the last refresh comes from the refresh_ok events of the
-  // whole log, the status from the account's row (none left: removed).
-  IOP_TRY_ASSIGN(
-      auto stmt,
-      db.prepare(
-          // Every account with a row in the period (connections or events) and every account
-          // in the credentials table: one that needs re-authorization and has no traffic is what
-          // an operator most needs to see.
-          "WITH names AS (SELECT account FROM connection_log WHERE ended_at_ms >= ?1 AND "
-          "(account <> '' OR event = '') "
-          "UNION SELECT email FROM mail_credentials) "
-          "SELECT n.account, "
-          "(SELECT count(*) FROM connection_log c WHERE c.account = n.account AND c.event = '' "
-          "AND c.ended_at_ms >= ?1), "
-          "(SELECT count(*) FROM connection_log c WHERE c.account = n.account AND c.event = '' "
-          "AND c.ended_at_ms >= ?1 AND c.outcome <> 'ok'), "
-          "(SELECT total(c.bytes_client_to_upstream) FROM connection_log c WHERE c.account = "
-          "n.account AND c.event = '' AND c.ended_at_ms >= ?1), "
-          "(SELECT total(c.bytes_upstream_to_client) FROM connection_log c WHERE c.account = "
-          "n.account AND c.event = '' AND c.ended_at_ms >= ?1), "
-          "(SELECT count(DISTINCT c.client_address) FROM connection_log c WHERE c.account = "
-          "n.account AND c.event = '' AND c.ended_at_ms >= ?1), "
-          "(SELECT max(c.ended_at_ms) FROM connection_log c WHERE c.account = n.account AND "
-          "c.event = '' AND c.ended_at_ms >= ?1), "
-          "(SELECT max(r.ended_at_ms) FROM connection_log r WHERE r.event = 'refresh_ok' AND "
-          "r.account = n.account), "
-          "(SELECT m.status FROM mail_credentials m WHERE m.email = n.account) "
-          "FROM names n ORDER BY n.account = '', n.account"));
-  IOP_TRY(stmt.bind_int64(1, since_ms.value_or(std::numeric_limits<std::int64_t>::min())));
-  std::vector<AccountActivity> out;
-  for (;;) {
-    IOP_TRY_ASSIGN(auto step, stmt.step());
-    if (step == Statement::Step::done) {
-      break;
-    }
-    AccountActivity a;
-    a.account = stmt.column_text(0);
-    a.connections = stmt.column_int64(1);
-    a.failures = stmt.column_int64(2);
-    a.bytes_client_to_upstream = stmt.column_int64(3);  // total() is a REAL; exact below 2^53
-    a.bytes_upstream_to_client = stmt.column_int64(4);
-    a.distinct_clients = stmt.column_int64(5);
-    a.last_seen_ms = stmt.column_int64(6);
-    a.last_refresh_ms = stmt.column_int64(7);  // NULL reads as 0
-    a.status = stmt.column_text(8);
+  IOP_TRY_ASSIGN(auto out, impl_->rows->summarize(since_ms));
+  for (AccountActivity& a : out) {
     if (a.status.empty() && !a.account.empty()) {
       a.status = "removed";
     }
-    out.push_back(std::move(a));
   }
   return out;
 }
@@ -846,25 +644,25 @@ Result<VerifyReport> AuditLog::Impl::verify_locked(const std::optional<AuditAnch
   IOP_TRY_ASSIGN(const Secret* chain_key, need_key("verifying the connection log"));
   // A malformed mark is a finding, not an I/O error.
   auto mark = [&](std::string_view name) -> Result<std::optional<Mark>> {
-    auto m = read_mark(db, name);
+    auto m = read_mark(*rows, name);
     if (!m && m.error().code != Errc::credentials_corrupt) {
       return std::unexpected(m.error());
     }
     return m ? std::move(*m) : std::optional<Mark>(Mark{-1, "", ""});
   };
-  IOP_TRY_ASSIGN(const std::int64_t rows, count_rows(db));
+  IOP_TRY_ASSIGN(const std::int64_t total, rows->count());
   IOP_TRY_ASSIGN(auto head, mark(head_key));
   IOP_TRY_ASSIGN(auto base, mark(base_key));
   IOP_TRY_ASSIGN(auto boundary, mark(boundary_key));
   // A log from before keying that no writer has opened since: its key check predates v3, its
   // head is plain and there is no boundary. Checked as the plain chain it is, up to its head.
-  IOP_TRY_ASSIGN(const KeyCheck check, read_key_check(db, *master));
+  IOP_TRY_ASSIGN(const KeyCheck check, rows->read_key_check(*master));
   // Only a sealed v1/v2 check vouches for that: a missing one (deleted) vouches for nothing.
   const bool unkeyed_log = (check == KeyCheck::v1 || check == KeyCheck::v2) && head &&
                            head->id >= 0 && head->id < std::numeric_limits<std::int64_t>::max() &&
                            head->mac.empty() && !boundary && !base;
-  if (check == KeyCheck::absent && (head || rows > 0)) {
-    return broken(rows, 1,
+  if (check == KeyCheck::absent && (head || total > 0)) {
+    return broken(total, 1,
                   "the database's key check is missing (deleted) while the log has rows: nothing "
                   "vouches for them any more");
   }
@@ -874,13 +672,13 @@ Result<VerifyReport> AuditLog::Impl::verify_locked(const std::optional<AuditAnch
   for (const auto& [name, m] : {std::pair{base_key, &base}, std::pair{boundary_key, &boundary},
                                 std::pair{head_key, &head}}) {
     if (m->has_value() && (*m)->id < 0) {
-      return broken(rows, 1, "'" + std::string(name) + "' in meta is malformed (edited)");
+      return broken(total, 1, "'" + std::string(name) + "' in meta is malformed (edited)");
     }
     if (unkeyed_log && name != base_key) {
       continue;  // the plain head and the implied boundary carry no MAC
     }
     if (m->has_value() && !mark_verifies(*chain_key, name, **m)) {
-      return broken(rows, std::max<std::int64_t>((*m)->id, 1),
+      return broken(total, std::max<std::int64_t>((*m)->id, 1),
                     "'" + std::string(name) + "' in meta " +
                         ((*m)->mac.empty() ? "has no MAC (rewritten without the master key)"
                                            : "does not verify (edited without the master key)"));
@@ -893,61 +691,66 @@ Result<VerifyReport> AuditLog::Impl::verify_locked(const std::optional<AuditAnch
   if (anchor && base && anchor->id == base->id) {
     anchored_hash = base->hash;
   }
-  IOP_TRY_ASSIGN(auto stmt, db.prepare(std::string(select_columns) + " ORDER BY id"));
-  for (;;) {
-    IOP_TRY_ASSIGN(auto step, stmt.step());
-    if (step == Statement::Step::done) {
-      break;
-    }
-    const StoredRow r = read_row(stmt);
+  std::optional<VerifyReport> finding;
+  IOP_TRY(rows->scan([&](const LogRow& r) -> Result<bool> {
+    const auto stop = [&finding](VerifyReport report) {
+      finding = std::move(report);
+      return false;
+    };
     if (r.id != expected_id) {
       if (r.id < expected_id) {
-        return broken(rows, r.id,
-                      "the row is older than where the chain starts after retention (row " +
-                          std::to_string(expected_id) + "): inserted, or the base was edited");
+        return stop(broken(total, r.id,
+                           "the row is older than where the chain starts after retention (row " +
+                               std::to_string(expected_id) +
+                               "): inserted, or the base was edited"));
       }
       const std::string missing =
           r.id - 1 == expected_id
               ? "row " + std::to_string(expected_id) + " is"
               : "rows " + std::to_string(expected_id) + " to " + std::to_string(r.id - 1) + " are";
-      return broken(
-          rows, expected_id,
-          missing + " missing (deleted); the log continues at row " + std::to_string(r.id));
+      return stop(
+          broken(total, expected_id,
+                 missing + " missing (deleted); the log continues at row " + std::to_string(r.id)));
     }
     if (r.prev_hash != expected_prev) {
-      return broken(rows, r.id,
-                    r.id == 1 ? "its prev_hash is not the genesis value (rows replaced)"
-                              : "its prev_hash does not match the hash of row " +
-                                    std::to_string(r.id - 1) +
-                                    " (rows reordered, replaced or renumbered)");
+      return stop(broken(total, r.id,
+                         r.id == 1 ? "its prev_hash is not the genesis value (rows replaced)"
+                                   : "its prev_hash does not match the hash of row " +
+                                         std::to_string(r.id - 1) +
+                                         " (rows reordered, replaced or renumbered)"));
     }
     if (boundary && r.id == boundary->id && r.prev_hash != boundary->hash) {
-      return broken(rows, r.id, "the first keyed row does not follow the unkeyed rows it sealed");
+      return stop(
+          broken(total, r.id, "the first keyed row does not follow the unkeyed rows it sealed"));
     }
     const bool plain = boundary && r.id < boundary->id;
     if (plain && !r.event.empty()) {
       // The plain encoding predates the column and does not cover it.
-      return broken(rows, r.id, "an event was set on a row from before the chain was keyed");
+      return stop(broken(total, r.id, "an event was set on a row from before the chain was keyed"));
     }
     const std::string computed = plain ? legacy_row_hash(r) : keyed_row_hash(*chain_key, r);
     if (!mac_equal(computed, r.hash)) {
-      return broken(rows, r.id,
-                    plain ? "its contents do not match its hash (row edited)"
-                          : "its contents do not match its MAC (row edited, or rewritten "
-                            "without the key)");
+      return stop(broken(total, r.id,
+                         plain ? "its contents do not match its hash (row edited)"
+                               : "its contents do not match its MAC (row edited, or rewritten "
+                                 "without the key)"));
     }
     if (anchor && r.id == anchor->id) {
       anchored_hash = r.hash;
     }
     expected_prev = r.hash;
     ++expected_id;
+    return true;
+  }));
+  if (finding) {
+    return std::move(*finding);
   }
 
   // The chain of the rows present is sound; the head says whether rows are missing at the end
   // or were added by someone other than AuditLog.
   const std::int64_t last = expected_id - 1;
   if (!head) {
-    if (rows == 0 && !base) {
+    if (total == 0 && !base) {
       VerifyReport report;
       report.head_hash = audit_genesis_hash();
       if (anchor && anchor->id > 0) {
@@ -957,7 +760,7 @@ Result<VerifyReport> AuditLog::Impl::verify_locked(const std::optional<AuditAnch
       }
       return report;
     }
-    return broken(rows, std::max<std::int64_t>(last, 1),
+    return broken(total, std::max<std::int64_t>(last, 1),
                   "the log head in meta ('connection_log_head') is missing (deleted), or the "
                   "rows were written outside the audit log");
   }
@@ -965,23 +768,23 @@ Result<VerifyReport> AuditLog::Impl::verify_locked(const std::optional<AuditAnch
     const std::string missing = head->id == last + 1 ? "row " + std::to_string(last + 1) + " is"
                                                      : "rows " + std::to_string(last + 1) + " to " +
                                                            std::to_string(head->id) + " are";
-    return broken(rows, last + 1,
+    return broken(total, last + 1,
                   missing + " missing (deleted at the end): the log head records row " +
                       std::to_string(head->id));
   }
   if (head->id < last) {
-    return broken(rows, head->id + 1,
+    return broken(total, head->id + 1,
                   "the row was added outside the audit log: the log head ends at row " +
                       std::to_string(head->id));
   }
   if (head->hash != expected_prev) {
-    return broken(rows, std::max<std::int64_t>(last, 1),
+    return broken(total, std::max<std::int64_t>(last, 1),
                   "the hash of the last row differs from the log head (rewritten)");
   }
   if (anchor) {
     const std::int64_t first = base ? base->id + 1 : 1;
     if (anchor->id > last) {
-      return broken(rows, last + 1,
+      return broken(total, last + 1,
                     "the log ends at row " + std::to_string(last) + " but the anchor names row " +
                         std::to_string(anchor->id) + ": rows were cut off the end");
     }
@@ -993,14 +796,14 @@ Result<VerifyReport> AuditLog::Impl::verify_locked(const std::optional<AuditAnch
                       std::to_string(first) + "); keep a newer head ([audit] keep_days)");
     }
     if (!mac_equal(*anchored_hash, anchor->hash)) {
-      return broken(rows, anchor->id,
+      return broken(total, anchor->id,
                     "row " + std::to_string(anchor->id) +
                         " differs from the anchor: the log was rewritten from there on (or the "
                         "tail cut and re-grown)");
     }
   }
   VerifyReport report;
-  report.rows = rows;
+  report.rows = total;
   report.head_id = last;
   report.head_hash = expected_prev;
   report.first_id = base ? base->id + 1 : 1;
@@ -1010,17 +813,17 @@ Result<VerifyReport> AuditLog::Impl::verify_locked(const std::optional<AuditAnch
 
 Result<VerifyReport> AuditLog::verify(std::optional<AuditAnchor> anchor) {
   std::lock_guard lock(impl_->mu);
-  // One read transaction: the marks and the rows come from the same snapshot even while a proxy
-  // appends (WAL readers do not block the writer).
-  IOP_TRY_ASSIGN(auto tx, Transaction::begin(impl_->db, "BEGIN DEFERRED"));
+  // One read transaction: the marks and the rows come from the same snapshot even while proxies
+  // append.
+  IOP_TRY_ASSIGN(auto tx, impl_->rows->begin_snapshot());
   IOP_TRY_ASSIGN(auto report, impl_->verify_locked(anchor));
-  IOP_TRY(tx.commit());
+  IOP_TRY(tx->commit());
   return report;
 }
 
 Result<PruneReport> AuditLog::prune(std::int64_t cutoff_ms, std::int64_t now_ms) {
   std::lock_guard lock(impl_->mu);
-  Database& db = impl_->db;
+  LogRows& rows = *impl_->rows;
   IOP_TRY_ASSIGN(const Secret* chain_key, impl_->need_key("pruning the connection log"));
   // The whole chain is verified in a read transaction: in the write transaction it would hold
   // the file's write lock for as long as it takes to MAC every row, and the credentials store's
@@ -1029,28 +832,24 @@ Result<PruneReport> AuditLog::prune(std::int64_t cutoff_ms, std::int64_t now_ms)
   std::string last_old_hash;
   VerifyReport check;
   {
-    IOP_TRY_ASSIGN(auto read, Transaction::begin(db, "BEGIN DEFERRED"));
+    IOP_TRY_ASSIGN(auto read, rows.begin_snapshot());
     IOP_TRY_ASSIGN(check, impl_->verify_locked(std::nullopt));
     if (!check.intact) {
       return fail(Errc::credentials_corrupt,
-                  "database " + db.path() +
-                      ": not pruning the connection log: it does not verify (row " +
+                  rows.where() + ": not pruning the connection log: it does not verify (row " +
                       std::to_string(check.broken_at) + ": " + check.reason +
                       "); run 'imap-oauth2-proxy audit --verify'");
     }
     // The longest prefix of rows that all ended before the cut-off.
-    IOP_TRY_ASSIGN(auto stmt,
-                   db.prepare("SELECT id, ended_at_ms, hash FROM connection_log ORDER BY id"));
-    for (;;) {
-      IOP_TRY_ASSIGN(auto step, stmt.step());
-      if (step == Statement::Step::done || stmt.column_int64(1) >= cutoff_ms) {
-        break;
+    IOP_TRY(rows.scan([&](const LogRow& r) -> Result<bool> {
+      if (r.ended_at_ms >= cutoff_ms) {
+        return false;
       }
-      last_old = stmt.column_int64(0);
-      last_old_hash = stmt.column_text(2);
-    }
-    stmt.reset();
-    IOP_TRY(read.commit());
+      last_old = r.id;
+      last_old_hash = r.hash;
+      return true;
+    }));
+    IOP_TRY(read->commit());
   }
   PruneReport report;
   report.first_kept = check.first_id;
@@ -1060,29 +859,22 @@ Result<PruneReport> AuditLog::prune(std::int64_t cutoff_ms, std::int64_t now_ms)
   // The write: only what was verified goes. Rows are append-only, so the prefix can only have
   // changed by an edit in between; the row that becomes the base must still hold the hash that
   // verified, or nothing is deleted.
-  IOP_TRY_ASSIGN(auto tx, Transaction::begin(db));
+  IOP_TRY_ASSIGN(auto tx, rows.begin_append());
   {
-    IOP_TRY_ASSIGN(auto stmt, db.prepare("SELECT hash, (SELECT min(id) FROM connection_log) "
-                                         "FROM connection_log WHERE id = ?1"));
-    IOP_TRY(stmt.bind_int64(1, last_old));
-    IOP_TRY_ASSIGN(auto step, stmt.step());
-    if (step != Statement::Step::row || stmt.column_text(0) != last_old_hash ||
-        stmt.column_int64(1) != check.first_id) {
+    IOP_TRY_ASSIGN(const auto base_row, rows.row(last_old));
+    IOP_TRY_ASSIGN(const std::int64_t first, rows.min_id());
+    if (!base_row || base_row->hash != last_old_hash || first != check.first_id) {
       return fail(Errc::credentials_corrupt,
-                  "database " + db.path() +
+                  rows.where() +
                       ": the connection log changed while it was being pruned: run "
                       "'imap-oauth2-proxy audit --verify'");
     }
   }
-  IOP_TRY(db.exec("DROP TRIGGER IF EXISTS connection_log_no_delete"));
-  IOP_TRY_ASSIGN(auto del, db.prepare("DELETE FROM connection_log WHERE id <= ?1"));
-  IOP_TRY(del.bind_int64(1, last_old));
-  IOP_TRY(del.step());
-  IOP_TRY(db.exec(std::string(no_delete_trigger)));
-  IOP_TRY(write_meta(db, base_key, format_mark(*chain_key, base_key, last_old, last_old_hash)));
-  IOP_TRY_ASSIGN(auto boundary, read_mark(db, boundary_key));
+  IOP_TRY(rows.delete_through(last_old));
+  IOP_TRY(rows.write_meta(base_key, format_mark(*chain_key, base_key, last_old, last_old_hash)));
+  IOP_TRY_ASSIGN(auto boundary, read_mark(rows, boundary_key));
   if (boundary && boundary->id <= last_old + 1) {
-    IOP_TRY(delete_meta(db, boundary_key));  // no unkeyed row is left
+    IOP_TRY(rows.delete_meta(boundary_key));  // no unkeyed row is left
   }
   report.deleted = last_old - check.first_id + 1;
   report.first_kept = last_old + 1;
@@ -1093,7 +885,7 @@ Result<PruneReport> AuditLog::prune(std::int64_t cutoff_ms, std::int64_t now_ms)
           std::to_string(last_old + 1),
       now_ms);
   IOP_TRY(impl_->append_locked(std::span<const ConnectionRecord>(&row, 1)));
-  IOP_TRY(tx.commit());
+  IOP_TRY(tx->commit());
   return report;
 }
 

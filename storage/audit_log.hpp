@@ -30,6 +30,11 @@
 // again, only reported. What stays possible with write access but no key: putting back the
 // whole file, or its key check, from a copy taken before keying (an anchored head detects it).
 //
+// Several instances (issue #10): on PostgreSQL every instance appends to the same chain. An
+// append holds a transaction advisory lock from reading the head to moving it, so concurrent
+// batches from different instances queue and chain one after the other: ids stay consecutive,
+// no row is lost or written twice, and one verify() covers every instance's connections.
+//
 // Durability: the audit connection commits with synchronous=NORMAL (one writer thread, batched
 // rows, no fsync each): a process crash loses nothing committed, a power failure may roll back
 // the last rows, always together with the head, so the chain stays intact. The credentials
@@ -185,13 +190,24 @@ class AuditLog {
   // storage_unavailable.
   static Result<std::unique_ptr<AuditLog>> open(const std::filesystem::path& path,
                                                 const MasterKey& master_key);
+  // The same on `database`: an SQLite path, or a postgresql:// URL (storage/postgres.hpp) whose
+  // log every proxy instance appends to as one chain; `database_password` as for
+  // CredentialsStore::open (empty for an SQLite file).
+  static Result<std::unique_ptr<AuditLog>> open(std::string_view database,
+                                                const Secret& database_password,
+                                                const MasterKey& master_key);
   // For verify(): checks the key against the file's key check and writes nothing, not even the
   // keying of a log from before (verify() reports such a log's plain rows as not keyed yet).
   static Result<std::unique_ptr<AuditLog>> open_for_verifying(const std::filesystem::path& path,
                                                               const MasterKey& master_key);
+  static Result<std::unique_ptr<AuditLog>> open_for_verifying(std::string_view database,
+                                                              const Secret& database_password,
+                                                              const MasterKey& master_key);
   // For reading only (query, summary): no key is needed, since the log holds no secrets.
   // append, prune and verify fail with Errc::key_error naming what is missing.
   static Result<std::unique_ptr<AuditLog>> open_for_reading(const std::filesystem::path& path);
+  static Result<std::unique_ptr<AuditLog>> open_for_reading(std::string_view database,
+                                                            const Secret& database_password);
   ~AuditLog();
   AuditLog(const AuditLog&) = delete;
   AuditLog& operator=(const AuditLog&) = delete;
@@ -232,6 +248,18 @@ class AuditLog {
   explicit AuditLog(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
+
+// `migrate --to` (issue #10): whether the connection log in the SQLite file `from` can be copied
+// into the PostgreSQL database `to`: it verifies (a log from before keying is keyed first, as
+// any open does), and the target's log is empty. Errc::credentials_corrupt: the source does not
+// verify; Errc::already_exists: the target has a log. Writes nothing to the target.
+Result<void> check_connection_log_copy(const std::filesystem::path& from, std::string_view to,
+                                       const Secret& to_password, const MasterKey& key);
+
+// Copies every row and the chain's marks as stored, in one transaction, then verifies the copy:
+// it must verify exactly as the source did (rows, first row, head). Returns the copy's report.
+Result<VerifyReport> copy_connection_log(const std::filesystem::path& from, std::string_view to,
+                                         const Secret& to_password, const MasterKey& key);
 
 // The key the chain's MACs use: derive_key(master_key, "imap-oauth2-proxy connection_log chain").
 Secret audit_chain_key(const MasterKey& master_key);

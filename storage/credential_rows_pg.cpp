@@ -24,11 +24,6 @@ constexpr std::string_view select_rows =
     "created_at, updated_at, provider, tenant, client_id, client_secret, client_certificate, "
     "signed_in_as, row_mac FROM mail_credentials";
 
-// Taken by read_key_check: two instances opening a new database at once must not both find no
-// key check and write one each (with two different keys, one would win silently). The ASCII of
-// "iop-keyc".
-constexpr std::int64_t key_check_lock = 0x696f702d6b657963;
-
 StoredRow read_row(const Rows& rows, int i) {
   StoredRow r;
   r.email = rows.text(i, 0);
@@ -146,11 +141,9 @@ class PgTransaction final : public RowsTransaction {
 
 class PgRows final : public CredentialRows {
  public:
-  PgRows(pg::Target target, Secret password, Connection conn)
-      : target_(std::move(target)),
-        password_(std::move(password)),
-        conn_(std::move(conn)),
-        locks_(std::make_shared<LockConnections>(target_, password_)) {}
+  PgRows(const pg::Target& target, const Secret& password, Connection conn)
+      : session_(target, password, std::move(conn)),
+        locks_(std::make_shared<LockConnections>(target, password)) {}
 
   Result<RefreshLockAttempt> try_refresh_lock(std::string_view email) override {
     const std::string sql = "SELECT pg_try_advisory_lock(hashtextextended($1, 0))";
@@ -159,7 +152,7 @@ class PgRows final : public CredentialRows {
     if (!attempt && !conn.healthy()) {
       // A pooled connection the server dropped (a restart) looks healthy until used: once more
       // on a new one, or every first refresh after a restart would go without the lock.
-      IOP_TRY_ASSIGN(conn, Connection::open(target_, password_));
+      IOP_TRY_ASSIGN(conn, Connection::open(session_.target(), session_.password()));
       attempt = conn.exec(sql, {Param::text(lock_name(email))});
     }
     IOP_TRY_ASSIGN(const Rows got, std::move(attempt));
@@ -175,35 +168,27 @@ class PgRows final : public CredentialRows {
   }
 
   Result<std::unique_ptr<RowsTransaction>> begin_write() override {
-    IOP_TRY_ASSIGN(Connection * conn, connection());
-    auto begun = conn->run("BEGIN");
-    if (!begun && !conn->healthy()) {
-      // The connection was lost since its last use (a restart): BEGIN did nothing, so it is
-      // safe to send again on a new one. Without this the first write after a restart (a
-      // refreshed token) would fail and wait in memory.
-      IOP_TRY_ASSIGN(conn, connection());
-      begun = conn->run("BEGIN");
-    }
-    IOP_TRY(begun);
-    in_transaction_ = true;
+    // Without the retry in Session::begin the first write after a restart (a refreshed token)
+    // would fail and wait in memory.
+    IOP_TRY(session_.begin());
     return std::make_unique<PgTransaction>(*this);
   }
 
-  [[nodiscard]] bool connected() const override { return conn_.healthy(); }
+  [[nodiscard]] bool connected() const override { return session_.healthy(); }
 
   Result<std::optional<StoredRow>> load_row(std::string_view email, bool for_update) override {
-    const bool lock = for_update && in_transaction_;
+    const bool lock = for_update && session_.in_transaction();
     if (lock) {
       // FOR UPDATE locks nothing when the row does not exist yet: two adds of one new account
       // would both INSERT, and one fail on the key. A transaction lock on the email serializes
       // them as SQLite's BEGIN IMMEDIATE does (the second then updates).
-      IOP_TRY_ASSIGN(Connection * conn, connection());
+      IOP_TRY_ASSIGN(Connection * conn, session_.get());
       IOP_TRY(conn->exec("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
                          {Param::text("imap-oauth2-proxy row " + std::string(email))}));
     }
     const std::string sql =
         std::string(select_rows) + " WHERE email = $1" + (lock ? " FOR UPDATE" : "");
-    IOP_TRY_ASSIGN(const Rows rows, read(sql, {Param::text(email)}));
+    IOP_TRY_ASSIGN(const Rows rows, session_.read(sql, {Param::text(email)}));
     if (rows.size() == 0) {
       return std::nullopt;
     }
@@ -211,7 +196,8 @@ class PgRows final : public CredentialRows {
   }
 
   Result<std::vector<StoredRow>> load_rows() override {
-    IOP_TRY_ASSIGN(const Rows rows, read(std::string(select_rows) + " ORDER BY email", {}));
+    IOP_TRY_ASSIGN(const Rows rows,
+                   session_.read(std::string(select_rows) + " ORDER BY email", {}));
     std::vector<StoredRow> out;
     out.reserve(static_cast<std::size_t>(rows.size()));
     for (int i = 0; i < rows.size(); ++i) {
@@ -234,7 +220,7 @@ class PgRows final : public CredentialRows {
                  "client_id, client_secret, client_certificate, signed_in_as, row_mac) VALUES "
                  "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, "
                  "$18, $19, $20, $21)";
-    IOP_TRY_ASSIGN(Connection * conn, connection());
+    IOP_TRY_ASSIGN(Connection * conn, session_.get());
     IOP_TRY_ASSIGN(const Rows done,
                    conn->exec(sql, {Param::text(row.email),
                                     Param::integer(row.use_oauth ? 1 : 0),
@@ -265,23 +251,23 @@ class PgRows final : public CredentialRows {
   }
 
   Result<void> set_row_mac(std::string_view email, std::string_view mac) override {
-    IOP_TRY_ASSIGN(Connection * conn, connection());
+    IOP_TRY_ASSIGN(Connection * conn, session_.get());
     IOP_TRY(conn->exec("UPDATE mail_credentials SET row_mac = $2 WHERE email = $1",
                        {Param::text(email), Param::bytes(mac)}));
     return {};
   }
 
   Result<bool> remove(std::string_view email) override {
-    IOP_TRY_ASSIGN(Connection * conn, connection());
+    IOP_TRY_ASSIGN(Connection * conn, session_.get());
     IOP_TRY_ASSIGN(const Rows done, conn->exec("DELETE FROM mail_credentials WHERE email = $1",
                                                {Param::text(email)}));
     return done.affected() > 0;
   }
 
   Result<KeyCheck> read_key_check(const MasterKey& key) override {
-    IOP_TRY_ASSIGN(Connection * conn, connection());
-    if (in_transaction_) {
-      IOP_TRY(conn->exec("SELECT pg_advisory_xact_lock($1)", {Param::integer(key_check_lock)}));
+    IOP_TRY_ASSIGN(Connection * conn, session_.get());
+    if (session_.in_transaction()) {
+      IOP_TRY(conn->exec("SELECT pg_advisory_xact_lock($1)", {Param::integer(pg_key_check_lock)}));
     }
     IOP_TRY_ASSIGN(const Rows rows, conn->exec("SELECT value FROM meta WHERE key = $1",
                                                {Param::text(key_check_name)}));
@@ -289,12 +275,12 @@ class PgRows final : public CredentialRows {
     if (rows.size() > 0) {
       sealed = rows.bytes(0, 0);
     }
-    return decode_key_check(sealed, key, target_.shown);
+    return decode_key_check(sealed, key, session_.target().shown);
   }
 
   Result<void> write_key_check(const MasterKey& key, KeyCheck version) override {
     IOP_TRY_ASSIGN(const std::string sealed, encode_key_check(key, version));
-    IOP_TRY_ASSIGN(Connection * conn, connection());
+    IOP_TRY_ASSIGN(Connection * conn, session_.get());
     IOP_TRY(
         conn->exec("INSERT INTO meta (key, value) VALUES ($1, $2) "
                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -303,58 +289,10 @@ class PgRows final : public CredentialRows {
   }
 
   // For PgTransaction.
-  Result<void> end(bool commit) {
-    in_transaction_ = false;
-    if (!commit) {
-      if (conn_.healthy()) {
-        (void)conn_.run("ROLLBACK");
-      }
-      return {};
-    }
-    return pg::commit(conn_);
-  }
+  Result<void> end(bool commit) { return session_.end(commit); }
 
  private:
-  // The connection, opened again first when the last one was lost (the server restarted). Not
-  // inside a transaction: what it did is gone with the connection, so the caller's error stands.
-  //
-  // After a failed attempt the next waits a second: while the server is down every call fails at
-  // once instead of each paying a connect (up to its 5 s timeout when packets are dropped).
-  Result<Connection*> connection() {
-    if (!conn_.healthy() && !in_transaction_) {
-      const auto now = std::chrono::steady_clock::now();
-      if (now < retry_at_) {
-        return fail(Errc::storage_unavailable,
-                    "PostgreSQL " + target_.shown +
-                        ": no connection (the last attempt failed less than a second ago)");
-      }
-      auto reopened = Connection::open(target_, password_);
-      if (!reopened) {
-        retry_at_ = now + std::chrono::seconds(1);
-        return std::unexpected(reopened.error());
-      }
-      conn_ = std::move(*reopened);
-    }
-    return &conn_;
-  }
-
-  // A read outside a transaction is retried once on a new connection when the old one turned
-  // out lost: a server restart between two logins costs the second nothing.
-  Result<Rows> read(const std::string& sql, std::initializer_list<Param> params) {
-    IOP_TRY_ASSIGN(Connection * conn, connection());
-    auto rows = conn->exec(sql, params);
-    if (rows || in_transaction_ || conn->healthy()) {
-      return rows;
-    }
-    IOP_TRY_ASSIGN(conn, connection());
-    return conn->exec(sql, params);
-  }
-
-  pg::Target target_;
-  Secret password_;
-  Connection conn_;
-  bool in_transaction_ = false;
-  std::chrono::steady_clock::time_point retry_at_;  // no reconnect attempt before this
+  pg::Session session_;
   std::shared_ptr<LockConnections> locks_;
 };
 
@@ -371,7 +309,7 @@ Result<void> PgTransaction::commit() { return std::exchange(rows_, nullptr)->end
 Result<std::unique_ptr<CredentialRows>> open_pg_rows(std::string_view url, Secret password) {
   IOP_TRY_ASSIGN(auto target, pg::parse_url(url));
   IOP_TRY_ASSIGN(auto conn, open_pg_database(target, password));
-  return std::make_unique<PgRows>(std::move(target), std::move(password), std::move(conn));
+  return std::make_unique<PgRows>(target, password, std::move(conn));
 }
 
 }  // namespace iop::storage

@@ -14,6 +14,11 @@
 
 namespace iop::storage {
 
+// The advisory lock taken (inside a transaction) before reading the key check in meta: two
+// instances opening a new database at once must not both find no key check and write one each
+// (with two different keys, one would win silently). The ASCII of "iop-keyc".
+inline constexpr std::int64_t pg_key_check_lock = 0x696f702d6b657963;
+
 // The number of PostgreSQL migration steps; equal to current_schema_version() (a test checks).
 std::int64_t pg_schema_steps();
 

@@ -184,7 +184,7 @@ Error Connection::error(std::string_view what, pg_result* result) const {
   return Error{Errc::storage_unavailable, std::move(text)};
 }
 
-Result<Rows> Connection::exec(std::string_view sql, std::initializer_list<Param> params) {
+Result<Rows> Connection::exec(std::string_view sql, std::span<const Param> params) {
   std::vector<const char*> values;
   std::vector<int> lengths;
   std::vector<int> formats;
@@ -217,6 +217,57 @@ Result<void> Connection::run(std::string_view script) {
 }
 
 bool Connection::healthy() const { return PQstatus(conn_.get()) == CONNECTION_OK; }
+
+Result<Connection*> Session::get() {
+  if (!conn_.healthy() && !in_transaction_) {
+    const auto now = std::chrono::steady_clock::now();
+    if (now < retry_at_) {
+      return fail(Errc::storage_unavailable,
+                  "PostgreSQL " + target_.shown +
+                      ": no connection (the last attempt failed less than a second ago)");
+    }
+    auto reopened = Connection::open(target_, password_);
+    if (!reopened) {
+      retry_at_ = now + std::chrono::seconds(1);
+      return std::unexpected(reopened.error());
+    }
+    conn_ = std::move(*reopened);
+  }
+  return &conn_;
+}
+
+Result<Rows> Session::read(std::string_view sql, std::span<const Param> params) {
+  IOP_TRY_ASSIGN(Connection * conn, get());
+  auto rows = conn->exec(sql, params);
+  if (rows || in_transaction_ || conn->healthy()) {
+    return rows;
+  }
+  IOP_TRY_ASSIGN(conn, get());
+  return conn->exec(sql, params);
+}
+
+Result<void> Session::begin(std::string_view begin) {
+  IOP_TRY_ASSIGN(Connection * conn, get());
+  auto begun = conn->run(begin);
+  if (!begun && !conn->healthy()) {
+    IOP_TRY_ASSIGN(conn, get());
+    begun = conn->run(begin);
+  }
+  IOP_TRY(begun);
+  in_transaction_ = true;
+  return {};
+}
+
+Result<void> Session::end(bool commit_it) {
+  in_transaction_ = false;
+  if (!commit_it) {
+    if (conn_.healthy()) {
+      (void)conn_.run("ROLLBACK");
+    }
+    return {};
+  }
+  return commit(conn_);
+}
 
 Result<Transaction> Transaction::begin(Connection& conn, std::string_view begin) {
   IOP_TRY(conn.run(begin));

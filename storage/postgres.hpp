@@ -10,9 +10,11 @@
 // process listings and messages). They come from `[storage] password_file`, or from libpq's own
 // PGPASSFILE / ~/.pgpass, which it reads itself.
 
+#include <chrono>
 #include <cstdint>
 #include <initializer_list>
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -84,7 +86,10 @@ class Connection {
   static Result<Connection> open(const Target& target, const Secret& password);
 
   // Runs one statement with `params` ($1, $2, ...).
-  Result<Rows> exec(std::string_view sql, std::initializer_list<Param> params = {});
+  Result<Rows> exec(std::string_view sql, std::span<const Param> params);
+  Result<Rows> exec(std::string_view sql, std::initializer_list<Param> params = {}) {
+    return exec(sql, std::span<const Param>(params.begin(), params.size()));
+  }
 
   // Runs `script`, which may hold several statements and takes no parameters (schema steps,
   // BEGIN/COMMIT). Rows produced are discarded.
@@ -104,6 +109,46 @@ class Connection {
 
   std::unique_ptr<pg_conn, Finish> conn_;
   std::string shown_;
+};
+
+// One connection that opens itself again after it was lost (a server restart), for an owner that
+// keeps one connection for a long time (the credentials rows, the connection log).
+//
+// After a failed attempt the next waits a second: while the server is down every call fails at
+// once instead of each paying a connect (up to its 5 s timeout when packets are dropped). Inside
+// a transaction nothing is reopened: what the transaction did is gone with the connection, so
+// the caller's error stands. Not thread-safe, like Connection.
+class Session {
+ public:
+  Session(Target target, Secret password, Connection conn)
+      : target_(std::move(target)), password_(std::move(password)), conn_(std::move(conn)) {}
+
+  // The connection, opened again first when it was lost (outside a transaction).
+  Result<Connection*> get();
+  // A statement outside a transaction, sent once more on a new connection when the old one
+  // turned out lost: a server restart between two logins costs the second nothing. Inside a
+  // transaction, exactly get()->exec().
+  Result<Rows> read(std::string_view sql, std::span<const Param> params);
+  Result<Rows> read(std::string_view sql, std::initializer_list<Param> params = {}) {
+    return read(sql, std::span<const Param>(params.begin(), params.size()));
+  }
+  // BEGIN (or `begin`), sent once more on a new connection when the old one was lost since its
+  // last use: BEGIN did nothing, so it is safe to repeat. Marks the session in a transaction.
+  Result<void> begin(std::string_view begin = "BEGIN");
+  // COMMIT (checked, see commit()) or ROLLBACK; ends the transaction either way.
+  Result<void> end(bool commit);
+
+  [[nodiscard]] bool in_transaction() const { return in_transaction_; }
+  [[nodiscard]] bool healthy() const { return conn_.healthy(); }
+  [[nodiscard]] const Target& target() const { return target_; }
+  [[nodiscard]] const Secret& password() const { return password_; }
+
+ private:
+  Target target_;
+  Secret password_;
+  Connection conn_;
+  bool in_transaction_ = false;
+  std::chrono::steady_clock::time_point retry_at_;  // no reconnect attempt before this
 };
 
 // COMMIT, checked: a transaction in which a statement failed "commits" as a ROLLBACK, which is

@@ -95,7 +95,8 @@ password_file = "secrets/pgpassword"
   EXPECT_EQ(pg.storage.database.native(),
             "postgresql://mail@db.example.org/credentials?sslmode=verify-full");
   EXPECT_EQ(pg.storage.password_file, "/base/secrets/pgpassword");
-  EXPECT_EQ(pg.storage.connection_log, "/base/data/connection-log.db");
+  // The log is in the database, one chain for every instance.
+  EXPECT_EQ(pg.storage.connection_log, pg.storage.database);
   const auto own_log = parse_config(
       "[storage]\ndatabase = \"postgres://h/db\"\nconnection_log = \"/var/log/iop.db\"\n", "/base");
   ASSERT_TRUE(own_log.has_value()) << own_log.error().message;

@@ -1,0 +1,97 @@
+// copy_connection_log (storage/audit_log.hpp): `migrate --to`, the connection log's part.
+
+#include <string>
+
+#include "storage/audit_log.hpp"
+#include "storage/log_rows.hpp"
+
+namespace iop::storage {
+
+namespace {
+
+// The meta marks of the chain (audit_log.cpp): copied as they are, with the rows, so the copy's
+// MACs and marks verify exactly as the source's did (they cover names and fields, not where the
+// log is stored).
+constexpr std::string_view marks[] = {"connection_log_head", "connection_log_base",
+                                      "connection_log_keyed_from"};
+
+bool same_report(const VerifyReport& a, const VerifyReport& b) {
+  return a.intact == b.intact && a.rows == b.rows && a.head_id == b.head_id &&
+         a.head_hash == b.head_hash && a.first_id == b.first_id && a.unkeyed_rows == b.unkeyed_rows;
+}
+
+}  // namespace
+
+Result<void> check_connection_log_copy(const std::filesystem::path& from, std::string_view to,
+                                       const Secret& to_password, const MasterKey& key) {
+  {
+    // Opened for writing first: a log from before keying is keyed now, as any open would.
+    IOP_TRY_ASSIGN(auto source, AuditLog::open(from, key));
+    IOP_TRY_ASSIGN(const auto report, source->verify());
+    if (!report.intact) {
+      return fail(Errc::credentials_corrupt,
+                  "the connection log in " + from.string() + " does not verify (row " +
+                      std::to_string(report.broken_at) + ": " + report.reason +
+                      "): nothing was copied; run 'imap-oauth2-proxy audit --verify', or keep "
+                      "the log where it is with [storage] connection_log");
+    }
+  }
+  IOP_TRY_ASSIGN(auto target, open_pg_log_rows(to, to_password));
+  IOP_TRY_ASSIGN(const std::int64_t rows, target->count());
+  IOP_TRY_ASSIGN(const auto head, target->read_meta(marks[0]));
+  if (rows != 0 || head) {
+    return fail(Errc::already_exists,
+                "the target database's connection log already holds " + std::to_string(rows) +
+                    " row(s): migrate copies into a database without a log (nothing was written)");
+  }
+  return {};
+}
+
+Result<VerifyReport> copy_connection_log(const std::filesystem::path& from, std::string_view to,
+                                         const Secret& to_password, const MasterKey& key) {
+  IOP_TRY(check_connection_log_copy(from, to, to_password, key));
+  IOP_TRY_ASSIGN(auto source_log, AuditLog::open_for_verifying(from, key));
+  IOP_TRY_ASSIGN(const VerifyReport before, source_log->verify());
+
+  IOP_TRY_ASSIGN(auto source, open_sqlite_log_rows(from));
+  IOP_TRY_ASSIGN(auto target, open_pg_log_rows(to, to_password));
+  {
+    // One transaction on each side: a snapshot of the source, all or nothing in the target,
+    // which holds the chain's lock so no instance appends in between.
+    IOP_TRY_ASSIGN(auto read, source->begin_snapshot());
+    IOP_TRY_ASSIGN(auto write, target->begin_append());
+    IOP_TRY_ASSIGN(const std::int64_t present, target->count());
+    if (present != 0) {
+      return fail(Errc::already_exists,
+                  "the target database's connection log gained rows "
+                  "during the copy (an instance is running on it): "
+                  "nothing was copied");
+    }
+    IOP_TRY(source->scan([&](const LogRow& row) -> Result<bool> {
+      IOP_TRY(target->insert(row));
+      return true;
+    }));
+    for (const auto name : marks) {
+      IOP_TRY_ASSIGN(const auto value, source->read_meta(name));
+      if (value) {
+        IOP_TRY(target->write_meta(name, *value));
+      }
+    }
+    IOP_TRY(write->commit());
+    IOP_TRY(read->commit());
+  }
+
+  IOP_TRY_ASSIGN(auto copied_log, AuditLog::open_for_verifying(to, to_password, key));
+  IOP_TRY_ASSIGN(const VerifyReport after, copied_log->verify());
+  if (!same_report(before, after)) {
+    return fail(Errc::internal,
+                "the copied connection log verifies differently from the source (" +
+                    (after.intact ? "head " + std::to_string(after.head_id)
+                                  : "broken at row " + std::to_string(after.broken_at) + ": " +
+                                        after.reason) +
+                    ", source head " + std::to_string(before.head_id) + ")");
+  }
+  return after;
+}
+
+}  // namespace iop::storage
