@@ -81,6 +81,12 @@ class CredentialRows {
   virtual Result<KeyCheck> read_key_check(const MasterKey& key) = 0;
   virtual Result<void> write_key_check(const MasterKey& key, KeyCheck version) = 0;
 
+  // Whether load_row(email, false) and load_rows() outside a transaction may be called from any
+  // thread without the store's mutex, even while another thread holds a write transaction (they
+  // then read what is committed, on connections of their own). PostgreSQL: yes, from a pool;
+  // SQLite: no, one connection.
+  [[nodiscard]] virtual bool concurrent_reads() const = 0;
+
   // False once the connection to a database server is lost (and not opened again yet): an
   // error now is the server's absence, not its answer.
   [[nodiscard]] virtual bool connected() const = 0;

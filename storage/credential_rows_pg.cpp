@@ -60,43 +60,6 @@ Param bytes_or_null(const std::string& value) {
   return value.empty() ? Param::null() : Param::bytes(value);
 }
 
-// Connections for refresh locks: a PostgreSQL advisory lock belongs to the connection that took
-// it, so each lock held has a connection of its own, taken from here and given back after the
-// unlock. An instance that dies loses its connections, and the server drops their locks.
-class LockConnections {
- public:
-  LockConnections(pg::Target target, Secret password)
-      : target_(std::move(target)), password_(std::move(password)) {}
-
-  Result<Connection> take() {
-    {
-      std::lock_guard lock(mu_);
-      while (!idle_.empty()) {
-        Connection conn = std::move(idle_.back());
-        idle_.pop_back();
-        if (conn.healthy()) {
-          return conn;
-        }
-      }
-    }
-    return Connection::open(target_, password_);
-  }
-
-  void give(Connection conn) {
-    std::lock_guard lock(mu_);
-    if (conn.healthy() && idle_.size() < max_idle) {
-      idle_.push_back(std::move(conn));
-    }
-  }
-
- private:
-  static constexpr std::size_t max_idle = 4;
-  pg::Target target_;
-  Secret password_;
-  std::mutex mu_;
-  std::vector<Connection> idle_;
-};
-
 // The lock's key: a 64-bit hash of the account, in its own name space (another program's
 // advisory locks on the same database use other keys; two accounts whose hashes collide only
 // refresh one after the other).
@@ -106,7 +69,7 @@ std::string lock_name(std::string_view email) {
 
 class PgRefreshLock final : public RefreshLock {
  public:
-  PgRefreshLock(std::shared_ptr<LockConnections> pool, Connection conn, std::string email)
+  PgRefreshLock(std::shared_ptr<pg::Pool> pool, Connection conn, std::string email)
       : pool_(std::move(pool)), conn_(std::move(conn)), email_(std::move(email)) {}
   PgRefreshLock(const PgRefreshLock&) = delete;
   PgRefreshLock& operator=(const PgRefreshLock&) = delete;
@@ -120,7 +83,7 @@ class PgRefreshLock final : public RefreshLock {
   }
 
  private:
-  std::shared_ptr<LockConnections> pool_;
+  std::shared_ptr<pg::Pool> pool_;
   Connection conn_;
   std::string email_;
 };
@@ -143,7 +106,8 @@ class PgRows final : public CredentialRows {
  public:
   PgRows(const pg::Target& target, const Secret& password, Connection conn)
       : session_(target, password, std::move(conn)),
-        locks_(std::make_shared<LockConnections>(target, password)) {}
+        reads_(target, password, pooled_connections),
+        locks_(std::make_shared<pg::Pool>(target, password, pooled_connections)) {}
 
   Result<RefreshLockAttempt> try_refresh_lock(std::string_view email) override {
     const std::string sql = "SELECT pg_try_advisory_lock(hashtextextended($1, 0))";
@@ -152,7 +116,7 @@ class PgRows final : public CredentialRows {
     if (!attempt && !conn.healthy()) {
       // A pooled connection the server dropped (a restart) looks healthy until used: once more
       // on a new one, or every first refresh after a restart would go without the lock.
-      IOP_TRY_ASSIGN(conn, Connection::open(session_.target(), session_.password()));
+      IOP_TRY_ASSIGN(conn, locks_->connect());
       attempt = conn.exec(sql, {Param::text(lock_name(email))});
     }
     IOP_TRY_ASSIGN(const Rows got, std::move(attempt));
@@ -174,7 +138,11 @@ class PgRows final : public CredentialRows {
     return std::make_unique<PgTransaction>(*this);
   }
 
-  [[nodiscard]] bool connected() const override { return session_.healthy(); }
+  [[nodiscard]] bool concurrent_reads() const override { return true; }
+
+  // The reads' view: logins read through the pool, so its last attempt is what tells whether
+  // the server can be reached now.
+  [[nodiscard]] bool connected() const override { return reads_.reachable(); }
 
   Result<std::optional<StoredRow>> load_row(std::string_view email, bool for_update) override {
     const bool lock = for_update && session_.in_transaction();
@@ -186,9 +154,11 @@ class PgRows final : public CredentialRows {
       IOP_TRY(conn->exec("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
                          {Param::text("imap-oauth2-proxy row " + std::string(email))}));
     }
-    const std::string sql =
-        std::string(select_rows) + " WHERE email = $1" + (lock ? " FOR UPDATE" : "");
-    IOP_TRY_ASSIGN(const Rows rows, session_.read(sql, {Param::text(email)}));
+    const std::string sql = std::string(select_rows) + " WHERE email = $1";
+    // Writes on the transaction's connection; plain reads on a pooled one, from any thread and
+    // while a write transaction is open (they see what is committed).
+    IOP_TRY_ASSIGN(const Rows rows, lock ? session_.read(sql + " FOR UPDATE", {Param::text(email)})
+                                         : reads_.read(sql, {Param::text(email)}));
     if (rows.size() == 0) {
       return std::nullopt;
     }
@@ -196,8 +166,10 @@ class PgRows final : public CredentialRows {
   }
 
   Result<std::vector<StoredRow>> load_rows() override {
+    // In a transaction (the key check's backfill) on its connection, else on a pooled one.
+    const std::string sql = std::string(select_rows) + " ORDER BY email";
     IOP_TRY_ASSIGN(const Rows rows,
-                   session_.read(std::string(select_rows) + " ORDER BY email", {}));
+                   session_.in_transaction() ? session_.read(sql) : reads_.read(sql));
     std::vector<StoredRow> out;
     out.reserve(static_cast<std::size_t>(rows.size()));
     for (int i = 0; i < rows.size(); ++i) {
@@ -292,8 +264,13 @@ class PgRows final : public CredentialRows {
   Result<void> end(bool commit) { return session_.end(commit); }
 
  private:
-  pg::Session session_;
-  std::shared_ptr<LockConnections> locks_;
+  // Reads outside a transaction (logins) and refresh locks each take a connection of their own;
+  // this many idle ones are kept.
+  static constexpr std::size_t pooled_connections = 4;
+
+  pg::Session session_;  // write transactions, under the store's mutex
+  pg::Pool reads_;
+  std::shared_ptr<pg::Pool> locks_;
 };
 
 PgTransaction::~PgTransaction() {

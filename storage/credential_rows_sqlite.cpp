@@ -179,6 +179,8 @@ class SqliteRows final : public CredentialRows {
   }
 
   // A file: nothing to lose a connection to.
+  [[nodiscard]] bool concurrent_reads() const override { return false; }
+
   [[nodiscard]] bool connected() const override { return true; }
 
   Result<RefreshLockAttempt> try_refresh_lock(std::string_view /*email*/) override {

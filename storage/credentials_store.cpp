@@ -191,6 +191,17 @@ struct CredentialsStore::Impl {
     return {};
   }
 
+  // The committed row of `email` for a reader (get, login_record): on PostgreSQL from the pool,
+  // without the store's mutex, so logins read in parallel and never wait behind a write
+  // transaction (a refresh's commit, an account command); on SQLite under the mutex.
+  Result<std::optional<StoredRow>> read_row(std::string_view email) {
+    if (rows->concurrent_reads()) {
+      return rows->load_row(email, false);
+    }
+    std::lock_guard lock(mu);
+    return rows->load_row(email, false);
+  }
+
   // The row of `email`, or nullopt when there is none. `for_update`: locked until the write
   // transaction ends.
   Result<std::optional<StoredRow>> load_row(std::string_view email, bool for_update = false) {
@@ -251,8 +262,39 @@ struct CredentialsStore::Impl {
     LoginRecord record;
     std::chrono::steady_clock::time_point read_at;
   };
+  std::mutex last_mu;  // guards the two below (login_record runs without `mu` on PostgreSQL)
   std::unordered_map<std::string, LastLogin> last_login_records;
+  // Counts local changes to what a login reads. A login_record whose read began before a change
+  // committed keeps nothing: on PostgreSQL reads run in parallel with writes, and the read may
+  // have seen the row from before the change.
+  std::uint64_t login_changes = 0;
+
+  void forget_login(std::string_view email) {
+    std::lock_guard lock(last_mu);
+    last_login_records.erase(std::string(email));
+    ++login_changes;
+  }
 };
+
+namespace {
+
+// Forgets `email`'s last login record when the change it guards starts and again once it has
+// committed or failed (declared before the transaction, it ends after it).
+class ForgetLogin {
+ public:
+  ForgetLogin(CredentialsStore::Impl& impl, std::string_view email) : impl_(impl), email_(email) {
+    impl_.forget_login(email_);
+  }
+  ~ForgetLogin() { impl_.forget_login(email_); }
+  ForgetLogin(const ForgetLogin&) = delete;
+  ForgetLogin& operator=(const ForgetLogin&) = delete;
+
+ private:
+  CredentialsStore::Impl& impl_;
+  std::string email_;
+};
+
+}  // namespace
 
 CredentialsStore::CredentialsStore(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
@@ -297,8 +339,7 @@ Result<void> check_port(const StoredRow& stored) {
 }  // namespace
 
 Result<Credentials> CredentialsStore::get(std::string_view email) {
-  std::lock_guard lock(impl_->mu);
-  IOP_TRY_ASSIGN(auto loaded, impl_->load_row(email));
+  IOP_TRY_ASSIGN(auto loaded, impl_->read_row(email));
   if (!loaded) {
     return fail(Errc::not_found, "no account " + std::string(email));
   }
@@ -343,10 +384,8 @@ Result<Credentials> CredentialsStore::get(std::string_view email) {
 }
 
 Result<LoginRecord> CredentialsStore::login_record(std::string_view email) {
-  std::lock_guard lock(impl_->mu);
-  auto& last = impl_->last_login_records;
   auto read = [&]() -> Result<LoginRecord> {
-    IOP_TRY_ASSIGN(auto loaded, impl_->load_row(email));
+    IOP_TRY_ASSIGN(auto loaded, impl_->read_row(email));
     if (!loaded) {
       return fail(Errc::not_found, "no account " + std::string(email));
     }
@@ -361,10 +400,19 @@ Result<LoginRecord> CredentialsStore::login_record(std::string_view email) {
     out.provider = stored.provider;
     return out;
   };
+  std::uint64_t changes = 0;
+  {
+    std::lock_guard lock(impl_->last_mu);
+    changes = impl_->login_changes;
+  }
   auto record = read();
   const std::string key(email);
-  if (record) {
+  std::lock_guard lock(impl_->last_mu);
+  auto& last = impl_->last_login_records;
+  if (record && impl_->login_changes == changes) {
     last.insert_or_assign(key, Impl::LastLogin{*record, std::chrono::steady_clock::now()});
+  } else if (record) {
+    last.erase(key);  // read while a change committed: maybe from before it
   } else if (record.error().code == Errc::storage_unavailable && !impl_->rows->connected()) {
     // Stale if unreachable, never stale if answered: an error the server sent (permissions, a
     // missing table) or a removed or corrupt account is not covered up, and any answer replaces
@@ -416,8 +464,8 @@ Result<void> CredentialsStore::upsert_account(const Credentials& row) {
   if (row.email.empty()) {
     return fail(Errc::invalid_argument, "account email is empty");
   }
+  const ForgetLogin forget(*impl_, row.email);
   std::lock_guard lock(impl_->mu);
-  impl_->last_login_records.erase(row.email);
   IOP_TRY_ASSIGN(auto tx, impl_->rows->begin_write());
   IOP_TRY_ASSIGN(auto loaded, impl_->load_row(row.email, true));
   const std::string& email = row.email;
@@ -509,8 +557,8 @@ Result<void> CredentialsStore::mark_needs_reauth(std::string_view email, std::st
 
 Result<void> CredentialsStore::set_local_password_hash(std::string_view email,
                                                        std::string_view hash) {
+  const ForgetLogin forget(*impl_, email);
   std::lock_guard lock(impl_->mu);
-  impl_->last_login_records.erase(std::string(email));
   IOP_TRY_ASSIGN(auto tx, impl_->rows->begin_write());
   IOP_TRY_ASSIGN(auto loaded, impl_->load_row(email, true));
   if (!loaded) {
@@ -530,8 +578,8 @@ Result<RefreshLockAttempt> CredentialsStore::try_refresh_lock(std::string_view e
 }
 
 Result<bool> CredentialsStore::remove(std::string_view email) {
+  const ForgetLogin forget(*impl_, email);
   std::lock_guard lock(impl_->mu);
-  impl_->last_login_records.erase(std::string(email));
   return impl_->rows->remove(email);
 }
 

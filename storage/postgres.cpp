@@ -269,6 +269,66 @@ Result<void> Session::end(bool commit_it) {
   return commit(conn_);
 }
 
+Result<Connection> Pool::connect() {
+  const auto now = std::chrono::steady_clock::now();
+  {
+    std::lock_guard lock(mu_);
+    if (now < retry_at_) {
+      return fail(Errc::storage_unavailable,
+                  "PostgreSQL " + target_.shown +
+                      ": no connection (the last attempt failed less than a second ago)");
+    }
+  }
+  auto conn = Connection::open(target_, password_);
+  std::lock_guard lock(mu_);
+  reachable_ = conn.has_value();
+  if (!conn) {
+    retry_at_ = now + std::chrono::seconds(1);
+  }
+  return conn;
+}
+
+Result<Connection> Pool::take() {
+  {
+    std::lock_guard lock(mu_);
+    while (!idle_.empty()) {
+      Connection conn = std::move(idle_.back());
+      idle_.pop_back();
+      if (conn.healthy()) {
+        return conn;
+      }
+    }
+  }
+  return connect();
+}
+
+void Pool::give(Connection conn) {
+  std::lock_guard lock(mu_);
+  if (conn.healthy() && idle_.size() < max_idle_) {
+    idle_.push_back(std::move(conn));
+  }
+}
+
+Result<Rows> Pool::read(std::string_view sql, std::initializer_list<Param> params) {
+  IOP_TRY_ASSIGN(auto conn, take());
+  auto rows = conn.exec(sql, params);
+  if (!rows && !conn.healthy()) {
+    IOP_TRY_ASSIGN(conn, connect());
+    rows = conn.exec(sql, params);
+  }
+  {
+    std::lock_guard lock(mu_);
+    reachable_ = rows.has_value() || conn.healthy();
+  }
+  give(std::move(conn));
+  return rows;
+}
+
+bool Pool::reachable() const {
+  std::lock_guard lock(mu_);
+  return reachable_;
+}
+
 Result<Transaction> Transaction::begin(Connection& conn, std::string_view begin) {
   IOP_TRY(conn.run(begin));
   return Transaction(&conn);

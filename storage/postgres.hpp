@@ -14,10 +14,12 @@
 #include <cstdint>
 #include <initializer_list>
 #include <memory>
+#include <mutex>
 #include <span>
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 #include "common/result.hpp"
 #include "common/secret.hpp"
@@ -149,6 +151,41 @@ class Session {
   Connection conn_;
   bool in_transaction_ = false;
   std::chrono::steady_clock::time_point retry_at_;  // no reconnect attempt before this
+};
+
+// Connections shared by threads that each need one for a moment (a read) or for a while (a
+// session advisory lock, which belongs to the connection that took it): take() one, give() it
+// back. Thread-safe. Up to `max_idle` idle connections are kept; more are opened while more
+// threads need one at once (bounded by the callers: the blocking pool's threads).
+//
+// After a failed connect the next attempt waits a second, as in Session: while the server is
+// down a login fails at once instead of each paying a connect.
+class Pool {
+ public:
+  Pool(Target target, Secret password, std::size_t max_idle)
+      : target_(std::move(target)), password_(std::move(password)), max_idle_(max_idle) {}
+
+  // An idle connection that looks healthy, or a new one.
+  Result<Connection> take();
+  // A new connection, never an idle one (a pooled one just turned out lost).
+  Result<Connection> connect();
+  // Kept for the next take() when healthy and fewer than max_idle are idle; else closed.
+  void give(Connection conn);
+  // `sql` on a pooled connection, outside any transaction; sent once more on a new connection
+  // when the pooled one turned out lost (a restart drops them all; each looks healthy until
+  // used).
+  Result<Rows> read(std::string_view sql, std::initializer_list<Param> params = {});
+  // False once an attempt found the server unreachable, until one succeeds again.
+  [[nodiscard]] bool reachable() const;
+
+ private:
+  Target target_;
+  Secret password_;
+  std::size_t max_idle_;
+  mutable std::mutex mu_;
+  std::vector<Connection> idle_;
+  std::chrono::steady_clock::time_point retry_at_;  // no connect attempt before this
+  bool reachable_ = true;
 };
 
 // COMMIT, checked: a transaction in which a statement failed "commits" as a ROLLBACK, which is

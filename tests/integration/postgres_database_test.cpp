@@ -10,10 +10,12 @@
 #include <thread>
 #include <vector>
 
+#include "storage/credentials_store.hpp"
 #include "storage/database.hpp"
 #include "storage/pg_database.hpp"
 #include "storage/postgres.hpp"
 #include "tests/support/postgres_server.hpp"
+#include "tests/support/wait_until.hpp"
 
 namespace iop::storage {
 namespace {
@@ -178,6 +180,50 @@ TEST_F(PostgresDatabaseTest, ARestartedServerIsALostConnection) {
   auto fresh = open_pg_database(target(), password());
   ASSERT_TRUE(fresh.has_value()) << fresh.error().message;
   EXPECT_TRUE(fresh->exec("SELECT 1").has_value());
+}
+
+TEST_F(PostgresDatabaseTest, LoginReadsDoNotWaitBehindAWriteTransaction) {
+  const auto key = MasterKey::from_bytes(Secret(std::string(MasterKey::size, 'k'))).value();
+  auto store = CredentialsStore::open(server_->url(), password(), key);
+  ASSERT_TRUE(store.has_value()) << store.error().message;
+  Credentials row;
+  row.email = "ada@example.com";
+  row.refresh_token = Secret("rt");
+  row.local_password_hash = "old-hash";
+  ASSERT_TRUE((*store)->upsert_account(row).has_value());
+
+  // Another instance holds the row: this store's next write waits on the server, holding the
+  // store's write mutex meanwhile.
+  auto other = open_pg_database(target(), password());
+  ASSERT_TRUE(other.has_value()) << other.error().message;
+  ASSERT_TRUE(other->run("BEGIN"));
+  ASSERT_TRUE(
+      other->exec("SELECT 1 FROM mail_credentials WHERE email = 'ada@example.com' FOR UPDATE"));
+  std::atomic<bool> written{false};
+  std::thread writer([&] {
+    EXPECT_TRUE((*store)->set_local_password_hash("ada@example.com", "new-hash").has_value());
+    written = true;
+  });
+  ASSERT_TRUE(test::wait_until(
+      [&] {
+        return server_->query(
+                   "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = "
+                   "'Lock' AND datname = current_database()") == "1";
+      },
+      std::chrono::seconds(10), "the store's write waiting on the row lock"));
+
+  // Logins read the committed row on a pooled connection while that write waits.
+  const auto record = (*store)->login_record("ada@example.com");
+  ASSERT_TRUE(record.has_value()) << record.error().message;
+  EXPECT_EQ(record->local_password_hash, "old-hash");
+  const auto got = (*store)->get("ada@example.com");
+  ASSERT_TRUE(got.has_value()) << got.error().message;
+  EXPECT_FALSE(written.load()) << "the reads waited for the write (10 s lock timeout)";
+
+  ASSERT_TRUE(other->run("ROLLBACK"));
+  writer.join();
+  EXPECT_TRUE(written.load());
+  EXPECT_EQ((*store)->login_record("ada@example.com")->local_password_hash, "new-hash");
 }
 
 }  // namespace
