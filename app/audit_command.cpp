@@ -314,8 +314,25 @@ std::int64_t now_millis() {
 [[noreturn]] void follow(storage::AuditLog& log, storage::AuditQuery query,
                          const std::string& format) {
   const bool json = format == "json";
+  bool unavailable = false;
   for (;;) {
-    const auto rows = check(log.query(query));
+    auto found = log.query(query);
+    if (!found && found.error().code == Errc::storage_unavailable) {
+      // A database server restarting (PostgreSQL) or a file locked for a moment: keep
+      // following, say so once on stderr, and go on from the last row shown.
+      if (!unavailable) {
+        std::cerr << "audit --follow: " << sanitize_for_log(found.error().message)
+                  << " (retrying)\n";
+      }
+      unavailable = true;
+      std::this_thread::sleep_for(std::chrono::seconds(1));
+      continue;
+    }
+    if (unavailable) {
+      std::cerr << "audit --follow: the log can be read again\n";
+      unavailable = false;
+    }
+    const auto rows = check(std::move(found));
     if (!rows.empty()) {
       if (json) {
         // JSON Lines: one object per row, so a consumer can parse as rows arrive.
@@ -340,7 +357,8 @@ std::int64_t now_millis() {
 int audit(const AuditOptions& options) {
   const auto config = check(load_effective_config(options.config));
   const std::string path = config.storage.connection_log.native();
-  const Secret password = check(database_password(config));
+  // A local log with a PostgreSQL database needs no password (nor a readable password file).
+  const Secret password = is_postgres_url(path) ? check(database_password(config)) : Secret();
   // A read command must not create an empty database in a wrong place (a mistyped --config).
   if (!is_postgres_url(path) && !fs::exists(path)) {
     die(

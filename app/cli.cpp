@@ -233,7 +233,7 @@ int cmd_token(const std::string& email_arg, const Options& opts) {
 
 // `migrate --to URL`: the accounts and the connection log of this configuration's SQLite
 // database into PostgreSQL.
-int cmd_migrate(const std::string& to, const std::optional<fs::path>& password_file,
+int cmd_migrate(const std::string& to, const std::optional<fs::path>& password_file, bool keep_log,
                 const Options& opts) {
   const Config config = load(opts);
   if (config.storage.postgres()) {
@@ -245,20 +245,34 @@ int cmd_migrate(const std::string& to, const std::optional<fs::path>& password_f
   auto key = check(storage::MasterKey::load(config.storage.key_file));
   const Secret password = password_file ? check(read_database_password(*password_file)) : Secret();
   const auto from = config.storage.database;
-  // Both checked before anything is written: a log that cannot move must not leave the accounts
-  // copied (a second migrate would then refuse the non-empty target).
-  check(storage::check_connection_log_copy(from, to, password, key));
-  const auto copied = check(storage::copy_credentials(from, to, password, key));
+  std::size_t copied = 0;
+  const auto copy_accounts = [&]() -> Result<void> {
+    IOP_TRY_ASSIGN(copied, storage::copy_credentials(from, to, password, key));
+    return {};
+  };
+  std::optional<storage::VerifyReport> log;
+  if (keep_log) {
+    check(copy_accounts());
+  } else {
+    // The log's rows go in first and commit last, after the accounts: a failure anywhere leaves
+    // the target as it was, and migrate can run again.
+    log = check(storage::copy_connection_log(from, to, password, key, copy_accounts));
+  }
   std::cout << "copied " << copied << " account(s) from " << from.string()
             << ": every row read back identical, and every account verifies as before\n";
-  const auto log = check(storage::copy_connection_log(from, to, password, key));
-  std::cout << "copied the connection log: " << log.rows << " row(s), head " << log.head_id << ":"
-            << log.head_hash << ", verified in PostgreSQL as in the source\n"
-            << "To run on the new database, set in [storage]:\n"
+  if (log) {
+    std::cout << "copied the connection log: " << log->rows << " row(s), head " << log->head_id
+              << ":" << log->head_hash << ", verified in PostgreSQL as in the source\n";
+  }
+  std::cout << "To run on the new database, set in [storage]:\n"
             << "  database = \"" << to << "\"\n";
   if (password_file) {
     // Absolute: a relative path in the config resolves against the config's folder.
     std::cout << "  password_file = \"" << fs::absolute(*password_file).string() << "\"\n";
+  }
+  if (keep_log) {
+    std::cout << "  connection_log = \"" << fs::absolute(from).string()
+              << "\"   # this instance's log stays in the old file\n";
   }
   std::cout << "The old file still holds every account's sealed tokens and local password hash, "
                "which will go stale: once the new setup works, keep it offline as an archive or "
@@ -337,6 +351,9 @@ int run_cli(int argc, char** argv) {
       ->required();
   migrate->add_option("--password-file", migrate_password_file,
                       "a file holding the PostgreSQL password (default: PGPASSFILE)");
+  bool migrate_keep_log = false;
+  migrate->add_flag("--keep-connection-log", migrate_keep_log,
+                    "copy the accounts only; the connection log stays in the SQLite file");
   add_common(migrate);
 
   AuditOptions audit_opts;
@@ -359,7 +376,8 @@ int run_cli(int argc, char** argv) {
     if (token->parsed()) return cmd_token(email, opts);
     if (audit->parsed()) return run_audit(audit_opts);
     if (doctor->parsed()) return run_doctor(opts, doctor_format);
-    if (migrate->parsed()) return cmd_migrate(migrate_to, migrate_password_file, opts);
+    if (migrate->parsed())
+      return cmd_migrate(migrate_to, migrate_password_file, migrate_keep_log, opts);
   } catch (const CommandError& e) {
     std::cerr << "imap-oauth2-proxy: " << e.message << "\n";
     return e.exit_code;

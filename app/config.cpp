@@ -332,7 +332,8 @@ Result<Config> parse_config(std::string_view toml_text, const fs::path& base_dir
        {{"database", database_into(st, "database", c.storage.database, base_dir)},
         {"key_file", path_into(st, "key_file", c.storage.key_file, base_dir)},
         {"password_file", path_into(st, "password_file", c.storage.password_file, base_dir)},
-        {"connection_log", path_into(st, "connection_log", c.storage.connection_log, base_dir)}}});
+        {"connection_log",
+         database_into(st, "connection_log", c.storage.connection_log, base_dir)}}});
   sections.push_back({r,
                       {{"url", string_into(r, "url", c.redis.url)},
                        {"key_prefix", string_into(r, "key_prefix", c.redis.key_prefix)},
@@ -458,6 +459,13 @@ Result<Config> parse_config(std::string_view toml_text, const fs::path& base_dir
   } else if (!c.storage.postgres()) {
     return bad(st, "connection_log",
                "is for a PostgreSQL database only (with SQLite the log is in the database file)");
+  } else if (is_postgres_url(c.storage.connection_log.native()) &&
+             c.storage.connection_log != c.storage.database) {
+    // One password file, one database: a log elsewhere in PostgreSQL is not a setup this
+    // program supports (and would get the wrong password).
+    return bad(st, "connection_log",
+               "may be a local SQLite file, or the same URL as database (the default); not "
+               "another PostgreSQL database");
   }
   if (c.oauth.scope.find("offline_access") == std::string::npos) {
     return bad(o, "scope", "must include offline_access, or no refresh token is issued");

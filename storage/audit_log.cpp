@@ -188,6 +188,20 @@ std::string keyed_row_hash(const Secret& key, const LogRow& r) {
   return lower_hex(hmac_sha256(key, buf));
 }
 
+// Identifies a run of records as the caller passed them (their fields, not the id or hashes a
+// chain gives them): a retried batch is recognised by it.
+std::string batch_fingerprint(std::span<const ConnectionRecord> records) {
+  std::string buf;
+  for (const ConnectionRecord& record : records) {
+    LogRow r = to_stored(record);
+    r.id = 0;
+    put_connection_fields(buf, r);
+    put_int(buf, r.messages);
+    put_text(buf, r.event);
+  }
+  return sha256_hex(buf);
+}
+
 // A meta mark: "<id> <hash>", keyed "<id> <hash> <mac>".
 struct Mark {
   std::int64_t id = 0;
@@ -381,12 +395,27 @@ struct AuditLog::Impl {
     return &*key;
   }
 
-  // Inside a write transaction: chains `records` after the head and moves it.
-  Result<std::int64_t> append_locked(std::span<const ConnectionRecord> records);
+  // Inside a write transaction: chains `records` after the head and moves it. The new head's
+  // hash goes to `head_hash` when given.
+  Result<std::int64_t> append_locked(std::span<const ConnectionRecord> records,
+                                     std::string* head_hash = nullptr);
   // Inside a transaction: the whole chain against the marks and `anchor`.
   Result<VerifyReport> verify_locked(const std::optional<AuditAnchor>& anchor);
   // Inside a write transaction: keys a log written before keying (see audit_log.hpp).
   Result<void> key_legacy_log();
+
+  // A batch whose COMMIT failed: the server may have committed it all the same (the connection
+  // dropped after the commit, a failover). The writer retries the same rows first, so the next
+  // append checks the chain for it instead of writing its rows a second time.
+  struct Unconfirmed {
+    std::int64_t head_id = 0;  // the head the failed commit would have left
+    std::string head_hash;
+    std::size_t rows = 0;           // the batch's first `rows` records
+    std::string fingerprint;        // batch_fingerprint of those records
+    std::size_t known_rows = 0;     // of which these were committed for certain
+    std::string known_fingerprint;  // batch_fingerprint of those
+  };
+  std::optional<Unconfirmed> unconfirmed;
 };
 
 AuditLog::AuditLog(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -395,9 +424,12 @@ AuditLog::~AuditLog() = default;
 
 namespace {
 
-Result<std::unique_ptr<LogRows>> open_log_rows(std::string_view database, const Secret& password) {
+// `read_only`: for audit's reading and verifying commands, which must not create or migrate
+// anything on a server (a mistyped URL, a role allowed to SELECT only).
+Result<std::unique_ptr<LogRows>> open_log_rows(std::string_view database, const Secret& password,
+                                               bool read_only = false) {
   if (is_postgres_url(database)) {
-    return open_pg_log_rows(database, password);
+    return open_pg_log_rows(database, password, read_only);
   }
   return open_sqlite_log_rows(std::filesystem::path(database));
 }
@@ -425,7 +457,7 @@ Result<std::unique_ptr<AuditLog>> AuditLog::open(const std::filesystem::path& pa
 Result<std::unique_ptr<AuditLog>> AuditLog::open_for_verifying(std::string_view database,
                                                                const Secret& database_password,
                                                                const MasterKey& master_key) {
-  IOP_TRY_ASSIGN(auto rows, open_log_rows(database, database_password));
+  IOP_TRY_ASSIGN(auto rows, open_log_rows(database, database_password, true));
   // Only the key is checked: verifying never writes (the evidence stays as it was found).
   IOP_TRY(rows->read_key_check(master_key));
   return std::unique_ptr<AuditLog>(
@@ -439,7 +471,7 @@ Result<std::unique_ptr<AuditLog>> AuditLog::open_for_verifying(const std::filesy
 
 Result<std::unique_ptr<AuditLog>> AuditLog::open_for_reading(std::string_view database,
                                                              const Secret& database_password) {
-  IOP_TRY_ASSIGN(auto rows, open_log_rows(database, database_password));
+  IOP_TRY_ASSIGN(auto rows, open_log_rows(database, database_password, true));
   return std::unique_ptr<AuditLog>(
       new AuditLog(std::make_unique<Impl>(std::move(rows), std::nullopt)));
 }
@@ -516,7 +548,8 @@ Result<void> AuditLog::Impl::key_legacy_log() {
   return {};
 }
 
-Result<std::int64_t> AuditLog::Impl::append_locked(std::span<const ConnectionRecord> records) {
+Result<std::int64_t> AuditLog::Impl::append_locked(std::span<const ConnectionRecord> records,
+                                                   std::string* head_hash) {
   IOP_TRY_ASSIGN(const Secret* chain_key, need_key("writing the connection log"));
   IOP_TRY_ASSIGN(auto stored_head, read_mark(*rows, head_key));
   Mark head{0, audit_genesis_hash(), ""};
@@ -563,6 +596,9 @@ Result<std::int64_t> AuditLog::Impl::append_locked(std::span<const ConnectionRec
     head = Mark{row.id, row.hash, ""};
   }
   IOP_TRY(rows->write_meta(head_key, format_mark(*chain_key, head_key, head.id, head.hash)));
+  if (head_hash != nullptr) {
+    *head_hash = head.hash;
+  }
   return head.id;
 }
 
@@ -575,8 +611,36 @@ Result<std::int64_t> AuditLog::append_batch(std::span<const ConnectionRecord> re
   // (another proxy process on the same file, another instance on the same PostgreSQL) cannot
   // fork it.
   IOP_TRY_ASSIGN(auto tx, impl_->rows->begin_append());
-  IOP_TRY_ASSIGN(const std::int64_t last, impl_->append_locked(records));
-  IOP_TRY(tx->commit());
+  // How many leading records a commit that failed did write after all.
+  std::size_t done = 0;
+  std::int64_t last = 0;
+  if (impl_->unconfirmed) {
+    const auto& u = *impl_->unconfirmed;
+    IOP_TRY_ASSIGN(const auto row, impl_->rows->row(u.head_id));
+    if (row && row->hash == u.head_hash && records.size() >= u.rows &&
+        batch_fingerprint(records.first(u.rows)) == u.fingerprint) {
+      done = u.rows;
+      last = u.head_id;
+    } else if (u.known_rows > 0 && records.size() >= u.known_rows &&
+               batch_fingerprint(records.first(u.known_rows)) == u.known_fingerprint) {
+      done = u.known_rows;
+    }
+  }
+  const auto rest = records.subspan(done);
+  std::string head_hash;
+  if (!rest.empty()) {
+    IOP_TRY_ASSIGN(last, impl_->append_locked(rest, &head_hash));
+  }
+  if (auto committed = tx->commit(); !committed) {
+    impl_->unconfirmed = Impl::Unconfirmed{last,           head_hash,
+                                           records.size(), batch_fingerprint(records),
+                                           done,           batch_fingerprint(records.first(done))};
+    return std::unexpected(committed.error());
+  }
+  impl_->unconfirmed.reset();
+  if (last == 0) {
+    IOP_TRY_ASSIGN(last, impl_->rows->max_id());
+  }
   return last;
 }
 
@@ -861,6 +925,15 @@ Result<PruneReport> AuditLog::prune(std::int64_t cutoff_ms, std::int64_t now_ms)
   // verified, or nothing is deleted.
   IOP_TRY_ASSIGN(auto tx, rows.begin_append());
   {
+    // Another writer pruned since the check (instances sharing a PostgreSQL log all prune at
+    // start and daily): its MAC'd base moved. Nothing is wrong and nothing is left to do now;
+    // the next prune starts from the new base.
+    IOP_TRY_ASSIGN(const auto base_now, read_mark(rows, base_key));
+    const std::int64_t base_id = base_now ? base_now->id : 0;
+    if (base_id != check.first_id - 1) {
+      IOP_TRY(tx->commit());
+      return PruneReport{0, base_id + 1};
+    }
     IOP_TRY_ASSIGN(const auto base_row, rows.row(last_old));
     IOP_TRY_ASSIGN(const std::int64_t first, rows.min_id());
     if (!base_row || base_row->hash != last_old_hash || first != check.first_id) {

@@ -43,6 +43,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -257,9 +258,12 @@ Result<void> check_connection_log_copy(const std::filesystem::path& from, std::s
                                        const Secret& to_password, const MasterKey& key);
 
 // Copies every row and the chain's marks as stored, in one transaction, then verifies the copy:
-// it must verify exactly as the source did (rows, first row, head). Returns the copy's report.
+// it must verify exactly as the source did (rows, first row, head). `before_commit` runs once the
+// rows are written and before they commit (migrate copies the accounts there, so a failure
+// leaves neither). Returns the copy's report.
 Result<VerifyReport> copy_connection_log(const std::filesystem::path& from, std::string_view to,
-                                         const Secret& to_password, const MasterKey& key);
+                                         const Secret& to_password, const MasterKey& key,
+                                         const std::function<Result<void>()>& before_commit);
 
 // The key the chain's MACs use: derive_key(master_key, "imap-oauth2-proxy connection_log chain").
 Secret audit_chain_key(const MasterKey& master_key);

@@ -1,5 +1,6 @@
 // copy_connection_log (storage/audit_log.hpp): `migrate --to`, the connection log's part.
 
+#include <functional>
 #include <string>
 
 #include "storage/audit_log.hpp"
@@ -32,8 +33,9 @@ Result<void> check_connection_log_copy(const std::filesystem::path& from, std::s
       return fail(Errc::credentials_corrupt,
                   "the connection log in " + from.string() + " does not verify (row " +
                       std::to_string(report.broken_at) + ": " + report.reason +
-                      "): nothing was copied; run 'imap-oauth2-proxy audit --verify', or keep "
-                      "the log where it is with [storage] connection_log");
+                      "): nothing was copied; run 'imap-oauth2-proxy audit --verify', or move "
+                      "the accounts only with 'migrate --keep-connection-log' (the log then "
+                      "stays in this file, as [storage] connection_log)");
     }
   }
   IOP_TRY_ASSIGN(auto target, open_pg_log_rows(to, to_password));
@@ -48,7 +50,8 @@ Result<void> check_connection_log_copy(const std::filesystem::path& from, std::s
 }
 
 Result<VerifyReport> copy_connection_log(const std::filesystem::path& from, std::string_view to,
-                                         const Secret& to_password, const MasterKey& key) {
+                                         const Secret& to_password, const MasterKey& key,
+                                         const std::function<Result<void>()>& before_commit) {
   IOP_TRY(check_connection_log_copy(from, to, to_password, key));
   IOP_TRY_ASSIGN(auto source_log, AuditLog::open_for_verifying(from, key));
   IOP_TRY_ASSIGN(const VerifyReport before, source_log->verify());
@@ -77,6 +80,9 @@ Result<VerifyReport> copy_connection_log(const std::filesystem::path& from, std:
         IOP_TRY(target->write_meta(name, *value));
       }
     }
+    // The accounts, while this copy can still roll back: if they fail, the target keeps no log
+    // either, and migrate can simply run again.
+    IOP_TRY(before_commit());
     IOP_TRY(write->commit());
     IOP_TRY(read->commit());
   }
@@ -85,7 +91,9 @@ Result<VerifyReport> copy_connection_log(const std::filesystem::path& from, std:
   IOP_TRY_ASSIGN(const VerifyReport after, copied_log->verify());
   if (!same_report(before, after)) {
     return fail(Errc::internal,
-                "the copied connection log verifies differently from the source (" +
+                "the copied connection log verifies differently from the source (was serve "
+                "still writing to " +
+                    from.string() + "? stop it before migrating; " +
                     (after.intact ? "head " + std::to_string(after.head_id)
                                   : "broken at row " + std::to_string(after.broken_at) + ": " +
                                         after.reason) +

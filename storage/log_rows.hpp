@@ -97,9 +97,11 @@ class LogRows {
 // The SQLite file at `path` (created, migrated), with synchronous=NORMAL (audit_log.hpp).
 Result<std::unique_ptr<LogRows>> open_sqlite_log_rows(const std::filesystem::path& path);
 
-// The PostgreSQL database at `url` (storage/postgres.hpp), migrated, on a connection of its own
-// that reconnects by itself after a restart. `password`: empty for PGPASSFILE.
-Result<std::unique_ptr<LogRows>> open_pg_log_rows(std::string_view url, const Secret& password);
+// The PostgreSQL database at `url` (storage/postgres.hpp), migrated (`read_only`: not migrated,
+// and refused unless its schema is current), on a connection of its own that reconnects by
+// itself after a restart. `password`: empty for PGPASSFILE.
+Result<std::unique_ptr<LogRows>> open_pg_log_rows(std::string_view url, const Secret& password,
+                                                  bool read_only = false);
 
 // The statement both engines run for select(): fixed fragments only, every value a parameter
 // numbered from 1 in `params` order. `placeholder` is '?' (SQLite) or '$' (PostgreSQL).

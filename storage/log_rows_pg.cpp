@@ -48,18 +48,24 @@ class PgLogRows;
 
 class PgLogTransaction final : public LogTransaction {
  public:
-  explicit PgLogTransaction(pg::Session& session) : session_(&session) {}
+  PgLogTransaction(pg::Session& session, bool& appending)
+      : session_(&session), appending_(&appending) {}
   ~PgLogTransaction() override {
     if (session_ != nullptr) {
+      *appending_ = false;
       (void)session_->end(false);
     }
   }
   PgLogTransaction(const PgLogTransaction&) = delete;
   PgLogTransaction& operator=(const PgLogTransaction&) = delete;
-  Result<void> commit() override { return std::exchange(session_, nullptr)->end(true); }
+  Result<void> commit() override {
+    *appending_ = false;
+    return std::exchange(session_, nullptr)->end(true);
+  }
 
  private:
   pg::Session* session_;  // null once committed
+  bool* appending_;       // PgLogRows::appending_
 };
 
 class PgLogRows final : public LogRows {
@@ -70,15 +76,23 @@ class PgLogRows final : public LogRows {
   [[nodiscard]] const std::string& where() const override { return where_; }
 
   Result<std::unique_ptr<LogTransaction>> begin_append() override {
-    IOP_TRY(session_.begin());
-    auto tx = std::make_unique<PgLogTransaction>(session_);
+    // READ COMMITTED whatever the database's default: each statement after the lock wait then
+    // sees the head the previous holder committed. Under REPEATABLE READ the snapshot would be
+    // taken at the lock statement, before the wait, and two instances would chain onto the same
+    // head (one fails on the duplicate id and its rows wait for a retry).
+    IOP_TRY(session_.begin("BEGIN ISOLATION LEVEL READ COMMITTED"));
+    auto tx = std::make_unique<PgLogTransaction>(session_, appending_);
+    appending_ = true;
     IOP_TRY(exec("SELECT pg_advisory_xact_lock($1)", {Param::integer(chain_lock)}));
     return std::unique_ptr<LogTransaction>(std::move(tx));
   }
 
   Result<std::unique_ptr<LogTransaction>> begin_snapshot() override {
     IOP_TRY(session_.begin("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"));
-    return std::unique_ptr<LogTransaction>(std::make_unique<PgLogTransaction>(session_));
+    auto tx = std::make_unique<PgLogTransaction>(session_, appending_);
+    // verify() and prune's check read every row: no statement timeout for them.
+    IOP_TRY(exec("SET LOCAL statement_timeout = 0", {}));
+    return std::unique_ptr<LogTransaction>(std::move(tx));
   }
 
   Result<std::optional<std::string>> read_meta(std::string_view key) override {
@@ -104,7 +118,10 @@ class PgLogRows final : public LogRows {
   }
 
   Result<KeyCheck> read_key_check(const MasterKey& key) override {
-    if (session_.in_transaction()) {
+    // Only a writer that may write the check serializes with the others: a verify holding the
+    // lock for as long as it reads the log would make every instance starting meanwhile wait
+    // (and time out).
+    if (appending_) {
       IOP_TRY(exec("SELECT pg_advisory_xact_lock($1)", {Param::integer(pg_key_check_lock)}));
     }
     IOP_TRY_ASSIGN(auto sealed, read_meta(key_check_name));
@@ -172,7 +189,7 @@ class PgLogRows final : public LogRows {
     for (const auto& value : q.params) {
       params.push_back(value.integer ? Param::integer(*value.integer) : Param::text(value.text));
     }
-    IOP_TRY_ASSIGN(const Rows rows, session_.read(q.sql, params));
+    IOP_TRY_ASSIGN(const Rows rows, report_read(q.sql, params));
     std::vector<LogRow> out;
     out.reserve(static_cast<std::size_t>(rows.size()));
     for (int i = 0; i < rows.size(); ++i) {
@@ -182,9 +199,8 @@ class PgLogRows final : public LogRows {
   }
 
   Result<std::vector<AccountActivity>> summarize(std::optional<std::int64_t> since_ms) override {
-    IOP_TRY_ASSIGN(const Rows rows, session_.read(log_summary_sql('$'),
-                                                  {Param::integer(since_ms.value_or(
-                                                      std::numeric_limits<std::int64_t>::min()))}));
+    const Param since = Param::integer(since_ms.value_or(std::numeric_limits<std::int64_t>::min()));
+    IOP_TRY_ASSIGN(const Rows rows, report_read(log_summary_sql('$'), std::span(&since, 1)));
     std::vector<AccountActivity> out;
     for (int i = 0; i < rows.size(); ++i) {
       AccountActivity a;
@@ -206,6 +222,8 @@ class PgLogRows final : public LogRows {
     // The table's owner (the proxy's role) may switch its own trigger off; ALTER TABLE is
     // transactional, so the trigger is off for this transaction only, and any other writer
     // waits on the table lock it takes until the commit.
+    // A first prune of a long log deletes many rows: no statement timeout for it.
+    IOP_TRY(exec("SET LOCAL statement_timeout = 0", {}));
     IOP_TRY(exec("ALTER TABLE connection_log DISABLE TRIGGER connection_log_no_delete", {}));
     IOP_TRY(exec("DELETE FROM connection_log WHERE id <= $1", {Param::integer(last)}));
     IOP_TRY(exec("ALTER TABLE connection_log ENABLE TRIGGER connection_log_no_delete", {}));
@@ -217,21 +235,39 @@ class PgLogRows final : public LogRows {
     return session_.read(sql, params);
   }
 
+  // A statement of `audit` (a query, the summary) over a log that may hold millions of rows:
+  // without the connection's statement timeout (meant for the login path), in a read-only
+  // transaction of its own.
+  Result<Rows> report_read(std::string_view sql, std::span<const Param> params) {
+    if (session_.in_transaction()) {
+      return session_.read(sql, params);
+    }
+    IOP_TRY(session_.begin("BEGIN READ ONLY"));
+    PgLogTransaction tx(session_, appending_);
+    IOP_TRY(exec("SET LOCAL statement_timeout = 0", {}));
+    IOP_TRY_ASSIGN(Rows rows, session_.read(sql, params));
+    IOP_TRY(tx.commit());
+    return rows;
+  }
+
   Result<std::int64_t> single(std::string_view sql) {
     IOP_TRY_ASSIGN(const Rows rows, session_.read(sql));
     return rows.size() > 0 ? rows.integer(0, 0) : 0;  // NULL reads as 0
   }
 
   pg::Session session_;
+  bool appending_ = false;  // inside begin_append()'s transaction
   std::string where_;
   std::string insert_sql_ = log_insert_sql('$');
 };
 
 }  // namespace
 
-Result<std::unique_ptr<LogRows>> open_pg_log_rows(std::string_view url, const Secret& password) {
+Result<std::unique_ptr<LogRows>> open_pg_log_rows(std::string_view url, const Secret& password,
+                                                  bool read_only) {
   IOP_TRY_ASSIGN(auto target, pg::parse_url(url));
-  IOP_TRY_ASSIGN(auto conn, open_pg_database(target, password));
+  IOP_TRY_ASSIGN(auto conn, read_only ? open_pg_database_for_reading(target, password)
+                                      : open_pg_database(target, password));
   return std::unique_ptr<LogRows>(std::make_unique<PgLogRows>(target, password, std::move(conn)));
 }
 

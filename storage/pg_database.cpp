@@ -147,6 +147,27 @@ Result<pg::Connection> open_pg_database(const pg::Target& target, const Secret& 
   return conn;
 }
 
+Result<pg::Connection> open_pg_database_for_reading(const pg::Target& target,
+                                                    const Secret& password) {
+  IOP_TRY_ASSIGN(auto conn, Connection::open(target, password));
+  IOP_TRY_ASSIGN(const std::int64_t version, pg_schema_version(conn));
+  if (version == 0) {
+    return fail(Errc::storage_unavailable,
+                "PostgreSQL " + target.shown +
+                    " holds no imap-oauth2-proxy tables: is this the database serve uses? "
+                    "(serve or 'account add' creates them)");
+  }
+  if (version != pg_schema_steps()) {
+    return fail(Errc::storage_unavailable,
+                "PostgreSQL " + target.shown + " has schema version " + std::to_string(version) +
+                    ", this program reads version " + std::to_string(pg_schema_steps()) +
+                    (version < pg_schema_steps()
+                         ? ": start serve of this version once (it migrates), then read"
+                         : ": upgrade imap-oauth2-proxy"));
+  }
+  return conn;
+}
+
 Result<std::int64_t> pg_schema_version(pg::Connection& conn) {
   IOP_TRY_ASSIGN(const auto exists,
                  conn.exec("SELECT to_regclass('iop_schema_version') IS NOT NULL"));

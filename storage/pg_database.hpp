@@ -30,6 +30,12 @@ std::int64_t pg_schema_steps();
 // or the schema version is newer than this program knows or invalid.
 Result<pg::Connection> open_pg_database(const pg::Target& target, const Secret& password);
 
+// Connects to `target` for reading only: no migration runs, so a role with SELECT rights only
+// can read, and a mistyped database gets no tables. Errc::storage_unavailable when the schema is
+// missing or not the current version.
+Result<pg::Connection> open_pg_database_for_reading(const pg::Target& target,
+                                                    const Secret& password);
+
 // The schema version recorded in the database (0: none yet).
 Result<std::int64_t> pg_schema_version(pg::Connection& conn);
 

@@ -112,6 +112,13 @@ TEST_P(AuditLogEngineTest, ConcurrentAppendsFromThreeInstancesFormOneChain) {
   // from its writer thread at the same time.
   constexpr int instances = 3;
   constexpr int batches = 40;
+  if (postgres()) {
+    // Whatever the database's default isolation: under REPEATABLE READ an append that waited
+    // for the chain's lock would read the head as it was before the wait (the review's repro).
+    db_->exec(
+        "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET default_transaction_isolation "
+        "= ''repeatable read''', current_database()); END $$");
+  }
   std::vector<std::unique_ptr<AuditLog>> logs;
   for (int i = 0; i < instances; ++i) {
     logs.push_back(open_log());
@@ -189,6 +196,23 @@ TEST_P(AuditLogEngineTest, RetentionDeletesAPrefixAndTheTriggerIsBackAfterwards)
   EXPECT_EQ(report.first_id, 4);
   EXPECT_EQ(report.head_id, 8);  // 7 is the retention event
   EXPECT_THROW(db_->exec("DELETE FROM connection_log WHERE id = 4"), std::runtime_error);
+}
+
+TEST_P(AuditLogEngineTest, APruneAfterAnotherInstancesPruneDeletesNothingMore) {
+  auto one = open_log();
+  auto two = open_log();
+  for (int i = 1; i <= 6; ++i) {
+    ASSERT_TRUE(one->append(connection(i * 1000, "a@x.com", "row " + std::to_string(i))));
+  }
+  // The second instance finds the prefix pruned by the first (its daily prune).
+  const auto first = one->prune(3500, 10'000);
+  ASSERT_TRUE(first.has_value()) << first.error().message;
+  EXPECT_EQ(first->deleted, 3);
+  const auto second = two->prune(3500, 10'000);
+  ASSERT_TRUE(second.has_value()) << second.error().message;
+  EXPECT_EQ(second->deleted, 0);
+  EXPECT_EQ(second->first_kept, 4);
+  EXPECT_TRUE(verify(*two).intact);
 }
 
 TEST_P(AuditLogEngineTest, SummaryCountsConnectionsPerAccount) {

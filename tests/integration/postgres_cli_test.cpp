@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "tests/support/cli_env.hpp"
+#include "tests/support/raw_db.hpp"
 #include "tests/support/test_database.hpp"
 #include "tests/support/token_endpoint_peer.hpp"
 
@@ -175,6 +176,41 @@ TEST_F(PostgresCliTest, MigrateCopiesEveryAccountAndTheCopyServes) {
                                              db_->password_file().string()});
   EXPECT_NE(again.exit_code, 0);
   EXPECT_NE(again.err.find("already holds"), std::string::npos) << again.err;
+}
+
+TEST_F(PostgresCliTest, ALogThatDoesNotVerifyStopsMigrateUnlessItStaysBehind) {
+  const auto home = dir_.path() / "sqlite";
+  fs::create_directories(home);
+  const auto sqlite_config = write_cli_config(home, {peer_.token_url(), "", "", ""});
+  const std::string email = "tess@example.com";
+  auto r = run_cli(sqlite_config,
+                   {"account", "add", email, "--refresh-token-stdin", "--local-password-stdin"},
+                   peer_.add_account(email) + "\nlocal-1\n");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  // An edit of the log's first row (the account_added event) past the append-only trigger.
+  RawDb(home / "data/credentials.db")
+      .exec(
+          "DROP TRIGGER connection_log_no_update; UPDATE connection_log SET account = "
+          "'someone@else.com' WHERE id = 1");
+
+  const std::vector<std::string> migrate{"migrate", "--to", db_->database(), "--password-file",
+                                         db_->password_file().string()};
+  const auto refused = run_cli(sqlite_config, migrate);
+  EXPECT_NE(refused.exit_code, 0);
+  EXPECT_NE(refused.err.find("does not verify"), std::string::npos) << refused.err;
+  EXPECT_NE(refused.err.find("--keep-connection-log"), std::string::npos) << refused.err;
+
+  // Nothing was written: the accounts can move on their own, the log stays behind as the file
+  // the printed configuration names.
+  auto keep = migrate;
+  keep.push_back("--keep-connection-log");
+  const auto moved = run_cli(sqlite_config, keep);
+  ASSERT_EQ(moved.exit_code, 0) << moved.err;
+  EXPECT_NE(moved.out.find("copied 1 account(s)"), std::string::npos) << moved.out;
+  EXPECT_NE(moved.out.find("connection_log = \"" + (home / "data/credentials.db").string()),
+            std::string::npos)
+      << moved.out;
+  EXPECT_EQ(moved.out.find("copied the connection log"), std::string::npos) << moved.out;
 }
 
 }  // namespace

@@ -104,6 +104,17 @@ password_file = "secrets/pgpassword"
 
   EXPECT_EQ(parse_error("[storage]\npassword_file = \"pw\"\n"),
             "[storage] password_file: is for a PostgreSQL database (postgresql://...) only");
+  // A URL stays a URL: the database's own, or refused.
+  const auto same = parse_config(
+      "[storage]\ndatabase = \"postgres://h/db\"\nconnection_log = "
+      "\"postgres://h/db\"\n",
+      "/base");
+  ASSERT_TRUE(same.has_value()) << same.error().message;
+  EXPECT_EQ(same->storage.connection_log.native(), "postgres://h/db");
+  EXPECT_NE(parse_error("[storage]\ndatabase = \"postgres://h/db\"\nconnection_log = "
+                        "\"postgres://h/other\"\n")
+                .find("not another PostgreSQL database"),
+            std::string::npos);
   EXPECT_NE(parse_error("[storage]\nconnection_log = \"log.db\"\n").find("PostgreSQL"),
             std::string::npos);
 }
