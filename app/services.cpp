@@ -92,9 +92,11 @@ Result<std::unique_ptr<Services>> make_services(Config config, KeyPolicy key_pol
   Result<storage::MasterKey> key = fail(Errc::key_error, "no key");
   // With PostgreSQL the database may be older than this machine's files: a new key is only ever
   // a key the database refuses (its key check), never a silent second key.
+  bool created_key = false;
   if (key_policy == KeyPolicy::create_if_new && !fs::exists(key_path) &&
       (postgres || !fs::exists(db_path))) {
     key = storage::MasterKey::create(key_path);
+    created_key = key.has_value();
   } else {
     key = storage::MasterKey::load(key_path);
   }
@@ -107,8 +109,17 @@ Result<std::unique_ptr<Services>> make_services(Config config, KeyPolicy key_pol
 
   auto services = std::make_unique<Services>(std::move(config));
   const auto& cfg = services->config;
-  IOP_TRY_ASSIGN(services->store,
-                 storage::CredentialsStore::open(db_path.native(), db_password, *key));
+  auto store = storage::CredentialsStore::open(db_path.native(), db_password, *key);
+  if (!store && created_key && store.error().code == Errc::key_error) {
+    // The database answered that it belongs to another key (an instance joining a cluster
+    // without the cluster's key file): the key just made was never used; leave no file that a
+    // later start would load instead of the right one. Only on that answer: after any other
+    // error the database may have recorded this key.
+    std::error_code ec;
+    fs::remove(key_path, ec);
+  }
+  IOP_TRY(store);
+  services->store = std::move(*store);
   // After the store: its key check decides whether a log from before keying may be keyed now.
   IOP_TRY_ASSIGN(services->audit, storage::AuditLog::open(log_path.native(), db_password, *key));
   storage::AuditWriterSettings aws;

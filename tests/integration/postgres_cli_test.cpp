@@ -86,6 +86,9 @@ TEST_F(PostgresCliTest, AnotherKeyIsRefusedByTheDatabase) {
   const auto listed = run_cli(second, {"account", "list"});
   EXPECT_NE(listed.exit_code, 0);
   EXPECT_NE(listed.err.find("master key does not match"), std::string::npos) << listed.err;
+  // The key it made was never used: no file is left for a later start to load instead of the
+  // cluster's key copied there.
+  EXPECT_FALSE(fs::exists(dir_.path() / "two/data/master.key"));
 }
 
 TEST_F(PostgresCliTest, APasswordFileOthersCanReadIsRefused) {
