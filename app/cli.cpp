@@ -274,9 +274,16 @@ int cmd_migrate(const std::string& to, const std::optional<fs::path>& password_f
     std::cout << "  connection_log = \"" << fs::absolute(from).string()
               << "\"   # this instance's log stays in the old file\n";
   }
-  std::cout << "The old file still holds every account's sealed tokens and local password hash, "
-               "which will go stale: once the new setup works, keep it offline as an archive or "
-               "delete it.\n";
+  if (keep_log) {
+    std::cout << "The old file stays in use as this instance's connection log: keep it in place. "
+                 "It also still holds every account's sealed tokens and local password hash, "
+                 "which will go stale: once the new setup works, remove them with the sqlite3 "
+                 "shell (DELETE FROM mail_credentials;).\n";
+  } else {
+    std::cout << "The old file still holds every account's sealed tokens and local password "
+                 "hash, which will go stale: once the new setup works, keep it offline as an "
+                 "archive or delete it.\n";
+  }
   return 0;
 }
 

@@ -137,7 +137,7 @@ awaitable<Result<FreshToken>> TokenService::obtain(std::string email, TokenNeed 
     std::lock_guard lock(mutex_);
     last_used_[email] = std::chrono::steady_clock::now();
   }
-  if (auto hit = memory_lookup(email, need)) {
+  if (auto hit = memory_lookup(email, need, settings_.memory_ttl)) {
     co_return std::move(*hit);
   }
   std::optional<CachedToken> cached;
@@ -173,6 +173,19 @@ awaitable<Result<FreshToken>> TokenService::obtain(std::string email, TokenNeed 
         spdlog::error("token service: unexpected failure for {}: {}", email, e.what());
         result =
             fail(Errc::internal, fmt::format("internal error while getting a token for {}", email));
+      }
+      if (!result && result.error().code == Errc::storage_unavailable) {
+        // The database cannot be read (and Redis had nothing): the token this instance last
+        // held, if still valid for this use, rather than a failed login. Never after an
+        // answer that the token is bad (that erases the entry) or once the entry is older than
+        // memory_stale_if_unreachable.
+        if (auto last = memory_lookup(email, need, settings_.memory_stale_if_unreachable)) {
+          spdlog::warn(
+              "token service: {}; using the access token this instance last held for {} "
+              "(valid for another {} s)",
+              result.error().message, email, last->expiry - to_unix_seconds(clock_()));
+          result = std::move(*last);
+        }
       }
       complete(email, flight, result);
       co_return result;
@@ -227,14 +240,15 @@ awaitable<Result<FreshToken>> TokenService::join(std::shared_ptr<Flight> flight)
 }
 
 std::optional<FreshToken> TokenService::memory_lookup(const std::string& email,
-                                                      const TokenNeed& need) {
+                                                      const TokenNeed& need,
+                                                      std::chrono::milliseconds age_limit) {
   std::lock_guard lock(mutex_);
   auto it = memory_.find(email);
   if (it == memory_.end()) {
     return std::nullopt;
   }
-  if (std::chrono::steady_clock::now() - it->second.stored_at > settings_.memory_ttl) {
-    memory_.erase(it);
+  // An entry past memory_ttl stays (one per account used) for the fallback in obtain().
+  if (std::chrono::steady_clock::now() - it->second.stored_at > age_limit) {
     return std::nullopt;
   }
   const auto& entry = it->second;

@@ -63,6 +63,11 @@ struct TokenServiceSettings {
   // How long a first-level (in-process) entry may be served without looking at Redis or the
   // database again. Bounds how long a removed account's token can still be handed out.
   std::chrono::milliseconds memory_ttl{std::chrono::seconds(30)};
+  // While the database cannot be read (a PostgreSQL restart) and Redis has nothing, a login may
+  // still use the access token this instance last held for the account, past memory_ttl, while
+  // the token itself is valid for the use and the entry is younger than this: the same bound as
+  // the local-password record's fallback (storage::max_stale_login).
+  std::chrono::milliseconds memory_stale_if_unreachable{std::chrono::minutes(15)};
   // The cross-process refresh lock's lifetime; longer than a refresh with all its retries.
   std::chrono::milliseconds lock_ttl{std::chrono::seconds(60)};
   // How long to wait for another instance's refresh before refreshing anyway. Shorter than a
@@ -182,7 +187,10 @@ class TokenService {
   void complete(const std::string& email, const std::shared_ptr<Flight>& flight,
                 const Result<FreshToken>& result);
 
-  std::optional<FreshToken> memory_lookup(const std::string& email, const TokenNeed& need);
+  // `age_limit`: how old the entry may be (memory_ttl normally; memory_stale_if_unreachable
+  // when the database cannot be read).
+  std::optional<FreshToken> memory_lookup(const std::string& email, const TokenNeed& need,
+                                          std::chrono::milliseconds age_limit);
   void memory_store(const std::string& email, const FreshToken& token);
 
   storage::CredentialsStore& store_;

@@ -410,10 +410,11 @@ struct AuditLog::Impl {
   struct Unconfirmed {
     std::int64_t head_id = 0;  // the head the failed commit would have left
     std::string head_hash;
-    std::size_t rows = 0;           // the batch's first `rows` records
-    std::string fingerprint;        // batch_fingerprint of those records
-    std::size_t known_rows = 0;     // of which these were committed for certain
-    std::string known_fingerprint;  // batch_fingerprint of those
+    std::size_t rows = 0;            // the batch's first `rows` records
+    std::string fingerprint;         // batch_fingerprint of those records
+    std::size_t known_rows = 0;      // of which these were committed for certain
+    std::string known_fingerprint;   // batch_fingerprint of those
+    std::int64_t known_head_id = 0;  // the last of those
   };
   std::optional<Unconfirmed> unconfirmed;
 };
@@ -440,6 +441,11 @@ Result<std::unique_ptr<AuditLog>> AuditLog::open(std::string_view database,
                                                  const Secret& database_password,
                                                  const MasterKey& master_key) {
   IOP_TRY_ASSIGN(auto rows, open_log_rows(database, database_password));
+  return open_rows(std::move(rows), master_key);
+}
+
+Result<std::unique_ptr<AuditLog>> AuditLog::open_rows(std::unique_ptr<LogRows> rows,
+                                                      const MasterKey& master_key) {
   auto impl = std::make_unique<Impl>(std::move(rows), master_key);
   {
     IOP_TRY_ASSIGN(auto tx, impl->rows->begin_append());
@@ -613,19 +619,21 @@ Result<std::int64_t> AuditLog::append_batch(std::span<const ConnectionRecord> re
   IOP_TRY_ASSIGN(auto tx, impl_->rows->begin_append());
   // How many leading records a commit that failed did write after all.
   std::size_t done = 0;
-  std::int64_t last = 0;
+  std::int64_t done_head = 0;  // the id of the last of those
   if (impl_->unconfirmed) {
     const auto& u = *impl_->unconfirmed;
     IOP_TRY_ASSIGN(const auto row, impl_->rows->row(u.head_id));
     if (row && row->hash == u.head_hash && records.size() >= u.rows &&
         batch_fingerprint(records.first(u.rows)) == u.fingerprint) {
       done = u.rows;
-      last = u.head_id;
+      done_head = u.head_id;
     } else if (u.known_rows > 0 && records.size() >= u.known_rows &&
                batch_fingerprint(records.first(u.known_rows)) == u.known_fingerprint) {
       done = u.known_rows;
+      done_head = u.known_head_id;
     }
   }
+  std::int64_t last = done_head;
   const auto rest = records.subspan(done);
   std::string head_hash;
   if (!rest.empty()) {
@@ -634,13 +642,11 @@ Result<std::int64_t> AuditLog::append_batch(std::span<const ConnectionRecord> re
   if (auto committed = tx->commit(); !committed) {
     impl_->unconfirmed = Impl::Unconfirmed{last,           head_hash,
                                            records.size(), batch_fingerprint(records),
-                                           done,           batch_fingerprint(records.first(done))};
+                                           done,           batch_fingerprint(records.first(done)),
+                                           done_head};
     return std::unexpected(committed.error());
   }
   impl_->unconfirmed.reset();
-  if (last == 0) {
-    IOP_TRY_ASSIGN(last, impl_->rows->max_id());
-  }
   return last;
 }
 
@@ -931,6 +937,13 @@ Result<PruneReport> AuditLog::prune(std::int64_t cutoff_ms, std::int64_t now_ms)
     IOP_TRY_ASSIGN(const auto base_now, read_mark(rows, base_key));
     const std::int64_t base_id = base_now ? base_now->id : 0;
     if (base_id != check.first_id - 1) {
+      // Only a base this program wrote: a deleted or forged one is the tamper it looks like.
+      if (!base_now || !mark_verifies(*chain_key, base_key, *base_now)) {
+        return fail(Errc::credentials_corrupt,
+                    rows.where() +
+                        ": the connection log's base mark changed while it was being pruned and "
+                        "does not verify: run 'imap-oauth2-proxy audit --verify'");
+      }
       IOP_TRY(tx->commit());
       return PruneReport{0, base_id + 1};
     }

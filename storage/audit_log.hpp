@@ -183,6 +183,8 @@ struct PruneReport {
   std::int64_t first_kept = 0;  // the id the chain now starts at
 };
 
+class LogRows;  // storage/log_rows.hpp (internal)
+
 class AuditLog {
  public:
   // Opens its own connection to the database at `path` (creating and migrating it as
@@ -209,6 +211,9 @@ class AuditLog {
   static Result<std::unique_ptr<AuditLog>> open_for_reading(const std::filesystem::path& path);
   static Result<std::unique_ptr<AuditLog>> open_for_reading(std::string_view database,
                                                             const Secret& database_password);
+  // open() on rows opened by the caller (storage/log_rows.hpp): the engines' tests wrap them.
+  static Result<std::unique_ptr<AuditLog>> open_rows(std::unique_ptr<LogRows> rows,
+                                                     const MasterKey& master_key);
   ~AuditLog();
   AuditLog(const AuditLog&) = delete;
   AuditLog& operator=(const AuditLog&) = delete;

@@ -21,10 +21,8 @@ bool same_report(const VerifyReport& a, const VerifyReport& b) {
          a.head_hash == b.head_hash && a.first_id == b.first_id && a.unkeyed_rows == b.unkeyed_rows;
 }
 
-}  // namespace
-
-Result<void> check_connection_log_copy(const std::filesystem::path& from, std::string_view to,
-                                       const Secret& to_password, const MasterKey& key) {
+// The source's report, once it verifies.
+Result<VerifyReport> verified_source(const std::filesystem::path& from, const MasterKey& key) {
   {
     // Opened for writing first: a log from before keying is keyed now, as any open would.
     IOP_TRY_ASSIGN(auto source, AuditLog::open(from, key));
@@ -38,23 +36,52 @@ Result<void> check_connection_log_copy(const std::filesystem::path& from, std::s
                       "stays in this file, as [storage] connection_log)");
     }
   }
+  IOP_TRY_ASSIGN(auto source_log, AuditLog::open_for_verifying(from, key));
+  return source_log->verify();
+}
+
+// Whether the target already holds the copy: nothing (false), exactly the source's log (true,
+// a migrate that stopped after committing it), or another log (Errc::already_exists).
+Result<bool> target_holds_copy(const VerifyReport& source, std::string_view to,
+                               const Secret& to_password, const MasterKey& key) {
   IOP_TRY_ASSIGN(auto target, open_pg_log_rows(to, to_password));
   IOP_TRY_ASSIGN(const std::int64_t rows, target->count());
   IOP_TRY_ASSIGN(const auto head, target->read_meta(marks[0]));
-  if (rows != 0 || head) {
-    return fail(Errc::already_exists,
-                "the target database's connection log already holds " + std::to_string(rows) +
-                    " row(s): migrate copies into a database without a log (nothing was written)");
+  if (rows == 0 && !head) {
+    return false;
   }
+  auto copy = AuditLog::open_for_verifying(to, to_password, key);
+  if (copy) {
+    auto report = (*copy)->verify();
+    if (report && same_report(source, *report)) {
+      return true;
+    }
+  }
+  return fail(Errc::already_exists,
+              "the target database's connection log already holds " + std::to_string(rows) +
+                  " row(s) that are not this log's copy: migrate copies into a database without "
+                  "a log (nothing was written)");
+}
+
+}  // namespace
+
+Result<void> check_connection_log_copy(const std::filesystem::path& from, std::string_view to,
+                                       const Secret& to_password, const MasterKey& key) {
+  IOP_TRY_ASSIGN(const auto source, verified_source(from, key));
+  IOP_TRY(target_holds_copy(source, to, to_password, key));
   return {};
 }
 
 Result<VerifyReport> copy_connection_log(const std::filesystem::path& from, std::string_view to,
                                          const Secret& to_password, const MasterKey& key,
                                          const std::function<Result<void>()>& before_commit) {
-  IOP_TRY(check_connection_log_copy(from, to, to_password, key));
-  IOP_TRY_ASSIGN(auto source_log, AuditLog::open_for_verifying(from, key));
-  IOP_TRY_ASSIGN(const VerifyReport before, source_log->verify());
+  IOP_TRY_ASSIGN(const VerifyReport before, verified_source(from, key));
+  IOP_TRY_ASSIGN(const bool copied, target_holds_copy(before, to, to_password, key));
+  if (copied) {
+    // A migrate that stopped after the log committed: finish the accounts' part only.
+    IOP_TRY(before_commit());
+    return before;
+  }
 
   IOP_TRY_ASSIGN(auto source, open_sqlite_log_rows(from));
   IOP_TRY_ASSIGN(auto target, open_pg_log_rows(to, to_password));

@@ -81,14 +81,15 @@ class CredentialRows {
   virtual Result<KeyCheck> read_key_check(const MasterKey& key) = 0;
   virtual Result<void> write_key_check(const MasterKey& key, KeyCheck version) = 0;
 
-  // Whether load_row(email, false) and load_rows() outside a transaction may be called from any
-  // thread without the store's mutex, even while another thread holds a write transaction (they
-  // then read what is committed, on connections of their own). PostgreSQL: yes, from a pool;
-  // SQLite: no, one connection.
+  // Whether load_row(email, false) may be called from any thread without the store's mutex, even
+  // while another thread holds a write transaction (it then reads what is committed, on a
+  // connection of its own). PostgreSQL: yes, from a pool; SQLite: no, one connection. (load_rows
+  // stays under the mutex on both.)
   [[nodiscard]] virtual bool concurrent_reads() const = 0;
 
-  // False once the connection to a database server is lost (and not opened again yet): an
-  // error now is the server's absence, not its answer.
+  // After a failed load_row(email, false) on this thread: false when it failed for want of a
+  // server (none reachable, or the connection was lost), true when the server answered with the
+  // error. That call's own outcome, whatever other threads meet meanwhile.
   [[nodiscard]] virtual bool connected() const = 0;
 
   // CredentialsStore::try_refresh_lock. Thread-safe on its own (called without the store's

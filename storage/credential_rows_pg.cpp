@@ -140,9 +140,7 @@ class PgRows final : public CredentialRows {
 
   [[nodiscard]] bool concurrent_reads() const override { return true; }
 
-  // The reads' view: logins read through the pool, so its last attempt is what tells whether
-  // the server can be reached now.
-  [[nodiscard]] bool connected() const override { return reads_.reachable(); }
+  [[nodiscard]] bool connected() const override { return !pg::Pool::last_read_unreachable(); }
 
   Result<std::optional<StoredRow>> load_row(std::string_view email, bool for_update) override {
     const bool lock = for_update && session_.in_transaction();

@@ -1,5 +1,6 @@
 // copy_credentials (storage/credentials_store.hpp): `migrate --to`, SQLite to PostgreSQL.
 
+#include <algorithm>
 #include <filesystem>
 #include <map>
 #include <string>
@@ -47,6 +48,17 @@ Result<std::size_t> copy_credentials(const std::filesystem::path& from, std::str
   {
     IOP_TRY_ASSIGN(auto tx, target->begin_write());
     IOP_TRY_ASSIGN(const auto existing, target->load_rows());
+    // Exactly the source's rows: a migrate that stopped after committing them (its log part
+    // failed), run again. Anything else is someone's data.
+    const bool copied_before =
+        !existing.empty() && existing.size() == rows.size() &&
+        std::all_of(rows.begin(), rows.end(), [&](const StoredRow& row) {
+          return std::any_of(existing.begin(), existing.end(),
+                             [&](const StoredRow& other) { return same_row(row, other); });
+        });
+    if (copied_before) {
+      return rows.size();
+    }
     if (!existing.empty()) {
       return fail(Errc::already_exists,
                   "the target database already holds " + std::to_string(existing.size()) +

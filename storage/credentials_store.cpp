@@ -269,9 +269,10 @@ struct CredentialsStore::Impl {
   // have seen the row from before the change.
   std::uint64_t login_changes = 0;
 
-  void forget_login(std::string_view email) {
+  // Allocates nothing (ForgetLogin calls it from its destructor).
+  void forget_login(const std::string& email) noexcept {
     std::lock_guard lock(last_mu);
-    last_login_records.erase(std::string(email));
+    last_login_records.erase(email);
     ++login_changes;
   }
 };

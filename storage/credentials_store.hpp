@@ -198,7 +198,8 @@ class CredentialsStore {
 // again. Both databases are first opened as stores with `key` (its key check, the schema), the
 // rows are written in one transaction, then read back and compared field by field, and the
 // target's accounts must verify exactly where the source's did. Returns the number of accounts.
-// Errc::not_found: no file at `from`; Errc::already_exists: `to` holds accounts.
+// Errc::not_found: no file at `from`; Errc::already_exists: `to` holds other accounts (exactly
+// these rows, from a migrate that stopped after committing them, is success: nothing is written).
 Result<std::size_t> copy_credentials(const std::filesystem::path& from, std::string_view to,
                                      const Secret& to_password, const MasterKey& key);
 

@@ -220,15 +220,14 @@ bool Connection::healthy() const { return PQstatus(conn_.get()) == CONNECTION_OK
 
 Result<Connection*> Session::get() {
   if (!conn_.healthy() && !in_transaction_) {
-    const auto now = std::chrono::steady_clock::now();
-    if (now < retry_at_) {
+    if (std::chrono::steady_clock::now() < retry_at_) {
       return fail(Errc::storage_unavailable,
                   "PostgreSQL " + target_.shown +
                       ": no connection (the last attempt failed less than a second ago)");
     }
     auto reopened = Connection::open(target_, password_);
     if (!reopened) {
-      retry_at_ = now + std::chrono::seconds(1);
+      retry_at_ = std::chrono::steady_clock::now() + std::chrono::seconds(1);
       return std::unexpected(reopened.error());
     }
     conn_ = std::move(*reopened);
@@ -269,21 +268,32 @@ Result<void> Session::end(bool commit_it) {
   return commit(conn_);
 }
 
+namespace {
+// Pool::last_read_unreachable(): the calling thread's last Pool::read().
+thread_local bool read_found_no_server = false;
+}  // namespace
+
 Result<Connection> Pool::connect() {
-  const auto now = std::chrono::steady_clock::now();
   {
     std::lock_guard lock(mu_);
-    if (now < retry_at_) {
+    // While the server is known to be gone, one thread probes and the others fail at once: a
+    // connect to a host that drops packets costs its whole timeout (5 s), which every login
+    // would otherwise pay.
+    if (std::chrono::steady_clock::now() < retry_at_ || (!reachable_ && probing_)) {
       return fail(Errc::storage_unavailable,
                   "PostgreSQL " + target_.shown +
-                      ": no connection (the last attempt failed less than a second ago)");
+                      ": no connection (the last attempt failed a moment ago; retrying)");
     }
+    probing_ = !reachable_;
   }
   auto conn = Connection::open(target_, password_);
   std::lock_guard lock(mu_);
+  probing_ = false;
   reachable_ = conn.has_value();
   if (!conn) {
-    retry_at_ = now + std::chrono::seconds(1);
+    // From the end of the attempt, not its start: an attempt that took its whole timeout must
+    // not leave the next one due at once.
+    retry_at_ = std::chrono::steady_clock::now() + std::chrono::seconds(1);
   }
   return conn;
 }
@@ -310,19 +320,29 @@ void Pool::give(Connection conn) {
 }
 
 Result<Rows> Pool::read(std::string_view sql, std::initializer_list<Param> params) {
-  IOP_TRY_ASSIGN(auto conn, take());
-  auto rows = conn.exec(sql, params);
-  if (!rows && !conn.healthy()) {
-    IOP_TRY_ASSIGN(conn, connect());
-    rows = conn.exec(sql, params);
+  read_found_no_server = true;  // until a connection answers
+  auto conn = take();
+  if (!conn) {
+    return std::unexpected(conn.error());
   }
+  auto rows = conn->exec(sql, params);
+  if (!rows && !conn->healthy()) {
+    conn = connect();
+    if (!conn) {
+      return std::unexpected(conn.error());
+    }
+    rows = conn->exec(sql, params);
+  }
+  read_found_no_server = !rows && !conn->healthy();
   {
     std::lock_guard lock(mu_);
-    reachable_ = rows.has_value() || conn.healthy();
+    reachable_ = !read_found_no_server;
   }
-  give(std::move(conn));
+  give(std::move(*conn));
   return rows;
 }
+
+bool Pool::last_read_unreachable() { return read_found_no_server; }
 
 bool Pool::reachable() const {
   std::lock_guard lock(mu_);

@@ -136,7 +136,10 @@ class Session {
   }
   // BEGIN (or `begin`), sent once more on a new connection when the old one was lost since its
   // last use: BEGIN did nothing, so it is safe to repeat. Marks the session in a transaction.
-  Result<void> begin(std::string_view begin = "BEGIN");
+  // The default is READ COMMITTED whatever the database's default: the writers take a lock
+  // (advisory, FOR UPDATE) and then read what the previous holder committed; under REPEATABLE
+  // READ the snapshot would predate the wait.
+  Result<void> begin(std::string_view begin = "BEGIN ISOLATION LEVEL READ COMMITTED");
   // COMMIT (checked, see commit()) or ROLLBACK; ends the transaction either way.
   Result<void> end(bool commit);
 
@@ -156,7 +159,8 @@ class Session {
 // Connections shared by threads that each need one for a moment (a read) or for a while (a
 // session advisory lock, which belongs to the connection that took it): take() one, give() it
 // back. Thread-safe. Up to `max_idle` idle connections are kept; more are opened while more
-// threads need one at once (bounded by the callers: the blocking pool's threads).
+// callers need one at once: reads are bounded by the blocking pool's threads, refresh locks by
+// the refreshes in flight (one per account at most per instance).
 //
 // After a failed connect the next attempt waits a second, as in Session: while the server is
 // down a login fails at once instead of each paying a connect.
@@ -175,8 +179,12 @@ class Pool {
   // when the pooled one turned out lost (a restart drops them all; each looks healthy until
   // used).
   Result<Rows> read(std::string_view sql, std::initializer_list<Param> params = {});
-  // False once an attempt found the server unreachable, until one succeeds again.
+  // False once an attempt found the server unreachable, until one succeeds again (any thread's).
   [[nodiscard]] bool reachable() const;
+  // Whether the calling thread's last read() failed for want of a server (no connection could
+  // be opened, or it was lost), rather than on the server's answer: that call's own outcome,
+  // which reachable() is not (other threads move it).
+  [[nodiscard]] static bool last_read_unreachable();
 
  private:
   Target target_;
@@ -186,6 +194,7 @@ class Pool {
   std::vector<Connection> idle_;
   std::chrono::steady_clock::time_point retry_at_;  // no connect attempt before this
   bool reachable_ = true;
+  bool probing_ = false;  // a connect is under way while the server is thought gone
 };
 
 // COMMIT, checked: a transaction in which a statement failed "commits" as a ROLLBACK, which is

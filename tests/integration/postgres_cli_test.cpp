@@ -152,6 +152,11 @@ TEST_F(PostgresCliTest, MigrateCopiesEveryAccountAndTheCopyServes) {
   ASSERT_EQ(migrated.exit_code, 0) << migrated.err;
   EXPECT_NE(migrated.out.find("copied 2 account(s)"), std::string::npos) << migrated.out;
   EXPECT_NE(migrated.out.find("copied the connection log"), std::string::npos) << migrated.out;
+  // Run again at once (as after a migrate that stopped half way): the target holds exactly the
+  // copy, which counts as done.
+  const auto rerun = run_cli(sqlite_config, {"migrate", "--to", db_->database(), "--password-file",
+                                             db_->password_file().string()});
+  EXPECT_EQ(rerun.exit_code, 0) << rerun.err;
 
   // The configuration the command printed: the same accounts, usable.
   CliConfig cli{peer_.token_url(), "", "", ""};
@@ -174,7 +179,10 @@ TEST_F(PostgresCliTest, MigrateCopiesEveryAccountAndTheCopyServes) {
   const auto token = run_cli(pg_config, {"token", oauth});
   EXPECT_EQ(token.exit_code, 0) << token.err;
 
-  // Again: the target has accounts now, and nothing is written.
+  // Again, once the new setup changed something (a local password): the target holds other
+  // data now, and nothing is written.
+  ASSERT_EQ(run_cli(pg_config, {"account", "passwd", legacy}, std::string("local-3\n")).exit_code,
+            0);
   const auto again = run_cli(sqlite_config, {"migrate", "--to", db_->database(), "--password-file",
                                              db_->password_file().string()});
   EXPECT_NE(again.exit_code, 0);
