@@ -279,6 +279,11 @@ TEST_P(TokenServiceTest, ThreeInstancesSharingOnlyTheDatabaseRefreshOnce) {
     net::thread_pool pool{2};
     std::unique_ptr<TokenService> service;
   };
+  // Whatever the database's default isolation: under REPEATABLE READ a write that waited for
+  // the row's lock would read the row as it was before the wait (the review's finding), and
+  // the refreshed token's write would fail to serialize.
+  db_->exec("DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET default_transaction_isolation "
+            "= ''repeatable read''', current_database()); END $$");
   std::vector<std::unique_ptr<Instance>> instances;
   for (int i = 0; i < 3; ++i) {
     auto in = std::make_unique<Instance>();
