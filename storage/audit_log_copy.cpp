@@ -97,10 +97,11 @@ Result<VerifyReport> copy_connection_log(const std::filesystem::path& from, std:
                   "during the copy (an instance is running on it): "
                   "nothing was copied");
     }
-    IOP_TRY(source->scan([&](const LogRow& row) -> Result<bool> {
+    const auto copy_row = [&](const LogRow& row) -> Result<bool> {
       IOP_TRY(target->insert(row));
       return true;
-    }));
+    };
+    IOP_TRY(source->scan(copy_row));
     for (const auto name : marks) {
       IOP_TRY_ASSIGN(const auto value, source->read_meta(name));
       if (value) {
