@@ -110,7 +110,8 @@ class AuditLogCommitTest : public ::testing::Test {
   // The close reasons in the log, oldest first, and whether it verifies.
   std::vector<std::string> reasons() {
     std::vector<std::string> out;
-    for (const auto& r : log_->query(AuditQuery{}).value()) {
+    const auto rows = log_->query(AuditQuery{}).value();  // a copy: the Result is a temporary
+    for (const auto& r : rows) {
       out.push_back(r.close_reason);
     }
     EXPECT_TRUE(log_->verify().value().intact);
