@@ -357,8 +357,7 @@ std::int64_t now_millis() {
 int audit(const AuditOptions& options) {
   const auto config = check(load_effective_config(options.config));
   const std::string path = config.storage.connection_log.native();
-  // A local log with a PostgreSQL database needs no password (nor a readable password file).
-  const Secret password = is_postgres_url(path) ? check(database_password(config)) : Secret();
+  const Secret password = check(connection_log_password(config));
   // A read command must not create an empty database in a wrong place (a mistyped --config).
   if (!is_postgres_url(path) && !fs::exists(path)) {
     die(

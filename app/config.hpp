@@ -183,6 +183,9 @@ std::vector<std::string> config_file_warnings(const Config& config);
 // users may read it. One trailing newline is not part of the password. Defined in
 // app/config_secrets.cpp.
 Result<Secret> database_password(const Config& config);
+// The password the connection log needs: database_password() when the log is in PostgreSQL,
+// empty for a local SQLite log (whose commands must not depend on the password file).
+Result<Secret> connection_log_password(const Config& config);
 // The same for a password file named elsewhere (`migrate --password-file`).
 Result<Secret> read_database_password(const std::filesystem::path& path);
 

@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "app/config.hpp"
+#include "common/database_url.hpp"
 #include "storage/token_cache.hpp"
 
 namespace iop::app {
@@ -46,6 +47,13 @@ Result<Secret> database_password(const Config& config) {
     return Secret();
   }
   return read_database_password(config.storage.password_file);
+}
+
+Result<Secret> connection_log_password(const Config& config) {
+  if (!is_postgres_url(config.storage.connection_log.native())) {
+    return Secret();
+  }
+  return database_password(config);
 }
 
 Result<Secret> read_database_password(const std::filesystem::path& path) {

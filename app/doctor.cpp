@@ -19,7 +19,6 @@
 #include "certs/local_cert.hpp"
 #include "certs/tls_context.hpp"
 #include "common/asio.hpp"
-#include "common/database_url.hpp"
 #include "common/host_port.hpp"
 #include "common/log.hpp"
 #include "common/sanitize.hpp"
@@ -232,10 +231,7 @@ Check check_connection_log(const Config& config) {
   if (!key) {
     return warn(name, "not checked: no usable master key");
   }
-  // A local log with a PostgreSQL database needs no password.
-  auto password = is_postgres_url(config.storage.connection_log.native())
-                      ? database_password(config)
-                      : Result<Secret>(Secret());
+  auto password = connection_log_password(config);
   if (!password) {
     return failed(name, password.error().message, "fix [storage] password_file");
   }

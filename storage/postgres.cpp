@@ -344,11 +344,6 @@ Result<Rows> Pool::read(std::string_view sql, std::initializer_list<Param> param
 
 bool Pool::last_read_unreachable() { return read_found_no_server; }
 
-bool Pool::reachable() const {
-  std::lock_guard lock(mu_);
-  return reachable_;
-}
-
 Result<Transaction> Transaction::begin(Connection& conn, std::string_view begin) {
   IOP_TRY(conn.run(begin));
   return Transaction(&conn);

@@ -144,9 +144,7 @@ class Session {
   Result<void> end(bool commit);
 
   [[nodiscard]] bool in_transaction() const { return in_transaction_; }
-  [[nodiscard]] bool healthy() const { return conn_.healthy(); }
   [[nodiscard]] const Target& target() const { return target_; }
-  [[nodiscard]] const Secret& password() const { return password_; }
 
  private:
   Target target_;
@@ -179,11 +177,9 @@ class Pool {
   // when the pooled one turned out lost (a restart drops them all; each looks healthy until
   // used).
   Result<Rows> read(std::string_view sql, std::initializer_list<Param> params = {});
-  // False once an attempt found the server unreachable, until one succeeds again (any thread's).
-  [[nodiscard]] bool reachable() const;
   // Whether the calling thread's last read() failed for want of a server (no connection could
   // be opened, or it was lost), rather than on the server's answer: that call's own outcome,
-  // which reachable() is not (other threads move it).
+  // whatever other threads meet meanwhile.
   [[nodiscard]] static bool last_read_unreachable();
 
  private:
@@ -193,8 +189,8 @@ class Pool {
   mutable std::mutex mu_;
   std::vector<Connection> idle_;
   std::chrono::steady_clock::time_point retry_at_;  // no connect attempt before this
-  bool reachable_ = true;
-  bool probing_ = false;  // a connect is under way while the server is thought gone
+  bool reachable_ = true;  // the last attempt (any thread's) found the server
+  bool probing_ = false;   // a connect is under way while the server is thought gone
 };
 
 // COMMIT, checked: a transaction in which a statement failed "commits" as a ROLLBACK, which is
