@@ -104,6 +104,23 @@ Setter bool_into(std::string_view section, std::string_view key, bool& out) {
   };
 }
 
+// true, false or "auto".
+Setter probe_into(std::string_view section, std::string_view key, proxy::Probe& out) {
+  return [section, key, &out](const toml::node& node) -> Result<void> {
+    if (const auto* b = node.as_boolean()) {
+      out = b->get() ? proxy::Probe::always : proxy::Probe::never;
+      return {};
+    }
+    const auto* s = node.as_string();
+    if (s != nullptr && s->get() == "auto") {
+      out = proxy::Probe::exchange;
+      return {};
+    }
+    return bad(section, key,
+               fmt::format("expected true, false or \"auto\", got {}", describe(node)));
+  };
+}
+
 Setter int_into(std::string_view section, std::string_view key, int& out, int min, int max) {
   return [section, key, &out, min, max](const toml::node& node) -> Result<void> {
     const auto* i = node.as_integer();
@@ -301,7 +318,7 @@ Result<Config> parse_config(std::string_view toml_text, const fs::path& base_dir
         {"port", int_into(u, "port", c.upstream.port, 1, 65535)},
         {"ca_file", path_into(u, "ca_file", c.upstream.ca_file, base_dir)},
         {"timeout", duration_into(u, "timeout", c.upstream.timeout)},
-        {"probe", bool_into(u, "probe", c.upstream.probe)},
+        {"probe", probe_into(u, "probe", c.upstream.probe)},
         {"preconnect", bool_into(u, "preconnect", c.upstream.preconnect)},
         {"prewarm", bool_into(u, "prewarm", c.upstream.prewarm)},
         {"prewarm_window", duration_into(u, "prewarm_window", c.upstream.prewarm_window)},
@@ -623,7 +640,10 @@ host    = "outlook.office365.com"
 port    = 993
 ca_file = ""                         # empty: the system trust store
 timeout = "30s"                      # connect, TLS and login
-probe   = true                       # LIST "" "" after login catches broken mailbox access
+# LIST "" "" after login catches Exchange's "authenticated but not connected" (a token for a
+# mailbox the account cannot open). "auto": only against Microsoft Exchange (its hosts, or a
+# greeting that names it); true: every server; false: never.
+probe   = "auto"
 # Preconnect: while logins to a server happened in the last 10 minutes, keep one connection to
 # it open ahead of need (TCP and TLS done, certificate checked, not logged in, no credential);
 # the next login takes it and starts with AUTHENTICATE. Each waits at most 20 s, then is

@@ -17,6 +17,7 @@
 #include "common/log.hpp"
 #include "common/result.hpp"
 #include "common/secret.hpp"
+#include "proxy/upstream_login_machine.hpp"
 
 namespace iop::app {
 
@@ -48,7 +49,9 @@ struct UpstreamConfig {
   int port = 993;
   std::filesystem::path ca_file;  // empty: the system trust store
   std::chrono::milliseconds timeout{std::chrono::seconds(30)};
-  bool probe = true;  // LIST "" "" after login (Exchange's "authenticated but not connected")
+  // LIST "" "" after login, for Exchange's "authenticated but not connected": true, false, or
+  // "auto" (the default): against Microsoft Exchange only (proxy/upstream_login_machine.hpp).
+  proxy::Probe probe = proxy::Probe::exchange;
   // Preconnect (issue #9): one spare connection per upstream server (TLS up, not logged in)
   // while logins to it are recent, taken by the next login (proxy/spare_policy.hpp).
   bool preconnect = true;

@@ -98,4 +98,18 @@ constexpr bool ascii_istarts_with(std::string_view text, std::string_view prefix
   return text.size() >= prefix.size() && ascii_iequals(text.substr(0, prefix.size()), prefix);
 }
 
+constexpr bool ascii_iends_with(std::string_view text, std::string_view suffix) noexcept {
+  return text.size() >= suffix.size() &&
+         ascii_iequals(text.substr(text.size() - suffix.size()), suffix);
+}
+
+constexpr bool ascii_icontains(std::string_view text, std::string_view part) noexcept {
+  for (std::size_t at = 0; at + part.size() <= text.size(); ++at) {
+    if (ascii_iequals(text.substr(at, part.size()), part)) {
+      return true;
+    }
+  }
+  return false;
+}
+
 }  // namespace iop

@@ -4,7 +4,8 @@
 // the response framing and its limits underneath.
 //
 // First input byte: options (bit 0: a password account (LOGIN), else a token; bit 1: the probe;
-// bit 2: small limits). Second byte: seed for the read sizes. The rest: the server's bytes.
+// bit 2: small limits; bit 3 with bit 1: the probe only against Exchange). Second byte: seed for
+// the read sizes. The rest: the server's bytes.
 //
 // Checks, besides the sanitizers:
 // - the same bytes cut into arbitrary reads give the same transcript as in one read: the same
@@ -49,7 +50,10 @@ UpstreamLoginOptions options_for(std::uint8_t flags) {
   o.user = std::string(user);
   o.is_password = (flags & 1) != 0;
   o.secret = iop::Secret(o.is_password ? password : token);
-  o.probe = (flags & 2) != 0;
+  // Bit 1 off: never; on: always, or with bit 3 only against Exchange (its greeting decides).
+  o.probe = (flags & 2) == 0   ? iop::proxy::Probe::never
+            : (flags & 8) != 0 ? iop::proxy::Probe::exchange
+                               : iop::proxy::Probe::always;
   o.where = "imap.example:993";
   if ((flags & 4) != 0) {
     o.limits.max_line_bytes = 48;

@@ -130,7 +130,7 @@ awaitable<std::expected<UpstreamConnection, UpstreamError>> connect_upstream(
   login.user = std::move(user);
   login.secret = std::move(secret);
   login.is_password = is_password;
-  login.probe = options.probe;
+  login.probe = resolve_probe(options.probe, endpoint.host);
   login.where = format_host_port(endpoint.host, endpoint.port);
   // Whatever the outcome, the next login to this server finds a spare (when the policy says so).
   struct Replenish {

@@ -28,8 +28,9 @@ struct UpstreamOptions {
   // The whole exchange, from connect to the probe's answer.
   std::chrono::milliseconds timeout{std::chrono::seconds(30)};
   // After login, `LIST "" ""` catches Exchange Online's OK AUTHENTICATE followed by
-  // `BAD User is authenticated but not connected` (a token for the wrong mailbox).
-  bool probe = true;
+  // `BAD User is authenticated but not connected` (a token for the wrong mailbox). By default
+  // only against Exchange (Probe::exchange, resolved per host by resolve_probe()).
+  Probe probe = Probe::exchange;
   // [upstream] preconnect: a login takes the server's spare connection (TLS already up) when
   // there is one, and the next spare is opened after it (proxy/spare_pool.hpp). Null: every
   // login connects afresh (the client library, tests).

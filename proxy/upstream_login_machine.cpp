@@ -25,6 +25,32 @@ std::string_view to_string(UpstreamFailure failure) {
   return "unknown";
 }
 
+std::string_view to_string(Probe probe) {
+  switch (probe) {
+    case Probe::never:
+      return "never";
+    case Probe::always:
+      return "always";
+    case Probe::exchange:
+      return "auto";
+  }
+  return "unknown";
+}
+
+Probe resolve_probe(Probe probe, std::string_view host) {
+  if (probe != Probe::exchange) {
+    return probe;
+  }
+  for (const std::string_view domain : {"office365.com", "outlook.com", "office.com"}) {
+    if (ascii_iequals(host, domain) ||
+        (host.size() > domain.size() && ascii_iends_with(host, domain) &&
+         host[host.size() - domain.size() - 1] == '.')) {
+      return Probe::always;
+    }
+  }
+  return probe;
+}
+
 using namespace upstream_login;
 
 namespace {
@@ -151,6 +177,9 @@ void UpstreamLoginMachine::on_response(const ResponseLine& line, std::vector<Act
              out);
         return;
       }
+      // "* OK The Microsoft Exchange IMAP4 service is ready. [...]" (Exchange Online and
+      // Exchange Server): for Probe::exchange.
+      exchange_ = ascii_icontains(line.text, "Microsoft Exchange");
       caps_ = capabilities_in(line).value_or(std::vector<std::string>{});
       if (caps_.empty()) {
         command("CAPABILITY", Step::capability, out);
@@ -307,7 +336,7 @@ void UpstreamLoginMachine::on_login_result(const ResponseLine& line, std::vector
 void UpstreamLoginMachine::after_login(bool asked, std::vector<Action>& out) {
   if (caps_.empty() && !asked) {
     command("CAPABILITY", Step::post_capability, out);
-  } else if (options_.probe) {
+  } else if (wants_probe()) {
     command("LIST \"\" \"\"", Step::probe, out);
   } else {
     done_ = true;
@@ -331,6 +360,10 @@ void UpstreamLoginMachine::fail(UpstreamFailure kind, std::string detail,
   options_.secret = Secret();
   initial_response_ = Secret();
   out.emplace_back(std::in_place_type<Failed>, UpstreamError{kind, std::move(detail)});
+}
+
+bool UpstreamLoginMachine::wants_probe() const {
+  return options_.probe == Probe::always || (options_.probe == Probe::exchange && exchange_);
 }
 
 std::string UpstreamLoginMachine::next_tag() { return fmt::format("p{}", ++tag_number_); }

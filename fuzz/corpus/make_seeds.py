@@ -200,7 +200,8 @@ preauth_seeds = [
     ("junk", pre("\r\n* LOGIN\r\na1 SELECT INBOX\r\na2 LOGIN\r\n((((\r\n")),
 ]
 write("preauth_fuzzer", preauth_seeds)
-# ---- upstream_login_fuzzer: byte 0 options (1 password account, 2 probe, 4 small limits), byte 1
+# ---- upstream_login_fuzzer: byte 0 options (1 password account, 2 probe, 4 small limits, 8 with 2:
+# the probe against Exchange only), byte 1
 # read-size seed, then the server's bytes (the machine's commands are tagged p1, p2, ...)
 def login(text, opts=2, seed=9):
     return bytes([opts, seed]) + text.encode()
@@ -240,6 +241,10 @@ login_seeds = [
     ("small-limits", login("* OK [CAPABILITY IMAP4rev1 SASL-IR] hi\r\n" +
                            "* 1 FETCH (BODY[] {10}\r\n0123456789)\r\n" * 12, opts=6, seed=3)),
     ("malformed", login("* OK hi\r\n\r\n+ go\r\np1\r\n* PREAUTH\r\n", seed=200)),
+    ("auto-probe-exchange", login(EXCHANGE_GREETING + EXCHANGE_CAPS + "p2 OK AUTHENTICATE completed.\r\n"
+                                  "p3 BAD User is authenticated but not connected.\r\n"
+                                  "p4 BAD User is authenticated but not connected.\r\n", opts=10)),
+    ("auto-probe-dovecot", login(DOVECOT_GREETING + "p1 " + DOVECOT_OK + "* 1 RECENT\r\n", opts=10)),
 ]
 write("upstream_login_fuzzer", login_seeds)
 print("seeds written")

@@ -29,8 +29,6 @@ namespace {
 // A line longer than this without CRLF ends the connection; XOAUTH2 responses stay far below.
 constexpr std::size_t max_line_bytes = 64 * 1024;
 
-const std::string greeting =
-    "* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=XOAUTH2 IDLE] light IMAP server ready\r\n";
 const std::string caps_before_login = "IMAP4rev1 SASL-IR AUTH=XOAUTH2 IDLE";
 const std::string caps_after_login = "IMAP4rev1 IDLE";
 
@@ -150,6 +148,11 @@ std::filesystem::path LightImapServer::ca_file() const {
 void LightImapServer::set_accepted_token(std::optional<std::string> token) {
   std::lock_guard lock(mutex_);
   accepted_token_ = std::move(token);
+}
+
+void LightImapServer::set_greeting_text(std::string text) {
+  std::lock_guard lock(mutex_);
+  greeting_text_ = std::move(text);
 }
 
 std::map<std::string, std::uint64_t> LightImapServer::logins_of() const {
@@ -272,7 +275,10 @@ void LightImapServer::handshake(Connection& c) {
     return close(c);
   }
   c.state = Connection::State::not_authenticated;
-  c.out = greeting;
+  {
+    std::lock_guard lock(mutex_);
+    c.out = "* OK [CAPABILITY " + caps_before_login + "] " + greeting_text_ + "\r\n";
+  }
   transfer(c);
 }
 
@@ -400,6 +406,7 @@ void LightImapServer::on_command(Connection& c, const std::string& tag, const st
     }
   } else if (name == "LIST" && authenticated) {
     // Enough for `LIST "" ""` (RFC 9051 §6.3.9: the hierarchy delimiter and the root).
+    ++lists_;
     c.out += "* LIST (\\Noselect) \"/\" \"\"\r\n" + tag + " OK LIST completed\r\n";
   } else if (name == "IDLE" && authenticated) {
     c.tag = tag;

@@ -48,6 +48,14 @@ class LightImapServer {
   // token is. Either way the SASL user name is recorded (logins_of()).
   void set_accepted_token(std::optional<std::string> token);
 
+  // The greeting's text after its capabilities, for connections accepted from now on (the
+  // default: "light IMAP server ready"). "The Microsoft Exchange IMAP4 service is ready." makes
+  // it look like Exchange to the proxy's probe choice ([upstream] probe = "auto").
+  void set_greeting_text(std::string text);
+
+  // LIST commands answered so far (the proxy's `LIST "" ""` probe, among others).
+  [[nodiscard]] std::uint64_t lists() const { return lists_.load(); }
+
   // Connections open now, from accept to close (TLS handshakes included).
   [[nodiscard]] std::size_t live_sessions() const { return live_.load(); }
   // Connections open now that have logged in.
@@ -93,9 +101,11 @@ class LightImapServer {
   std::atomic<std::uint64_t> logins_{0};
   std::atomic<std::uint64_t> failed_logins_{0};
   std::atomic<std::uint64_t> accept_errors_{0};
-  mutable std::mutex mutex_;  // guards accepted_token_ and users_
+  std::atomic<std::uint64_t> lists_{0};
+  mutable std::mutex mutex_;  // guards accepted_token_, users_ and greeting_text_
   std::optional<std::string> accepted_token_;
   std::map<std::string, std::uint64_t> users_;
+  std::string greeting_text_ = "light IMAP server ready";
   std::thread thread_;
 };
 

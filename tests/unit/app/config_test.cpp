@@ -1,5 +1,6 @@
 #include "app/config.hpp"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 namespace iop::app {
@@ -142,6 +143,23 @@ max_connections_per_account = 15
   EXPECT_NE(parse_error("[upstream]\nmax_connections_per_account = -1\n")
                 .find("[upstream] max_connections_per_account: expected an integer from 0"),
             std::string::npos);
+}
+
+TEST(Config, ProbeIsAutoTrueOrFalse) {
+  EXPECT_EQ(parse_config("", "/base").value().upstream.probe, proxy::Probe::exchange)
+      << "the default: against Exchange only";
+  const auto probe_of = [](std::string_view value) {
+    return parse_config(fmt::format("[upstream]\nprobe = {}\n", value), "/base")
+        .value()
+        .upstream.probe;
+  };
+  EXPECT_EQ(probe_of("true"), proxy::Probe::always);
+  EXPECT_EQ(probe_of("false"), proxy::Probe::never);
+  EXPECT_EQ(probe_of("\"auto\""), proxy::Probe::exchange);
+  EXPECT_EQ(parse_error("[upstream]\nprobe = \"yes\"\n"),
+            "[upstream] probe: expected true, false or \"auto\", got \"yes\"");
+  EXPECT_EQ(parse_error("[upstream]\nprobe = 1\n"),
+            "[upstream] probe: expected true, false or \"auto\", got 1");
 }
 
 TEST(Config, SubmissionKeys) {

@@ -37,7 +37,7 @@ UpstreamLoginOptions token_login(bool probe = true) {
   UpstreamLoginOptions o;
   o.user = "alice@example.com";
   o.secret = Secret(token);
-  o.probe = probe;
+  o.probe = probe ? Probe::always : Probe::never;
   o.where = std::string(where);
   return o;
 }
@@ -186,6 +186,53 @@ TEST(UpstreamLoginMachine, ExchangeOnlineNotConnected) {
       "authenticated but not connected.>\n";
   expect_every_cut(token_login(), server, expected);
   expect_token_sent_once(expected);
+}
+
+TEST(UpstreamLoginMachine, AutoProbesExchangeOnly) {
+  UpstreamLoginOptions o = token_login();
+  o.probe = Probe::exchange;
+  // Dovecot: Done right after the tagged OK of the login, no LIST.
+  const std::string dovecot =
+      std::string(dovecot_greeting) + "p1 " + std::string(dovecot_logged_in) + "* 1 RECENT\r\n";
+  expect_every_cut(o, dovecot,
+                   "C(AUTHENTICATE): p1 AUTHENTICATE XOAUTH2 " + std::string(ir) + "\r\n<Done " +
+                       std::string(dovecot_caps) + " | * 1 RECENT\r\n>\n");
+  // Exchange: the probe runs, and catches "authenticated but not connected".
+  const std::string exchange = std::string(exchange_greeting) +
+                               "* CAPABILITY IMAP4rev1 AUTH=XOAUTH2 SASL-IR\r\n"
+                               "p1 OK CAPABILITY completed.\r\n"
+                               "p2 OK [CAPABILITY IMAP4rev1 IDLE] AUTHENTICATE completed.\r\n"
+                               "p3 BAD User is authenticated but not connected.\r\n";
+  expect_every_cut(o, exchange,
+                   "C(CAPABILITY): p1 CAPABILITY\r\nC(AUTHENTICATE): p2 AUTHENTICATE XOAUTH2 " +
+                       std::string(ir) +
+                       "\r\nC(the post-login probe): p3 LIST \"\" \"\"\r\n"
+                       "<Failed not_connected: imap.example:993 accepted the login but not the "
+                       "session: User is authenticated but not connected.>\n");
+  // The name anywhere in the greeting's text, in any case.
+  const std::string renamed =
+      "* OK [CAPABILITY IMAP4rev1 SASL-IR] a MICROSOFT exchange server\r\n"
+      "p1 OK [CAPABILITY IMAP4rev1 IDLE] done\r\np2 OK listed\r\n";
+  expect_every_cut(o, renamed,
+                   "C(AUTHENTICATE): p1 AUTHENTICATE XOAUTH2 " + std::string(ir) +
+                       "\r\nC(the post-login probe): p2 LIST \"\" \"\"\r\n<Done IMAP4rev1 "
+                       "IDLE | >\n");
+}
+
+TEST(UpstreamLoginMachine, MicrosoftHostsAlwaysGetTheProbe) {
+  EXPECT_EQ(resolve_probe(Probe::exchange, "outlook.office365.com"), Probe::always);
+  EXPECT_EQ(resolve_probe(Probe::exchange, "OUTLOOK.Office365.com"), Probe::always);
+  EXPECT_EQ(resolve_probe(Probe::exchange, "imap-mail.outlook.com"), Probe::always);
+  EXPECT_EQ(resolve_probe(Probe::exchange, "outlook.office.com"), Probe::always);
+  EXPECT_EQ(resolve_probe(Probe::exchange, "office365.com"), Probe::always);
+  // Only whole labels: these are someone else's domains.
+  EXPECT_EQ(resolve_probe(Probe::exchange, "evil-office365.com"), Probe::exchange);
+  EXPECT_EQ(resolve_probe(Probe::exchange, "outlook.office365.com.example"), Probe::exchange);
+  EXPECT_EQ(resolve_probe(Probe::exchange, "imap.gmail.com"), Probe::exchange);
+  EXPECT_EQ(resolve_probe(Probe::exchange, "127.0.0.1"), Probe::exchange);
+  // An explicit choice stays.
+  EXPECT_EQ(resolve_probe(Probe::never, "outlook.office365.com"), Probe::never);
+  EXPECT_EQ(resolve_probe(Probe::always, "127.0.0.1"), Probe::always);
 }
 
 TEST(UpstreamLoginMachine, WithoutSaslIrTheResponseGoesOnTheContinuation) {
@@ -518,7 +565,7 @@ TEST(UpstreamLoginMachine, EverythingBeforeTheSessionIsCapped) {
       "sent more than 100 bytes before the session started; refused as "
       "broken or hostile (check the upstream host and port)>\n";
   auto o = small_limits(1000, 100);
-  o.probe = false;
+  o.probe = Probe::never;
   // An untagged line that brings the exchange to `size` bytes with the tagged OK.
   auto exchange_of = [&](std::size_t size) {
     const std::size_t filler = size - greeting.size() - result.size() - 4;
