@@ -13,9 +13,10 @@
 // [10000] --phases tlciaw [tlci] (t = throughput, l = latency, c = concurrency, i = concurrency
 // against the light upstream, a = audit on vs off, w = prewarm: direct vs proxy vs proxy with
 // [upstream] prewarm, --logins each) --audit-logins N [2000]
-// --audit-block N [100]. IOP_BINARY overrides the proxy binary (default:
-// the build's app/imap-oauth2-proxy; use a Release build). The figures are sensitive to other
-// load on the machine: the load average is printed before and after.
+// --audit-block N [100] --probe VALUE (the proxies' [upstream] probe as TOML: true, false or
+// '"auto"'; [not written: "auto", which sends no probe to Dovecot]). IOP_BINARY overrides the proxy
+// binary (default: the build's app/imap-oauth2-proxy; use a Release build). The figures are
+// sensitive to other load on the machine: the load average is printed before and after.
 //
 // What is measured (MB = 10^6 bytes):
 // 1. Throughput: `UID FETCH 1:* (BODY.PEEK[])` of N x M MB messages (delivered with doveadm
@@ -428,6 +429,9 @@ class Conn {
 constexpr int swarm_accounts = 16;
 constexpr int swarm_in_flight = swarm_accounts;
 
+// --probe: the proxies' [upstream] probe line's value as written in TOML; empty: not written.
+std::string upstream_probe;
+
 struct Env {
   test::TempDir dir;
   test::TokenEndpointPeer peer;
@@ -472,6 +476,7 @@ struct Env {
                         << "port = " << upstream_port << "\n"
                         << "ca_file = \"" << ca_file.string() << "\"\n"
                         << "timeout = \"30s\"\n"
+                        << (upstream_probe.empty() ? "" : "probe = " + upstream_probe + "\n")
                         << "[oauth]\n"
                         << "token_endpoint = \"" << peer.token_url() << "\"\n"
                         << "client_id = \"test-client\"\n"
@@ -1117,6 +1122,7 @@ int run(int argc, char** argv) {
   const int sessions = arg(argc, argv, "--sessions", 2000);
   int light_sessions = arg(argc, argv, "--light-sessions", 10000);
   const std::string phases = arg(argc, argv, "--phases", "tlci");
+  upstream_probe = arg(argc, argv, "--probe", "");
   const int audit_logins = arg(argc, argv, "--audit-logins", 2000);
   const int audit_block = arg(argc, argv, "--audit-block", 100);
   const auto bench_start = Clock::now();
