@@ -108,11 +108,29 @@ class BufferPool {
   std::vector<Buffer> free_;
 };
 
+// The text of a BYE that is the last thing `tail` says (at most the tagged completion of a
+// LOGOUT may follow it), if any.
+std::optional<std::string> last_bye(std::string_view tail) {
+  // Only data that ends a line can end with a BYE: most chunks of a bulk transfer end mid-line
+  // and need no search (which profiling found in 2-3 % of the relay's CPU).
+  if (!tail.ends_with("\r\n")) {
+    return std::nullopt;
+  }
+  const auto at = tail.rfind("* BYE");
+  const auto line_end = at == std::string_view::npos ? at : tail.find("\r\n", at);
+  if (line_end == std::string_view::npos) {
+    return std::nullopt;
+  }
+  const auto after = tail.substr(line_end + 2);
+  const bool last = after.empty() || (after.front() != '*' && after.size() >= 2 &&
+                                      after.find("\r\n") == after.size() - 2);
+  return last ? find_bye(tail.substr(at == 0 ? 0 : at - 1)) : std::nullopt;
+}
+
 // Remembers an upstream BYE's text as the close reason ("Session invalidated -
 // AccessTokenExpired" is how Exchange ends sessions whose token expired). A BYE counts only as
-// the last thing the server said before closing (at most the tagged completion of a LOGOUT may
-// follow it): a "* BYE" line inside a message body is followed by more data, and is forgotten
-// again.
+// the last thing the server said before closing: a "* BYE" line inside a message body is
+// followed by more data, and is forgotten again.
 void track_bye(RelayState& state, std::string_view chunk) {
   // Only the end of the data can hold the last lines: look at no more than bye_window bytes
   // of a chunk (a copy of every relayed byte would cost throughput).
@@ -121,18 +139,7 @@ void track_bye(RelayState& state, std::string_view chunk) {
     chunk = chunk.substr(chunk.size() - bye_window);
   }
   state.bye_tail.append(chunk);
-  const std::string_view tail = state.bye_tail;
-  const auto at = tail.rfind("* BYE");
-  const auto line_end = at == std::string_view::npos ? at : tail.find("\r\n", at);
-  std::optional<std::string> bye;
-  if (line_end != std::string_view::npos) {
-    const auto after = tail.substr(line_end + 2);
-    const bool last = after.empty() || (after.front() != '*' && after.size() >= 2 &&
-                                        after.find("\r\n") == after.size() - 2);
-    if (last) {
-      bye = find_bye(tail.substr(at == 0 ? 0 : at - 1));
-    }
-  }
+  const auto bye = last_bye(state.bye_tail);
   state.bye = bye ? "upstream BYE: " + *bye : std::string();
   if (state.bye_tail.size() > bye_window) {
     state.bye_tail.erase(0, state.bye_tail.size() - bye_window);
