@@ -4,8 +4,9 @@
 # loopback ports; nothing needs to be running beforehand.
 #
 # Environment: BUILD_DIR (default build), BUILD_TYPE (default RelWithDebInfo), CMAKE_ARGS (extra
-# configure arguments). SANITIZE=1 is the ASan + UBSan pass of .ci/run: it builds in build-asan
-# (unless BUILD_DIR says otherwise) with -DIOP_SANITIZE=ON, without the benchmarks, and makes
+# configure arguments), LINE_TABLES_ONLY=1 (-g1: a faster build that nobody debugs, for CI).
+# SANITIZE=1 is the ASan + UBSan pass of .ci/run: it builds in build-asan (unless BUILD_DIR says
+# otherwise) with -DIOP_SANITIZE=ON, without the benchmarks, and makes
 # any sanitizer report fail the test that triggered it. Arguments go to ctest (e.g. -R Name).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +25,11 @@ if [[ ${SANITIZE:-0} == 1 ]]; then
 else
   build_dir=${BUILD_DIR:-build}
   cmake_args=()
+  # LINE_TABLES_ONLY=1 (.ci/run): -g1 instead of -g, still file:line in backtraces, about a
+  # quarter less compile time (auth/token_service.cpp: 28 s against 39 s of CPU).
+  if [[ ${LINE_TABLES_ONLY:-0} == 1 ]]; then
+    cmake_args=("-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O2 -g1 -DNDEBUG")
+  fi
 fi
 # shellcheck disable=SC2086  # CMAKE_ARGS is a list of words
 cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE="${BUILD_TYPE:-RelWithDebInfo}" \
