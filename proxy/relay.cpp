@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "common/deadline.hpp"
-#include "common/sanitize.hpp"
+#include "proxy/upstream_bye.hpp"
 
 namespace iop::proxy {
 namespace {
@@ -107,25 +107,6 @@ class BufferPool {
   }
   std::vector<Buffer> free_;
 };
-
-// The text of a BYE that is the last thing `tail` says (at most the tagged completion of a
-// LOGOUT may follow it), if any.
-std::optional<std::string> last_bye(std::string_view tail) {
-  // Only data that ends a line can end with a BYE: most chunks of a bulk transfer end mid-line
-  // and need no search (which profiling found in 2-3 % of the relay's CPU).
-  if (!tail.ends_with("\r\n")) {
-    return std::nullopt;
-  }
-  const auto at = tail.rfind("* BYE");
-  const auto line_end = at == std::string_view::npos ? at : tail.find("\r\n", at);
-  if (line_end == std::string_view::npos) {
-    return std::nullopt;
-  }
-  const auto after = tail.substr(line_end + 2);
-  const bool last = after.empty() || (after.front() != '*' && after.size() >= 2 &&
-                                      after.find("\r\n") == after.size() - 2);
-  return last ? find_bye(tail.substr(at == 0 ? 0 : at - 1)) : std::nullopt;
-}
 
 // Remembers an upstream BYE's text as the close reason ("Session invalidated -
 // AccessTokenExpired" is how Exchange ends sessions whose token expired). A BYE counts only as
@@ -245,28 +226,6 @@ awaitable<void> pump(std::shared_ptr<RelayState> state, bool upward) {
 }
 
 }  // namespace
-
-std::optional<std::string> find_bye(std::string_view data) {
-  std::optional<std::string> found;
-  std::size_t pos = 0;
-  while ((pos = data.find("* BYE", pos)) != std::string_view::npos) {
-    if (pos == 0 || data[pos - 1] == '\n') {
-      const auto end = data.find("\r\n", pos);
-      if (end == std::string_view::npos) {
-        break;
-      }
-      auto text = data.substr(pos + 5, end - pos - 5);
-      if (!text.empty() && text.front() == ' ') {
-        text.remove_prefix(1);
-      }
-      // The server's words go into a log line and an audit row: a bare LF or an escape
-      // sequence in them must not forge or colour a line there.
-      found = sanitize_for_log(text, 200);
-    }
-    pos += 5;
-  }
-  return found;
-}
 
 awaitable<RelayResult> relay(ImapStream& client, ImapStream& upstream,
                              std::chrono::milliseconds idle_timeout, RelayObserver observe) {

@@ -32,7 +32,4 @@ using RelayObserver = std::function<void(bool upward, std::string_view bytes)>;
 awaitable<RelayResult> relay(ImapStream& client, ImapStream& upstream,
                              std::chrono::milliseconds idle_timeout, RelayObserver observe = {});
 
-// The text of the last "* BYE" line in `data` if it has a complete one. Pure.
-std::optional<std::string> find_bye(std::string_view data);
-
 }  // namespace iop::proxy
