@@ -220,11 +220,14 @@ std::size_t ImapStream::read_available(net::mutable_buffer buffer, error_code& e
   auto* const data = static_cast<char*>(buffer.data());
   std::size_t total = 0;
   read_wants_write_ = false;
-  // Once per call, not per record: a successful SSL_read_ex leaves the queue as it found it
-  // (empty), which is all SSL_get_error needs; clearing it costs a thread-local lookup.
-  ERR_clear_error();
   while (total < buffer.size()) {
     std::size_t n = 0;
+    // SSL_get_error needs an empty queue before each call. Emptying a queue that is empty (the
+    // rule after a successful read) walks all its slots, which profiling found in 1.4 % of the
+    // relay's CPU at a record per call: look first.
+    if (ERR_peek_error() != 0) {
+      ERR_clear_error();
+    }
     const int ret = SSL_read_ex(ssl_.get(), data + total, buffer.size() - total, &n);
     if (ret > 0) {
       total += n;
