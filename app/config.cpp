@@ -642,7 +642,8 @@ ca_file = ""                         # empty: the system trust store
 timeout = "30s"                      # connect, TLS and login
 # LIST "" "" after login catches Exchange's "authenticated but not connected" (a token for a
 # mailbox the account cannot open). "auto": only against Microsoft Exchange (its hosts, or a
-# greeting that names it); true: every server; false: never.
+# greeting that names it); true: every server (Exchange behind another name with a custom
+# banner); false: never.
 probe   = "auto"
 # Preconnect: while logins to a server happened in the last 10 minutes, keep one connection to
 # it open ahead of need (TCP and TLS done, certificate checked, not logged in, no credential);

@@ -17,7 +17,7 @@
 #include "common/log.hpp"
 #include "common/result.hpp"
 #include "common/secret.hpp"
-#include "proxy/upstream_login_machine.hpp"
+#include "proxy/probe.hpp"
 
 namespace iop::app {
 
@@ -50,7 +50,7 @@ struct UpstreamConfig {
   std::filesystem::path ca_file;  // empty: the system trust store
   std::chrono::milliseconds timeout{std::chrono::seconds(30)};
   // LIST "" "" after login, for Exchange's "authenticated but not connected": true, false, or
-  // "auto" (the default): against Microsoft Exchange only (proxy/upstream_login_machine.hpp).
+  // "auto" (the default): against Microsoft Exchange only (proxy/probe.hpp).
   proxy::Probe probe = proxy::Probe::exchange;
   // Preconnect (issue #9): one spare connection per upstream server (TLS up, not logged in)
   // while logins to it are recent, taken by the next login (proxy/spare_policy.hpp).

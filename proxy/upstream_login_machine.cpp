@@ -25,32 +25,6 @@ std::string_view to_string(UpstreamFailure failure) {
   return "unknown";
 }
 
-std::string_view to_string(Probe probe) {
-  switch (probe) {
-    case Probe::never:
-      return "never";
-    case Probe::always:
-      return "always";
-    case Probe::exchange:
-      return "auto";
-  }
-  return "unknown";
-}
-
-Probe resolve_probe(Probe probe, std::string_view host) {
-  if (probe != Probe::exchange) {
-    return probe;
-  }
-  for (const std::string_view domain : {"office365.com", "outlook.com", "office.com"}) {
-    if (ascii_iequals(host, domain) ||
-        (host.size() > domain.size() && ascii_iends_with(host, domain) &&
-         host[host.size() - domain.size() - 1] == '.')) {
-      return Probe::always;
-    }
-  }
-  return probe;
-}
-
 using namespace upstream_login;
 
 namespace {

@@ -24,6 +24,7 @@
 
 #include "common/secret.hpp"
 #include "proxy/imap_response.hpp"
+#include "proxy/probe.hpp"
 
 namespace iop::proxy {
 
@@ -40,30 +41,13 @@ struct UpstreamError {
   std::string detail;  // for logs and the client's NO text; never holds a secret
 };
 
-// Whether a login ends with the `LIST "" ""` probe.
-enum class Probe {
-  never,
-  always,
-  // Only against Microsoft Exchange (the greeting names it, or resolve_probe() saw a Microsoft
-  // host): the one server known to accept a login and then refuse the session ("User is
-  // authenticated but not connected"). Anywhere else the probe is a round trip that every login
-  // pays for nothing ([upstream] probe = "auto", the default).
-  exchange,
-};
-std::string_view to_string(Probe probe);
-
-// `probe` for a login to `host`: `exchange` becomes `always` for Microsoft's own IMAP hosts
-// (outlook.office365.com and the other *.office365.com, *.outlook.com, *.office.com names), so
-// the probe does not depend on their greeting's wording alone.
-Probe resolve_probe(Probe probe, std::string_view host);
-
 struct UpstreamLoginOptions {
   std::string user;
   Secret secret;  // the access token, or with is_password the password
   bool is_password = false;
   // After login, `LIST "" ""` catches Exchange Online's OK AUTHENTICATE followed by
   // `BAD User is authenticated but not connected` (a token for the wrong mailbox).
-  Probe probe = Probe::always;
+  Probe probe = Probe::exchange;
   // The server as "host:port", for the messages.
   std::string where;
   // One response line or literal (1 MiB), and everything the server sends before the session is

@@ -80,6 +80,21 @@ TEST(Ascii, HexValues) {
   EXPECT_EQ(ascii_hex_value('\0'), -1);
 }
 
+TEST(Ascii, CaseInsensitiveEndsWithAndContains) {
+  EXPECT_TRUE(ascii_iends_with("outlook.OFFICE365.com", "office365.COM"));
+  EXPECT_TRUE(ascii_iends_with("x", ""));
+  EXPECT_FALSE(ascii_iends_with("com", "a.com"));
+  EXPECT_TRUE(ascii_icontains("The Microsoft Exchange IMAP4 service", "microsoft EXCHANGE"));
+  EXPECT_TRUE(ascii_icontains("abc", ""));
+  EXPECT_TRUE(ascii_icontains("", ""));
+  EXPECT_FALSE(ascii_icontains("ab", "abc"));
+  EXPECT_FALSE(ascii_icontains("Microsoft Exchang", "Microsoft Exchange"));
+  // ASCII only: '[' (0x5b) is not '{' (0x7b), and bytes from 0x80 do not fold.
+  EXPECT_FALSE(ascii_icontains("a[b", "A{B"));
+  EXPECT_FALSE(ascii_icontains("\xc3\x84", "\xc3\xa4"));
+  static_assert(ascii_icontains("Exchange", "CHANGE") && ascii_iends_with("a.B", ".b"));
+}
+
 TEST(Ascii, AllDigits) {
   EXPECT_TRUE(all_ascii_digits("0123456789"));
   EXPECT_FALSE(all_ascii_digits(""));

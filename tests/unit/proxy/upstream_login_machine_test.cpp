@@ -225,11 +225,16 @@ TEST(UpstreamLoginMachine, MicrosoftHostsAlwaysGetTheProbe) {
   EXPECT_EQ(resolve_probe(Probe::exchange, "imap-mail.outlook.com"), Probe::always);
   EXPECT_EQ(resolve_probe(Probe::exchange, "outlook.office.com"), Probe::always);
   EXPECT_EQ(resolve_probe(Probe::exchange, "office365.com"), Probe::always);
+  EXPECT_EQ(resolve_probe(Probe::exchange, "outlook.office365.com."), Probe::always);
+  EXPECT_EQ(resolve_probe(Probe::exchange, "outlook.office365.us"), Probe::always);
+  EXPECT_EQ(resolve_probe(Probe::exchange, "partner.outlook.cn"), Probe::always);
   // Only whole labels: these are someone else's domains.
   EXPECT_EQ(resolve_probe(Probe::exchange, "evil-office365.com"), Probe::exchange);
   EXPECT_EQ(resolve_probe(Probe::exchange, "outlook.office365.com.example"), Probe::exchange);
   EXPECT_EQ(resolve_probe(Probe::exchange, "imap.gmail.com"), Probe::exchange);
   EXPECT_EQ(resolve_probe(Probe::exchange, "127.0.0.1"), Probe::exchange);
+  EXPECT_EQ(resolve_probe(Probe::exchange, "."), Probe::exchange);
+  EXPECT_EQ(resolve_probe(Probe::exchange, ""), Probe::exchange);
   // An explicit choice stays.
   EXPECT_EQ(resolve_probe(Probe::never, "outlook.office365.com"), Probe::never);
   EXPECT_EQ(resolve_probe(Probe::always, "127.0.0.1"), Probe::always);
