@@ -13,8 +13,8 @@
 // [10000] --phases tlciaw [tlci] (t = throughput, l = latency, c = concurrency, i = concurrency
 // against the light upstream, a = audit on vs off, w = prewarm: direct vs proxy vs proxy with
 // [upstream] prewarm, --logins each) --audit-logins N [2000]
-// --audit-block N [100] --probe VALUE (the proxies' [upstream] probe as TOML: true, false or
-// '"auto"'; [not written: "auto", which sends no probe to Dovecot]). IOP_BINARY overrides the proxy
+// --audit-block N [100] --probe true|false|auto (the proxies' [upstream] probe; [not written:
+// "auto", which sends no probe to Dovecot]). IOP_BINARY overrides the proxy
 // binary (default: the build's app/imap-oauth2-proxy; use a Release build). The figures are
 // sensitive to other load on the machine: the load average is printed before and after.
 //
@@ -429,8 +429,14 @@ class Conn {
 constexpr int swarm_accounts = 16;
 constexpr int swarm_in_flight = swarm_accounts;
 
-// --probe: the proxies' [upstream] probe line's value as written in TOML; empty: not written.
+// --probe: the proxies' [upstream] probe (true, false or auto); empty: not written.
 std::string upstream_probe;
+
+std::string probe_line() {
+  if (upstream_probe.empty()) return {};
+  const bool boolean = upstream_probe == "true" || upstream_probe == "false";
+  return "probe = " + (boolean ? upstream_probe : "\"" + upstream_probe + "\"") + "\n";
+}
 
 struct Env {
   test::TempDir dir;
@@ -476,8 +482,7 @@ struct Env {
                         << "port = " << upstream_port << "\n"
                         << "ca_file = \"" << ca_file.string() << "\"\n"
                         << "timeout = \"30s\"\n"
-                        << (upstream_probe.empty() ? "" : "probe = " + upstream_probe + "\n")
-                        << "[oauth]\n"
+                        << probe_line() << "[oauth]\n"
                         << "token_endpoint = \"" << peer.token_url() << "\"\n"
                         << "client_id = \"test-client\"\n"
                         << "http_timeout = \"5s\"\n"
