@@ -3,7 +3,9 @@
 // (and the abort an uncaught toml++ or std exception would cause), it checks:
 // - an error is Errc::config_error with a message (the operator's next step), never empty;
 // - an accepted config has the "default" provider profile, absolute paths wherever a path is
-//   set (relative ones resolve against the base folder), and ports within 1..65535;
+//   set (relative ones resolve against the base folder; `database` and `connection_log` may
+//   instead be a PostgreSQL URL, kept as written, and a log URL is the database's own), and
+//   ports within 1..65535;
 // - parsing is deterministic: the same text parses the same way twice.
 
 #include <cstddef>
@@ -12,6 +14,7 @@
 #include <string_view>
 
 #include "app/config.hpp"
+#include "common/database_url.hpp"
 #include "fuzz/require.hpp"
 
 namespace {
@@ -21,6 +24,11 @@ using namespace iop;
 using iop::fuzz::require;
 
 void require_absolute(const std::filesystem::path& p) { require(p.empty() || p.is_absolute()); }
+
+// A database location: an absolute SQLite path or a PostgreSQL URL (issue #10).
+void require_database(const std::filesystem::path& p) {
+  require(is_postgres_url(p.native()) || p.is_absolute());
+}
 
 void require_port(int port) { require(port >= 1 && port <= 65535); }
 
@@ -51,7 +59,16 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   require_absolute(c.server.private_key);
   require_absolute(c.upstream.ca_file);
   require_absolute(c.oauth.ca_file);
-  require_absolute(c.storage.database);
+  require_database(c.storage.database);
+  require_database(c.storage.connection_log);
+  if (is_postgres_url(c.storage.connection_log.native())) {
+    require(c.storage.connection_log == c.storage.database);
+  }
+  if (!c.storage.postgres()) {
+    require(c.storage.password_file.empty());
+    require(c.storage.connection_log == c.storage.database);
+  }
+  require_absolute(c.storage.password_file);
   require_absolute(c.storage.key_file);
   return 0;
 }

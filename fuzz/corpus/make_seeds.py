@@ -160,6 +160,8 @@ config_seeds += [
     ("bad-duration.toml", '[redis]\nurl = "redis://127.0.0.1:6379/0"\ntimeout = "fast"\n'),
     ("listen-ipv6.toml", '[server]\nlisten_tls = "[::1]:1993"\nlisten_starttls = "127.0.0.1:1143"\n'
                          'max_connections = 100\npreauth_timeout = "30s"\n[log]\nlevel = "debug"\nformat = "json"\n'),
+    ("postgres.toml", '[storage]\ndatabase = "postgresql://iop@127.0.0.1:5432/iop?sslmode=disable"\n'
+                      'password_file = "secrets/pg-password"\nconnection_log = "data/log.db"\n'),
 ]
 write("config_fuzzer", config_seeds)
 
