@@ -1,8 +1,21 @@
 #include "proxy/upstream_bye.hpp"
 
 #include "common/sanitize.hpp"
+#include "proxy/imap_chars.hpp"
 
 namespace iop::proxy {
+
+namespace {
+
+// One whole tagged line: tag SP ... CRLF (RFC 9051 §7.1, tag = 1*<ASTRING-CHAR except "+">). A
+// ")" closing a FETCH whose body ended in "* BYE ..." is not one.
+bool is_one_tagged_line(std::string_view s) {
+  const auto sp = s.find(' ');
+  return sp != std::string_view::npos && imap::is_tag(s.substr(0, sp)) && s.ends_with("\r\n") &&
+         s.find("\r\n") == s.size() - 2;
+}
+
+}  // namespace
 
 std::optional<std::string> find_bye(std::string_view data) {
   std::optional<std::string> found;
@@ -38,8 +51,7 @@ std::optional<std::string> last_bye(std::string_view tail) {
     return std::nullopt;
   }
   const auto after = tail.substr(line_end + 2);
-  const bool last = after.empty() || (after.front() != '*' && after.size() >= 2 &&
-                                      after.find("\r\n") == after.size() - 2);
+  const bool last = after.empty() || is_one_tagged_line(after);
   return last ? find_bye(tail.substr(at == 0 ? 0 : at - 1)) : std::nullopt;
 }
 

@@ -41,6 +41,10 @@ TEST(LastBye, AByeInsideAMessageBodyDoesNotCount) {
       "* 1 FETCH (BODY[] {40}\r\nquoted:\r\n* BYE not the server\r\nmore\r\n)\r\n";
   EXPECT_EQ(last_bye(body), std::nullopt);
   EXPECT_EQ(last_bye(body + "a1 OK FETCH completed\r\n"), std::nullopt);
+  // A body that ends in a BYE line: the ")" closing the FETCH is not a tagged line.
+  EXPECT_EQ(last_bye("* 1 FETCH (BODY[] {22}\r\n* BYE not the server\r\n)\r\n"), std::nullopt);
+  EXPECT_EQ(last_bye("* BYE x\r\n+ go ahead\r\n"), std::nullopt);
+  EXPECT_EQ(last_bye("* BYE x\r\n a1 OK\r\n"), std::nullopt);
 }
 
 TEST(LastBye, AByeSplitAcrossReadsIsFoundOnceItsLineIsComplete) {
