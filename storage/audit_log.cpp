@@ -12,7 +12,9 @@
 #include <limits>
 #include <mutex>
 #include <optional>
+#include <string>
 #include <utility>
+#include <vector>
 
 #include "common/ascii.hpp"
 #include "common/database_url.hpp"
@@ -891,15 +893,21 @@ Result<VerifyReport> AuditLog::verify(std::optional<AuditAnchor> anchor) {
   return report;
 }
 
-Result<PruneReport> AuditLog::prune(std::int64_t cutoff_ms, std::int64_t now_ms) {
+Result<PruneReport> AuditLog::prune(std::int64_t cutoff_ms, std::int64_t now_ms,
+                                    std::int64_t chunk_rows) {
   std::lock_guard lock(impl_->mu);
   LogRows& rows = *impl_->rows;
   IOP_TRY_ASSIGN(const Secret* chain_key, impl_->need_key("pruning the connection log"));
+  chunk_rows = std::max<std::int64_t>(chunk_rows, 1);
   // The whole chain is verified in a read transaction: in the write transaction it would hold
   // the file's write lock for as long as it takes to MAC every row, and the credentials store's
   // commits (a rotated refresh token) would time out behind it.
-  std::int64_t last_old = 0;
-  std::string last_old_hash;
+  // Where each write transaction stops: every chunk_rows-th row of the old prefix, and its last.
+  struct Cut {
+    std::int64_t id;
+    std::string hash;
+  };
+  std::vector<Cut> cuts;
   VerifyReport check;
   {
     IOP_TRY_ASSIGN(auto read, rows.begin_snapshot());
@@ -911,32 +919,36 @@ Result<PruneReport> AuditLog::prune(std::int64_t cutoff_ms, std::int64_t now_ms)
                       "); run 'imap-oauth2-proxy audit --verify'");
     }
     // The longest prefix of rows that all ended before the cut-off.
+    std::int64_t in_chunk = 0;
     IOP_TRY(rows.scan([&](const LogRow& r) -> Result<bool> {
       if (r.ended_at_ms >= cutoff_ms) {
         return false;
       }
-      last_old = r.id;
-      last_old_hash = r.hash;
+      if (in_chunk == 0) {
+        cuts.push_back({});
+      }
+      cuts.back() = Cut{r.id, r.hash};
+      in_chunk = (in_chunk + 1) % chunk_rows;
       return true;
     }));
     IOP_TRY(read->commit());
   }
   PruneReport report;
   report.first_kept = check.first_id;
-  if (last_old == 0) {
-    return report;
-  }
-  // The write: only what was verified goes. Rows are append-only, so the prefix can only have
-  // changed by an edit in between; the row that becomes the base must still hold the hash that
-  // verified, or nothing is deleted.
-  IOP_TRY_ASSIGN(auto tx, rows.begin_append());
-  {
+  // The writes, a chunk each: a first prune of a long log deletes millions of rows, and one
+  // transaction would hold the write lock (SQLite: the whole file's, so the credentials store's
+  // commits time out behind it; PostgreSQL: the table's, every instance's appends wait) for
+  // seconds. Each chunk moves the MAC'd base and records a `retention` event in the same
+  // transaction, so the chain verifies between chunks and after an interruption.
+  for (const Cut& cut : cuts) {
+    const std::int64_t first = report.first_kept;
+    IOP_TRY_ASSIGN(auto tx, rows.begin_append());
     // Another writer pruned since the check (instances sharing a PostgreSQL log all prune at
     // start and daily): its MAC'd base moved. Nothing is wrong and nothing is left to do now;
     // the next prune starts from the new base.
     IOP_TRY_ASSIGN(const auto base_now, read_mark(rows, base_key));
     const std::int64_t base_id = base_now ? base_now->id : 0;
-    if (base_id != check.first_id - 1) {
+    if (base_id != first - 1) {
       // Only a base this program wrote: a deleted or forged one is the tamper it looks like.
       if (!base_now || !mark_verifies(*chain_key, base_key, *base_now)) {
         return fail(Errc::credentials_corrupt,
@@ -945,33 +957,37 @@ Result<PruneReport> AuditLog::prune(std::int64_t cutoff_ms, std::int64_t now_ms)
                         "does not verify: run 'imap-oauth2-proxy audit --verify'");
       }
       IOP_TRY(tx->commit());
-      return PruneReport{0, base_id + 1};
+      report.first_kept = base_id + 1;
+      return report;
     }
-    IOP_TRY_ASSIGN(const auto base_row, rows.row(last_old));
-    IOP_TRY_ASSIGN(const std::int64_t first, rows.min_id());
-    if (!base_row || base_row->hash != last_old_hash || first != check.first_id) {
+    // Only what was verified goes. Rows are append-only, so the prefix can only have changed by
+    // an edit in between; the row that becomes the base must still hold the hash that verified,
+    // or nothing more is deleted.
+    IOP_TRY_ASSIGN(const auto base_row, rows.row(cut.id));
+    IOP_TRY_ASSIGN(const std::int64_t min_id, rows.min_id());
+    if (!base_row || base_row->hash != cut.hash || min_id != first) {
       return fail(Errc::credentials_corrupt,
                   rows.where() +
                       ": the connection log changed while it was being pruned: run "
                       "'imap-oauth2-proxy audit --verify'");
     }
+    IOP_TRY(rows.delete_through(cut.id));
+    IOP_TRY(rows.write_meta(base_key, format_mark(*chain_key, base_key, cut.id, cut.hash)));
+    IOP_TRY_ASSIGN(auto boundary, read_mark(rows, boundary_key));
+    if (boundary && boundary->id <= cut.id + 1) {
+      IOP_TRY(rows.delete_meta(boundary_key));  // no unkeyed row is left
+    }
+    const ConnectionRecord row =
+        event_record(AuditEvent::retention, "",
+                     "deleted rows " + std::to_string(first) + " to " + std::to_string(cut.id) +
+                         " (ended before the retention cut-off); the chain continues from row " +
+                         std::to_string(cut.id + 1),
+                     now_ms);
+    IOP_TRY(impl_->append_locked(std::span<const ConnectionRecord>(&row, 1)));
+    IOP_TRY(tx->commit());
+    report.deleted += cut.id - first + 1;
+    report.first_kept = cut.id + 1;
   }
-  IOP_TRY(rows.delete_through(last_old));
-  IOP_TRY(rows.write_meta(base_key, format_mark(*chain_key, base_key, last_old, last_old_hash)));
-  IOP_TRY_ASSIGN(auto boundary, read_mark(rows, boundary_key));
-  if (boundary && boundary->id <= last_old + 1) {
-    IOP_TRY(rows.delete_meta(boundary_key));  // no unkeyed row is left
-  }
-  report.deleted = last_old - check.first_id + 1;
-  report.first_kept = last_old + 1;
-  const ConnectionRecord row = event_record(
-      AuditEvent::retention, "",
-      "deleted rows " + std::to_string(check.first_id) + " to " + std::to_string(last_old) +
-          " (ended before the retention cut-off); the chain continues from row " +
-          std::to_string(last_old + 1),
-      now_ms);
-  IOP_TRY(impl_->append_locked(std::span<const ConnectionRecord>(&row, 1)));
-  IOP_TRY(tx->commit());
   return report;
 }
 

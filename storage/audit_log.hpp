@@ -243,10 +243,14 @@ class AuditLog {
   Result<VerifyReport> verify(std::optional<AuditAnchor> anchor = std::nullopt);
 
   // Retention: deletes the longest prefix of rows that all ended before `cutoff_ms` (stopping at
-  // the first newer row), records where the chain now starts, and appends a `retention` event
-  // row, in one transaction. Refuses (Errc::credentials_corrupt) when the chain does not verify:
-  // pruning must not launder a tampered row into the MAC'd start. Blocks.
-  Result<PruneReport> prune(std::int64_t cutoff_ms, std::int64_t now_ms);
+  // the first newer row), at most `chunk_rows` rows a transaction; each transaction records
+  // where the chain now starts and appends a `retention` event row. Refuses (Errc::
+  // credentials_corrupt) when the chain does not verify: pruning must not launder a tampered
+  // row into the MAC'd start. An error after some chunks leaves those deleted and the chain
+  // verifiable; the report then is not returned, the next prune goes on. Blocks.
+  static constexpr std::int64_t prune_chunk_rows = 10'000;
+  Result<PruneReport> prune(std::int64_t cutoff_ms, std::int64_t now_ms,
+                            std::int64_t chunk_rows = prune_chunk_rows);
 
   struct Impl;
 

@@ -186,15 +186,16 @@ TEST_P(AuditLogEngineTest, RetentionDeletesAPrefixAndTheTriggerIsBackAfterwards)
   for (int i = 1; i <= 6; ++i) {
     ASSERT_TRUE(log->append(connection(i * 1000, "a@x.com", "row " + std::to_string(i))));
   }
-  const auto pruned = log->prune(3500, 10'000);
+  // Two rows a transaction: rows 1-2, then row 3.
+  const auto pruned = log->prune(3500, 10'000, 2);
   ASSERT_TRUE(pruned.has_value()) << pruned.error().message;
   EXPECT_EQ(pruned->deleted, 3);
   EXPECT_EQ(pruned->first_kept, 4);
-  ASSERT_TRUE(log->append(connection(11'000, "a@x.com", "row 8")));
+  ASSERT_TRUE(log->append(connection(11'000, "a@x.com", "row 9")));
   const auto report = verify(*log);
   EXPECT_TRUE(report.intact) << report.reason;
   EXPECT_EQ(report.first_id, 4);
-  EXPECT_EQ(report.head_id, 8);  // 7 is the retention event
+  EXPECT_EQ(report.head_id, 9);  // 7 and 8 are the retention events, one a chunk
   EXPECT_THROW(db_->exec("DELETE FROM connection_log WHERE id = 4"), std::runtime_error);
 }
 

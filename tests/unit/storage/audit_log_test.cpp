@@ -852,6 +852,29 @@ TEST_F(AuditLogTest, RetentionDeletesAPrefixAndTheRestStillVerifies) {
   EXPECT_NE(refused.error().message.find("does not verify"), std::string::npos);
 }
 
+TEST_F(AuditLogTest, RetentionDeletesALongPrefixInChunksEachWithItsOwnEvent) {
+  auto log = open_log();
+  for (std::int64_t end = 1000; end <= 10'000; end += 1000) {
+    ASSERT_TRUE(log->append(record(end - 500, end, "a@x.com")));
+  }
+  ASSERT_TRUE(log->append(record(99'000, 100'000, "a@x.com")));
+  const auto pruned = log->prune(50'000, 200'000, 3).value();
+  EXPECT_EQ(pruned.deleted, 10);
+  EXPECT_EQ(pruned.first_kept, 11);
+  const auto rows = log->query({}).value();
+  ASSERT_EQ(rows.size(), 5u);  // row 11 and one event a chunk
+  EXPECT_EQ(rows[0].id, 11);
+  const std::vector<std::string> ranges{"1 to 3", "4 to 6", "7 to 9", "10 to 10"};
+  for (std::size_t i = 0; i < ranges.size(); ++i) {
+    EXPECT_EQ(rows[i + 1].event, "retention");
+    EXPECT_NE(rows[i + 1].close_reason.find("deleted rows " + ranges[i]), std::string::npos)
+        << rows[i + 1].close_reason;
+  }
+  const auto report = verify(*log);
+  EXPECT_TRUE(report.intact) << report.reason;
+  EXPECT_EQ(report.first_id, 11);
+}
+
 TEST_F(AuditLogTest, ALogFromBeforeKeyingIsKeyedOnceAndStaysVerifiable) {
   {
     // A schema v5 log as the previous version wrote it: plain SHA-256 rows, a head without MAC.
