@@ -14,6 +14,7 @@
 #include <boost/asio/read_until.hpp>
 #include <fstream>
 #include <iterator>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <regex>
 #include <thread>
@@ -714,6 +715,14 @@ class FakeUpstream {
     acceptor_.close(ignored);
     { RawConnectionTo wake(port_); }
     accept_thread_.join();
+    {
+      // Wakes the threads still reading a connection the proxy keeps open (a warm one): they
+      // would otherwise wait for the proxy to close it.
+      std::lock_guard lock(mu_);
+      for (const int fd : open_fds_) {
+        ::shutdown(fd, SHUT_RDWR);
+      }
+    }
     for (auto& t : connections_) t.join();
   }
   [[nodiscard]] int port() const { return port_; }
@@ -739,13 +748,25 @@ class FakeUpstream {
       tcp::socket socket(ioc_);
       acceptor_.accept(socket, ec);
       if (ec || stopping_) return;
+      {
+        std::lock_guard lock(mu_);
+        open_fds_.push_back(socket.native_handle());
+      }
       connections_.emplace_back([this, s = std::move(socket)]() mutable { serve(std::move(s)); });
     }
   }
 
   void serve(tcp::socket socket) {
+    serve_tls(socket);
+    // Off the list before the descriptor closes (with `socket`), so the destructor never shuts
+    // down a number reused meanwhile.
+    std::lock_guard lock(mu_);
+    std::erase(open_fds_, socket.native_handle());
+  }
+
+  void serve_tls(tcp::socket& socket) {
     try {
-      net::ssl::stream<tcp::socket> stream(std::move(socket), *tls_);
+      net::ssl::stream<tcp::socket&> stream(socket, *tls_);
       stream.handshake(net::ssl::stream_base::server);
       net::write(stream, net::buffer(std::string("* OK [CAPABILITY IMAP4rev1 SASL-IR "
                                                  "AUTH=XOAUTH2] fake ready\r\n")));
@@ -792,6 +813,8 @@ class FakeUpstream {
   std::atomic<bool> stopping_{false};
   std::thread accept_thread_;
   std::vector<std::thread> connections_;
+  std::mutex mu_;
+  std::vector<int> open_fds_;  // connections being served
 };
 
 TEST_F(ProxyTest, UpstreamSendingLiteralAfterLiteralFailsTheLoginAtTheTotalCap) {
