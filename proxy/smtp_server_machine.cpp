@@ -168,6 +168,14 @@ void ServerMachine::pump(std::vector<Action>& out) {
     // of max_line_bytes + 1 was accepted whole and refused when cut; smtp_fuzzer).
     if (discarding_ || line.size() > options_.max_line_bytes) {
       discarding_ = false;
+      if (in_sasl_exchange()) {
+        // RFC 4954 §4: the exchange ends here; what the client sends next is a command again,
+        // not the user name or password the server would otherwise still be waiting for.
+        state_ = State::reading;
+        secure_wipe(login_user_);
+        error(out, 500, "5.5.6 Authentication Exchange line is too long");
+        continue;
+      }
       error(out, 500, "5.5.2 Line too long");
       continue;
     }
@@ -183,15 +191,15 @@ void ServerMachine::pump(std::vector<Action>& out) {
   buffer_ = std::move(rest);
 }
 
+bool ServerMachine::in_sasl_exchange() const {
+  return state_ == State::awaiting_plain || state_ == State::awaiting_login_user ||
+         state_ == State::awaiting_login_pass;
+}
+
 void ServerMachine::handle_line(std::string_view line, std::vector<Action>& out) {
-  switch (state_) {
-    case State::awaiting_plain:
-    case State::awaiting_login_user:
-    case State::awaiting_login_pass:
-      handle_sasl_line(Secret(line), out);
-      return;
-    default:
-      break;
+  if (in_sasl_exchange()) {
+    handle_sasl_line(Secret(line), out);
+    return;
   }
   if (++commands_ > options_.max_commands) {
     close(out, "4.7.0 Too many commands before authentication", CloseReason::too_many_commands);

@@ -141,6 +141,8 @@ class ServerMachine {
  private:
   void pump(std::vector<Action>& out);
   void handle_line(std::string_view line, std::vector<Action>& out);
+  // AUTH PLAIN or LOGIN is waiting for the client's next response line.
+  [[nodiscard]] bool in_sasl_exchange() const;
   void handle_command(std::string_view line, std::vector<Action>& out);
   void handle_auth(std::string_view args, std::vector<Action>& out);
   void handle_sasl_line(const Secret& line, std::vector<Action>& out);

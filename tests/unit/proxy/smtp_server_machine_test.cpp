@@ -258,6 +258,24 @@ TEST(SmtpServerMachine, OverlongLinesAreRefusedWithoutBuffering) {
   EXPECT_EQ(render(m.feed("\r\nNOOP\r\n")), "500 5.5.2 Line too long\r\n250 2.0.0 OK\r\n");
 }
 
+TEST(SmtpServerMachine, AnOverlongResponseEndsTheAuthExchange) {
+  // The line after it is a command again, not the user name or password still awaited (a QUIT
+  // taken for a user name, a NOOP checked as a password).
+  Conversation conversation{tls_port(), {}};
+  conversation.options.max_line_bytes = 64;
+  const std::string too_long = std::string(100, 'A') + "\r\n";
+  const std::string head = std::string(greeting) + std::string(tls_ehlo);
+  const std::string refused = "500 5.5.6 Authentication Exchange line is too long\r\n";
+  conversation.expect_at_every_split(
+      "EHLO c\r\nAUTH LOGIN\r\n" + too_long + "QUIT\r\n",
+      head + "334 VXNlcm5hbWU6\r\n" + refused + "221 2.0.0 Bye\r\n<Close quit>\n");
+  // base64("bob"), then an over-long password line.
+  conversation.expect_at_every_split("EHLO c\r\nAUTH LOGIN Ym9i\r\n" + too_long + "NOOP\r\n",
+                                     head + "334 UGFzc3dvcmQ6\r\n" + refused + "250 2.0.0 OK\r\n");
+  conversation.expect_at_every_split("EHLO c\r\nAUTH PLAIN\r\n" + too_long + "NOOP\r\n",
+                                     head + "334 \r\n" + refused + "250 2.0.0 OK\r\n");
+}
+
 TEST(SmtpServerMachine, LineOfExactlyTheLimitIsAcceptedAtEverySplit) {
   ServerOptions options = tls_port();
   options.max_line_bytes = 64;
