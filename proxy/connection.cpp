@@ -68,9 +68,10 @@ awaitable<void> Connection::finish(std::chrono::milliseconds idle_timeout) {
   } else {
     if (preauth_timed_out_) {
       record_.outcome = ConnectionOutcome::timeout;
-      record_.close_reason = "pre-auth timeout";
+      add_close_reason(record_, "pre-auth timeout");
     } else if (closed_by_shutdown_) {
       record_.outcome = ConnectionOutcome::shutdown;
+      add_close_reason(record_, "closed by the proxy's shutdown");
     }
     co_await client_.shutdown(std::chrono::seconds(1));
   }
@@ -228,6 +229,12 @@ awaitable<LoginToken> login_token(auth::TokenService& tokens, const std::string&
   spdlog::warn("conn={} account={} no token: {}", conn_id, email,
                sanitize_for_log(e.message, storage::max_audit_text_bytes));
   co_return out;
+}
+
+void add_close_reason(storage::ConnectionRecord& record, std::string_view what) {
+  record.close_reason = record.close_reason.empty()
+                            ? std::string(what)
+                            : record.close_reason + "; " + std::string(what);
 }
 
 std::string reauth_hint(std::string_view email) {

@@ -51,6 +51,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void pause_preauth_timer();
   // The pre-auth deadline passed: read no further command (a login's answer may still go out).
   [[nodiscard]] bool preauth_timed_out() const { return preauth_timed_out_; }
+  // close_now() ended the connection (serve is shutting down).
+  [[nodiscard]] bool closed_by_shutdown() const { return closed_by_shutdown_; }
 
   // A note the connection-log row's close reason starts with ("prewarmed upstream
   // connection; client closed").
@@ -140,5 +142,10 @@ awaitable<LoginToken> login_token(auth::TokenService& tokens, const std::string&
 
 // The message every needs_reauth answer carries.
 std::string reauth_hint(std::string_view email);
+
+// Adds how the connection ended to the audit row's close reason, after what a failed login put
+// there ("upstream refused ...; client closed before login"): the later event must not erase
+// why the login failed.
+void add_close_reason(storage::ConnectionRecord& record, std::string_view what);
 
 }  // namespace iop::proxy

@@ -139,9 +139,13 @@ class Session {
         }
         boost::system::error_code ec;
         const auto n = co_await c_->client().read_some(net::buffer(buffer), ec);
+        if (ec && (c_->preauth_timed_out() || c_->closed_by_shutdown())) {
+          co_return false;  // the connection closed it, and records why
+        }
         if (ec) {
-          record.close_reason = is_normal_close(ec) ? "client closed before login"
-                                                    : fmt::format("client error: {}", ec.message());
+          add_close_reason(record, is_normal_close(ec)
+                                       ? "client closed before login"
+                                       : fmt::format("client error: {}", ec.message()));
           // A client that only looked (CAPABILITY, NOOP) and hung up ended normally; one that
           // got a BAD first keeps the protocol_error it started with.
           if (record.username.empty() && record.outcome == ConnectionOutcome::protocol_error &&

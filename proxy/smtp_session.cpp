@@ -104,9 +104,13 @@ class SmtpSession {
         }
         boost::system::error_code ec;
         const auto n = co_await c_->client().read_some(net::buffer(buffer), ec);
+        if (ec && (c_->preauth_timed_out() || c_->closed_by_shutdown())) {
+          co_return false;  // the connection closed it, and records why
+        }
         if (ec) {
-          record.close_reason = is_normal_close(ec) ? "client closed before AUTH"
-                                                    : fmt::format("client error: {}", ec.message());
+          add_close_reason(record, is_normal_close(ec)
+                                       ? "client closed before AUTH"
+                                       : fmt::format("client error: {}", ec.message()));
           if (record.username.empty() && is_normal_close(ec) && machine.errors() == 0) {
             record.outcome = ConnectionOutcome::ok;
           }

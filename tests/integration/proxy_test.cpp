@@ -919,6 +919,21 @@ TEST_F(ProxyHardeningTest, A64KibUsernameIsLoggedCutShort) {
   EXPECT_EQ(log.find(std::string(9000, 'x')), std::string::npos);
 }
 
+TEST_F(ProxyHardeningTest, AFailedLoginThenAClientCloseKeepsWhyTheLoginFailed) {
+  int port = 0;
+  {
+    RawConnection raw(hard->starttls_port);
+    port = raw.local_port();
+    raw.read_some();
+    raw.send("a1 LOGIN nobody@example.com wrong\r\n");
+    EXPECT_NE(answer_to(raw, "a1").find("a1 NO"), std::string::npos);
+  }  // the client hangs up
+  const auto row = hard->audit_row_for(port);
+  ASSERT_TRUE(row.has_value());
+  EXPECT_EQ(row->outcome, storage::ConnectionOutcome::auth_failed) << row->close_reason;
+  EXPECT_EQ(row->close_reason, "local authentication failed; client closed before login");
+}
+
 TEST_F(ProxyHardeningTest, FailedLoginsDoNotRestartThePreauthDeadline) {
   RawConnection raw(hard->starttls_port);
   const int port = raw.local_port();

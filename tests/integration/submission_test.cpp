@@ -249,6 +249,18 @@ TEST_F(SubmissionTest, WrongLocalPasswordIs535) {
   const auto r = env->send(alice, "wrong password", {});
   EXPECT_FALSE(r.value("ok", true));
   EXPECT_EQ(r.value("code", 0), 535) << r.dump();
+  // smtplib hangs up without QUIT: the row keeps why the AUTH failed.
+  EXPECT_TRUE(wait_until(
+      [&] {
+        for (const auto& row : env->audit_rows()) {
+          if (row.account == alice && row.outcome == storage::ConnectionOutcome::auth_failed &&
+              row.close_reason == "local authentication failed; client closed before AUTH") {
+            return true;
+          }
+        }
+        return false;
+      },
+      10s, "the refused session's connection-log row"));
 }
 
 TEST_F(SubmissionTest, ExpiredTokenIsRefreshedAndTheMessageSent) {
