@@ -101,12 +101,9 @@ std::vector<Action> ServerMachine::on_auth_result(AuthOutcome outcome) {
   switch (outcome.failure) {
     case AuthFailure::bad_credentials:
     case AuthFailure::needs_reauth:
-      ++failed_auths_;
-      reply(out, 535,
-            "5.7.8 " + (outcome.message.empty() ? std::string("Authentication credentials invalid")
-                                                : outcome.message));
-      if (failed_auths_ >= options_.max_failed_auths) {
-        close(out, "4.7.0 Too many failed authentications", CloseReason::too_many_auth_failures);
+      if (!refuse_auth(
+              outcome.message.empty() ? "Authentication credentials invalid" : outcome.message,
+              out)) {
         return out;
       }
       break;
@@ -124,6 +121,16 @@ std::vector<Action> ServerMachine::on_auth_result(AuthOutcome outcome) {
   }
   pump(out);
   return out;
+}
+
+bool ServerMachine::refuse_auth(std::string_view message, std::vector<Action>& out) {
+  ++failed_auths_;
+  reply(out, 535, "5.7.8 " + std::string(message));
+  if (failed_auths_ >= options_.max_failed_auths) {
+    close(out, "4.7.0 Too many failed authentications", CloseReason::too_many_auth_failures);
+    return false;
+  }
+  return true;
 }
 
 std::vector<std::string> ServerMachine::extensions() const {
@@ -341,13 +348,27 @@ void ServerMachine::handle_sasl_line(const Secret& line, std::vector<Action>& ou
   // malformed one.
   const std::string_view text = line.reveal() == "=" ? std::string_view{} : line.reveal();
   if (was == State::awaiting_plain) {
-    auto credentials = auth::decode_plain(text);
-    if (!credentials) {
+    std::optional<std::string> decoded = auth::base64_decode(text);
+    const Secret message(decoded ? std::move(*decoded) : std::string());
+    if (decoded) {
+      secure_wipe(*decoded);
+    }
+    auto parsed =
+        decoded
+            ? auth::parse_plain(message.reveal())
+            : std::variant<auth::PlainCredentials, auth::PlainError>(auth::PlainError::malformed);
+    if (const auto* failure = std::get_if<auth::PlainError>(&parsed)) {
+      if (*failure == auth::PlainError::authzid_mismatch) {
+        // Acting for another user is an authorization refusal, not a malformed response
+        // (RFC 4954 §6: 535 5.7.8), and counts as a failed AUTH.
+        refuse_auth("Authorization identity must be empty or the user name", out);
+        return;
+      }
       error(out, 501, "5.5.2 Cannot decode the AUTH PLAIN response");
       return;
     }
-    check(std::move(credentials->authcid), std::move(credentials->password), AuthMethod::plain,
-          out);
+    auto& credentials = std::get<auth::PlainCredentials>(parsed);
+    check(std::move(credentials.authcid), std::move(credentials.password), AuthMethod::plain, out);
     return;
   }
   std::optional<std::string> decoded = auth::base64_decode(text);

@@ -146,6 +146,9 @@ class ServerMachine {
   void handle_command(std::string_view line, std::vector<Action>& out);
   void handle_auth(std::string_view args, std::vector<Action>& out);
   void handle_sasl_line(const Secret& line, std::vector<Action>& out);
+  // 535 5.7.8 `message`, one more failed AUTH; false when that was the last one allowed (the
+  // connection is closing).
+  bool refuse_auth(std::string_view message, std::vector<Action>& out);
   void check(std::string username, Secret password, AuthMethod method, std::vector<Action>& out);
   void reply(std::vector<Action>& out, int code, std::string_view text);
   void error(std::vector<Action>& out, int code, std::string_view text);

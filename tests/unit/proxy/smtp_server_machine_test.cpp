@@ -194,6 +194,24 @@ TEST(SmtpServerMachine, MailCommandsNeedAuthAndRefusedBdatChunkIsSkipped) {
               "250 2.0.0 OK\r\n");
 }
 
+TEST(SmtpServerMachine, AnotherAuthorizationIdentityIsARefusalNotADecodeError) {
+  // base64("bob@example.com\0alice@example.com\0pw"): acting as bob is refused with 535 and
+  // counted, so the third such AUTH closes; a mere "alice" authzid in another case is alice.
+  const std::string other = "AUTH PLAIN Ym9iQGV4YW1wbGUuY29tAGFsaWNlQGV4YW1wbGUuY29tAHB3\r\n";
+  const std::string refused = "535 5.7.8 Authorization identity must be empty or the user name\r\n";
+  Conversation{tls_port(), {}}.expect_at_every_split(
+      "EHLO c\r\n" + other + other + other + "NOOP\r\n",
+      std::string(greeting) + std::string(tls_ehlo) + refused + refused + refused +
+          "421 4.7.0 Too many failed authentications, closing connection\r\n"
+          "<Close too_many_auth_failures>\n");
+  // base64("ALICE@example.com\0alice@example.com\0pw")
+  Conversation{tls_port(), {}}.expect_at_every_split(
+      "EHLO c\r\nAUTH PLAIN QUxJQ0VAZXhhbXBsZS5jb20AYWxpY2VAZXhhbXBsZS5jb20AcHc=\r\n",
+      std::string(greeting) + std::string(tls_ehlo) +
+          "<Check alice@example.com pw plain c>\n235 2.7.0 Authentication successful\r\n"
+          "<Authenticated >\n");
+}
+
 TEST(SmtpServerMachine, FailuresAndLimits) {
   // Unknown commands and bad syntax count as errors; the tenth closes.
   std::string in = "EHLO\r\n";
