@@ -249,6 +249,19 @@ int run_account_authorize(const AuthorizeFlags& f, bool reauth, const Options& o
   // authorization code, and what it returns must not be lost to a mistyped password after.
   std::optional<std::string> hash;
   if (flow == FlowKind::password) {
+    if (!f.provider.empty() || !f.tenant.empty() || !f.client_id.empty() ||
+        !f.signed_in_as.empty()) {
+      die("--provider, --tenant, --client-id and --signed-in-as are for OAuth sign-ins, not "
+          "--password-stdin");
+    }
+    if (existing && existing->use_oauth) {
+      // Irreversible: the refresh token would be deleted with the switch.
+      die(fmt::format(
+          "{} signs in with OAuth: --password-stdin would delete its refresh token. To make it "
+          "a password account, remove it ('imap-oauth2-proxy account remove {}') and add it "
+          "again with --password-stdin",
+          email, email));
+    }
     row.use_oauth = false;
     row.provider = std::string(auth::default_provider);
     row.tenant.clear();
@@ -301,6 +314,9 @@ int run_account_authorize(const AuthorizeFlags& f, bool reauth, const Options& o
       die("--client-secret-stdin and --client-certificate are for --client-credentials");
     }
     if (flow == FlowKind::client_credentials) {
+      if (!f.signed_in_as.empty()) {
+        die("--signed-in-as is for a sign-in by a user; --client-credentials has none");
+      }
       row.signed_in_as.clear();  // nobody signs in
     }
 

@@ -467,6 +467,34 @@ TEST_F(OnboardingTest, InputsAreReadBeforeAnyGrantSpendsAToken) {
   EXPECT_FALSE(stored(alice));
 }
 
+TEST_F(OnboardingTest, APasswordReauthOfAnOAuthAccountIsRefusedAndKeepsItsToken) {
+  const auto refresh = peer_->add_account(alice);
+  auto r = cli({"account", "add", alice, "--refresh-token-stdin", "--local-password-stdin"},
+               refresh + "\nlocal-pass\n");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto before = store()->get(alice).value();
+  // Switching to a password would delete the refresh token: not without removing the account.
+  r = cli({"account", "reauth", alice, "--password-stdin"}, "upstream-pass\n");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("account remove"), std::string::npos) << r.err;
+  const auto after = store()->get(alice).value();
+  EXPECT_TRUE(after.use_oauth);
+  EXPECT_EQ(after.refresh_token.reveal(), before.refresh_token.reveal());
+  // OAuth settings with a password account were dropped without a word; now they are refused.
+  r = cli({"account", "add", "bob@example.com", "--password-stdin", "--provider", "google"},
+          "upstream-pass\n");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("not --password-stdin"), std::string::npos) << r.err;
+  r = cli(
+      {"account", "add", "app@example.com", "--client-credentials", "--provider", "microsoft-app",
+       "--tenant", "contoso.com", "--client-secret-stdin", "--signed-in-as", alice},
+      "secret\n");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("--signed-in-as"), std::string::npos) << r.err;
+  EXPECT_FALSE(stored("bob@example.com"));
+  EXPECT_FALSE(stored("app@example.com"));
+}
+
 TEST_F(OnboardingTest, FlowFlagsAreCheckedBeforeAnythingHappens) {
   auto r = cli({"account", "add", alice, "--browser", "--device-code"});
   EXPECT_NE(r.exit_code, 0);
