@@ -364,6 +364,18 @@ int run_account_authorize(const AuthorizeFlags& f, bool reauth, const Options& o
     }
     const bool interactive =
         flow == FlowKind::browser || flow == FlowKind::paste || flow == FlowKind::device_code;
+    if (flow == FlowKind::refresh_token) {
+      // Whose token it is, when the endpoint says (run_refresh_token_import asks): another
+      // user's would replace a working token and log in as someone else.
+      if (grant->id_token) {
+        check_identity(*grant, expected, email);
+      } else {
+        std::cerr << fmt::format(
+            "warning: the token endpoint did not say whose refresh token this is (no id_token "
+            "for the scope '{}'): make sure it was issued to {}\n",
+            provider.identity_scope, expected);
+      }
+    }
     if (interactive) {
       check_identity(*grant, expected, email);
       if (!grant->refresh_token) {

@@ -317,11 +317,25 @@ Result<auth::TokenGrant> run_refresh_token_import(const FlowContext& ctx,
     return fail(Errc::invalid_argument,
                 "the refresh token is empty or contains characters a token cannot have");
   }
-  auth::FormFields fields;
-  fields.emplace_back("grant_type", Secret(std::string_view("refresh_token")));
-  fields.emplace_back("refresh_token", refresh_token);
-  fields.emplace_back("scope", Secret(ctx.provider.scope));
-  auto grant = ctx.endpoint.grant_once(ctx.client, std::move(fields));
+  auto refresh = [&](const std::string& scope) {
+    auth::FormFields fields;
+    fields.emplace_back("grant_type", Secret(std::string_view("refresh_token")));
+    fields.emplace_back("refresh_token", refresh_token);
+    fields.emplace_back("scope", Secret(scope));
+    return ctx.endpoint.grant_once(ctx.client, std::move(fields));
+  };
+  // Asked with the identity scope first, so that the answer names whose token it is (an
+  // id_token, OpenID Connect Core §12.2) and the caller can refuse another user's. A token
+  // granted without openid may be refused that scope (Microsoft: AADSTS70000 or 65001; RFC 6749
+  // §5.2 invalid_scope), which spends nothing: then once more without it.
+  auto grant = refresh(ctx.provider.identity_scope.empty()
+                           ? ctx.provider.scope
+                           : ctx.provider.scope + " " + ctx.provider.identity_scope);
+  if (!grant && !ctx.provider.identity_scope.empty() &&
+      (grant.error().error == "invalid_scope" || grant.error().aadsts == 70000 ||
+       grant.error().aadsts == 65001 || grant.error().aadsts == 70011)) {
+    grant = refresh(ctx.provider.scope);
+  }
   if (!grant) {
     const auto error = auth::to_error(grant.error());
     return fail(error.code, fmt::format("the refresh token did not work, nothing was stored: {}",

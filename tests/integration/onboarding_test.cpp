@@ -495,6 +495,33 @@ TEST_F(OnboardingTest, APasswordReauthOfAnOAuthAccountIsRefusedAndKeepsItsToken)
   EXPECT_FALSE(stored("app@example.com"));
 }
 
+TEST_F(OnboardingTest, AnImportedRefreshTokenMustBeTheAccountsOwn) {
+  const auto alices = peer_->add_account(alice);
+  const auto zeds = peer_->add_account("zed@example.com");
+  auto r = cli({"account", "add", alice, "--refresh-token-stdin"}, alices + "\n");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.err.find("warning"), std::string::npos) << r.err;
+  const auto before = store()->get(alice).value();
+  // Another user's token would replace a working one and log in as someone else.
+  r = cli({"account", "reauth", alice, "--refresh-token-stdin"}, zeds + "\n");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("signed in as zed@example.com, not alice@example.com"), std::string::npos)
+      << r.err;
+  EXPECT_EQ(store()->get(alice).value().refresh_token.reveal(), before.refresh_token.reveal());
+  r = cli({"account", "add", "frank@example.com", "--refresh-token-stdin"}, zeds + "\n");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_FALSE(stored("frank@example.com"));
+  // A token whose grant did not include openid: refused the identity scope, imported without
+  // it, with a warning that nobody checked whose it is.
+  peer_->configure({{"refresh_openid", "refuse"}});
+  const auto bobs = peer_->add_account("bob@example.com");
+  r = cli({"account", "add", "bob@example.com", "--refresh-token-stdin"}, bobs + "\n");
+  peer_->configure({{"refresh_openid", "allow"}});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("did not say whose refresh token this is"), std::string::npos) << r.err;
+  EXPECT_TRUE(stored("bob@example.com"));
+}
+
 TEST_F(OnboardingTest, FlowFlagsAreCheckedBeforeAnythingHappens) {
   auto r = cli({"account", "add", alice, "--browser", "--device-code"});
   EXPECT_NE(r.exit_code, 0);

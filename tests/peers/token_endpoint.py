@@ -91,6 +91,10 @@ Rotation (config "rotation"): every successful refresh issues a new refresh toke
   revoke_on_use       the old token is revoked when its successor is first presented, which
                       proves the client stored the successor
   revoke_immediately  the presented token is revoked as soon as it is used
+
+Config "refresh_openid": "allow" (default) issues an id_token on a refresh that asks for openid;
+"refuse" answers such a refresh AADSTS70000 (scopes not granted), as Microsoft does for a refresh
+token whose grant did not include openid.
 """
 
 import argparse
@@ -164,6 +168,7 @@ class State:
             "expires_in": 3599,
             "delay_ms": 0,
             "rotation": "keep",
+            "refresh_openid": "allow",
             # The home tenant of every signed-in user (id_token tid and iss).
             "tenant_id": "3f6a2c1e-8b4d-4e9a-9c7f-5d1b2a3e4f60",
         }
@@ -1052,6 +1057,10 @@ class Handler(BaseHTTPRequestHandler):
             return self.error_reply(400, "invalid_grant", 70000,
                                     "The provided value for the 'refresh_token' is not valid: "
                                     "it was issued to another client.")
+        if config["refresh_openid"] == "refuse" and "openid" in form.get("scope", "").split():
+            return self.error_reply(400, "invalid_grant", 70000,
+                                    "The request was denied because one or more scopes "
+                                    "requested are unauthorized or expired.")
         email = record["email"]
         rotation = config["rotation"]
         if rotation == "revoke_immediately":
