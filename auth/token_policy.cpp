@@ -19,6 +19,11 @@ bool satisfies(const TokenNeed& need, std::int64_t expiry, std::int64_t refreshe
   return expiry - to_unix_seconds(now) >= need.min_remaining.count();
 }
 
+bool may_serve_after_failed_refresh(const TokenNeed& need, std::int64_t expiry,
+                                    std::int64_t refreshed_at_ms, SystemTime now) {
+  return refreshed_at_ms >= need.refreshed_after_ms && expiry - to_unix_seconds(now) > 60;
+}
+
 bool keepalive_due(std::int64_t refreshed_at_ms, std::chrono::seconds keepalive, SystemTime now) {
   const auto age_ms = to_unix_millis(now) - refreshed_at_ms;
   return age_ms >= std::chrono::duration_cast<std::chrono::milliseconds>(keepalive).count();

@@ -36,6 +36,13 @@ TokenNeed need_for(const FreshnessPolicy& policy, TokenUse use);
 bool satisfies(const TokenNeed& need, std::int64_t expiry, std::int64_t refreshed_at_ms,
                SystemTime now);
 
+// After a refresh failed for a passing reason (the endpoint down, a bad answer): whether the
+// token held may be served instead. Only when it has more than a minute left, and never when the
+// caller asked for a token newer than it (a forced refresh: the upstream just refused this one,
+// and serving it again turns an endpoint outage into a wrong-password answer).
+bool may_serve_after_failed_refresh(const TokenNeed& need, std::int64_t expiry,
+                                    std::int64_t refreshed_at_ms, SystemTime now);
+
 // Whether an account last refreshed at `refreshed_at_ms` must be refreshed to keep its refresh
 // token alive (Microsoft revokes refresh tokens unused for 90 days, AADSTS700082).
 bool keepalive_due(std::int64_t refreshed_at_ms, std::chrono::seconds keepalive, SystemTime now);

@@ -419,7 +419,7 @@ awaitable<Result<FreshToken>> TokenService::refresh_locked(const std::string& em
     } else if (auto held = co_await hold_unpersisted(email, best)) {
       result = std::move(*held);
     } else {
-      result = co_await refresh_with(email, row, std::move(best));
+      result = co_await refresh_with(email, row, std::move(best), need);
     }
   } catch (...) {
     failure = std::current_exception();
@@ -515,7 +515,8 @@ TokenService::wait_for_other_instance(const std::string& email, const TokenNeed&
 }
 
 awaitable<Result<FreshToken>> TokenService::refresh_with(const std::string& email,
-                                                         const Credentials& row, Candidate best) {
+                                                         const Credentials& row, Candidate best,
+                                                         TokenNeed need) {
   AccountClient client{endpoint_.settings(), false};
   if (settings_.resolve_client) {
     IOP_CO_TRY_ASSIGN(auto resolved, settings_.resolve_client(row));
@@ -568,9 +569,9 @@ awaitable<Result<FreshToken>> TokenService::refresh_with(const std::string& emai
       co_return fail(Errc::needs_reauth, reauth_message(email, error.message));
     }
     // Transient, bad answer or our configuration: nothing stored changes. A token that is still
-    // valid for a while is better than no token.
+    // valid for a while is better than no token, unless it is the one the caller needs replaced.
     emit(storage::AuditEvent::refresh_failed, email, grant_failure_detail(e));
-    if (best.expiry - to_unix_seconds(now) > 60) {
+    if (may_serve_after_failed_refresh(need, best.expiry, best.refreshed_at_ms, now)) {
       spdlog::warn("refresh for {} failed ({}); serving the current token until it is due", email,
                    to_error(e));
       co_return FreshToken{best.access_token, false, best.expiry, best.refreshed_at_ms,

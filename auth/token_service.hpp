@@ -157,7 +157,8 @@ class TokenService {
                                                storage::Credentials row,
                                                std::optional<storage::CachedToken> cached);
   awaitable<Result<FreshToken>> refresh_with(const std::string& email,
-                                             const storage::Credentials& row, Candidate candidate);
+                                             const storage::Credentials& row, Candidate candidate,
+                                             TokenNeed need);
   // When `best`'s refresh token is not in the database: tries to write it there first; if that
   // fails and its access token is still usable, returns that token so no new refresh extends a
   // rotation chain only this process (or Redis) knows. nullopt: go on and refresh.

@@ -380,6 +380,26 @@ TEST_F(ProxyTest, TokenRejectedUpstreamIsRefreshedOnceAndRetried) {
   EXPECT_EQ(env->peer.stats()["per_account"][erin].get<int>() - before, 1);
 }
 
+TEST_F(ProxyTest, ATokenRejectedUpstreamWhileTheEndpointIsDownIsUnavailableNotAWrongPassword) {
+  const std::string fern = "fern@example.com";
+  env->add_expired_account(fern, "fern-local");
+  ASSERT_TRUE(env->client(fern, "fern-local", {"login"})["ok"].get<bool>());
+  env->peer.revoke_access_tokens(fern);
+  // The forced refresh fails for a passing reason: handing back the token the server just
+  // refused would answer AUTHENTICATIONFAILED, and the client would ask for a new password.
+  // One 503 for each of the refresh's attempts (BackoffPolicy::max_attempts).
+  const nlohmann::json unavailable = {{"status", 503}};
+  env->peer.add_faults(nlohmann::json::array({unavailable, unavailable, unavailable, unavailable}),
+                       fern);
+  const auto r = env->client(fern, "fern-local", {"login"});
+  env->peer.clear_faults();
+  ASSERT_FALSE(r["ok"].get<bool>());
+  const auto error = r["error"].get<std::string>();
+  EXPECT_NE(error.find("UNAVAILABLE"), std::string::npos) << r.dump();
+  EXPECT_EQ(error.find("AUTHENTICATIONFAILED"), std::string::npos) << r.dump();
+  EXPECT_TRUE(env->client(fern, "fern-local", {"login"})["ok"].get<bool>()) << "recovers";
+}
+
 TEST_F(ProxyTest, RedisDownStillLogsIn) {
   env->redis.stop();
   const auto r = env->client(alice, alice_local, {"login"});

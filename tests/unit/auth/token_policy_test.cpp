@@ -32,6 +32,15 @@ TEST(TokenPolicy, ForcedRefreshWantsANewerToken) {
   EXPECT_TRUE(satisfies(need, t + 3600, 5000, now));
 }
 
+TEST(TokenPolicy, AFailedRefreshServesTheHeldTokenOnlyWhenItWasNotRefused) {
+  EXPECT_TRUE(may_serve_after_failed_refresh(TokenNeed{300s, 0}, t + 61, 4999, now));
+  EXPECT_FALSE(may_serve_after_failed_refresh(TokenNeed{300s, 0}, t + 60, 4999, now))
+      << "due within the minute";
+  // A forced refresh (the upstream refused the held token) must not get it back.
+  EXPECT_FALSE(may_serve_after_failed_refresh(TokenNeed{0s, 5000}, t + 3600, 4999, now));
+  EXPECT_TRUE(may_serve_after_failed_refresh(TokenNeed{0s, 5000}, t + 3600, 5000, now));
+}
+
 TEST(TokenPolicy, KeepaliveIsDueAfterTheInterval) {
   const auto week = std::chrono::seconds(7 * 24 * 3600);
   const std::int64_t now_ms = t * 1000;
