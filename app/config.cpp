@@ -663,7 +663,8 @@ smtp_host = "smtp.office365.com"     # where submission goes
 smtp_port = 587
 smtp_tls  = ""                       # "starttls" or "implicit"; empty: implicit on 465 only
 
-[hide_capabilities]                  # post-login capabilities clients must not see
+[hide_capabilities]                  # capabilities left out of the login answer; a later
+                                     # CAPABILITY command is relayed unfiltered
 # "*" = ["IMAP4rev2"]
 # "alice@contoso.com" = ["IMAP4rev2"]
 

@@ -138,7 +138,8 @@ struct Config {
   RedisConfig redis;
   AuditConfig audit;
   LogConfig log;
-  // [hide_capabilities]: post-login capabilities clients must not see, by account ("*": all).
+  // [hide_capabilities]: capabilities left out of the login answer, by account ("*": all); a
+  // CAPABILITY command later in the session is relayed unfiltered.
   std::map<std::string, std::vector<std::string>> hide_capabilities;
   // Provider profiles by name: "default" ([oauth] + [upstream]), the built-in ones, and every
   // [providers.NAME] (a section named like a built-in one overrides its keys; a new name starts
