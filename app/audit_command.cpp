@@ -115,31 +115,25 @@ void print_aligned(const std::array<std::string, columns>& header,
 }
 
 void print_table(const std::vector<storage::ConnectionRecord>& rows) {
-  constexpr std::size_t columns = 13;
-  const std::array<std::string, columns> header = {"ID",
-                                                   "STARTED (UTC)",
-                                                   "DURATION",
-                                                   "CLIENT",
-                                                   "LISTENER",
-                                                   "USERNAME",
-                                                   "ACCOUNT",
-                                                   "EVENT",
-                                                   "OUTCOME",
-                                                   "TOKEN",
-                                                   "C->U",
-                                                   "U->C",
-                                                   "CLOSE REASON / DETAIL"};
+  constexpr std::size_t columns = 14;
+  const std::array<std::string, columns> header = {"ID",       "STARTED (UTC)",
+                                                   "DURATION", "CLIENT",
+                                                   "LISTENER", "USERNAME",
+                                                   "ACCOUNT",  "EVENT",
+                                                   "OUTCOME",  "TOKEN",
+                                                   "C->U",     "U->C",
+                                                   "MSGS",     "CLOSE REASON / DETAIL"};
   std::vector<std::array<std::string, columns>> cells;
   cells.reserve(rows.size());
   for (const auto& r : rows) {
-    cells.push_back({std::to_string(r.id), iso_time(r.started_at_ms, false),
-                     format_span(r.ended_at_ms - r.started_at_ms), client_of(r),
-                     printable(r.listener), printable(r.username), printable(r.account),
-                     r.event.empty() ? std::string("connection") : printable(r.event),
-                     std::string(storage::to_string(r.outcome)),
-                     printable(storage::to_string(r.token_source)),
-                     std::to_string(r.bytes_client_to_upstream),
-                     std::to_string(r.bytes_upstream_to_client), printable(r.close_reason)});
+    cells.push_back(
+        {std::to_string(r.id), iso_time(r.started_at_ms, false),
+         format_span(r.ended_at_ms - r.started_at_ms), client_of(r), printable(r.listener),
+         printable(r.username), printable(r.account),
+         r.event.empty() ? std::string("connection") : printable(r.event),
+         std::string(storage::to_string(r.outcome)), printable(storage::to_string(r.token_source)),
+         std::to_string(r.bytes_client_to_upstream), std::to_string(r.bytes_upstream_to_client),
+         std::to_string(r.messages), printable(r.close_reason)});
   }
   print_aligned(header, cells);
 }
@@ -159,8 +153,8 @@ nlohmann::ordered_json to_json(const storage::ConnectionRecord& r) {
           {"outcome", storage::to_string(r.outcome)},
           {"token_source", storage::to_string(r.token_source)},
           {"bytes_client_to_upstream", r.bytes_client_to_upstream},
-          {"messages", r.messages},
           {"bytes_upstream_to_client", r.bytes_upstream_to_client},
+          {"messages", r.messages},
           {"close_reason", r.close_reason},
           {"event", r.event.empty() ? std::string("connection") : r.event},
           {"prev_hash", r.prev_hash},
@@ -199,10 +193,10 @@ void print_csv(const std::vector<storage::ConnectionRecord>& rows, bool header =
   if (header) {
     std::cout << "id,started_at,ended_at,started_at_ms,ended_at_ms,client_address,client_port,"
                  "listener,username,account,outcome,token_source,bytes_client_to_upstream,"
-                 "bytes_upstream_to_client,close_reason,event,prev_hash,hash\r\n";
+                 "bytes_upstream_to_client,messages,close_reason,event,prev_hash,hash\r\n";
   }
   for (const auto& r : rows) {
-    const std::array<std::string, 18> fields = {std::to_string(r.id),
+    const std::array<std::string, 19> fields = {std::to_string(r.id),
                                                 iso_time(r.started_at_ms, true),
                                                 iso_time(r.ended_at_ms, true),
                                                 std::to_string(r.started_at_ms),
@@ -216,6 +210,7 @@ void print_csv(const std::vector<storage::ConnectionRecord>& rows, bool header =
                                                 std::string(storage::to_string(r.token_source)),
                                                 std::to_string(r.bytes_client_to_upstream),
                                                 std::to_string(r.bytes_upstream_to_client),
+                                                std::to_string(r.messages),
                                                 r.close_reason,
                                                 r.event.empty() ? "connection" : r.event,
                                                 r.prev_hash,

@@ -156,6 +156,7 @@ std::vector<ConnectionRecord> sample() {
   auto first = row(jun1_10h, jun1_10h + 90'000, "alice@example.com");
   first.token_source = TokenSource::refresh;
   first.close_reason = "Session invalidated - AccessTokenExpired";
+  first.messages = 2;  // a submission session
   auto second = row(jun1_10h + 1000, jun1_10h + 1200, "", ConnectionOutcome::auth_failed);
   // An escape sequence a client sent as its username: not an email, so only its length is kept.
   second.username = "mallory\x1b[31m";
@@ -178,7 +179,7 @@ TEST_F(AuditCliTest, TableHasAHeaderAndOneLinePerRowWithControlBytesEscaped) {
   ASSERT_NE(header_end, std::string::npos);
   const auto header = r.out.substr(0, header_end);
   for (const char* column : {"ID", "STARTED (UTC)", "CLIENT", "LISTENER", "USERNAME", "ACCOUNT",
-                             "OUTCOME", "TOKEN", "CLOSE REASON"}) {
+                             "MSGS", "OUTCOME", "TOKEN", "CLOSE REASON"}) {
     EXPECT_NE(header.find(column), std::string::npos) << column;
   }
   EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 4) << r.out;
@@ -245,6 +246,7 @@ TEST_F(AuditCliTest, CsvQuotesPerRfc4180) {
                                            "token_source",
                                            "bytes_client_to_upstream",
                                            "bytes_upstream_to_client",
+                                           "messages",
                                            "close_reason",
                                            "event",
                                            "prev_hash",
@@ -256,7 +258,8 @@ TEST_F(AuditCliTest, CsvQuotesPerRfc4180) {
   EXPECT_EQ(records[1][0], "1");
   EXPECT_EQ(records[1][1], "2025-06-01T10:00:00.000Z");
   EXPECT_EQ(records[1][10], "ok");
-  EXPECT_EQ(records[2][14], "said \"no\", then\\r\\nclosed");  // stored sanitized
+  EXPECT_EQ(records[1][14], "2");                              // messages
+  EXPECT_EQ(records[2][15], "said \"no\", then\\r\\nclosed");  // stored sanitized
   EXPECT_EQ(records[2][5], "::1");
   EXPECT_EQ(records[3][9], "bob@example.com");
   EXPECT_NE(r.out.find("\"said \"\"no\"\", then\\r\\nclosed\""), std::string::npos) << r.out;
