@@ -139,7 +139,11 @@ std::pair<std::string, std::string> provider_columns(const Config& config,
 }
 
 int cmd_account_list(const std::string& format, const Options& opts) {
-  auto services = open_services(opts);
+  // A read creates no SQLite key and database (a config copied elsewhere would get an empty
+  // pair). With PostgreSQL the database's key check decides, as on any instance's first command.
+  const auto policy =
+      load(opts).storage.postgres() ? KeyPolicy::create_if_new : KeyPolicy::must_exist;
+  auto services = open_services(opts, false, policy);
   const auto accounts = check(services->store->list());
   const auto& config = services->config;
   if (format == "json") {

@@ -97,6 +97,17 @@ Result<std::unique_ptr<Services>> make_services(Config config, KeyPolicy key_pol
       (postgres || !fs::exists(db_path))) {
     key = storage::MasterKey::create(key_path);
     created_key = key.has_value();
+  } else if (!fs::exists(key_path) && (postgres || fs::exists(db_path))) {
+    // MasterKey::load's advice ('init') is for a machine with nothing yet; here the secrets
+    // already stored were sealed with a key that is gone, and `init` refuses to make another.
+    return fail(Errc::key_error,
+                fmt::format("master key file {} does not exist, but {} does: restore the key "
+                            "file the database was created with (a new key cannot read the stored "
+                            "tokens){}",
+                            key_path.string(),
+                            postgres ? std::string("the PostgreSQL database")
+                                     : "the database " + db_path.string(),
+                            postgres ? "; with several instances, copy it from another one" : ""));
   } else {
     key = storage::MasterKey::load(key_path);
   }

@@ -164,6 +164,8 @@ TEST_F(CliTest, ClearErrors) {
   r = cli({"token", "dave@example.com"});
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("master.key"), std::string::npos) << r.err;
+  // The key is gone but the database is there: 'init' would refuse; restoring is the way.
+  EXPECT_NE(r.err.find("restore the key file"), std::string::npos) << r.err;
   {
     std::ofstream k(dir_.path() / "data/master.key", std::ios::binary);
     k << std::string(32, 'k');
@@ -180,6 +182,17 @@ TEST_F(CliTest, ClearErrors) {
   r = cli({"account", "list"});
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("[log] format"), std::string::npos) << r.err;
+}
+
+TEST_F(CliTest, AccountListCreatesNothingWhereThereIsNoDatabase) {
+  // A config copied elsewhere: its relative paths now point at an empty folder.
+  TempDir elsewhere;
+  const auto copy = elsewhere.path() / "imap-oauth2-proxy.toml";
+  std::filesystem::copy_file(config_, copy);
+  const auto r = run_cli(copy, {"account", "list"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("run 'imap-oauth2-proxy init'"), std::string::npos) << r.err;
+  EXPECT_FALSE(std::filesystem::exists(elsewhere.path() / "data")) << "a read created files";
 }
 
 TEST_F(CliTest, ConcurrentProcessesRefreshOnceThroughTheRedisLock) {
@@ -209,6 +222,8 @@ TEST_F(CliTest, ConcurrentProcessesRefreshOnceThroughTheRedisLock) {
 
 TEST_F(CliTest, AConfigHoldingASecretThatOthersCanReadIsAWarning) {
   TempDir other;
+  // The key and database `account list` reads (it creates none); the config is replaced below.
+  ASSERT_EQ(run_command({binary_path(), "init", "--dir", other.path().string()}).exit_code, 0);
   const auto config = write_cli_config(
       other.path(), {peer_.token_url(), "", "client_secret = \"s3cret-marker\"\n", ""});
   ASSERT_EQ(::chmod(config.c_str(), 0644), 0);
