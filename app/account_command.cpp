@@ -116,20 +116,25 @@ Secret generated_password() {
   return Secret(random.substr(0, 24));
 }
 
-std::optional<std::string> local_password_hash(const AuthorizeFlags& f, bool existing) {
+// The local password to set: its hash, and the password itself when it was generated (shown
+// once the account is stored: shown before, a failed sign-in would leave the user holding a
+// password that was never set).
+struct LocalPassword {
+  std::string hash;
+  Secret generated;
+};
+
+std::optional<LocalPassword> local_password_hash(const AuthorizeFlags& f, bool existing) {
   if (f.local_password_stdin && f.generate_local_password) {
     die("give --local-password-stdin or --generate-local-password, not both");
   }
   if (f.generate_local_password) {
-    const auto password = generated_password();
+    auto password = generated_password();
     auto hash = check(auth::hash_password(password));
-    // Shown once, on the terminal only; never stored in clear.
-    std::cout << "local password (shown once; mail clients use it with the account's address): "
-              << password.reveal() << "\n";
-    return hash;
+    return LocalPassword{std::move(hash), std::move(password)};
   }
   if (f.local_password_stdin) {
-    return check(auth::hash_password(read_secret_line("local password")));
+    return LocalPassword{check(auth::hash_password(read_secret_line("local password"))), {}};
   }
   if (!existing && stdin_is_tty()) {
     auto password = read_secret_line("local password for mail clients");
@@ -139,7 +144,7 @@ std::optional<std::string> local_password_hash(const AuthorizeFlags& f, bool exi
     if (!(read_secret_line("repeat it") == password)) {
       die("the two passwords differ; nothing was stored");
     }
-    return check(auth::hash_password(password));
+    return LocalPassword{check(auth::hash_password(password)), {}};
   }
   return std::nullopt;
 }
@@ -247,7 +252,7 @@ int run_account_authorize(const AuthorizeFlags& f, bool reauth, const Options& o
   const FlowKind flow = choose_flow(f, profile->flow);
   // Every input is read before any flow runs: a flow may spend a refresh token or an
   // authorization code, and what it returns must not be lost to a mistyped password after.
-  std::optional<std::string> hash;
+  std::optional<LocalPassword> hash;
   if (flow == FlowKind::password) {
     if (!f.provider.empty() || !f.tenant.empty() || !f.client_id.empty() ||
         !f.signed_in_as.empty()) {
@@ -396,7 +401,7 @@ int run_account_authorize(const AuthorizeFlags& f, bool reauth, const Options& o
   check(
       auth::run_blocking<Result<void>>([&tokens, &row] { return tokens.save_authorization(row); }));
   if (hash) {
-    check(services->store->set_local_password_hash(email, *hash));
+    check(services->store->set_local_password_hash(email, hash->hash));
   }
   record_event(
       *services, existing ? storage::AuditEvent::reauthorized : storage::AuditEvent::account_added,
@@ -412,6 +417,11 @@ int run_account_authorize(const AuthorizeFlags& f, bool reauth, const Options& o
               << auth::to_string(provider.flow)
               << (row.signed_in_as.empty() ? std::string() : ", signed in as " + row.signed_in_as)
               << "): access token valid until " << format_time(row.token_expiry) << "\n";
+  }
+  if (hash && !hash->generated.empty()) {
+    // Shown once, on the terminal only; never stored in clear.
+    std::cout << "local password (shown once; mail clients use it with the account's address): "
+              << hash->generated.reveal() << "\n";
   }
   if (!hash && !(existing && existing->has_local_password)) {
     std::cout << "set the password mail clients will use with: imap-oauth2-proxy account passwd "

@@ -7,6 +7,7 @@
 #include <sstream>
 #include <thread>
 
+#include "auth/password_hash.hpp"
 #include "storage/credentials_store.hpp"
 #include "tests/support/cli_env.hpp"
 #include "tests/support/redis_server.hpp"
@@ -182,6 +183,29 @@ TEST_F(CliTest, ClearErrors) {
   r = cli({"account", "list"});
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("[log] format"), std::string::npos) << r.err;
+}
+
+TEST_F(CliTest, AGeneratedLocalPasswordIsShownOnlyOnceItIsStored) {
+  // A sign-in that fails: no password was set, so none is shown.
+  auto r = cli(
+      {"account", "add", "kim@example.com", "--refresh-token-stdin", "--generate-local-password"},
+      "rt.never-issued\n");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_EQ(r.out.find("local password"), std::string::npos) << r.out;
+  const auto refresh = peer_.add_account("kim@example.com");
+  r = cli(
+      {"account", "add", "kim@example.com", "--refresh-token-stdin", "--generate-local-password"},
+      refresh + "\n");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string label =
+      "local password (shown once; mail clients use it with the account's "
+      "address): ";
+  const auto at = r.out.find(label);
+  ASSERT_NE(at, std::string::npos) << r.out;
+  const auto start = at + label.size();
+  const std::string password = r.out.substr(start, r.out.find('\n', start) - start);
+  EXPECT_EQ(password.size(), 24u);
+  EXPECT_TRUE(auth::verify_password(Secret(password), row("kim@example.com").local_password_hash));
 }
 
 TEST_F(CliTest, AccountListCreatesNothingWhereThereIsNoDatabase) {
