@@ -461,6 +461,11 @@ Result<Config> parse_config(std::string_view toml_text, const fs::path& base_dir
   if (c.oauth.background_refresh < std::chrono::seconds(1)) {
     return bad(o, "background_refresh", "must be at least 1s");
   }
+  if (c.oauth.keepalive < std::chrono::hours(1)) {
+    // Below an hour every background pass (or login) would refresh the account: the endpoint's
+    // throttling, not the 90-day revocation, would then be the limit.
+    return bad(o, "keepalive", "must be at least 1h (the default is 7d)");
+  }
   if (c.oauth.keepalive > std::chrono::hours(24 * 80)) {
     return bad(o, "keepalive",
                "must be under 80d: Microsoft revokes refresh tokens unused for 90 days");

@@ -210,6 +210,7 @@ TEST(Config, ErrorsNameTheKeyAndWhy) {
   EXPECT_NE(parse_error("[log]\nformat = \"xml\"\n").find("[log] format"), std::string::npos);
   EXPECT_NE(parse_error("[log]\nlevel = \"loud\"\n").find("[log] level"), std::string::npos);
   EXPECT_NE(parse_error("[oauth]\nkeepalive = \"100d\"\n").find("90 days"), std::string::npos);
+  EXPECT_NE(parse_error("[oauth]\nkeepalive = \"0s\"\n").find("at least 1h"), std::string::npos);
   EXPECT_NE(parse_error("[oauth]\nscope = \"IMAP.AccessAsUser.All\"\n").find("offline_access"),
             std::string::npos);
   EXPECT_NE(parse_error("[server\n").find("config:"), std::string::npos) << "TOML syntax error";
