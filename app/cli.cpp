@@ -81,9 +81,15 @@ void write_private_file(const fs::path& path, std::string_view text) {
 }
 
 int cmd_init(const std::optional<fs::path>& dir_flag, const Options& opts) {
-  const fs::path dir = dir_flag.value_or(fs::current_path());
+  if (dir_flag && opts.config) {
+    die("give --dir (a folder for imap-oauth2-proxy.toml) or --config (the file), not both");
+  }
+  // --config names the file to write; its folder is where the relative paths in it resolve.
+  const fs::path config_path =
+      opts.config ? fs::absolute(*opts.config)
+                  : dir_flag.value_or(fs::current_path()) / "imap-oauth2-proxy.toml";
+  const fs::path dir = config_path.parent_path();
   make_private_dir(dir);
-  const auto config_path = dir / "imap-oauth2-proxy.toml";
   if (!fs::exists(config_path)) {
     write_private_file(config_path, default_config_text());
     std::cout << "wrote " << config_path.string() << " (mode 0600)\n";
@@ -313,7 +319,9 @@ int run_cli(int argc, char** argv) {
   std::optional<fs::path> init_dir;
   auto* init =
       app.add_subcommand("init", "write a config file, create the master key and database");
-  init->add_option("--dir", init_dir, "folder for the config file (default: current folder)");
+  init->add_option("--dir", init_dir,
+                   "folder for imap-oauth2-proxy.toml (default: current folder; or give "
+                   "--config FILE)");
   add_common(init);
 
   auto* serve_cmd = app.add_subcommand("serve", "run the proxy in the foreground");

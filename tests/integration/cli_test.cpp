@@ -57,6 +57,12 @@ TEST_F(CliTest, InitCreatesConfigKeyAndDatabase) {
   const auto again = run_command({binary_path(), "init", "--dir", fresh.path().string()});
   ASSERT_EQ(again.exit_code, 0) << again.err;
   EXPECT_NE(again.out.find("kept existing master key"), std::string::npos);
+  // --config names the file (it was ignored, and the current folder used instead).
+  const auto named = fresh.path() / "sub/my.toml";
+  const auto file = run_command({binary_path(), "init", "--config", named.string()});
+  ASSERT_EQ(file.exit_code, 0) << file.err;
+  EXPECT_TRUE(std::filesystem::exists(named));
+  EXPECT_TRUE(std::filesystem::exists(fresh.path() / "sub/data/master.key"));
 }
 
 TEST_F(CliTest, ImportedRefreshTokenIsProvenRotatedAndListedWithoutSecrets) {
