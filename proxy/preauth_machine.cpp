@@ -141,7 +141,11 @@ std::vector<Action> PreauthMachine::on_login_result(LoginOutcome outcome) {
                      "UNAVAILABLE"));
       break;
     case LoginFailure::other:
-      send(out, tagged_no(pending_tag_, message.empty() ? "Login failed" : message));
+      // RFC 5530 §3: CONTACTADMIN. Without a code, clients take a NO to LOGIN for a wrong
+      // password and ask for a new one; this failure (the token endpoint's answer unusable, its
+      // configuration refused) is for the operator.
+      send(out,
+           tagged_no(pending_tag_, message.empty() ? "Login failed" : message, "CONTACTADMIN"));
       break;
   }
   pump(out);

@@ -91,7 +91,7 @@ enum class LoginFailure {
   auth_failed,           // wrong user or password, or the upstream refused the token
   needs_reauth,          // the account's refresh token is dead
   upstream_unavailable,  // the upstream server or the token endpoint cannot be reached
-  other,                 // anything else; `message` says what
+  other,                 // anything else (NO [CONTACTADMIN]); `message` says what
 };
 
 // The result of a CheckCredentials.

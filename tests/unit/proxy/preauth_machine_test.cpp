@@ -320,7 +320,7 @@ TEST(PreauthMachine, LoginFailureKinds) {
             "S: a2 NO [UNAVAILABLE] Upstream server unavailable, try again later\r\n");
   m.feed("a3 LOGIN alice x\r\n");
   EXPECT_EQ(render(m.on_login_result(LoginOutcome::failed(LoginFailure::other, "odd\r\n"))),
-            "S: a3 NO odd  \r\n");
+            "S: a3 NO [CONTACTADMIN] odd  \r\n");
   m.feed("a4 LOGIN alice x\r\n");
   EXPECT_EQ(render(m.on_login_result(LoginOutcome::failed(
                 LoginFailure::auth_failed, "User is authenticated but not connected."))),
