@@ -67,7 +67,11 @@ awaitable<void> Connection::finish(std::chrono::milliseconds idle_timeout) {
     }
   } else {
     if (preauth_timed_out_) {
-      record_.outcome = ConnectionOutcome::timeout;
+      // A login whose answer went out after the deadline keeps its outcome (what the client was
+      // told: the token endpoint was down, the password wrong); the reason says how it ended.
+      if (!deadline_passed_in_login_) {
+        record_.outcome = ConnectionOutcome::timeout;
+      }
       add_close_reason(record_, "pre-auth timeout");
     } else if (closed_by_shutdown_) {
       record_.outcome = ConnectionOutcome::shutdown;
@@ -152,6 +156,7 @@ void Connection::arm_preauth_timer() {
   constexpr std::chrono::seconds answer_grace{1};
   if (*preauth_deadline_ <= now) {
     preauth_timed_out_ = true;
+    deadline_passed_in_login_ = true;
   }
   preauth_timer_.expires_at(preauth_timed_out_ ? now + answer_grace : *preauth_deadline_);
   const auto generation = ++preauth_generation_;

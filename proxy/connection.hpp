@@ -87,6 +87,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::chrono::steady_clock::time_point started_;
   bool loopback_ = false;
   bool preauth_timed_out_ = false;
+  bool deadline_passed_in_login_ = false;  // the deadline ran out while a login was checked
   bool closed_by_shutdown_ = false;
   std::string login_note_;
   RelayObserver observer_;
