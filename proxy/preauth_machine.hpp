@@ -147,6 +147,8 @@ class PreauthMachine {
   [[nodiscard]] bool tls_active() const { return tls_active_; }
   // BAD responses sent so far (each a protocol error by the client), for the connection record.
   [[nodiscard]] std::size_t errors() const { return errors_; }
+  // Logins refused so far (wrong credentials, another authorization identity), for the record.
+  [[nodiscard]] std::size_t failed_logins() const { return failed_logins_; }
   // The user name of the last login attempt, for the connection record; empty if none.
   [[nodiscard]] const std::string& username() const { return username_; }
 

@@ -954,6 +954,22 @@ TEST_F(ProxyHardeningTest, AFailedLoginThenAClientCloseKeepsWhyTheLoginFailed) {
   EXPECT_EQ(row->close_reason, "local authentication failed; client closed before login");
 }
 
+TEST_F(ProxyHardeningTest, AnotherAuthorizationIdentityIsAFailedLoginInTheRow) {
+  int port = 0;
+  {
+    RawConnection raw(hard->starttls_port);
+    port = raw.local_port();
+    raw.read_some();
+    // base64("bob@example.com\0alice@example.com\0pw"): alice acting as bob.
+    raw.send("a1 AUTHENTICATE PLAIN Ym9iQGV4YW1wbGUuY29tAGFsaWNlQGV4YW1wbGUuY29tAHB3\r\n");
+    EXPECT_NE(answer_to(raw, "a1").find("a1 NO [AUTHORIZATIONFAILED]"), std::string::npos);
+  }  // the client hangs up
+  const auto row = hard->audit_row_for(port);
+  ASSERT_TRUE(row.has_value());
+  EXPECT_EQ(row->outcome, storage::ConnectionOutcome::auth_failed) << row->close_reason;
+  EXPECT_EQ(row->close_reason, "authorization identity refused; client closed before login");
+}
+
 TEST_F(ProxyHardeningTest, FailedLoginsDoNotRestartThePreauthDeadline) {
   RawConnection raw(hard->starttls_port);
   const int port = raw.local_port();
