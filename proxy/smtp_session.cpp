@@ -210,11 +210,17 @@ class SmtpSession {
       // enabled, whose token lacks the SMTP scope.
       second.outcome = smtp::AuthOutcome::failed(
           smtp::AuthFailure::bad_credentials,
-          "Upstream refused the account's token; if it was authorized before sending was "
-          "enabled, " +
-              reauth_hint(local.email));
+          "Upstream refused the account's token (" + upstream_words(second.detail) +
+              "); if it was authorized before sending was enabled, " + reauth_hint(local.email));
     }
     co_return second;
+  }
+
+  // What the upstream said, for the client's 535: its reason is often the answer (Microsoft's
+  // "5.7.139 ... SmtpClientAuthentication is disabled for the Tenant" is fixed by the tenant's
+  // admin, not by authorizing again). One line, bounded, no control bytes.
+  static std::string upstream_words(std::string_view detail) {
+    return sanitize_for_log(detail, 300);
   }
 
   // Parameters are references (GCC PR 100611, docs/design.md).
@@ -279,8 +285,9 @@ class SmtpSession {
       case UpstreamFailure::auth_rejected:
       case UpstreamFailure::not_connected:
         attempt.audit_outcome = ConnectionOutcome::auth_failed;
-        attempt.outcome = smtp::AuthOutcome::failed(smtp::AuthFailure::bad_credentials,
-                                                    "Upstream refused the login");
+        attempt.outcome = smtp::AuthOutcome::failed(
+            smtp::AuthFailure::bad_credentials,
+            "Upstream refused the login (" + upstream_words(error.detail) + ")");
         attempt.retry_with_refresh = !token.token->is_password && !force_refresh;
         break;
       case UpstreamFailure::protocol:
