@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <array>
+#include <charconv>
+#include <cstdint>
 
 #include "common/ascii.hpp"
 
@@ -83,6 +85,38 @@ std::vector<std::string> advertised_extensions(const std::vector<Extension>& ups
   }
   if (offer_auth) {
     out.emplace_back("AUTH PLAIN LOGIN");
+  }
+  return out;
+}
+
+std::vector<Extension> common_extensions(const std::vector<std::vector<Extension>>& upstreams) {
+  std::vector<Extension> out;
+  if (upstreams.empty()) {
+    return out;
+  }
+  for (const Extension& candidate : upstreams.front()) {
+    const bool size = ascii_iequals(candidate.keyword, "SIZE");
+    std::uint64_t smallest = 0;  // 0: no fixed maximum seen yet
+    bool everywhere = true;
+    for (const auto& extensions : upstreams) {
+      const Extension* found = find_extension(extensions, candidate.keyword);
+      if (found == nullptr || (!size && found->params != candidate.params)) {
+        everywhere = false;
+        break;
+      }
+      std::uint64_t limit = 0;
+      if (size &&
+          std::from_chars(found->params.data(), found->params.data() + found->params.size(), limit)
+                  .ec == std::errc{} &&
+          limit > 0 && (smallest == 0 || limit < smallest)) {
+        smallest = limit;
+      }
+    }
+    if (everywhere) {
+      out.push_back(size
+                        ? Extension{candidate.keyword, smallest > 0 ? std::to_string(smallest) : ""}
+                        : candidate);
+    }
   }
   return out;
 }

@@ -36,6 +36,12 @@ bool offers_sasl_mechanism(const std::vector<Extension>& extensions, std::string
 std::vector<std::string> advertised_extensions(const std::vector<Extension>& upstream,
                                                bool offer_starttls, bool offer_auth);
 
+// What every one of several upstreams offers, for a listener that cannot know before AUTH which
+// of them a client will reach: the extensions all of them advertise with the same parameters,
+// and SIZE with the smallest limit (a limit of 0, RFC 1870's "no fixed maximum", counts as
+// none). Empty input: empty. Order: the first upstream's.
+std::vector<Extension> common_extensions(const std::vector<std::vector<Extension>>& upstreams);
+
 // What the listener assumes of an upstream it has not seen yet (the first EHLO before any
 // upstream was reached): what every major submission service offers.
 std::vector<Extension> baseline_extensions();

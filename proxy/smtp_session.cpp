@@ -12,12 +12,18 @@ namespace iop::proxy {
 
 std::vector<smtp::Extension> SmtpExtensionCache::get() const {
   std::lock_guard lock(mutex_);
-  return extensions_;
+  return shared_;
 }
 
-void SmtpExtensionCache::set(std::vector<smtp::Extension> extensions) {
+void SmtpExtensionCache::set(const std::string& endpoint, std::vector<smtp::Extension> extensions) {
   std::lock_guard lock(mutex_);
-  extensions_ = std::move(extensions);
+  by_endpoint_[endpoint] = std::move(extensions);
+  std::vector<std::vector<smtp::Extension>> all;
+  all.reserve(by_endpoint_.size());
+  for (const auto& [name, seen] : by_endpoint_) {
+    all.push_back(seen);
+  }
+  shared_ = smtp::common_extensions(all);
 }
 
 SmtpEndpoint smtp_upstream_for(const auth::LocalAuthOutcome& account,
@@ -259,7 +265,8 @@ class SmtpSession {
         std::move(secret), token.token->is_password, deps_.settings.upstream.timeout);
     if (upstream) {
       if (deps_.smtp_extensions != nullptr) {
-        deps_.smtp_extensions->set(upstream->extensions);
+        deps_.smtp_extensions->set(fmt::format("{}:{}", endpoint.host, endpoint.port),
+                                   upstream->extensions);
       }
       attempt.upstream = std::move(upstream->stream);
       attempt.upstream_pending = std::move(upstream->pending);

@@ -4,6 +4,7 @@
 // upstream SMTP login, the relay, and the connection-log row. The same accounts, token service,
 // rate limits and connection log as the IMAP sessions.
 
+#include <map>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -15,17 +16,20 @@
 namespace iop::proxy {
 
 // What the listener advertises in EHLO comes from an upstream (RFC 5321 §4.1.1.1), but the
-// account, and so its upstream, is only known after AUTH. The session takes the extensions its
-// last successful upstream login saw (the default upstream's until then; baseline_extensions()
-// before any), so clients see what the upstream they will reach offers. Thread-safe.
+// account, and so its upstream, is only known after AUTH. The cache keeps what each upstream
+// advertised at its last successful login and offers what all of them share
+// (smtp::common_extensions: the smallest SIZE; baseline_extensions() before any), so a client
+// never sees an extension, or a larger SIZE, that the upstream it reaches lacks. Thread-safe.
 class SmtpExtensionCache {
  public:
   [[nodiscard]] std::vector<smtp::Extension> get() const;
-  void set(std::vector<smtp::Extension> extensions);
+  // `endpoint` ("host:port") advertised `extensions` at a login just now.
+  void set(const std::string& endpoint, std::vector<smtp::Extension> extensions);
 
  private:
   mutable std::mutex mutex_;
-  std::vector<smtp::Extension> extensions_ = smtp::baseline_extensions();
+  std::map<std::string, std::vector<smtp::Extension>> by_endpoint_;
+  std::vector<smtp::Extension> shared_ = smtp::baseline_extensions();
 };
 
 // Runs the session to its end; never throws for network trouble; the audit row is written on

@@ -137,5 +137,30 @@ TEST(SmtpExtensions, AdvertisesOnlyWhatTheRelayCanHonour) {
                                       "ENHANCEDSTATUSCODES", "STARTTLS"}));
 }
 
+TEST(SmtpExtensions, SeveralUpstreamsShareWhatAllOfThemOffer) {
+  // Dovecot-like and Microsoft-like upstreams behind one listener.
+  const std::vector<Extension> dovecot = {
+      {"PIPELINING", ""}, {"SIZE", "1048576"}, {"8BITMIME", ""}, {"ENHANCEDSTATUSCODES", ""}};
+  const std::vector<Extension> microsoft = {
+      {"SIZE", "37748736"}, {"PIPELINING", ""}, {"DSN", ""},      {"ENHANCEDSTATUSCODES", ""},
+      {"8BITMIME", ""},     {"BINARYMIME", ""}, {"CHUNKING", ""}, {"SMTPUTF8", ""}};
+  const auto shared = common_extensions({microsoft, dovecot});
+  std::vector<std::string> names;
+  for (const auto& e : shared) {
+    names.push_back(e.keyword + (e.params.empty() ? "" : " " + e.params));
+  }
+  // The first upstream's order; the smaller SIZE; DSN, CHUNKING... only one of them has.
+  EXPECT_EQ(names, (std::vector<std::string>{"SIZE 1048576", "PIPELINING", "ENHANCEDSTATUSCODES",
+                                             "8BITMIME"}));
+  // One upstream: itself. A SIZE without a fixed maximum (0) does not lower the other's.
+  EXPECT_EQ(common_extensions({dovecot}).size(), dovecot.size());
+  const auto size_only = common_extensions({{{"SIZE", "0"}}, {{"size", "2000"}}});
+  ASSERT_EQ(size_only.size(), 1u);
+  EXPECT_EQ(size_only[0].params, "2000");
+  // Different parameters of another extension: not shared.
+  EXPECT_TRUE(common_extensions({{{"DELIVERBY", "60"}}, {{"DELIVERBY", "120"}}}).empty());
+  EXPECT_TRUE(common_extensions({}).empty());
+}
+
 }  // namespace
 }  // namespace iop::proxy::smtp
