@@ -27,6 +27,13 @@ constexpr std::size_t yield_after_bytes = 256 * 1024;
 // text than this is not recognised as the close reason; servers send a few dozen bytes).
 constexpr std::size_t bye_window = 2048;
 constexpr std::chrono::seconds shutdown_limit{2};
+// After the client hangs up, the server's last replies (LOGOUT's BYE and OK, QUIT's 221, the
+// 250 for a message whose end came with the hang-up) still go down: the session ends when the
+// upstream closes (it does after LOGOUT and QUIT), when it has said nothing for drain_quiet, or
+// at drain_limit. The upstream is not told of the hang-up first: Dovecot drops a LOGOUT that
+// arrives together with the end of the stream, unanswered.
+constexpr std::chrono::seconds drain_quiet{1};
+constexpr std::chrono::seconds drain_limit{5};
 
 // Bulk reads: while a direction moves bulk data, the pump asks the kernel to wake it only once
 // this much has arrived (SO_RCVLOWAT, socket(7)), so one wake-up reads and re-frames many
@@ -52,29 +59,73 @@ struct RelayState {
   Clock::time_point last_activity = Clock::now();
   int running = 2;
   bool stopping = false;
+  // The client closed its side: the relay only carries the upstream's last replies down, until
+  // it closes, goes quiet (last_activity + drain_quiet) or drain_until.
+  bool client_gone = false;
+  Clock::time_point drain_until = Clock::time_point::max();
   RelayResult result;
   std::string bye_tail;   // the end of the last downstream chunk, for a BYE split across reads
   std::string bye;        // the upstream's last BYE: the close reason that explains the most
   RelayObserver observe;  // may be empty
 
-  // Ends both pumps: pending reads and writes complete with operation_aborted.
+  // Ends both pumps: pending reads and writes complete with operation_aborted. After the
+  // client's hang-up, that stays the reason (whatever ends the drain).
   void stop(std::string reason) {
     if (!stopping) {
       stopping = true;
-      result.close_reason = std::move(reason);
+      if (!client_gone) {
+        result.close_reason = std::move(reason);
+      }
     }
     client.cancel();
     upstream.cancel();
     timer.cancel();
   }
+
+  // The client's clean end (RFC 9051 §3.4, RFC 5321 §4.1.1.10: a client may send LOGOUT or
+  // QUIT and close at once): what the server still answers goes down before the session ends.
+  void client_closed() {
+    client_gone = true;
+    result.close_reason = "client closed";
+    last_activity = Clock::now();
+    drain_until = last_activity + drain_limit;
+    timer.cancel();  // the watchdog re-arms with the drain deadlines
+  }
+
+  // When the watchdog ends the relay if nothing else does first.
+  [[nodiscard]] Clock::time_point deadline() const {
+    if (stopping) {
+      return Clock::time_point::max();
+    }
+    return client_gone ? std::min(drain_until, last_activity + drain_quiet)
+                       : last_activity + idle_timeout;
+  }
 };
+
+// A peer's orderly end (EOF, or TLS without close_notify), not a failure.
+bool clean_end(const boost::system::error_code& ec) {
+  return ec == net::error::eof || ec == net::ssl::error::stream_truncated;
+}
 
 std::string describe_end(const boost::system::error_code& ec, bool from_client) {
   const char* who = from_client ? "client" : "upstream";
-  if (ec == net::error::eof || ec == net::ssl::error::stream_truncated) {
+  if (clean_end(ec)) {
     return fmt::format("{} closed", who);
   }
   return fmt::format("{} connection failed: {}", who, ec.message());
+}
+
+// What a pump does when its source ends: the client's clean end lets the upstream's last
+// replies come down; anything else ends the relay.
+void source_ended(RelayState& state, const boost::system::error_code& ec, bool upward) {
+  if (state.stopping) {
+    return;
+  }
+  if (upward && clean_end(ec)) {
+    state.client_closed();
+  } else {
+    state.stop(describe_end(ec, upward));
+  }
 }
 
 // Relay buffers, by thread: taken when a read has data, given back as soon as the side goes
@@ -160,7 +211,7 @@ awaitable<void> pump(std::shared_ptr<RelayState> state, bool upward) {
   LowWater low_water(from);
   bool bulk = false;
   boost::system::error_code ec;
-  while (!state->stopping) {
+  while (!state->stopping && !(upward && state->client_gone)) {
     low_water.set(bulk ? bulk_low_water : 1);
     std::optional<Deadline> lower;  // a bulk wait's limit: the mark back to 1 byte
     if (bulk) {
@@ -169,9 +220,7 @@ awaitable<void> pump(std::shared_ptr<RelayState> state, bool upward) {
     co_await from.wait_readable(ec);
     lower.reset();
     if (ec || state->stopping) {
-      if (!state->stopping) {
-        state->stop(describe_end(ec, upward));
-      }
+      source_ended(*state, ec, upward);
       break;
     }
     BufferPool::Buffer buffer = BufferPool::take();
@@ -180,9 +229,7 @@ awaitable<void> pump(std::shared_ptr<RelayState> state, bool upward) {
       const auto n = from.read_available(net::buffer(buffer.get(), relay_buffer_bytes), ec);
       this_wake += n;
       if (ec) {
-        if (!state->stopping) {
-          state->stop(describe_end(ec, upward));
-        }
+        source_ended(*state, ec, upward);
         break;
       }
       if (n == 0) {
@@ -244,13 +291,16 @@ awaitable<RelayResult> relay(ImapStream& client, ImapStream& upstream,
   // The watchdog doubles as the join: it returns only when both pumps have ended, so nothing
   // outlives the session's streams.
   while (state->running > 0) {
-    state->timer.expires_at(state->stopping ? Clock::time_point::max()
-                                            : state->last_activity + state->idle_timeout);
+    state->timer.expires_at(state->deadline());
     boost::system::error_code ec;
     co_await state->timer.async_wait(net::redirect_error(net::use_awaitable, ec));
-    if (!state->stopping && Clock::now() >= state->last_activity + state->idle_timeout) {
-      state->result.idle_timeout = true;
-      state->stop("idle timeout");
+    if (!state->stopping && Clock::now() >= state->deadline()) {
+      if (state->client_gone) {
+        state->stop("client closed");  // the upstream said its last within the drain
+      } else {
+        state->result.idle_timeout = true;
+        state->stop("idle timeout");
+      }
     }
   }
   // Say goodbye properly on both sides (TLS close_notify), bounded.

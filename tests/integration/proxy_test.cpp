@@ -76,6 +76,8 @@ class RawConnection {
   bool send(const std::string& data) {
     return ::send(fd_, data.data(), data.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(data.size());
   }
+  // Half-closes: the peer reads EOF, this side can still read.
+  void close_sending() { ::shutdown(fd_, SHUT_WR); }
   // Everything until the peer closes (or 10 s pass).
   std::string read_all() {
     std::string out;
@@ -968,6 +970,25 @@ TEST_F(ProxyHardeningTest, AnotherAuthorizationIdentityIsAFailedLoginInTheRow) {
   ASSERT_TRUE(row.has_value());
   EXPECT_EQ(row->outcome, storage::ConnectionOutcome::auth_failed) << row->close_reason;
   EXPECT_EQ(row->close_reason, "authorization identity refused; client closed before login");
+}
+
+TEST_F(ProxyHardeningTest, ALogoutSentWithTheHangUpStillGetsTheServersAnswer) {
+  RawConnection raw(hard->starttls_port);
+  const int port = raw.local_port();
+  raw.read_some();
+  raw.send("a1 LOGIN " + alice + " " + alice_local + "\r\n");
+  ASSERT_NE(answer_to(raw, "a1").find("a1 OK"), std::string::npos);
+  // LOGOUT and the end of the client's sending at once (a script, a pipe): the server's answer
+  // still comes down before the session ends (RFC 9051 §3.4: the server sends BYE, then OK).
+  raw.send("a2 LOGOUT\r\n");
+  raw.close_sending();
+  const auto rest = raw.read_all();
+  EXPECT_NE(rest.find("* BYE"), std::string::npos) << rest;
+  EXPECT_NE(rest.find("a2 OK"), std::string::npos) << rest;
+  const auto row = hard->audit_row_for(port);
+  ASSERT_TRUE(row.has_value());
+  EXPECT_EQ(row->outcome, storage::ConnectionOutcome::ok) << row->close_reason;
+  EXPECT_EQ(row->close_reason.rfind("upstream BYE: ", 0), 0u) << row->close_reason;
 }
 
 TEST_F(ProxyHardeningTest, FailedLoginsDoNotRestartThePreauthDeadline) {

@@ -245,6 +245,60 @@ TEST_F(SubmissionTest, PlainPortRefusesAuthBeforeStartTls) {
   EXPECT_NE(transcript.out.find("\n530\n"), std::string::npos) << transcript.out;
 }
 
+TEST_F(SubmissionTest, AMessageAndQuitSentWithTheHangUpGetTheirReplies) {
+  // The end of data, QUIT and the end of the client's sending in one go (a script, a pipe):
+  // the upstream's 250 and 221 still reach the client, and the message is counted.
+  const auto transcript = run_command(
+      {"/usr/bin/python3", "-c",
+       "import base64,socket,ssl,sys\n"
+       "ctx=ssl.create_default_context(cafile=sys.argv[2])\n"
+       "s=ctx.wrap_socket(socket.create_connection(('127.0.0.1',int(sys.argv[1]))),"
+       "server_hostname='localhost')\n"
+       "f=s.makefile('rb')\n"
+       "def reply():\n"
+       "  while True:\n"
+       "    line=f.readline().decode()\n"
+       "    if line[3:4]!='-': return line\n"
+       "reply()\n"
+       "s.sendall(b'EHLO x\\r\\n'); reply()\n"
+       "auth=base64.b64encode(b'\\0'+sys.argv[3].encode()+b'\\0'+sys.argv[4].encode())\n"
+       "s.sendall(b'AUTH PLAIN '+auth+b'\\r\\n'); print(reply().strip())\n"
+       "s.sendall(b'MAIL FROM:<sender@example.com>\\r\\nRCPT TO:<rcpt@example.net>\\r\\n"
+       "DATA\\r\\n')\n"
+       "reply(); reply(); print(reply().strip())\n"
+       "s.sendall(b'Subject: half-close\\r\\n\\r\\nbody\\r\\n.\\r\\nQUIT\\r\\n')\n"
+       // The end of the client's sending, TLS-style: close_notify (RFC 8446 §6.1), without
+       // waiting for the server's.
+       "s.setblocking(False)\n"
+       "try: s.unwrap()\n"
+       "except (ssl.SSLWantReadError, ssl.SSLWantWriteError): pass\n"
+       "s.setblocking(True); s.settimeout(10)\n"
+       "out=b''\n"
+       "while True:\n"
+       "  try: d=s.recv(4096)\n"
+       "  except (ssl.SSLError, OSError): break\n"
+       "  if not d: break\n"
+       "  out+=d\n"
+       "print(out.decode())\n",
+       std::to_string(env->submissions_port), env->proxy_ca().string(), alice, local_pass},
+      "", 60s);
+  EXPECT_NE(transcript.out.find("235"), std::string::npos) << transcript.out << transcript.err;
+  EXPECT_NE(transcript.out.find("354"), std::string::npos) << transcript.out;
+  EXPECT_NE(transcript.out.find("\n250"), std::string::npos) << transcript.out;
+  EXPECT_NE(transcript.out.find("221"), std::string::npos) << transcript.out;
+  EXPECT_TRUE(wait_until(
+      [&] {
+        for (const auto& row : env->audit_rows()) {
+          if (row.account == alice && row.messages == 1 &&
+              row.close_reason.find("client closed") != std::string::npos) {
+            return true;
+          }
+        }
+        return false;
+      },
+      10s, "the half-closed session's row, its message counted"));
+}
+
 TEST_F(SubmissionTest, WrongLocalPasswordIs535) {
   const auto r = env->send(alice, "wrong password", {});
   EXPECT_FALSE(r.value("ok", true));
