@@ -242,6 +242,13 @@ void add_close_reason(storage::ConnectionRecord& record, std::string_view what) 
                             : record.close_reason + "; " + std::string(what);
 }
 
+void note_refused_authorization(storage::ConnectionRecord& record, std::size_t refusals) {
+  if (record.username.empty() && refusals > 0) {
+    record.outcome = ConnectionOutcome::auth_failed;
+    add_close_reason(record, "authorization identity refused");
+  }
+}
+
 std::string reauth_hint(std::string_view email) {
   return fmt::format("run 'imap-oauth2-proxy account reauth {}'", email);
 }

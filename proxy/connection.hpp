@@ -149,4 +149,9 @@ std::string reauth_hint(std::string_view email);
 // why the login failed.
 void add_close_reason(storage::ConnectionRecord& record, std::string_view what);
 
+// A connection whose only refused logins acted for another user (AUTHENTICATE / AUTH PLAIN with
+// another authorization identity, refused before any credential check) named no account: it
+// is still a failed login, not a client that only looked.
+void note_refused_authorization(storage::ConnectionRecord& record, std::size_t refusals);
+
 }  // namespace iop::proxy

@@ -379,6 +379,7 @@ void PreauthMachine::handle_plain_response(const std::string& tag, std::string_v
       // RFC 5530 §3: AUTHORIZATIONFAILED; counted as a failed login.
       send(out, tagged_no(tag, "Authorization identity must be empty or the user name",
                           "AUTHORIZATIONFAILED"));
+      ++authorization_refusals_;
       login_failed(out);
       return;
     }

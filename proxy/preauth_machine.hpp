@@ -147,8 +147,9 @@ class PreauthMachine {
   [[nodiscard]] bool tls_active() const { return tls_active_; }
   // BAD responses sent so far (each a protocol error by the client), for the connection record.
   [[nodiscard]] std::size_t errors() const { return errors_; }
-  // Logins refused so far (wrong credentials, another authorization identity), for the record.
-  [[nodiscard]] std::size_t failed_logins() const { return failed_logins_; }
+  // AUTHENTICATE PLAIN messages refused for acting as another user, for the record: such a
+  // login never names an account.
+  [[nodiscard]] std::size_t authorization_refusals() const { return authorization_refusals_; }
   // The user name of the last login attempt, for the connection record; empty if none.
   [[nodiscard]] const std::string& username() const { return username_; }
 
@@ -179,6 +180,7 @@ class PreauthMachine {
   std::size_t commands_ = 0;
   std::size_t errors_ = 0;
   std::size_t failed_logins_ = 0;
+  std::size_t authorization_refusals_ = 0;
   std::string pending_tag_;  // the tag of the AUTHENTICATE or login being processed
   LoginMethod pending_method_ = LoginMethod::login;
   std::string username_;

@@ -115,16 +115,6 @@ class Session {
   }
 
  private:
-  // Refused logins that never named an account (AUTHENTICATE PLAIN acting for another user is
-  // refused before any credential check) still make the connection a failed login.
-  static void note_refused_authorization(const PreauthMachine& machine,
-                                         storage::ConnectionRecord& record) {
-    if (record.username.empty() && machine.failed_logins() > 0) {
-      record.outcome = ConnectionOutcome::auth_failed;
-      add_close_reason(record, "authorization identity refused");
-    }
-  }
-
   // Runs the pre-auth exchange; on success the upstream is set and the client has its OK.
   awaitable<bool> preauth_and_login() {
     auto& record = c_->record();
@@ -153,7 +143,7 @@ class Session {
           co_return false;  // the connection closed it, and records why
         }
         if (ec) {
-          note_refused_authorization(machine, record);
+          note_refused_authorization(record, machine.authorization_refusals());
           add_close_reason(record, is_normal_close(ec)
                                        ? "client closed before login"
                                        : fmt::format("client error: {}", ec.message()));
@@ -212,8 +202,10 @@ class Session {
                      close->reason == CloseReason::too_many_commands) {
             record.outcome = ConnectionOutcome::protocol_error;
           }
-          note_refused_authorization(machine, record);
-          if (record.close_reason.empty()) {
+          note_refused_authorization(record, machine.authorization_refusals());
+          if (close->reason == CloseReason::too_many_login_failures) {
+            add_close_reason(record, "too many failed logins");
+          } else if (record.close_reason.empty()) {
             record.close_reason =
                 close->reason == CloseReason::logout ? "client logged out" : "closed before login";
           }

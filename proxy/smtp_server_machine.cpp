@@ -361,6 +361,7 @@ void ServerMachine::handle_sasl_line(const Secret& line, std::vector<Action>& ou
       if (*failure == auth::PlainError::authzid_mismatch) {
         // Acting for another user is an authorization refusal, not a malformed response
         // (RFC 4954 §6: 535 5.7.8), and counts as a failed AUTH.
+        ++authorization_refusals_;
         refuse_auth("Authorization identity must be empty or the user name", out);
         return;
       }

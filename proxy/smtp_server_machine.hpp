@@ -136,6 +136,9 @@ class ServerMachine {
   [[nodiscard]] std::vector<std::string> extensions() const;
   [[nodiscard]] State state() const { return state_; }
   [[nodiscard]] std::size_t errors() const { return errors_; }
+  // AUTH PLAIN messages refused for acting as another user, for the connection record: such an
+  // AUTH never names an account.
+  [[nodiscard]] std::size_t authorization_refusals() const { return authorization_refusals_; }
   [[nodiscard]] const std::string& username() const { return username_; }
 
  private:
@@ -166,6 +169,7 @@ class ServerMachine {
   std::size_t commands_ = 0;
   std::size_t errors_ = 0;
   std::size_t failed_auths_ = 0;
+  std::size_t authorization_refusals_ = 0;
   std::string username_;
   std::string login_user_;  // AUTH LOGIN: the user name while the password is asked for
 };

@@ -114,10 +114,12 @@ class SmtpSession {
           co_return false;  // the connection closed it, and records why
         }
         if (ec) {
+          note_refused_authorization(record, machine.authorization_refusals());
           add_close_reason(record, is_normal_close(ec)
                                        ? "client closed before AUTH"
                                        : fmt::format("client error: {}", ec.message()));
-          if (record.username.empty() && is_normal_close(ec) && machine.errors() == 0) {
+          if (record.username.empty() && is_normal_close(ec) && machine.errors() == 0 &&
+              machine.authorization_refusals() == 0) {
             record.outcome = ConnectionOutcome::ok;
           }
           co_return false;
@@ -167,7 +169,10 @@ class SmtpSession {
                      close->reason == smtp::CloseReason::too_many_commands) {
             record.outcome = ConnectionOutcome::protocol_error;
           }
-          if (record.close_reason.empty()) {
+          note_refused_authorization(record, machine.authorization_refusals());
+          if (close->reason == smtp::CloseReason::too_many_auth_failures) {
+            add_close_reason(record, "too many failed logins");
+          } else if (record.close_reason.empty()) {
             record.close_reason =
                 close->reason == smtp::CloseReason::quit ? "client quit" : "closed before AUTH";
           }

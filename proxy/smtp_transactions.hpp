@@ -5,9 +5,10 @@
 // Client side (RFC 5321 §4.1.1, RFC 3030): command lines; after the server's 354 to DATA, the
 // message up to the line "." (CRLF "." CRLF, as at Exchange; a bare LF ends nothing here, while
 // Dovecot 2.3 also ends data at CRLF "." LF, so a message a client ends that way there is not
-// counted, and the count stops following the session); after "BDAT n [LAST]", n bytes of chunk. Server side: one reply per command, in the
-// order the commands were sent (RFC 2920 §3.1, pipelining keeps that order). A message counts
-// when the reply to its end of data (the final dot, or BDAT LAST) is 2xx.
+// counted, and the count stops following the session); after "BDAT n [LAST]", n bytes of chunk.
+// Server side: one reply per command, in the order the commands were sent (RFC 2920 §3.1,
+// pipelining keeps that order). A message counts when the reply to its end of data (the final dot,
+// or BDAT LAST) is 2xx.
 //
 // Anything it cannot follow (an over-long line, an unreadable reply) stops the count; what was
 // counted until then stays.

@@ -970,6 +970,18 @@ TEST_F(ProxyHardeningTest, AnotherAuthorizationIdentityIsAFailedLoginInTheRow) {
   ASSERT_TRUE(row.has_value());
   EXPECT_EQ(row->outcome, storage::ConnectionOutcome::auth_failed) << row->close_reason;
   EXPECT_EQ(row->close_reason, "authorization identity refused; client closed before login");
+  // An empty user name is a plain failed login, not a refused authorization identity.
+  {
+    RawConnection raw(hard->starttls_port);
+    port = raw.local_port();
+    raw.read_some();
+    raw.send("a1 LOGIN \"\" x\r\n");
+    EXPECT_NE(answer_to(raw, "a1").find("a1 NO"), std::string::npos);
+  }
+  const auto empty = hard->audit_row_for(port);
+  ASSERT_TRUE(empty.has_value());
+  EXPECT_EQ(empty->close_reason.find("authorization identity"), std::string::npos)
+      << empty->close_reason;
 }
 
 TEST_F(ProxyHardeningTest, ALogoutSentWithTheHangUpStillGetsTheServersAnswer) {

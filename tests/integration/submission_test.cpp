@@ -299,6 +299,34 @@ TEST_F(SubmissionTest, AMessageAndQuitSentWithTheHangUpGetTheirReplies) {
       10s, "the half-closed session's row, its message counted"));
 }
 
+TEST_F(SubmissionTest, AuthForAnotherIdentityIsAFailedLoginInTheRow) {
+  // AUTH PLAIN bob\0alice\0pw: alice acting as bob, refused before any password check; then a
+  // hang-up without QUIT.
+  const auto transcript = run_command(
+      {"/usr/bin/python3", "-c",
+       "import base64,smtplib,ssl,sys\n"
+       "ctx=ssl.create_default_context(cafile=sys.argv[2])\n"
+       "s=smtplib.SMTP_SSL('localhost',int(sys.argv[1]),context=ctx,timeout=20)\n"
+       "s.ehlo('x')\n"
+       "m=base64.b64encode(b'bob@example.com\\0'+sys.argv[3].encode()+b'\\0pw').decode()\n"
+       "print(s.docmd('AUTH','PLAIN '+m)[0])\n"
+       "s.close()\n",
+       std::to_string(env->submissions_port), env->proxy_ca().string(), alice},
+      "", 60s);
+  EXPECT_NE(transcript.out.find("535"), std::string::npos) << transcript.out << transcript.err;
+  EXPECT_TRUE(wait_until(
+      [&] {
+        for (const auto& row : env->audit_rows()) {
+          if (row.outcome == storage::ConnectionOutcome::auth_failed &&
+              row.close_reason == "authorization identity refused; client closed before AUTH") {
+            return true;
+          }
+        }
+        return false;
+      },
+      10s, "the refused session's row"));
+}
+
 TEST_F(SubmissionTest, WrongLocalPasswordIs535) {
   const auto r = env->send(alice, "wrong password", {});
   EXPECT_FALSE(r.value("ok", true));
