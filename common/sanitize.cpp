@@ -61,7 +61,9 @@ bool is_unsafe_code_point(char32_t cp) {
 
 }  // namespace
 
-std::string sanitize_for_log(std::string_view text, std::size_t max) {
+namespace {
+
+std::string sanitize(std::string_view text, std::size_t max, bool ascii_only) {
   std::string out;
   out.reserve(text.size() < max ? text.size() : max);
   std::string piece;
@@ -78,7 +80,7 @@ std::string sanitize_for_log(std::string_view text, std::size_t max) {
       piece += "\\n";
     } else if (c == '\t') {
       piece += "\\t";
-    } else if (c < 0x80) {
+    } else if (c < 0x80 || ascii_only) {
       append_hex(piece, c);
     } else {
       char32_t cp = 0;
@@ -103,11 +105,21 @@ std::string sanitize_for_log(std::string_view text, std::size_t max) {
     i += used;
   }
   if (i < text.size()) {
-    out += "\xe2\x80\xa6(+";  // U+2026 HORIZONTAL ELLIPSIS
+    out += ascii_only ? "...(+" : "\xe2\x80\xa6(+";  // U+2026 HORIZONTAL ELLIPSIS
     out += std::to_string(text.size() - i);
     out += " bytes)";
   }
   return out;
+}
+
+}  // namespace
+
+std::string sanitize_for_log(std::string_view text, std::size_t max) {
+  return sanitize(text, max, false);
+}
+
+std::string sanitize_for_protocol(std::string_view text, std::size_t max) {
+  return sanitize(text, max, true);
 }
 
 std::string printable_username(std::string_view typed) {

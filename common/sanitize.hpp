@@ -32,6 +32,10 @@ inline constexpr std::size_t default_log_field_bytes = 256;
 // `max = std::string_view::npos` for no cap.
 std::string sanitize_for_log(std::string_view text, std::size_t max = default_log_field_bytes);
 
+// The same for text that goes back into a protocol line (an SMTP reply, RFC 5321 §4.2: printable
+// US-ASCII): every byte above 0x7e becomes \xNN too, and the cut marker is "...(+N bytes)".
+std::string sanitize_for_protocol(std::string_view text, std::size_t max = default_log_field_bytes);
+
 // A user name as a client typed it, for a log line or an audit row: sanitize_for_log of it when
 // it is a syntactically valid email (every account is one), otherwise only its length,
 // "<not an email, N bytes>": people type passwords into the user field, and a log or audit row

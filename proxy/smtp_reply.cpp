@@ -97,9 +97,11 @@ std::string format_reply(int code, const std::vector<std::string>& lines) {
   if (lines.empty()) {
     return fmt::format("{}\r\n", code);
   }
+  // RFC 5321 §4.5.3.1.5: a reply line is at most 512 octets with its code, separator and CRLF.
+  constexpr std::size_t max_text = 512 - 3 - 1 - 2;
   std::string out;
   for (std::size_t i = 0; i < lines.size(); ++i) {
-    std::string text = lines[i];
+    std::string text = lines[i].substr(0, max_text);
     for (char& c : text) {
       if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) {
         c = ' ';

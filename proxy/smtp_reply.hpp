@@ -61,7 +61,8 @@ class ReplyReader {
 };
 
 // Formats a reply: every line but the last as "CODE-text", the last as "CODE text", each ended
-// with CRLF. An empty `lines` gives "CODE\r\n". Control characters in the text become spaces.
+// with CRLF. An empty `lines` gives "CODE\r\n". Control characters in the text become spaces;
+// a line is cut to 512 octets, CRLF included (RFC 5321 §4.5.3.1.5).
 std::string format_reply(int code, const std::vector<std::string>& lines);
 std::string format_reply(int code, std::string_view line);
 

@@ -229,9 +229,15 @@ class SmtpSession {
 
   // What the upstream said, for the client's 535: its reason is often the answer (Microsoft's
   // "5.7.139 ... SmtpClientAuthentication is disabled for the Tenant" is fixed by the tenant's
-  // admin, not by authorizing again). One line, bounded, no control bytes.
+  // admin, not by authorizing again). One line of printable ASCII (RFC 5321 §4.2), bounded.
   static std::string upstream_words(std::string_view detail) {
-    return sanitize_for_log(detail, 300);
+    // Not where the upstream is ("host:port: "): the client needs its words, not the topology.
+    const auto said = detail.find("answered ");
+    if (said != std::string_view::npos) {
+      detail.remove_prefix(said);
+    }
+    // Bounded so that the reauth hint after it still fits the 512-octet reply line.
+    return sanitize_for_protocol(detail, 160);
   }
 
   // Parameters are references (GCC PR 100611, docs/design.md).

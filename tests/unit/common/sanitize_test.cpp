@@ -85,6 +85,19 @@ TEST(SanitizeForLog, OutputHasNoControlByteForAnyInputByte) {
   }
 }
 
+TEST(SanitizeForProtocol, OnlyPrintableAsciiComesOut) {
+  EXPECT_EQ(sanitize_for_protocol("535 5.7.139 ok"), "535 5.7.139 ok");
+  // UTF-8 a log keeps is escaped byte by byte here, and so are CR LF.
+  EXPECT_EQ(sanitize_for_protocol("caf\xc3\xa9\r\n"), "caf\\xc3\\xa9\\r\\n");
+  EXPECT_EQ(sanitize_for_protocol(std::string(20, 'a'), 10), "aaaaaaaaaa...(+10 bytes)");
+  for (int b = 0; b < 256; ++b) {
+    const std::string in(1, static_cast<char>(b));
+    for (const char c : sanitize_for_protocol(in + "\xe2\x80\xae" + in, 4)) {
+      EXPECT_TRUE(c >= 0x20 && c < 0x7f) << "byte " << b;
+    }
+  }
+}
+
 TEST(PrintableUsername, KeepsEmailsAndOnlyTheLengthOfAnythingElse) {
   EXPECT_EQ(printable_username("Alice@Contoso.com"), "Alice@Contoso.com");
   EXPECT_EQ(printable_username(""), "");

@@ -104,6 +104,8 @@ TEST(SmtpReplyFormat, MultilineAndControlCharacters) {
             "250-host\r\n250-SIZE 10\r\n250 8BITMIME\r\n");
   EXPECT_EQ(format_reply(535, "5.7.8 bad\r\n250 forged"), "535 5.7.8 bad  250 forged\r\n");
   EXPECT_EQ(format_reply(334, ""), "334 \r\n");
+  // At most 512 octets a line, CRLF included (RFC 5321 §4.5.3.1.5).
+  EXPECT_EQ(format_reply(535, std::string(600, 'x')).size(), 512u);
 }
 
 TEST(SmtpExtensions, ParsesEhloAndFindsMechanisms) {
