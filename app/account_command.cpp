@@ -77,6 +77,39 @@ FlowKind choose_flow(const AuthorizeFlags& f, auth::Flow provider_flow) {
   die(fmt::format("'{}' is not one of 1, 2, 3", answer));
 }
 
+// An imported refresh token must be the account's own (or --signed-in-as's). The check needed a
+// refresh: with an endpoint that rotates refresh tokens, the one given may be spent now.
+void check_imported_identity(const auth::TokenGrant& grant, const std::string& expected,
+                             const std::string& email, const Secret& given) {
+  auto claims = auth::decode_id_token(*grant.id_token);
+  if (!claims) {
+    die(fmt::format("cannot tell whose refresh token this is, nothing was stored: {}",
+                    claims.error().message));
+  }
+  if (auth::identity_matches(*claims, expected)) {
+    return;
+  }
+  const auto who = auth::identity_candidates(*claims);
+  const std::string owner =
+      who.empty() ? std::string("an account without an address") : who.front();
+  const std::string spent =
+      grant.refresh_token && !(*grant.refresh_token == given)
+          ? " Checking it replaced it with a new one: an endpoint that revokes replaced tokens "
+            "no longer accepts the one given."
+          : "";
+  if (expected != email) {
+    die(
+        fmt::format("the refresh token is {}'s, not {}'s as --signed-in-as says; nothing was "
+                    "stored.{}",
+                    owner, expected, spent));
+  }
+  die(
+      fmt::format("the refresh token is {}'s, not {}'s; nothing was stored. Give {}'s own "
+                  "refresh token, or if {} is a shared mailbox that {} may open, add "
+                  "--signed-in-as {}.{}",
+                  owner, email, email, email, owner, owner, spent));
+}
+
 // The signed-in identity must be the account (or --signed-in-as for a shared mailbox).
 void check_identity(const auth::TokenGrant& grant, const std::string& expected,
                     const std::string& email) {
@@ -373,7 +406,7 @@ int run_account_authorize(const AuthorizeFlags& f, bool reauth, const Options& o
       // Whose token it is, when the endpoint says (run_refresh_token_import asks): another
       // user's would replace a working token and log in as someone else.
       if (grant->id_token) {
-        check_identity(*grant, expected, email);
+        check_imported_identity(*grant, expected, email, imported);
       } else {
         std::cerr << fmt::format(
             "warning: the token endpoint did not say whose refresh token this is (no id_token "

@@ -505,11 +505,17 @@ TEST_F(OnboardingTest, AnImportedRefreshTokenMustBeTheAccountsOwn) {
   // Another user's token would replace a working one and log in as someone else.
   r = cli({"account", "reauth", alice, "--refresh-token-stdin"}, zeds + "\n");
   EXPECT_NE(r.exit_code, 0);
-  EXPECT_NE(r.err.find("signed in as zed@example.com, not alice@example.com"), std::string::npos)
+  EXPECT_NE(r.err.find("the refresh token is zed@example.com's, not alice@example.com's"),
+            std::string::npos)
       << r.err;
   EXPECT_EQ(store()->get(alice).value().refresh_token.reveal(), before.refresh_token.reveal());
+  // An endpoint that revokes a token once used: the message says the one given is spent.
+  peer_->configure({{"rotation", "revoke_immediately"}});
   r = cli({"account", "add", "frank@example.com", "--refresh-token-stdin"}, zeds + "\n");
+  peer_->configure({{"rotation", "keep"}});
   EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("no longer accepts the one given"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("--signed-in-as zed@example.com"), std::string::npos) << r.err;
   EXPECT_FALSE(stored("frank@example.com"));
   // A token whose grant did not include openid: refused the identity scope, imported without
   // it, with a warning that nobody checked whose it is.
