@@ -84,6 +84,10 @@ int cmd_init(const std::optional<fs::path>& dir_flag, const Options& opts) {
   if (dir_flag && opts.config) {
     die("give --dir (a folder for imap-oauth2-proxy.toml) or --config (the file), not both");
   }
+  if (opts.config && (fs::is_directory(*opts.config) || opts.config->filename().empty())) {
+    die(fmt::format("--config names the file to write, and {} is a folder: use --dir {}",
+                    opts.config->string(), opts.config->string()));
+  }
   // --config names the file to write; its folder is where the relative paths in it resolve.
   const fs::path config_path =
       opts.config ? fs::absolute(*opts.config)
@@ -147,8 +151,17 @@ std::pair<std::string, std::string> provider_columns(const Config& config,
 int cmd_account_list(const std::string& format, const Options& opts) {
   // A read creates no SQLite key and database (a config copied elsewhere would get an empty
   // pair). With PostgreSQL the database's key check decides, as on any instance's first command.
-  const auto policy =
-      load(opts).storage.postgres() ? KeyPolicy::create_if_new : KeyPolicy::must_exist;
+  const auto loaded = load(opts);
+  if (!loaded.storage.postgres() && !fs::exists(loaded.storage.database)) {
+    // Opening would create an empty one and list nothing: a wrong path or a lost database
+    // would look like a setup without accounts.
+    die(
+        fmt::format("no database at {}: check [storage] database in {}, or run "
+                    "'imap-oauth2-proxy init' for a new setup",
+                    loaded.storage.database.string(),
+                    loaded.file.empty() ? std::string("the config") : loaded.file.string()));
+  }
+  const auto policy = loaded.storage.postgres() ? KeyPolicy::create_if_new : KeyPolicy::must_exist;
   auto services = open_services(opts, false, policy);
   const auto accounts = check(services->store->list());
   const auto& config = services->config;

@@ -100,14 +100,19 @@ Result<std::unique_ptr<Services>> make_services(Config config, KeyPolicy key_pol
   } else if (!fs::exists(key_path) && (postgres || fs::exists(db_path))) {
     // MasterKey::load's advice ('init') is for a machine with nothing yet; here the secrets
     // already stored were sealed with a key that is gone, and `init` refuses to make another.
+    if (postgres) {
+      return fail(Errc::key_error,
+                  fmt::format("master key file {} does not exist: copy it from another instance "
+                              "using this PostgreSQL database, or restore it from a backup (a new "
+                              "key cannot read the stored tokens); for a database never used yet, "
+                              "run 'imap-oauth2-proxy init'",
+                              key_path.string()));
+    }
     return fail(Errc::key_error,
-                fmt::format("master key file {} does not exist, but {} does: restore the key "
-                            "file the database was created with (a new key cannot read the stored "
-                            "tokens){}",
-                            key_path.string(),
-                            postgres ? std::string("the PostgreSQL database")
-                                     : "the database " + db_path.string(),
-                            postgres ? "; with several instances, copy it from another one" : ""));
+                fmt::format("master key file {} does not exist, but the database {} does: "
+                            "restore the key file the database was created with (a new key "
+                            "cannot read the stored tokens)",
+                            key_path.string(), db_path.string()));
   } else {
     key = storage::MasterKey::load(key_path);
   }

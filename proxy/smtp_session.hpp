@@ -18,8 +18,9 @@ namespace iop::proxy {
 // What the listener advertises in EHLO comes from an upstream (RFC 5321 §4.1.1.1), but the
 // account, and so its upstream, is only known after AUTH. The cache keeps what each upstream
 // advertised at its last successful login and offers what all of them share
-// (smtp::common_extensions: the smallest SIZE; baseline_extensions() before any), so a client
-// never sees an extension, or a larger SIZE, that the upstream it reaches lacks. Thread-safe.
+// (smtp::common_extensions: the smallest SIZE; baseline_extensions() before any), so once every
+// upstream has been reached since start, a client sees no extension, or larger SIZE, that its
+// own upstream lacks. Thread-safe.
 class SmtpExtensionCache {
  public:
   [[nodiscard]] std::vector<smtp::Extension> get() const;
