@@ -9,6 +9,7 @@
 #include <chrono>
 #include <ctime>
 #include <iostream>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
@@ -545,8 +546,10 @@ CLI::App* add_audit_command(CLI::App& app, AuditOptions& options) {
   auto* account = cmd->add_option("--account", options.account, "only this account's rows");
   auto* format = cmd->add_option("--format", options.format, "table (default), json or csv")
                      ->check(CLI::IsMember({"table", "json", "csv"}));
-  auto* limit = cmd->add_option("--limit", options.limit, "only the newest N matching rows")
-                    ->check(CLI::NonNegativeNumber);
+  auto* limit =
+      cmd->add_option("--limit", options.limit, "only the newest N matching rows (0: all)")
+          ->check(CLI::Range(std::int64_t{0}, std::numeric_limits<std::int64_t>::max(),
+                             "a number of rows (0: all)"));
   auto* outcome = cmd->add_option("--outcome", options.outcome,
                                   "only rows with this outcome (ok, auth_failed, needs_reauth...)");
   auto* client = cmd->add_option("--client", options.client, "only rows from this client address");

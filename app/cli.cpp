@@ -393,8 +393,15 @@ int run_cli(int argc, char** argv) {
 
   try {
     app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
+  } catch (const CLI::Success& e) {
+    return app.exit(e);  // --help, --version
+  } catch (const CLI::CallForHelp& e) {
     return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    // One line, like every other error, and the usage exit code (2): scripts can tell a
+    // command line that never ran from a command that failed (1).
+    std::cerr << "imap-oauth2-proxy: " << e.what() << " (run with --help for usage)\n";
+    return 2;
   }
 
   try {
