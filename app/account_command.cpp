@@ -77,21 +77,30 @@ FlowKind choose_flow(const AuthorizeFlags& f, auth::Flow provider_flow) {
   die(fmt::format("'{}' is not one of 1, 2, 3", answer));
 }
 
+// Who `id_token` names when that is not `expected`; nullopt when it is. Dies, saying `unknown`
+// ("cannot tell who signed in"), when the token cannot be read.
+std::optional<std::string> other_identity(const std::string& id_token, const std::string& expected,
+                                          std::string_view unknown) {
+  auto claims = auth::decode_id_token(id_token);
+  if (!claims) {
+    die(fmt::format("{}, nothing was stored: {}", unknown, claims.error().message));
+  }
+  if (auth::identity_matches(*claims, expected)) {
+    return std::nullopt;
+  }
+  const auto who = auth::identity_candidates(*claims);
+  return who.empty() ? std::string("an account without an address") : who.front();
+}
+
 // An imported refresh token must be the account's own (or --signed-in-as's). The check needed a
 // refresh: with an endpoint that rotates refresh tokens, the one given may be spent now.
 void check_imported_identity(const auth::TokenGrant& grant, const std::string& expected,
                              const std::string& email, const Secret& given) {
-  auto claims = auth::decode_id_token(*grant.id_token);
-  if (!claims) {
-    die(fmt::format("cannot tell whose refresh token this is, nothing was stored: {}",
-                    claims.error().message));
-  }
-  if (auth::identity_matches(*claims, expected)) {
+  const auto owner =
+      other_identity(*grant.id_token, expected, "cannot tell whose refresh token this is");
+  if (!owner) {
     return;
   }
-  const auto who = auth::identity_candidates(*claims);
-  const std::string owner =
-      who.empty() ? std::string("an account without an address") : who.front();
   const std::string spent =
       grant.refresh_token && !(*grant.refresh_token == given)
           ? " Checking it replaced it with a new one: an endpoint that revokes replaced tokens "
@@ -101,13 +110,13 @@ void check_imported_identity(const auth::TokenGrant& grant, const std::string& e
     die(
         fmt::format("the refresh token is {}'s, not {}'s as --signed-in-as says; nothing was "
                     "stored.{}",
-                    owner, expected, spent));
+                    *owner, expected, spent));
   }
   die(
       fmt::format("the refresh token is {}'s, not {}'s; nothing was stored. Give {}'s own "
                   "refresh token, or if {} is a shared mailbox that {} may open, add "
                   "--signed-in-as {}.{}",
-                  owner, email, email, email, owner, owner, spent));
+                  *owner, email, email, email, *owner, *owner, spent));
 }
 
 // The signed-in identity must be the account (or --signed-in-as for a shared mailbox).
@@ -119,16 +128,11 @@ void check_identity(const auth::TokenGrant& grant, const std::string& expected,
                     "stored. The provider's scope must allow 'openid' (check its "
                     "identity_scope and the app registration's API permissions)"));
   }
-  auto claims = auth::decode_id_token(*grant.id_token);
-  if (!claims) {
-    die(fmt::format("cannot tell who signed in, nothing was stored: {}", claims.error().message));
-  }
-  if (auth::identity_matches(*claims, expected)) {
+  const auto other = other_identity(*grant.id_token, expected, "cannot tell who signed in");
+  if (!other) {
     return;
   }
-  const auto who = auth::identity_candidates(*claims);
-  const std::string signed_in =
-      who.empty() ? std::string("an account without an address") : who.front();
+  const std::string& signed_in = *other;
   if (expected != email) {
     die(
         fmt::format("signed in as {}, not {} as --signed-in-as says; nothing was stored. Sign "
