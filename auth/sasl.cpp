@@ -40,15 +40,21 @@ std::variant<PlainCredentials, PlainError> parse_plain(std::string_view message)
   return PlainCredentials{std::string(authzid), std::string(authcid), Secret(password)};
 }
 
-std::optional<PlainCredentials> decode_plain(std::string_view base64) {
+std::optional<PlainCredentials> decode_plain(std::string_view base64, PlainError* why) {
   std::optional<std::string> decoded = base64_decode(base64);
   if (!decoded) {
+    if (why != nullptr) {
+      *why = PlainError::malformed;
+    }
     return std::nullopt;
   }
   auto parsed = parse_plain(*decoded);
   secure_wipe(*decoded);
   if (auto* credentials = std::get_if<PlainCredentials>(&parsed)) {
     return std::move(*credentials);
+  }
+  if (why != nullptr) {
+    *why = std::get<PlainError>(parsed);
   }
   return std::nullopt;
 }

@@ -36,8 +36,9 @@ enum class PlainError {
 std::variant<PlainCredentials, PlainError> parse_plain(std::string_view message);
 
 // Decodes a base64 PLAIN client response (RFC 4648 §4, padded, no whitespace) and parses it as
-// parse_plain() does. nullopt for any failure.
-std::optional<PlainCredentials> decode_plain(std::string_view base64);
+// parse_plain() does. nullopt for any failure, and then, when `why` is given, the reason in it
+// (malformed for bad base64 too).
+std::optional<PlainCredentials> decode_plain(std::string_view base64, PlainError* why = nullptr);
 
 // The XOAUTH2 initial client response: base64("user=" user "\x01auth=Bearer " token "\x01\x01").
 // Precondition: neither `user` nor `token` contains \x01; if one does, the result is an empty

@@ -14,6 +14,8 @@ namespace iop::proxy::smtp {
 struct Extension {
   std::string keyword;  // upper case ("SIZE", "8BITMIME", "AUTH")
   std::string params;   // what followed the keyword ("35882577", "LOGIN XOAUTH2"); may be empty
+
+  friend bool operator==(const Extension&, const Extension&) = default;
 };
 
 // The extensions of a 250 EHLO reply: every line after the first (which greets). Lines that do

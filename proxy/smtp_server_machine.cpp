@@ -348,17 +348,10 @@ void ServerMachine::handle_sasl_line(const Secret& line, std::vector<Action>& ou
   // malformed one.
   const std::string_view text = line.reveal() == "=" ? std::string_view{} : line.reveal();
   if (was == State::awaiting_plain) {
-    std::optional<std::string> decoded = auth::base64_decode(text);
-    const Secret message(decoded ? std::move(*decoded) : std::string());
-    if (decoded) {
-      secure_wipe(*decoded);
-    }
-    auto parsed =
-        decoded
-            ? auth::parse_plain(message.reveal())
-            : std::variant<auth::PlainCredentials, auth::PlainError>(auth::PlainError::malformed);
-    if (const auto* failure = std::get_if<auth::PlainError>(&parsed)) {
-      if (*failure == auth::PlainError::authzid_mismatch) {
+    auth::PlainError why = auth::PlainError::malformed;
+    auto credentials = auth::decode_plain(text, &why);
+    if (!credentials) {
+      if (why == auth::PlainError::authzid_mismatch) {
         // Acting for another user is an authorization refusal, not a malformed response
         // (RFC 4954 §6: 535 5.7.8), and counts as a failed AUTH.
         ++authorization_refusals_;
@@ -368,8 +361,8 @@ void ServerMachine::handle_sasl_line(const Secret& line, std::vector<Action>& ou
       error(out, 501, "5.5.2 Cannot decode the AUTH PLAIN response");
       return;
     }
-    auto& credentials = std::get<auth::PlainCredentials>(parsed);
-    check(std::move(credentials.authcid), std::move(credentials.password), AuthMethod::plain, out);
+    check(std::move(credentials->authcid), std::move(credentials->password), AuthMethod::plain,
+          out);
     return;
   }
   std::optional<std::string> decoded = auth::base64_decode(text);

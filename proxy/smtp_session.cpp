@@ -17,7 +17,11 @@ std::vector<smtp::Extension> SmtpExtensionCache::get() const {
 
 void SmtpExtensionCache::set(const std::string& endpoint, std::vector<smtp::Extension> extensions) {
   std::lock_guard lock(mutex_);
-  by_endpoint_[endpoint] = std::move(extensions);
+  auto& known = by_endpoint_[endpoint];
+  if (known == extensions && !known.empty()) {
+    return;  // the usual case: the upstream says what it said last time
+  }
+  known = std::move(extensions);
   std::vector<std::vector<smtp::Extension>> all;
   all.reserve(by_endpoint_.size());
   for (const auto& [name, seen] : by_endpoint_) {

@@ -987,44 +987,39 @@ TEST_F(ProxyLimitsTest, UpstreamByeWithABareLfIsSanitizedInTheCloseReason) {
 
 // The next ones log in over the loopback plain port (allow_plaintext_loopback), with this
 // environment's 3 s pre-auth deadline: a failed login under load stays well inside it.
-TEST_F(ProxyLimitsTest, AFailedLoginThenAClientCloseKeepsWhyTheLoginFailed) {
+
+// Sends `command` (tag a1) on a new connection, expects an answer starting `answer`, hangs up,
+// and returns that connection's row.
+std::optional<storage::ConnectionRecord> row_after_refusal(Env& env, const std::string& command,
+                                                           const std::string& answer) {
   int port = 0;
   {
-    RawConnection raw(limited->starttls_port);
+    RawConnection raw(env.starttls_port);
     port = raw.local_port();
     raw.read_some();
-    raw.send("a1 LOGIN nobody@example.com wrong\r\n");
-    EXPECT_NE(answer_to(raw, "a1").find("a1 NO"), std::string::npos);
+    raw.send(command);
+    EXPECT_NE(answer_to(raw, "a1").find(answer), std::string::npos) << command;
   }  // the client hangs up
-  const auto row = limited->audit_row_for(port);
+  return env.audit_row_for(port);
+}
+
+TEST_F(ProxyLimitsTest, AFailedLoginThenAClientCloseKeepsWhyTheLoginFailed) {
+  const auto row = row_after_refusal(*limited, "a1 LOGIN nobody@example.com wrong\r\n", "a1 NO");
   ASSERT_TRUE(row.has_value());
   EXPECT_EQ(row->outcome, storage::ConnectionOutcome::auth_failed) << row->close_reason;
   EXPECT_EQ(row->close_reason, "local authentication failed; client closed before login");
 }
 
 TEST_F(ProxyLimitsTest, AnotherAuthorizationIdentityIsAFailedLoginInTheRow) {
-  int port = 0;
-  {
-    RawConnection raw(limited->starttls_port);
-    port = raw.local_port();
-    raw.read_some();
-    // base64("bob@example.com\0alice@example.com\0pw"): alice acting as bob.
-    raw.send("a1 AUTHENTICATE PLAIN Ym9iQGV4YW1wbGUuY29tAGFsaWNlQGV4YW1wbGUuY29tAHB3\r\n");
-    EXPECT_NE(answer_to(raw, "a1").find("a1 NO [AUTHORIZATIONFAILED]"), std::string::npos);
-  }  // the client hangs up
-  const auto row = limited->audit_row_for(port);
+  // base64("bob@example.com\0alice@example.com\0pw"): alice acting as bob.
+  const auto row = row_after_refusal(
+      *limited, "a1 AUTHENTICATE PLAIN Ym9iQGV4YW1wbGUuY29tAGFsaWNlQGV4YW1wbGUuY29tAHB3\r\n",
+      "a1 NO [AUTHORIZATIONFAILED]");
   ASSERT_TRUE(row.has_value());
   EXPECT_EQ(row->outcome, storage::ConnectionOutcome::auth_failed) << row->close_reason;
   EXPECT_EQ(row->close_reason, "authorization identity refused; client closed before login");
   // An empty user name is a plain failed login, not a refused authorization identity.
-  {
-    RawConnection raw(limited->starttls_port);
-    port = raw.local_port();
-    raw.read_some();
-    raw.send("a1 LOGIN \"\" x\r\n");
-    EXPECT_NE(answer_to(raw, "a1").find("a1 NO"), std::string::npos);
-  }
-  const auto empty = limited->audit_row_for(port);
+  const auto empty = row_after_refusal(*limited, "a1 LOGIN \"\" x\r\n", "a1 NO");
   ASSERT_TRUE(empty.has_value());
   EXPECT_EQ(empty->close_reason.find("authorization identity"), std::string::npos)
       << empty->close_reason;
